@@ -1,0 +1,343 @@
+//! `phoenix ingest`: send one event from flags, or many from NDJSON (file or stdin).
+//!
+//! Lines are validated locally with the collector's own rules so one bad line costs only
+//! itself (it is reported with its line number) instead of its whole batch.
+
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::output::print_json;
+use super::{CollectorClientArgs, Context, PartialFailure, UsageError};
+use crate::core::client::{self, ApiClient, RetryPolicy, with_retry};
+use crate::core::telemetry::{RecordError, decode_envelope};
+
+/// Bodies larger than this are gzip-compressed before sending.
+const GZIP_ABOVE: usize = 64 * 1024;
+
+/// Send telemetry to the collector.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  phoenix ingest --kind skill_execution --level info --orch-id orch-1 --agent-path code-gen/rust \\\n      --payload '{\"response_time\": 840, \"love_score\": 0.93}'\n  phoenix ingest --file events.ndjson\n  producer | phoenix ingest --file -"
+)]
+pub struct Args {
+    /// Event kind (one event from flags), e.g. orch_heartbeat, skill_execution
+    #[arg(long, conflicts_with = "file")]
+    pub kind: Option<String>,
+    /// Level: trace, debug, info, notice, warn, error, critical, fatal
+    #[arg(long, requires = "kind")]
+    pub level: Option<String>,
+    /// Tag (repeatable)
+    #[arg(long = "tag", value_name = "TAG", requires = "kind")]
+    pub tags: Vec<String>,
+    /// Payload as a JSON document
+    #[arg(long, value_name = "JSON", requires = "kind")]
+    pub payload: Option<String>,
+    /// Raw ORCH id (the collector stores only its keyed hash)
+    #[arg(long, requires = "kind")]
+    pub orch_id: Option<String>,
+    /// Agent path such as code-gen/rust
+    #[arg(long, requires = "kind")]
+    pub agent_path: Option<String>,
+    /// Event time in Unix seconds [default: the collector's clock]
+    #[arg(long, value_name = "SECS", requires = "kind")]
+    pub ts: Option<i64>,
+    /// NDJSON file of envelopes, one per line; `-` reads stdin
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Records per request
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// Retries per request on 429, 5xx or an unreachable collector
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Collector connection.
+    #[command(flatten)]
+    pub client: CollectorClientArgs,
+}
+
+/// What the collector answers to an accepted batch.
+#[derive(Debug, Deserialize)]
+struct Accepted {
+    accepted: usize,
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+/// The end-of-run report.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Records committed by the collector.
+    pub accepted: usize,
+    /// Records refused (locally invalid or rejected by the server).
+    pub rejected: usize,
+    /// Requests sent.
+    pub batches: usize,
+    /// Ids of accepted records (single-event mode only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+    /// The first refusals, with where and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+const MAX_LISTED_ERRORS: usize = 20;
+
+impl Report {
+    fn refuse(&mut self, n: usize, why: String) {
+        self.rejected += n;
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors.push(why);
+        }
+    }
+}
+
+/// Runs `phoenix ingest`.
+pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let client = args.client.client(&ctx.settings)?;
+    let policy = RetryPolicy {
+        max_retries: args.retries,
+        ..RetryPolicy::default()
+    };
+    let report = if args.kind.is_some() {
+        single(&args, &client, policy).await?
+    } else {
+        let source: Box<dyn Read + Send> = match args.file.as_deref() {
+            Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin()),
+            Some(p) => Box::new(
+                std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?,
+            ),
+            None if !std::io::stdin().is_terminal() => Box::new(std::io::stdin()),
+            None => {
+                return Err(UsageError(
+                    "nothing to send: give --kind (one event from flags) or --file FILE|- (NDJSON)"
+                        .to_owned(),
+                )
+                .into());
+            }
+        };
+        let size = args
+            .file
+            .as_deref()
+            .filter(|p| p.as_os_str() != "-")
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len());
+        stream(source, size, &args, &client, policy, ctx).await?
+    };
+    finish(report, ctx)
+}
+
+fn finish(report: Report, ctx: &Context) -> anyhow::Result<()> {
+    if ctx.json {
+        print_json(&report)?;
+    } else {
+        for e in &report.errors {
+            eprintln!("rejected: {e}");
+        }
+        if report.rejected > MAX_LISTED_ERRORS {
+            eprintln!("(only the first {MAX_LISTED_ERRORS} refusals are listed)");
+        }
+        println!(
+            "accepted {} record(s), rejected {} in {} request(s)",
+            report.accepted, report.rejected, report.batches
+        );
+        for id in &report.ids {
+            println!("id {id}");
+        }
+    }
+    match (report.accepted, report.rejected) {
+        (_, 0) => Ok(()),
+        (0, n) => Err(client::Error::Rejected {
+            status: 400,
+            code: "invalid_record".to_owned(),
+            detail: format!("all {n} record(s) were rejected"),
+            body: serde_json::Value::Null,
+            retry_after: None,
+        }
+        .into()),
+        (a, r) => Err(PartialFailure(format!("{r} of {} record(s) were rejected", a + r)).into()),
+    }
+}
+
+async fn single(args: &Args, client: &ApiClient, policy: RetryPolicy) -> anyhow::Result<Report> {
+    let payload: serde_json::Value = match &args.payload {
+        Some(p) => serde_json::from_str(p)
+            .map_err(|e| UsageError(format!("--payload is not valid JSON: {e}")))?,
+        None => serde_json::json!({}),
+    };
+    let doc = serde_json::json!({
+        "orch_id": args.orch_id, "agent_path": args.agent_path, "ts_unix": args.ts,
+        "kind": args.kind, "level": args.level,
+        "tags": if args.tags.is_empty() { None } else { Some(&args.tags) },
+        "payload": payload,
+    });
+    let text = serde_json::to_string(&strip_nulls(doc))?;
+    decode_envelope(&text, 0, None)
+        .map_err(|e| UsageError(format!("invalid event: field `{}`: {}", e.field, e.message)))?;
+    let body = text.into_bytes();
+    let accepted: Accepted = with_retry(policy, || {
+        client.post_bytes("/ingest", body.clone(), "application/json", false)
+    })
+    .await?;
+    Ok(Report {
+        accepted: accepted.accepted,
+        batches: 1,
+        ids: accepted.ids,
+        ..Report::default()
+    })
+}
+
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        other => other,
+    }
+}
+
+async fn stream(
+    source: Box<dyn Read + Send>,
+    size: Option<u64>,
+    args: &Args,
+    client: &ApiClient,
+    policy: RetryPolicy,
+    ctx: &Context,
+) -> anyhow::Result<Report> {
+    let progress = progress_bar(size, ctx);
+    let mut reader = BufReader::with_capacity(256 * 1024, source);
+    let mut report = Report::default();
+    let mut batch = Vec::with_capacity(256 * 1024);
+    let (mut in_batch, mut first_line) = (0usize, 1usize);
+    let (mut line_no, mut line) = (0usize, String::new());
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .context("reading telemetry input")?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        progress.inc(n as u64);
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match decode_envelope(text, line_no - 1, Some(line_no)) {
+            Ok(_) => {
+                if in_batch == 0 {
+                    first_line = line_no;
+                }
+                batch.extend_from_slice(text.as_bytes());
+                batch.push(b'\n');
+                in_batch += 1;
+            }
+            Err(e) => report.refuse(1, e.to_string()),
+        }
+        if in_batch == args.batch_size as usize {
+            send_batch(
+                client,
+                policy,
+                &mut batch,
+                in_batch,
+                (first_line, line_no),
+                &mut report,
+            )
+            .await?;
+            in_batch = 0;
+        }
+    }
+    if in_batch > 0 {
+        send_batch(
+            client,
+            policy,
+            &mut batch,
+            in_batch,
+            (first_line, line_no),
+            &mut report,
+        )
+        .await?;
+    }
+    progress.finish_and_clear();
+    Ok(report)
+}
+
+async fn send_batch(
+    client: &ApiClient,
+    policy: RetryPolicy,
+    batch: &mut Vec<u8>,
+    records: usize,
+    lines: (usize, usize),
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (body, gzip) = if batch.len() > GZIP_ABOVE {
+        (gzip(batch)?, true)
+    } else {
+        (batch.clone(), false)
+    };
+    batch.clear();
+    report.batches += 1;
+    let sent = with_retry(policy, || {
+        client.post_bytes::<Accepted>("/ingest", body.clone(), "application/x-ndjson", gzip)
+    })
+    .await;
+    match sent {
+        Ok(a) => report.accepted += a.accepted,
+        Err(client::Error::Rejected {
+            status,
+            code,
+            detail,
+            body,
+            ..
+        }) if status != 401 && status != 403 => {
+            let listed: Vec<RecordError> = body
+                .get("records")
+                .and_then(|r| serde_json::from_value(r.clone()).ok())
+                .unwrap_or_default();
+            let why = if listed.is_empty() {
+                format!("lines {}-{}: {status} {code}: {detail}", lines.0, lines.1)
+            } else {
+                format!("lines {}-{}: {detail}", lines.0, lines.1)
+            };
+            report.refuse(records, why);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "sending lines {}-{} ({} record(s) accepted before this)",
+                lines.0, lines.1, report.accepted
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(data)?;
+    Ok(enc.finish()?)
+}
+
+fn progress_bar(size: Option<u64>, ctx: &Context) -> ProgressBar {
+    if !ctx.stderr_tty || ctx.json {
+        return ProgressBar::hidden();
+    }
+    match size {
+        Some(total) => ProgressBar::new(total).with_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} read {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    }
+}

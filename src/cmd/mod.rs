@@ -1,0 +1,191 @@
+//! Subcommands: each module parses its arguments, calls `core`, and prints the result.
+
+pub mod analyze;
+pub mod bench;
+pub mod completions;
+pub mod config;
+pub mod ingest;
+pub mod insights;
+pub mod man;
+pub mod output;
+pub mod serve;
+pub mod telemetry;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::core::client::{self, ApiClient, ClientOptions};
+use crate::core::config::{LoadOptions, Settings};
+
+/// Process exit codes (documented in `--help` and README).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Failure.
+    pub const FAILED: u8 = 1;
+    /// Usage error.
+    pub const USAGE: u8 = 2;
+    /// Server unreachable.
+    pub const UNREACHABLE: u8 = 3;
+    /// Request rejected by the server (4xx).
+    pub const REJECTED: u8 = 4;
+    /// Partial success.
+    pub const PARTIAL: u8 = 5;
+}
+
+/// A mistake in how the command was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Some items succeeded and some failed (exit code 5).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PartialFailure(pub String);
+
+/// Everything a command needs besides its own arguments.
+#[derive(Debug)]
+pub struct Context {
+    /// Effective settings.
+    pub settings: Settings,
+    /// `--json`.
+    pub json: bool,
+    /// Whether stdout is a terminal (tables and colours).
+    pub stdout_tty: bool,
+    /// Whether stderr is a terminal (progress bars).
+    pub stderr_tty: bool,
+}
+
+/// Sets up tracing on stderr: `PHOENIX_LOG` wins, else `-v`/`-q`, else warn (info for servers).
+pub fn init_tracing(cli: &Cli) {
+    let default = match (cli.global.quiet, cli.global.verbose, &cli.command) {
+        (true, _, _) => "error",
+        (_, 0, Command::Serve(_)) => "info",
+        (_, 0, _) => "warn",
+        (_, 1, _) => "info",
+        (_, 2, _) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("PHOENIX_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+/// Loads the settings and runs the chosen command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = std::env::vars().collect();
+    let load = LoadOptions {
+        config_file: cli.global.config.clone(),
+        env,
+        cwd: std::env::current_dir().ok(),
+    };
+    let settings = Settings::load(&load).map_err(|e| UsageError(e.to_string()))?;
+    let ctx = Context {
+        settings,
+        json: cli.global.json,
+        stdout_tty: std::io::stdout().is_terminal(),
+        stderr_tty: std::io::stderr().is_terminal(),
+    };
+    match cli.command {
+        Command::Serve(c) => serve::run(c, ctx).await,
+        Command::Ingest(a) => ingest::run(a, &ctx).await,
+        Command::Analyze(a) => analyze::run(a, &ctx).await,
+        Command::Insights(a) => insights::run(a, &ctx).await,
+        Command::Telemetry(c) => telemetry::run(c, &ctx).await,
+        Command::Config(c) => config::run(c, &ctx),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
+        Command::Bench(c) => bench::run(c, &ctx).await,
+    }
+}
+
+/// Chooses the exit code from the first error in the chain that says what kind it is.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<client::Error>() {
+            return match e {
+                client::Error::Unreachable { .. } | client::Error::Timeout { .. } => {
+                    exit::UNREACHABLE
+                }
+                client::Error::Rejected { .. } => exit::REJECTED,
+                client::Error::Config(_) => exit::USAGE,
+                client::Error::Server { .. } | client::Error::Decode { .. } => exit::FAILED,
+            };
+        }
+        if cause.is::<UsageError>() {
+            return exit::USAGE;
+        }
+        if cause.is::<PartialFailure>() {
+            return exit::PARTIAL;
+        }
+    }
+    exit::FAILED
+}
+
+/// How the client commands reach the collector.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollectorClientArgs {
+    /// Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Give up on one request after this long
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl CollectorClientArgs {
+    /// A client for the collector, flags over settings.
+    pub fn client(&self, settings: &Settings) -> anyhow::Result<ApiClient> {
+        let opts = ClientOptions {
+            base_url: self
+                .url
+                .clone()
+                .unwrap_or_else(|| settings.collector.url.clone()),
+            token: self
+                .token
+                .clone()
+                .or_else(|| settings.collector.token.clone()),
+            ca_cert: self
+                .ca_cert
+                .clone()
+                .or_else(|| settings.collector.ca_cert.clone()),
+            timeout: self.timeout,
+        };
+        ApiClient::new(&opts).context("setting up the collector client")
+    }
+}
+
+/// Parses a point in time: Unix seconds, RFC 3339, or an age such as `15m`, `2h`, `7d`.
+pub fn parse_when(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .map_err(|_| format!("{s:?} is before 1970"));
+    }
+    match humantime::parse_duration(s) {
+        Ok(age) => Ok(crate::core::telemetry::now_unix() - age.as_secs() as i64),
+        Err(_) => Err(format!(
+            "{s:?} is not Unix seconds, an RFC 3339 time, or an age like 15m / 2h / 7d"
+        )),
+    }
+}

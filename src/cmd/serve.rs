@@ -1,0 +1,214 @@
+//! `phoenix serve`: run the collector, or every service in one process.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+use super::{Context, UsageError};
+use crate::core::anonymize::Anonymizer;
+use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
+use crate::core::config::Settings;
+use crate::core::store::{SqliteStore, StoreOptions, TelemetryStore};
+use crate::core::tls::{self, TlsListener};
+
+/// Which services to run.
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Run the Vital Pulse telemetry collector
+    Collector(CollectorArgs),
+    /// Run every service in one process on the embedded SQLite default
+    All(CollectorArgs),
+}
+
+/// Options of the collector server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollectorArgs {
+    /// Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Delete telemetry older than this many days [default: keep everything]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_days: Option<u32>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow a non-loopback address without ingest tokens (anyone who can connect may write)
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+/// Applies the flags over the settings.
+fn apply_flags(args: &CollectorArgs, settings: &mut Settings) {
+    if let Some(b) = &args.bind {
+        settings.collector.bind = b.clone();
+        settings.mark_flag("collector.bind", Some(b.clone()));
+    }
+    if let Some(db) = &args.db {
+        settings.collector.db_path = db.clone();
+        settings.mark_flag("collector.db_path", Some(db.display().to_string()));
+    }
+    if let Some(d) = args.retention_days {
+        settings.collector.retention_days = Some(d);
+        settings.mark_flag("collector.retention_days", Some(d.to_string()));
+    }
+    if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        settings.collector.tls_cert = Some(c.clone());
+        settings.collector.tls_key = Some(k.clone());
+    }
+}
+
+/// Runs the chosen services until SIGINT/SIGTERM.
+pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
+    let args = match &cmd {
+        Cmd::Collector(a) | Cmd::All(a) => a.clone(),
+    };
+    apply_flags(&args, &mut ctx.settings);
+    let collector = Collector::prepare(&ctx.settings, args.insecure_no_auth).await?;
+    announce(&ctx, "collector", &collector.url);
+    collector.run(shutdown_signal()).await
+}
+
+fn announce(ctx: &Context, service: &str, url: &str) {
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({ "event": "listening", "service": service, "url": url })
+        );
+    } else {
+        tracing::info!("{service} listening on {url}");
+    }
+}
+
+/// A collector bound to its address, ready to run.
+struct Collector {
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    state: AppState,
+    url: String,
+}
+
+impl Collector {
+    async fn prepare(settings: &Settings, insecure_no_auth: bool) -> anyhow::Result<Collector> {
+        let c = &settings.collector;
+        let addr: SocketAddr = c.bind.parse().map_err(|e| {
+            UsageError(format!(
+                "collector bind address {:?} is not IP:PORT: {e}",
+                c.bind
+            ))
+        })?;
+        if !collector::is_loopback(&addr) && c.ingest_tokens.is_empty() && !insecure_no_auth {
+            return Err(UsageError(format!(
+                "refusing to serve the collector on non-loopback address {addr} without authentication: \
+                 set PHOENIX_INGEST_TOKENS (clients send `Authorization: Bearer <token>`), or pass --insecure-no-auth"
+            ))
+            .into());
+        }
+        let tls = match (&c.tls_cert, &c.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::server_config(cert, key).context("loading the TLS certificate")?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(UsageError("TLS needs both a certificate and a key".to_owned()).into());
+            }
+        };
+        let anonymizer =
+            Anonymizer::load_or_create(&c.hash_key_file).context("loading the orch hash key")?;
+        let metrics = Arc::new(Metrics::default());
+        let store_opts = StoreOptions {
+            sync: c.sync,
+            queue_records: c.queue_records,
+            ..StoreOptions::new(&c.db_path)
+        };
+        let store = SqliteStore::open(&store_opts, metrics.store.clone())
+            .with_context(|| format!("opening the telemetry store at {}", c.db_path.display()))?;
+        let config = CollectorConfig {
+            limits: Limits {
+                max_body_bytes: c.max_body_bytes,
+                max_decoded_bytes: c.max_decoded_bytes,
+                max_batch_records: c.max_batch_records,
+            },
+            premium_key: settings.x402_premium_key.clone(),
+            ingest_tokens: c.ingest_tokens.clone(),
+            llm: settings.llm.client_settings(),
+            stale_after: c.stale_after,
+            retention_days: c.retention_days,
+            ..CollectorConfig::default()
+        };
+        match &config.llm {
+            Ok(s) => {
+                tracing::info!(model = %s.model, base_url = %s.base_url, "LLM summaries enabled")
+            }
+            Err(reason) => tracing::info!(
+                "LLM summaries disabled ({reason}); insights use the heuristic summary"
+            ),
+        }
+        let store: Arc<dyn TelemetryStore> = Arc::new(store);
+        let state = AppState::new(store, anonymizer, config, metrics)
+            .context("setting up the collector")?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the collector to {addr}"))?;
+        let local = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(db = %c.db_path.display(), "telemetry store open");
+        Ok(Collector {
+            listener,
+            tls,
+            state,
+            url: format!("{scheme}://{local}"),
+        })
+    }
+
+    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        match self.tls {
+            Some(config) => {
+                let listener = TlsListener::new(self.listener, config)?;
+                collector::serve(listener, self.state, shutdown).await?
+            }
+            None => {
+                let listener = self.listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                collector::serve(listener, self.state, shutdown).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!(
+        "shutdown requested; finishing in-flight requests and committing accepted records"
+    );
+}

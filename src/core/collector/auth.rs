@@ -1,0 +1,62 @@
+//! Bearer-token authentication, active when ingest tokens are configured.
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::core::api_error::ApiError;
+
+/// Compares two secrets in constant time (digests first, so lengths do not leak either).
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    Sha256::digest(a.as_bytes())
+        .ct_eq(&Sha256::digest(b.as_bytes()))
+        .into()
+}
+
+/// Rejects requests without a configured bearer token; passes everything when none is set.
+pub(super) async fn require_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let tokens = &state.config.ingest_tokens;
+    if tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(presented) = presented else {
+        state.metrics.reject("unauthorized", 1);
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>` header",
+        )
+        .into_response();
+    };
+    // Check every token so timing does not reveal which one matched.
+    let ok = tokens
+        .iter()
+        .fold(false, |acc, t| acc | secrets_equal(presented, t));
+    if !ok {
+        state.metrics.reject("forbidden", 1);
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the bearer token is not accepted by this collector",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}

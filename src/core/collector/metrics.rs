@@ -1,0 +1,131 @@
+//! The collector's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::core::store::StoreMetrics;
+
+/// Label of rejected records.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// Machine code of the rejection (`invalid_record`, `too_large`, ...).
+    pub reason: &'static str,
+}
+
+/// Labels of analyze calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnalyzeLabels {
+    /// `free` or `premium`.
+    pub tier: &'static str,
+    /// `llm` or `heuristic`.
+    pub source: &'static str,
+}
+
+/// Every metric the collector exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Records committed.
+    pub ingested: Counter,
+    /// Records (or requests, when the body could not be split) refused, by reason.
+    pub rejected: Family<Reason, Counter>,
+    /// Records per accepted ingest request.
+    pub batch_size: Histogram,
+    /// Records waiting for the writer, sampled at scrape time.
+    pub queue_depth: Gauge,
+    /// Analyze calls by tier and summary source.
+    pub analyze: Family<AnalyzeLabels, Counter>,
+    /// Records deleted by retention.
+    pub retention_deleted: Counter,
+    /// Writer-side commit metrics.
+    pub store: StoreMetrics,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("phoenix");
+        let ingested = Counter::default();
+        let rejected = Family::<Reason, Counter>::default();
+        let batch_size = Histogram::new([1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0]);
+        let queue_depth = Gauge::default();
+        let analyze = Family::<AnalyzeLabels, Counter>::default();
+        let retention_deleted = Counter::default();
+        let store = StoreMetrics::default();
+        registry.register(
+            "ingest_records",
+            "Telemetry records committed",
+            ingested.clone(),
+        );
+        registry.register(
+            "ingest_rejected_records",
+            "Telemetry records rejected, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "ingest_batch_size_records",
+            "Records per accepted ingest request",
+            batch_size.clone(),
+        );
+        registry.register(
+            "store_queue_depth_records",
+            "Records waiting for the SQLite writer",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "store_commit_seconds",
+            "Duration of one group commit",
+            store.commit_seconds.clone(),
+        );
+        registry.register(
+            "store_group_records",
+            "Records per group commit",
+            store.group_records.clone(),
+        );
+        registry.register(
+            "analyze_calls",
+            "POST /analyze calls by tier and summary source",
+            analyze.clone(),
+        );
+        registry.register(
+            "retention_deleted_records",
+            "Records deleted by retention",
+            retention_deleted.clone(),
+        );
+        Metrics {
+            registry,
+            ingested,
+            rejected,
+            batch_size,
+            queue_depth,
+            analyze,
+            retention_deleted,
+            store,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts `n` rejected records under `reason`.
+    pub fn reject(&self, reason: &'static str, n: usize) {
+        self.rejected
+            .get_or_create(&Reason { reason })
+            .inc_by(n as u64);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

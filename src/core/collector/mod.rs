@@ -1,0 +1,222 @@
+//! The Vital Pulse collector: HTTP ingest of telemetry, storage, analysis and insights.
+//!
+//! [`router`] builds the routes over an [`AppState`]; [`serve`] runs them on a listener the
+//! caller bound (tests bind `127.0.0.1:0`) until the shutdown future resolves, then commits
+//! everything already accepted before returning.
+
+mod analyze;
+mod auth;
+mod ingest;
+pub mod metrics;
+mod query;
+mod retention;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::serve::Listener;
+use tracing::Instrument;
+
+use crate::core::anonymize::Anonymizer;
+use crate::core::llm::{LlmClient, LlmSettings};
+use crate::core::store::TelemetryStore;
+
+pub use analyze::{AnalyzeRequest, premium_key_matches};
+pub use metrics::Metrics;
+pub use retention::purge_expired;
+
+/// Request size limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest body on the wire.
+    pub max_body_bytes: usize,
+    /// Largest body after gzip decoding.
+    pub max_decoded_bytes: usize,
+    /// Most records per request.
+    pub max_batch_records: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_decoded_bytes: 64 * 1024 * 1024,
+            max_batch_records: 10_000,
+        }
+    }
+}
+
+/// How the collector behaves, independent of where it listens.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Request limits.
+    pub limits: Limits,
+    /// `X402` value that unlocks the premium tier.
+    pub premium_key: Option<String>,
+    /// Bearer tokens accepted; empty means no authentication.
+    pub ingest_tokens: Vec<String>,
+    /// The LLM for summaries, or why there is none.
+    pub llm: Result<LlmSettings, String>,
+    /// An orch whose last heartbeat is older than this is stale.
+    pub stale_after: Duration,
+    /// Delete records older than this many days.
+    pub retention_days: Option<u32>,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            limits: Limits::default(),
+            premium_key: None,
+            ingest_tokens: Vec::new(),
+            llm: Err("no LLM configured".to_owned()),
+            stale_after: Duration::from_secs(900),
+            retention_days: None,
+            retention_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why the collector could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The LLM settings are unusable.
+    #[error("LLM client: {0}")]
+    Llm(#[from] crate::core::llm::Error),
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// Storage.
+    pub store: Arc<dyn TelemetryStore>,
+    /// Orch-id anonymiser.
+    pub anonymizer: Anonymizer,
+    /// Configuration.
+    pub config: CollectorConfig,
+    /// LLM client, or why there is none.
+    pub llm: Result<LlmClient, String>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State over a store; `metrics` must be the registry whose `store` metrics the store feeds.
+    pub fn new(
+        store: Arc<dyn TelemetryStore>,
+        anonymizer: Anonymizer,
+        config: CollectorConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
+        let llm = match &config.llm {
+            Ok(settings) => Ok(LlmClient::new(settings.clone())?),
+            Err(reason) => Err(reason.clone()),
+        };
+        Ok(AppState(Arc::new(Inner {
+            store,
+            anonymizer,
+            config,
+            llm,
+            metrics,
+            started: Instant::now(),
+        })))
+    }
+}
+
+/// All collector routes. `/health` is never behind authentication.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/ingest", post(ingest::ingest))
+        .route("/analyze", post(analyze::analyze))
+        .route("/insights", get(query::insights))
+        .route("/telemetry", get(query::telemetry))
+        .route("/metrics", get(query::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(query::health))
+        .merge(protected)
+        .fallback(query::not_found)
+        .layer(middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+/// One span per request, keyed by the matched route rather than the raw path.
+async fn request_span(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let span = tracing::debug_span!("request", method = %req.method(), route = %route);
+    let started = Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "done"
+        );
+    });
+    resp
+}
+
+/// True when `addr` only accepts connections from this machine.
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Serves the collector until `shutdown` resolves, then drains in-flight requests and
+/// commits everything already accepted.
+pub async fn serve<L>(
+    listener: L,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: Debug,
+{
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let retention = state.config.retention_days.map(|days| {
+        tokio::spawn(retention::run(
+            state.clone(),
+            days,
+            state.config.retention_interval,
+            stop_rx,
+        ))
+    });
+    let result = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = retention {
+        let _ = task.await;
+    }
+    state.store.shutdown().await;
+    tracing::info!("collector stopped; every accepted record is committed");
+    result
+}

@@ -1,0 +1,104 @@
+//! Insights: what `POST /analyze` produces and `GET /insights` serves back.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::analysis::Stats;
+use crate::core::store::TelemetryFilter;
+
+/// Records a free-tier analysis may read.
+pub const FREE_LIMIT: usize = 200;
+/// Records a premium analysis may read.
+pub const PREMIUM_LIMIT: usize = 5000;
+
+/// Access tier of an analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Up to [`FREE_LIMIT`] records.
+    Free,
+    /// Up to [`PREMIUM_LIMIT`] records; unlocked by the `X402` header.
+    Premium,
+}
+
+impl Tier {
+    /// Most records this tier may analyse.
+    pub fn limit(self) -> usize {
+        match self {
+            Tier::Free => FREE_LIMIT,
+            Tier::Premium => PREMIUM_LIMIT,
+        }
+    }
+
+    /// `free` or `premium`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Premium => "premium",
+        }
+    }
+}
+
+/// Who wrote the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SummarySource {
+    /// The configured LLM.
+    Llm,
+    /// Phoenix's rules, from the same statistics.
+    Heuristic,
+}
+
+impl SummarySource {
+    /// `llm` or `heuristic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SummarySource::Llm => "llm",
+            SummarySource::Heuristic => "heuristic",
+        }
+    }
+}
+
+/// One analysis result, as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Insight {
+    /// Identifier (UUID v7).
+    pub id: String,
+    /// When it was produced, Unix seconds.
+    pub ts_unix: i64,
+    /// Tier the request was served at.
+    pub tier: Tier,
+    /// Analysis focus (`performance`, `emotional_resonance`, ...).
+    pub focus: String,
+    /// Who wrote the summary.
+    pub source: SummarySource,
+    /// The LLM model, when the LLM wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Why the heuristic summary was used instead of the LLM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// The bullets as one text block (`- ...` lines).
+    pub summary: String,
+    /// At most 12 actionable bullets.
+    pub bullets: Vec<String>,
+    /// `last_n` as requested.
+    pub requested_last_n: usize,
+    /// `last_n` after clamping to the tier's limit.
+    pub last_n: usize,
+    /// The tier's limit.
+    pub tier_limit: usize,
+    /// Whether `requested_last_n` exceeded the tier's limit.
+    pub clamped: bool,
+    /// Records actually analysed (fewer than `last_n` when the store holds fewer).
+    pub records_analyzed: usize,
+    /// Filters applied before taking the last N.
+    #[serde(default)]
+    pub filters: TelemetryFilter,
+    /// The statistics the summary is based on.
+    pub stats: Stats,
+    /// Milliseconds spent reading and analysing the records.
+    pub analysis_ms: f64,
+    /// Milliseconds spent waiting for the LLM, when one was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_ms: Option<f64>,
+}

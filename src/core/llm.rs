@@ -1,0 +1,927 @@
+//! OpenAI-compatible chat client shared by every feature that talks to an LLM.
+//!
+//! One `POST {base_url}/chat/completions` per attempt, with bounded retries for the failures
+//! that are worth retrying (429, 5xx, timeouts, transport errors) and a typed [`Error`] for the
+//! rest, so callers can tell "fix your key" from "try later" without parsing strings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Longest provider message kept in an error, so a proxy's HTML error page cannot flood logs.
+const DETAIL_LIMIT: usize = 300;
+
+/// Where and how to reach the chat completions endpoint.
+#[derive(Clone)]
+pub struct LlmSettings {
+    /// API root such as `https://openrouter.ai/api/v1`; requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer <key>` when set.
+    pub api_key: Option<String>,
+    /// Model used when a request does not name one.
+    pub model: String,
+    /// Limit for one HTTP attempt, from connecting until the body is read.
+    pub timeout: Duration,
+    /// Extra attempts after the first, for retryable failures only.
+    pub max_retries: u32,
+    /// Delay before the first retry; doubles on each further retry, with ±25% jitter.
+    pub backoff_base: Duration,
+    /// Cap for the computed backoff and for a server's `Retry-After`.
+    pub max_backoff: Duration,
+    /// OpenRouter attribution header `HTTP-Referer`.
+    pub referer: Option<String>,
+    /// OpenRouter attribution header `X-Title`.
+    pub title: Option<String>,
+    /// Extra PEM root certificate(s) trusted for private endpoints.
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl LlmSettings {
+    /// Settings with defaults suited to a hosted provider: 60 s per attempt, 2 retries,
+    /// backoff from 500 ms up to 30 s, no key, no attribution, built-in roots only.
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: None,
+            model: model.into(),
+            timeout: Duration::from_secs(60),
+            max_retries: 2,
+            backoff_base: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            referer: None,
+            title: None,
+            ca_cert: None,
+        }
+    }
+}
+
+// Hand-written so the API key never ends up in a log line or a panic message.
+impl std::fmt::Debug for LlmSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmSettings")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("model", &self.model)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("backoff_base", &self.backoff_base)
+            .field("max_backoff", &self.max_backoff)
+            .field("referer", &self.referer)
+            .field("title", &self.title)
+            .field("ca_cert", &self.ca_cert)
+            .finish()
+    }
+}
+
+/// One chat message in OpenAI's `{role, content}` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+impl Message {
+    /// A `system` message (instructions).
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+
+    /// A `user` message (the prompt).
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+
+    /// An `assistant` message (a previous answer, for multi-turn prompts).
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: "assistant".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A chat completion request; unset options are left to the provider's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    /// The conversation, oldest first.
+    pub messages: Vec<Message>,
+    /// Overrides [`LlmSettings::model`] for this request.
+    pub model: Option<String>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Upper bound on generated tokens.
+    pub max_tokens: Option<u32>,
+}
+
+impl ChatRequest {
+    /// A request for these messages with every option left unset.
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self {
+            messages,
+            ..Self::default()
+        }
+    }
+
+    /// Uses `model` instead of the client's default.
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Sets the sampling temperature.
+    pub fn with_temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Sets the upper bound on generated tokens.
+    pub fn with_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+}
+
+/// The assistant's answer to a [`ChatRequest`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatResponse {
+    /// The answer text, as returned (not trimmed); never empty or whitespace only.
+    pub content: String,
+    /// The model that answered, as reported by the provider (else the one requested).
+    pub model: String,
+    /// Token accounting, when the provider reports it.
+    pub usage: Option<Usage>,
+    /// HTTP attempts made, including the successful one.
+    pub attempts: u32,
+}
+
+/// Token accounting reported by the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    pub completion_tokens: u64,
+    /// Sum of both, as billed.
+    pub total_tokens: u64,
+}
+
+/// Why a chat request failed; each variant is something a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// HTTP 401: the key is missing, wrong or revoked.
+    #[error("LLM endpoint rejected the API key (401): {detail}")]
+    Unauthorized {
+        /// The provider's message.
+        detail: String,
+    },
+    /// HTTP 402: OpenRouter's "out of credits".
+    #[error("LLM provider refused the request for lack of credits (402): {detail}")]
+    PaymentRequired {
+        /// The provider's message.
+        detail: String,
+    },
+    /// HTTP 403: e.g. the prompt was flagged by moderation or the key lacks access.
+    #[error("LLM provider refused the request (403): {detail}")]
+    Forbidden {
+        /// The provider's message.
+        detail: String,
+    },
+    /// HTTP 404: unknown model, or a base URL that is not an OpenAI-compatible API.
+    #[error("LLM endpoint or model not found (404): {detail}")]
+    NotFound {
+        /// The provider's message.
+        detail: String,
+    },
+    /// HTTP 429 on every attempt.
+    #[error("LLM endpoint is rate limiting requests (429) after {}{}", plural_attempts(*.attempts), retry_hint(.retry_after))]
+    RateLimited {
+        /// The last `Retry-After` the server sent, if any.
+        retry_after: Option<Duration>,
+        /// HTTP attempts made.
+        attempts: u32,
+    },
+    /// HTTP 5xx on every attempt.
+    #[error("LLM endpoint failed with HTTP {status} after {}: {detail}", plural_attempts(*.attempts))]
+    Server {
+        /// The last status code.
+        status: u16,
+        /// The provider's message.
+        detail: String,
+        /// HTTP attempts made.
+        attempts: u32,
+    },
+    /// Any other HTTP 4xx: the request itself is wrong (bad parameters, prompt too long…).
+    #[error("LLM endpoint rejected the request (HTTP {status}): {detail}")]
+    BadRequest {
+        /// The status code.
+        status: u16,
+        /// The provider's message.
+        detail: String,
+    },
+    /// No complete answer within the per-attempt timeout, on every attempt.
+    #[error("LLM endpoint did not answer within {} ({})", humantime::format_duration(*.after), plural_attempts(*.attempts))]
+    Timeout {
+        /// The per-attempt timeout.
+        after: Duration,
+        /// HTTP attempts made.
+        attempts: u32,
+    },
+    /// Transport failure (refused, unreachable, TLS, reset) on every attempt.
+    #[error("could not reach the LLM endpoint after {}: {detail}", plural_attempts(*.attempts))]
+    Connect {
+        /// The transport error and its causes.
+        detail: String,
+        /// HTTP attempts made.
+        attempts: u32,
+    },
+    /// A success status whose body is not a chat completion.
+    #[error("LLM endpoint returned something that is not a chat completion: {detail}")]
+    Malformed {
+        /// What was wrong, with an excerpt of the body.
+        detail: String,
+    },
+    /// The completion carried no choice or only empty/whitespace content.
+    #[error("LLM returned an empty answer")]
+    Empty,
+    /// An `{"error": {...}}` object inside a success body (OpenRouter reports upstream
+    /// failures this way).
+    #[error("LLM provider reported an error{}: {message}", .code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Api {
+        /// The provider's error code (number or string), if any.
+        code: Option<String>,
+        /// The provider's message.
+        message: String,
+    },
+    /// Settings that cannot work: base URL not http(s), unreadable CA file, bad header value.
+    #[error("invalid LLM settings: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed (rate limit, server trouble, transport).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::RateLimited { .. }
+            | Error::Server { .. }
+            | Error::Timeout { .. }
+            | Error::Connect { .. } => true,
+            Error::Api { code, .. } => code
+                .as_deref()
+                .and_then(|c| c.trim().parse::<u16>().ok())
+                .is_some_and(|c| c == 429 || c >= 500),
+            _ => false,
+        }
+    }
+
+    /// Short stable code for metrics, logs and JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::PaymentRequired { .. } => "payment_required",
+            Error::Forbidden { .. } => "forbidden",
+            Error::NotFound { .. } => "not_found",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Server { .. } => "server",
+            Error::BadRequest { .. } => "bad_request",
+            Error::Timeout { .. } => "timeout",
+            Error::Connect { .. } => "connect",
+            Error::Malformed { .. } => "malformed",
+            Error::Empty => "empty",
+            Error::Api { .. } => "api",
+            Error::Config(_) => "config",
+        }
+    }
+}
+
+fn plural_attempts(n: u32) -> String {
+    if n == 1 {
+        "1 attempt".into()
+    } else {
+        format!("{n} attempts")
+    }
+}
+
+fn retry_hint(retry_after: &Option<Duration>) -> String {
+    retry_after
+        .map(|d| format!("; server asked to wait {}", humantime::format_duration(d)))
+        .unwrap_or_default()
+}
+
+/// A chat client; clones share one connection pool.
+#[derive(Clone)]
+pub struct LlmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    endpoint: String,
+    settings: LlmSettings,
+}
+
+/// Body of `POST /chat/completions`.
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+}
+
+/// One failed attempt: the error to report if we give up, and the server's wish on when
+/// to come back.
+struct Failure {
+    error: Error,
+    retry_after: Option<Duration>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl LlmClient {
+    /// Builds the HTTP client; fails on settings that could never work, before any request.
+    pub fn new(settings: LlmSettings) -> Result<Self, Error> {
+        let base = settings.base_url.trim().trim_end_matches('/');
+        let url = reqwest::Url::parse(base)
+            .map_err(|e| Error::Config(format!("base URL {base:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Config(format!(
+                "base URL {base:?} must start with http:// or https://"
+            )));
+        }
+        if settings.model.trim().is_empty() {
+            return Err(Error::Config("no model configured".into()));
+        }
+        let endpoint = format!("{base}/chat/completions");
+
+        let mut headers = HeaderMap::new();
+        if let Some(key) = &settings.api_key {
+            let mut value = header_value("API key", &format!("Bearer {key}"))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        if let Some(referer) = &settings.referer {
+            headers.insert(
+                HeaderName::from_static("http-referer"),
+                header_value("referer", referer)?,
+            );
+        }
+        if let Some(title) = &settings.title {
+            headers.insert(
+                HeaderName::from_static("x-title"),
+                header_value("title", title)?,
+            );
+        }
+
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("phoenix/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)));
+        if let Some(path) = &settings.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read CA certificate {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Config(format!("bad CA certificate {}: {e}", path.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Config(format!(
+                    "no PEM certificate in {}",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build HTTP client: {}", error_chain(&e))))?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                endpoint,
+                settings,
+            }),
+        })
+    }
+
+    /// The default model of this client.
+    pub fn model(&self) -> &str {
+        &self.inner.settings.model
+    }
+
+    /// Sends `request`, retrying retryable failures up to `max_retries` times.
+    pub async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, Error> {
+        let settings = &self.inner.settings;
+        let model = request.model.as_deref().unwrap_or(&settings.model);
+        let body = WireRequest {
+            model,
+            messages: &request.messages,
+            temperature: request.temperature,
+            max_tokens: request.max_tokens,
+        };
+        let max_attempts = settings.max_retries.saturating_add(1);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let failure = match self.attempt(&body, attempts).await {
+                Ok(mut response) => {
+                    response.attempts = attempts;
+                    return Ok(response);
+                }
+                Err(failure) => failure,
+            };
+            if attempts >= max_attempts || !failure.error.is_retryable() {
+                return Err(failure.error);
+            }
+            let delay = match failure.retry_after {
+                Some(wanted) => wanted.min(settings.max_backoff),
+                None => backoff(settings.backoff_base, settings.max_backoff, attempts - 1),
+            };
+            tracing::warn!(
+                attempt = attempts,
+                max_attempts,
+                delay_ms = delay.as_millis() as u64,
+                kind = failure.error.kind(),
+                error = %failure.error,
+                "LLM request failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One system + one user message with the default model; an empty `system` is left out.
+    pub async fn complete(&self, system: &str, user: &str) -> Result<ChatResponse, Error> {
+        let mut messages = Vec::with_capacity(2);
+        if !system.trim().is_empty() {
+            messages.push(Message::system(system));
+        }
+        messages.push(Message::user(user));
+        self.chat(ChatRequest::new(messages)).await
+    }
+
+    /// One HTTP attempt; `attempts` is the running count, stamped into errors that carry it.
+    async fn attempt(
+        &self,
+        body: &WireRequest<'_>,
+        attempts: u32,
+    ) -> Result<ChatResponse, Failure> {
+        let transport = |e: reqwest::Error| self.transport_error(&e, attempts);
+        let response = self
+            .inner
+            .http
+            .post(&self.inner.endpoint)
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let text = response.text().await.map_err(transport)?;
+
+        if status.is_success() {
+            return parse_completion(&text, body.model).map_err(Failure::from);
+        }
+        let detail = provider_detail(&text);
+        let error = match status {
+            StatusCode::UNAUTHORIZED => Error::Unauthorized { detail },
+            StatusCode::PAYMENT_REQUIRED => Error::PaymentRequired { detail },
+            StatusCode::FORBIDDEN => Error::Forbidden { detail },
+            StatusCode::NOT_FOUND => Error::NotFound { detail },
+            StatusCode::TOO_MANY_REQUESTS => Error::RateLimited {
+                retry_after,
+                attempts,
+            },
+            s if s.is_server_error() => Error::Server {
+                status: s.as_u16(),
+                detail,
+                attempts,
+            },
+            s if s.is_client_error() => Error::BadRequest {
+                status: s.as_u16(),
+                detail,
+            },
+            // Redirects are followed by reqwest, so only odd statuses (1xx, 3xx without a
+            // Location) land here; none of them carries a completion.
+            s => Error::Malformed {
+                detail: format!("unexpected HTTP status {s}: {detail}"),
+            },
+        };
+        let honour = matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
+        Err(Failure {
+            error,
+            retry_after: retry_after.filter(|_| honour),
+        })
+    }
+
+    fn transport_error(&self, e: &reqwest::Error, attempts: u32) -> Failure {
+        let error = if e.is_timeout() {
+            Error::Timeout {
+                after: self.inner.settings.timeout,
+                attempts,
+            }
+        } else if e.is_builder() {
+            Error::Config(format!("cannot build the request: {}", error_chain(e)))
+        } else {
+            Error::Connect {
+                detail: error_chain(e),
+                attempts,
+            }
+        };
+        error.into()
+    }
+}
+
+fn header_value(what: &str, value: &str) -> Result<HeaderValue, Error> {
+    HeaderValue::from_str(value).map_err(|_| {
+        Error::Config(format!(
+            "the {what} contains characters not allowed in an HTTP header"
+        ))
+    })
+}
+
+/// `base * 2^retry`, ±25% jitter so concurrent callers (the hive) do not retry in lockstep,
+/// never above `max`.
+fn backoff(base: Duration, max: Duration, retry: u32) -> Duration {
+    let exponential = base.saturating_mul(2u32.saturating_pow(retry)).min(max);
+    let jitter = rand::rng().random_range(0.75..=1.25);
+    Duration::try_from_secs_f64(exponential.as_secs_f64() * jitter)
+        .unwrap_or(max)
+        .min(max)
+}
+
+/// The server's requested wait: OpenAI's `retry-after-ms`, else `Retry-After` in seconds.
+/// An HTTP-date `Retry-After` is treated as absent (ordinary backoff applies): no provider
+/// we target sends one, and parsing it would need another dependency.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let millis = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok());
+    millis.or_else(|| {
+        headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after)
+    })
+}
+
+/// Parses a `Retry-After` value in (possibly fractional) seconds.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// Turns a success body into a response, or says why it is not one.
+fn parse_completion(body: &str, requested_model: &str) -> Result<ChatResponse, Error> {
+    let json: Value = serde_json::from_str(body).map_err(|e| Error::Malformed {
+        detail: format!("body is not JSON ({e}): {}", excerpt(body)),
+    })?;
+    if let Some(error) = json.get("error").filter(|e| !e.is_null()) {
+        return Err(api_error(error));
+    }
+    let Some(choices) = json.get("choices").and_then(Value::as_array) else {
+        return Err(Error::Malformed {
+            detail: format!("no `choices` array: {}", excerpt(body)),
+        });
+    };
+    let Some(first) = choices.first() else {
+        return Err(Error::Empty);
+    };
+    let Some(message) = first.get("message").filter(|m| m.is_object()) else {
+        return Err(Error::Malformed {
+            detail: format!("`choices[0]` has no `message`: {}", excerpt(body)),
+        });
+    };
+    let content =
+        extract_content(message.get("content").unwrap_or(&Value::Null)).ok_or_else(|| {
+            Error::Malformed {
+                detail: format!(
+                    "`message.content` is neither text nor parts: {}",
+                    excerpt(body)
+                ),
+            }
+        })?;
+    if content.trim().is_empty() {
+        return Err(Error::Empty);
+    }
+    let model = json
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .unwrap_or(requested_model)
+        .to_owned();
+    // Usage is informational: a provider with odd accounting should not fail the answer.
+    let usage = json.get("usage").and_then(|u| Usage::deserialize(u).ok());
+    Ok(ChatResponse {
+        content,
+        model,
+        usage,
+        attempts: 0,
+    })
+}
+
+/// Content as a string, from a plain string or an array of `{type:"text", text}` parts;
+/// `null` (tool calls, refusals) counts as empty. `None` for any other shape.
+fn extract_content(content: &Value) -> Option<String> {
+    match content {
+        Value::Null => Some(String::new()),
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter(|p| {
+                    p.get("type")
+                        .and_then(Value::as_str)
+                        .is_none_or(|t| t == "text")
+                })
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn api_error(error: &Value) -> Error {
+    let code = match error.get("code") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let message = match error {
+        Value::String(s) => s.clone(),
+        _ => error
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| error.to_string()),
+    };
+    Error::Api {
+        code,
+        message: truncate(&message),
+    }
+}
+
+/// The provider's message from an error body (`{"error":{"message"}}`, `{"error":"…"}` or
+/// `{"message"}`), else the body itself; short and on one line either way.
+fn provider_detail(body: &str) -> String {
+    let from_json = serde_json::from_str::<Value>(body).ok().and_then(|json| {
+        let message = match json.get("error") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(error) => error
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            None => None,
+        };
+        message.or_else(|| {
+            json.get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+    });
+    let detail = from_json.unwrap_or_else(|| body.to_owned());
+    if detail.trim().is_empty() {
+        "no details given".into()
+    } else {
+        excerpt(&detail)
+    }
+}
+
+/// Whitespace-collapsed, truncated text for error messages.
+fn excerpt(text: &str) -> String {
+    truncate(&text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(DETAIL_LIMIT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// An error and its causes on one line; reqwest's own message hides the interesting part
+/// ("connection refused", "certificate unknown") in the source chain.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = source.and_then(std::error::Error::source);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_rejects_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-3"), None);
+        assert_eq!(parse_retry_after(""), None);
+    }
+
+    #[test]
+    fn retry_after_ms_header_wins_over_seconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(5)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(250)));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn content_may_be_a_string_or_text_parts() {
+        assert_eq!(extract_content(&json!("hello")).as_deref(), Some("hello"));
+        let parts = json!([
+            {"type": "text", "text": "a "},
+            {"type": "image_url", "image_url": {"url": "x"}},
+            {"type": "text", "text": "b"}
+        ]);
+        assert_eq!(extract_content(&parts).as_deref(), Some("a b"));
+        assert_eq!(extract_content(&Value::Null).as_deref(), Some(""));
+        assert_eq!(extract_content(&json!(42)), None);
+    }
+
+    #[test]
+    fn completion_is_parsed_with_usage_and_model_fallback() {
+        let body = json!({
+            "choices": [{"message": {"role": "assistant", "content": "- bullet"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        });
+        let response = parse_completion(&body.to_string(), "asked/model").unwrap();
+        assert_eq!(response.content, "- bullet");
+        assert_eq!(response.model, "asked/model");
+        assert_eq!(response.usage.unwrap().total_tokens, 5);
+    }
+
+    #[test]
+    fn bad_completions_map_to_typed_errors() {
+        let parse = |body: Value| parse_completion(&body.to_string(), "m").unwrap_err();
+        assert!(matches!(
+            parse_completion("<html>oops</html>", "m"),
+            Err(Error::Malformed { .. })
+        ));
+        assert!(matches!(parse(json!({"id": "x"})), Error::Malformed { .. }));
+        assert!(matches!(parse(json!({"choices": []})), Error::Empty));
+        assert!(matches!(
+            parse(json!({"choices": [{"message": {"content": "  \n"}}]})),
+            Error::Empty
+        ));
+        assert!(matches!(
+            parse(json!({"choices": [{"message": {"content": null}}]})),
+            Error::Empty
+        ));
+        let api = parse(json!({"error": {"code": 502, "message": "upstream died"}}));
+        assert!(
+            matches!(&api, Error::Api { code: Some(c), message } if c == "502" && message == "upstream died")
+        );
+        assert!(api.is_retryable());
+        let api = parse(json!({"error": {"code": "invalid_prompt", "message": "no"}}));
+        assert!(!api.is_retryable());
+    }
+
+    #[test]
+    fn provider_detail_prefers_the_json_message_and_truncates() {
+        assert_eq!(
+            provider_detail(r#"{"error":{"message":"No credits","code":402}}"#),
+            "No credits"
+        );
+        assert_eq!(provider_detail(r#"{"error":"bad key"}"#), "bad key");
+        assert_eq!(provider_detail("  plain\n text "), "plain text");
+        assert_eq!(provider_detail(""), "no details given");
+        let long = provider_detail(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), DETAIL_LIMIT + 1);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_respects_the_cap() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for _ in 0..50 {
+            let first = backoff(base, max, 0);
+            assert!(
+                first >= Duration::from_millis(75) && first <= Duration::from_millis(125),
+                "{first:?}"
+            );
+            let third = backoff(base, max, 2);
+            assert!(
+                third >= Duration::from_millis(300) && third <= Duration::from_millis(500),
+                "{third:?}"
+            );
+            assert!(backoff(base, max, 40) <= max);
+        }
+    }
+
+    #[test]
+    fn settings_are_validated_and_the_key_is_not_logged() {
+        let mut settings = LlmSettings::new("ftp://example.com", "m");
+        assert!(matches!(
+            LlmClient::new(settings.clone()),
+            Err(Error::Config(_))
+        ));
+        settings.base_url = "http://example.com/v1/".into();
+        settings.api_key = Some("sk-secret".into());
+        assert!(!format!("{settings:?}").contains("sk-secret"));
+        let client = LlmClient::new(settings.clone()).unwrap();
+        assert_eq!(
+            client.inner.endpoint,
+            "http://example.com/v1/chat/completions"
+        );
+        assert_eq!(client.model(), "m");
+        settings.ca_cert = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let err = LlmClient::new(settings).err().unwrap();
+        assert_eq!(err.kind(), "config");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn extra_ca_must_hold_a_pem_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["llm.internal".into()]).unwrap();
+        std::fs::write(&good, cert.cert.pem()).unwrap();
+        let bad = dir.path().join("not-a-cert.pem");
+        std::fs::write(&bad, "hello").unwrap();
+
+        let mut settings = LlmSettings::new("https://llm.internal/v1", "m");
+        settings.ca_cert = Some(good);
+        LlmClient::new(settings.clone()).expect("valid CA accepted");
+        settings.ca_cert = Some(bad);
+        let err = LlmClient::new(settings).err().unwrap();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn display_names_the_status_and_attempts() {
+        let err = Error::Server {
+            status: 502,
+            detail: "bad gateway".into(),
+            attempts: 3,
+        };
+        assert_eq!(
+            err.to_string(),
+            "LLM endpoint failed with HTTP 502 after 3 attempts: bad gateway"
+        );
+        let err = Error::RateLimited {
+            retry_after: Some(Duration::from_secs(2)),
+            attempts: 1,
+        };
+        assert_eq!(
+            err.to_string(),
+            "LLM endpoint is rate limiting requests (429) after 1 attempt; server asked to wait 2s"
+        );
+        let err = Error::Api {
+            code: Some("429".into()),
+            message: "slow down".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "LLM provider reported an error (429): slow down"
+        );
+    }
+}

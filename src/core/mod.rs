@@ -1,0 +1,14 @@
+//! The domain: everything Phoenix does, with no clap, no stdout and no process exit.
+
+pub mod analysis;
+pub mod anonymize;
+pub mod api_error;
+pub mod client;
+pub mod collector;
+pub mod config;
+pub mod insight;
+pub mod llm;
+pub mod store;
+pub mod summary;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,532 @@
+//! The SQLite backend: WAL, one writer thread, a small pool of read connections.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags, params_from_iter, types::Value};
+use tokio::sync::oneshot;
+
+use super::writer::{self, InsightRow, Job};
+use super::{Commit, Error, Page, StoreMetrics, TelemetryFilter, TelemetryStore, migrate};
+use crate::core::config::SyncMode;
+use crate::core::insight::Insight;
+use crate::core::telemetry::{NewRecord, StoredTelemetry};
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Database file; its directory is created if missing.
+    pub path: PathBuf,
+    /// Durability of commits.
+    pub sync: SyncMode,
+    /// Records that may wait for the writer before `submit` refuses.
+    pub queue_records: usize,
+    /// Read connections kept open.
+    pub readers: usize,
+}
+
+impl StoreOptions {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            path: path.into(),
+            sync: SyncMode::Normal,
+            queue_records: 200_000,
+            readers: 4,
+        }
+    }
+}
+
+/// The insert every telemetry write uses (also used by the storage benchmark).
+pub fn insert_statement() -> &'static str {
+    "INSERT INTO telemetry (id, ts_unix, received_unix, kind, level, orch_hash, agent_path, tags, payload) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+}
+
+/// SQLite-backed [`TelemetryStore`].
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    readers: Mutex<Vec<Connection>>,
+    max_readers: usize,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a connection with the pragmas every Phoenix connection uses.
+pub(super) fn open_connection(
+    path: &Path,
+    sync: SyncMode,
+    read_only: bool,
+) -> Result<Connection, Error> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| Error::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Open {
+                path: path.to_owned(),
+                message: format!("cannot enable WAL (journal_mode is {mode})"),
+            });
+        }
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                SyncMode::Full => "FULL",
+                SyncMode::Normal => "NORMAL",
+            },
+        )?;
+        // Keep the WAL file from growing without bound after big bursts or purges.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    }
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database and starts the writer.
+    pub fn open(opts: &StoreOptions, metrics: StoreMetrics) -> Result<SqliteStore, Error> {
+        if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Open {
+                path: opts.path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        let mut conn = open_connection(&opts.path, opts.sync, false)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = queued.clone();
+        let writer = std::thread::Builder::new()
+            .name("phoenix-sqlite-writer".to_owned())
+            .spawn(move || writer::run(conn, rx, writer_queued, metrics))
+            .map_err(|e| Error::Open {
+                path: opts.path.clone(),
+                message: format!("cannot start writer thread: {e}"),
+            })?;
+        Ok(SqliteStore {
+            path: opts.path.clone(),
+            tx: Mutex::new(Some(tx)),
+            queued,
+            capacity: opts.queue_records.max(1),
+            readers: Mutex::new(Vec::new()),
+            max_readers: opts.readers.max(1),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits everything already queued, stops the writer and refuses later writes.
+    pub async fn close(&self) {
+        let sender = self.tx.lock().expect("store sender lock").take();
+        let Some(sender) = sender else { return };
+        let (done_tx, done_rx) = oneshot::channel();
+        if sender.send(Job::Shutdown(done_tx)).is_ok() {
+            let _ = done_rx.await;
+        }
+        drop(sender);
+        let handle = self.writer.lock().expect("writer handle lock").take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<(), Error> {
+        let guard = self.tx.lock().expect("store sender lock");
+        let sender = guard.as_ref().ok_or(Error::Closed)?;
+        sender.send(job).map_err(|_| Error::Closed)
+    }
+
+    fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Error>) -> Result<R, Error> {
+        let pooled = self.readers.lock().expect("reader pool lock").pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_connection(&self.path, SyncMode::Normal, true)?,
+        };
+        let result = f(&conn);
+        let mut pool = self.readers.lock().expect("reader pool lock");
+        if pool.len() < self.max_readers {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Dropping the sender lets the writer drain what is queued and exit; wait for it so
+        // nothing acknowledged is lost when a store goes away without `shutdown`.
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "seq, id, ts_unix, received_unix, kind, level, orch_hash, agent_path, tags, payload";
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> Result<(i64, StoredTelemetry), Error> {
+    let tags: Option<String> = row.get(8)?;
+    let payload: String = row.get(9)?;
+    let record = StoredTelemetry {
+        id: row.get(1)?,
+        ts_unix: row.get(2)?,
+        received_unix: row.get(3)?,
+        kind: row.get(4)?,
+        level: row.get(5)?,
+        orch_hash: row.get(6)?,
+        agent_path: row.get(7)?,
+        tags: match tags {
+            Some(t) => {
+                serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("tags: {e}")))?
+            }
+            None => Vec::new(),
+        },
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| Error::Corrupt(format!("payload: {e}")))?,
+    };
+    Ok((row.get(0)?, record))
+}
+
+/// Builds the WHERE clause of a filter; the agent prefix uses an index range, not LIKE.
+fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> (String, Vec<Value>) {
+    let mut conds = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    // Each `?` in a condition becomes a numbered parameter, in order.
+    let mut push = |cond: &str, vals: Vec<Value>| {
+        let mut c = String::with_capacity(cond.len() + 8);
+        let mut vals = vals.into_iter();
+        for ch in cond.chars() {
+            if ch == '?' {
+                args.push(vals.next().expect("one value per placeholder"));
+                c.push_str(&format!("?{}", args.len()));
+            } else {
+                c.push(ch);
+            }
+        }
+        conds.push(c);
+    };
+    if let Some(k) = &filter.kind {
+        push("kind = ?", vec![k.clone().into()]);
+    }
+    if let Some(l) = &filter.level {
+        push("level = ?", vec![l.clone().into()]);
+    }
+    if let Some(p) = &filter.agent_prefix {
+        let p = p.trim_end_matches('/').to_owned();
+        // Children of `p` sort between "p/" and "p0" ('0' follows '/').
+        push(
+            "(agent_path = ? OR (agent_path >= ? AND agent_path < ?))",
+            vec![
+                p.clone().into(),
+                format!("{p}/").into(),
+                format!("{p}0").into(),
+            ],
+        );
+    }
+    if let Some(o) = &filter.orch_hash {
+        push("orch_hash = ?", vec![o.clone().into()]);
+    }
+    if let Some(s) = filter.since {
+        push("ts_unix >= ?", vec![s.into()]);
+    }
+    if let Some(u) = filter.until {
+        push("ts_unix < ?", vec![u.into()]);
+    }
+    if let Some(c) = cursor {
+        push("seq < ?", vec![c.into()]);
+    }
+    let sql = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    (sql, args)
+}
+
+impl TelemetryStore for SqliteStore {
+    fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, Error> {
+        let n = records.len();
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        // An empty queue always takes one batch, however large, so big batches cannot starve.
+        if before > 0 && before + n > self.capacity {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(Error::QueueFull {
+                queued: before,
+                capacity: self.capacity,
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        if let Err(e) = self.send(Job::Telemetry(records, reply)) {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(Commit(rx))
+    }
+
+    fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, Error> {
+        let body =
+            serde_json::to_string(insight).map_err(|e| Error::Corrupt(format!("insight: {e}")))?;
+        let row = InsightRow {
+            id: insight.id.clone(),
+            ts_unix: insight.ts_unix,
+            tier: insight.tier.as_str().to_owned(),
+            focus: insight.focus.clone(),
+            source: insight.source.as_str().to_owned(),
+            body,
+        };
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Insight(row, reply))?;
+        Ok(Commit(rx))
+    }
+
+    fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Purge {
+            cutoff,
+            limit,
+            reply,
+        })?;
+        Ok(Commit(rx))
+    }
+
+    fn query(
+        &self,
+        filter: &TelemetryFilter,
+        limit: usize,
+        cursor: Option<i64>,
+    ) -> Result<Page, Error> {
+        let (clause, mut args) = where_clause(filter, cursor);
+        args.push((limit as i64 + 1).into());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM telemetry {clause} ORDER BY seq DESC LIMIT ?{}",
+            args.len()
+        );
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params_from_iter(args.iter()))?;
+            let mut records = Vec::with_capacity(limit.min(10_000));
+            let mut last_seq = None;
+            let mut more = false;
+            while let Some(row) = rows.next()? {
+                if records.len() == limit {
+                    more = true;
+                    break;
+                }
+                let (seq, rec) = row_to_record(row)?;
+                last_seq = Some(seq);
+                records.push(rec);
+            }
+            Ok(Page {
+                records,
+                next_cursor: if more { last_seq } else { None },
+            })
+        })
+    }
+
+    fn last_heartbeats(&self, orch_hashes: &[String]) -> Result<HashMap<String, i64>, Error> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT MAX(ts_unix) FROM telemetry WHERE orch_hash = ?1 AND kind = 'orch_heartbeat'",
+            )?;
+            let mut out = HashMap::with_capacity(orch_hashes.len());
+            for h in orch_hashes {
+                let ts: Option<i64> = stmt.query_row([h], |r| r.get(0))?;
+                if let Some(ts) = ts {
+                    out.insert(h.clone(), ts);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn insights(&self, limit: usize) -> Result<Vec<Insight>, Error> {
+        self.with_reader(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT body FROM insights ORDER BY seq DESC LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
+            rows.map(|body| {
+                let body = body?;
+                serde_json::from_str(&body).map_err(|e| Error::Corrupt(format!("insight: {e}")))
+            })
+            .collect()
+        })
+    }
+
+    fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    fn count(&self) -> Result<u64, Error> {
+        self.with_reader(|conn| {
+            Ok(
+                conn.query_row("SELECT COUNT(*) FROM telemetry", [], |r| r.get::<_, i64>(0))?
+                    as u64,
+            )
+        })
+    }
+
+    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.close())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::telemetry::now_unix;
+
+    fn rec(i: usize, kind: &str, path: Option<&str>, ts: i64) -> NewRecord {
+        NewRecord {
+            id: format!("id-{i}"),
+            ts_unix: ts,
+            received_unix: ts,
+            kind: kind.to_owned(),
+            level: Some("info".to_owned()),
+            orch_hash: Some(format!("orch_{:016x}", i % 3)),
+            agent_path: path.map(str::to_owned),
+            tags_json: Some("[\"t\"]".to_owned()),
+            payload_json: format!("{{\"n\":{i}}}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn write_query_purge_and_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            &StoreOptions::new(dir.path().join("t.db")),
+            StoreMetrics::default(),
+        )
+        .unwrap();
+        let now = now_unix();
+        let batch: Vec<_> = (0..10)
+            .map(|i| {
+                let path = ["code-gen", "code-gen/rust", "code-generator"][i % 3];
+                rec(
+                    i,
+                    if i % 2 == 0 {
+                        "orch_heartbeat"
+                    } else {
+                        "skill"
+                    },
+                    Some(path),
+                    now - 100 + i as i64,
+                )
+            })
+            .collect();
+        store.submit(batch).unwrap().wait().await.unwrap();
+        assert_eq!(store.count().unwrap(), 10);
+
+        let page = store.query(&TelemetryFilter::default(), 4, None).unwrap();
+        assert_eq!(page.records.len(), 4);
+        assert_eq!(page.records[0].id, "id-9");
+        let next = store
+            .query(&TelemetryFilter::default(), 4, page.next_cursor)
+            .unwrap();
+        assert_eq!(next.records[0].id, "id-5");
+
+        let f = TelemetryFilter {
+            agent_prefix: Some("code-gen".into()),
+            ..Default::default()
+        };
+        let page = store.query(&f, 100, None).unwrap();
+        assert!(
+            page.records
+                .iter()
+                .all(|r| r.agent_path.as_deref() != Some("code-generator"))
+        );
+        assert_eq!(page.records.len(), 7);
+        assert_eq!(page.next_cursor, None);
+
+        let hb = store
+            .last_heartbeats(&[
+                "orch_0000000000000000".to_owned(),
+                "orch_missing".to_owned(),
+            ])
+            .unwrap();
+        assert_eq!(hb.len(), 1);
+        assert_eq!(hb["orch_0000000000000000"], now - 100 + 6);
+
+        let deleted = store
+            .purge_before(now - 95, 3)
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(deleted, 3);
+        let deleted = store
+            .purge_before(now - 95, 3)
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(deleted, 2);
+        assert_eq!(store.count().unwrap(), 5);
+
+        let pending = store.submit(vec![rec(99, "late", None, now)]).unwrap();
+        store.close().await;
+        pending.wait().await.unwrap();
+        assert!(matches!(
+            store.submit(vec![rec(100, "x", None, now)]),
+            Err(Error::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn queue_full_is_refused_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path().join("t.db"));
+        opts.queue_records = 5;
+        let store = SqliteStore::open(&opts, StoreMetrics::default()).unwrap();
+        store.queued.store(4, Ordering::Release); // pretend 4 records are waiting
+        let err = store
+            .submit((0..2).map(|i| rec(i, "k", None, 1)).collect())
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::QueueFull {
+                queued: 4,
+                capacity: 5
+            }
+        ));
+        assert_eq!(store.queue_depth(), 4);
+        store.queued.store(0, Ordering::Release);
+        store
+            .submit((0..50).map(|i| rec(i, "k", None, 1)).collect())
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(store.count().unwrap(), 50);
+    }
+}
