@@ -3,6 +3,7 @@
 pub mod analysis;
 pub mod anonymize;
 pub mod api_error;
+pub mod bench;
 pub mod client;
 pub mod collector;
 pub mod config;

@@ -1,0 +1,1 @@
+//! Load generators and measurements behind `phoenix bench` (written by a helper).

@@ -1,0 +1,1 @@
+//! CLI behaviour: help, exit codes, generated files.
