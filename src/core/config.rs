@@ -345,9 +345,9 @@ impl Resolver<'_> {
         self.raw(key, default.map(str::to_owned)).map(|(v, _)| v)
     }
 
-    fn parsed<T: std::str::FromStr>(&mut self, key: &'static str, default: T) -> Result<T, Error>
+    fn parsed<T>(&mut self, key: &'static str, default: T) -> Result<T, Error>
     where
-        T: ToString,
+        T: std::str::FromStr + ToString,
         T::Err: std::fmt::Display,
     {
         match self.raw(key, Some(default.to_string())) {

@@ -15,6 +15,8 @@ use crate::core::analysis::{
 pub const MAX_BULLETS: usize = 12;
 /// Overall error rate, and per-agent error rate, from which a bullet is written.
 pub const HIGH_ERROR_RATE: f64 = 0.05;
+/// An agent gets its own error bullet only when its rate is this many times the rest's.
+pub const AGENT_ERROR_FACTOR: f64 = 1.5;
 /// Mean below which a 0..1 score such as `love_score` asks for a prompt tweak.
 pub const LOW_SCORE: f64 = 0.8;
 /// `p99 / p50` above which a latency-like field has a tail worth a timeout.
@@ -237,6 +239,11 @@ fn error_findings(stats: &Stats, out: &mut Vec<Finding>) {
                 && a.records >= MIN_AGENT_SAMPLES
                 && a.records < stats.records
                 && a.error_rate >= HIGH_ERROR_RATE
+                // An agent merely as bad as everyone is covered by the fleet-wide bullet.
+                && {
+                    let rest = (stats.errors - a.errors) as f64 / (stats.records - a.records) as f64;
+                    a.error_rate >= AGENT_ERROR_FACTOR * rest
+                }
         })
         .collect();
     noisy.sort_by(|a, b| {
