@@ -78,18 +78,13 @@ pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
     }
     let mut t = table(["time", "kind", "level", "agent path", "orch", "payload"]);
     for r in &page.records {
-        let mut payload = r.payload.to_string();
-        if payload.len() > 80 {
-            payload.truncate(payload.char_indices().nth(77).map(|(i, _)| i).unwrap_or(77));
-            payload.push_str("...");
-        }
         t.add_row([
             output::time(r.ts_unix),
             r.kind.clone(),
             r.level.clone().unwrap_or_default(),
             r.agent_path.clone().unwrap_or_default(),
             r.orch_hash.clone().unwrap_or_default(),
-            payload,
+            output::shorten(&r.payload.to_string(), 80),
         ]);
     }
     println!("{t}");

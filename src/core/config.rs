@@ -509,13 +509,14 @@ impl Settings {
                 .unwrap_or_default(),
         };
         let admin_token = r.string("distributor.admin_token", None);
-        let base_url_set = r.string("llm.base_url", None);
+        let base_url = r.string("llm.base_url", Some(OPENROUTER_BASE_URL)).unwrap_or_default();
+        let base_url_explicit = r.entries.last().is_some_and(|e| e.source != Source::Default);
         let llm_model = r.string("llm.model", None);
         let openrouter_key = r.string("llm.openrouter_api_key", None);
         let generic_key = r.string("llm.api_key", None);
         let llm = LlmConfig {
-            base_url_explicit: base_url_set.is_some(),
-            base_url: base_url_set.unwrap_or_else(|| OPENROUTER_BASE_URL.to_owned()),
+            base_url_explicit,
+            base_url,
             model: llm_model,
             api_key: generic_key.or(openrouter_key),
             timeout: Duration::from_secs(r.parsed("llm.timeout_secs", 60)?),
