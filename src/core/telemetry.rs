@@ -158,7 +158,12 @@ pub enum ParseError {
     /// The body is not JSON/NDJSON at the top level.
     Malformed(String),
     /// Some records are invalid; none of the batch may be stored.
-    Records(Vec<RecordError>),
+    Records {
+        /// The bad records (all of them).
+        errors: Vec<RecordError>,
+        /// Records in the batch, good and bad.
+        total: usize,
+    },
 }
 
 /// Splits a body into envelopes, collecting every record error.
@@ -193,6 +198,7 @@ fn parse_json(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
         if items.is_empty() {
             return Err(ParseError::Empty);
         }
+        let total = items.len();
         let mut out = Vec::with_capacity(items.len());
         let mut errors = Vec::new();
         for (index, raw) in items.into_iter().enumerate() {
@@ -205,7 +211,7 @@ fn parse_json(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
         if errors.is_empty() {
             Ok(out)
         } else {
-            Err(ParseError::Records(errors))
+            Err(ParseError::Records { errors, total })
         }
     } else {
         let text = std::str::from_utf8(body)
@@ -215,7 +221,7 @@ fn parse_json(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
             .map_err(|e| ParseError::Malformed(format!("body is not valid JSON: {e}")))?;
         decode_envelope(text, 0, None)
             .map(|e| vec![e])
-            .map_err(|e| ParseError::Records(vec![e]))
+            .map_err(|e| ParseError::Records { errors: vec![e], total: 1 })
     }
 }
 
@@ -245,7 +251,7 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
         index += 1;
     }
     if !errors.is_empty() {
-        return Err(ParseError::Records(errors));
+        return Err(ParseError::Records { errors, total: index });
     }
     if out.is_empty() {
         return Err(ParseError::Empty);
@@ -335,6 +341,11 @@ fn field_from_serde_message(msg: &str, text: &str) -> Option<String> {
 
 /// Checks and normalises the fields of a decoded envelope.
 fn validate(env: &mut TelemetryEnvelope) -> Result<(), (&'static str, String)> {
+    // RawValue checks the syntax only: numbers out of f64 range (1e400) and lone surrogate
+    // escapes pass it but could never be read back, so they are refused here.
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(env.payload.get()) {
+        return Err(("payload", strip_position(&e.to_string())));
+    }
     let kind = env.kind.trim();
     if kind.is_empty() {
         return Err(("kind", "must not be empty".to_owned()));
@@ -476,7 +487,7 @@ mod tests {
 
     fn records(err: ParseError) -> Vec<RecordError> {
         match err {
-            ParseError::Records(r) => r,
+            ParseError::Records { errors, .. } => errors,
             other => panic!("expected record errors, got {other:?}"),
         }
     }

@@ -70,8 +70,12 @@ fn time_field(field: &str, v: Option<serde_json::Value>) -> Result<Option<i64>, 
 pub(super) async fn analyze(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Insight>, ApiError> {
+    let body = body.map_err(|e| {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "invalid_body" };
+        ApiError::new(e.status(), code, e.body_text())
+    })?;
     // The seed's curl examples omit Content-Type (curl then says form-urlencoded): the body is
     // JSON whatever the header claims, and an empty body means "all defaults".
     let req: AnalyzeRequest = if body.iter().all(u8::is_ascii_whitespace) {

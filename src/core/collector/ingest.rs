@@ -37,7 +37,7 @@ pub(super) async fn ingest(
     let result = accept(&state, &headers, body).await;
     if let Err(e) = &result {
         // Record-level rejections are counted where the records are known.
-        if e.code != "invalid_record" {
+        if e.code != "invalid_record" && e.code != "queue_full" {
             state.metrics.reject(e.code, 1);
         }
     }
@@ -223,8 +223,12 @@ fn parse_error(state: &AppState, e: ParseError) -> ApiError {
             ApiError::bad_request("empty_body", "the body holds no telemetry record")
         }
         ParseError::Malformed(m) => ApiError::bad_request("invalid_json", m),
-        ParseError::Records(errors) => {
+        ParseError::Records { errors, total } => {
             state.metrics.reject("invalid_record", errors.len());
+            // The valid records of a refused batch are not stored either: count them too.
+            if total > errors.len() {
+                state.metrics.reject("batch_rejected", total - errors.len());
+            }
             let first = &errors[0];
             let more = match errors.len() {
                 1 => String::new(),

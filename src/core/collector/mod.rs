@@ -160,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(query::health))
         .merge(protected)
         .fallback(query::not_found)
+        .method_not_allowed_fallback(query::method_not_allowed)
         .layer(middleware::from_fn(request_span))
         .with_state(state)
 }

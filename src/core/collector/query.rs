@@ -232,3 +232,11 @@ pub(super) async fn not_found() -> ApiError {
         "no such endpoint; the collector serves POST /ingest, POST /analyze, GET /insights, GET /telemetry, GET /health, GET /metrics",
     )
 }
+
+pub(super) async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

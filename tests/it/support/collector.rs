@@ -186,7 +186,10 @@ pub async fn status_and_json(resp: reqwest::Response) -> (u16, Value) {
 #[track_caller]
 pub fn expect_error(got: &(u16, Value), status: u16, code: &str) -> String {
     let (got_status, body) = got;
-    assert_eq!(*got_status, status, "expected HTTP {status} {code}, got {body}");
+    assert_eq!(
+        *got_status, status,
+        "expected HTTP {status} {code}, got {body}"
+    );
     assert_eq!(body["error"], code, "{body}");
     let detail = body["detail"]
         .as_str()

@@ -1,1 +1,2 @@
+pub mod collector;
 pub mod fake_llm;
