@@ -4,39 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::analysis::Stats;
 use crate::core::store::TelemetryFilter;
-
-/// Records a free-tier analysis may read.
-pub const FREE_LIMIT: usize = 200;
-/// Records a premium analysis may read.
-pub const PREMIUM_LIMIT: usize = 5000;
-
-/// Access tier of an analysis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    /// Up to [`FREE_LIMIT`] records.
-    Free,
-    /// Up to [`PREMIUM_LIMIT`] records; unlocked by the `X402` header.
-    Premium,
-}
-
-impl Tier {
-    /// Most records this tier may analyse.
-    pub fn limit(self) -> usize {
-        match self {
-            Tier::Free => FREE_LIMIT,
-            Tier::Premium => PREMIUM_LIMIT,
-        }
-    }
-
-    /// `free` or `premium`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Free => "free",
-            Tier::Premium => "premium",
-        }
-    }
-}
+pub use crate::core::tier::{FREE_LIMIT, PREMIUM_LIMIT, Tier};
 
 /// Who wrote the summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

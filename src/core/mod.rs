@@ -12,4 +12,6 @@ pub mod llm;
 pub mod store;
 pub mod summary;
 pub mod telemetry;
+pub mod tier;
 pub mod tls;
+pub mod update;

@@ -11,12 +11,12 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use super::AppState;
-use super::auth::secrets_equal;
 use super::metrics::AnalyzeLabels;
 use super::query::{build_filter, parse_time};
 use crate::core::analysis::{self, AnalysisOptions};
 use crate::core::api_error::ApiError;
-use crate::core::insight::{Insight, SummarySource, Tier};
+use crate::core::insight::{Insight, SummarySource};
+use crate::core::tier::Tier;
 use crate::core::summary;
 use crate::core::telemetry::now_unix;
 
@@ -42,13 +42,6 @@ pub struct AnalyzeRequest {
     pub until: Option<serde_json::Value>,
 }
 
-/// Whether the `X402` header unlocks the premium tier.
-pub fn premium_key_matches(configured: Option<&str>, presented: Option<&str>) -> bool {
-    match (configured, presented) {
-        (Some(k), Some(p)) if !k.is_empty() => secrets_equal(k, p.trim()),
-        _ => false,
-    }
-}
 
 fn time_field(field: &str, v: Option<serde_json::Value>) -> Result<Option<i64>, ApiError> {
     match v {
@@ -86,11 +79,7 @@ pub(super) async fn analyze(
         })?
     };
     let presented = headers.get("x402").and_then(|v| v.to_str().ok());
-    let tier = if premium_key_matches(state.config.premium_key.as_deref(), presented) {
-        Tier::Premium
-    } else {
-        Tier::Free
-    };
+    let tier = Tier::from_key(state.config.premium_key.as_deref(), presented);
     let limit = tier.limit();
     let requested = match req.last_n {
         None => limit,

@@ -4,18 +4,11 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::core::api_error::ApiError;
+use crate::core::tier::secrets_equal;
 
-/// Compares two secrets in constant time (digests first, so lengths do not leak either).
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    Sha256::digest(a.as_bytes())
-        .ct_eq(&Sha256::digest(b.as_bytes()))
-        .into()
-}
 
 /// Rejects requests without a configured bearer token; passes everything when none is set.
 pub(super) async fn require_token(

@@ -29,7 +29,7 @@ use crate::core::anonymize::Anonymizer;
 use crate::core::llm::{LlmClient, LlmSettings};
 use crate::core::store::TelemetryStore;
 
-pub use analyze::{AnalyzeRequest, premium_key_matches};
+pub use analyze::AnalyzeRequest;
 pub use metrics::Metrics;
 pub use retention::purge_expired;
 
