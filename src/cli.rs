@@ -59,6 +59,11 @@ pub enum Command {
     Analyze(cmd::analyze::Args),
     /// List the insights the collector has stored
     Insights(cmd::insights::Args),
+    /// Publish hot updates to subscribed agents, and follow their delivery
+    #[command(subcommand)]
+    Publish(cmd::publish::Cmd),
+    /// Run the agent-side learning pipeline: apply hot updates to a local state file
+    Subscribe(cmd::subscribe::Args),
     /// Read stored telemetry
     #[command(subcommand)]
     Telemetry(cmd::telemetry::Cmd),

@@ -8,7 +8,9 @@ pub mod ingest;
 pub mod insights;
 pub mod man;
 pub mod output;
+pub mod publish;
 pub mod serve;
+pub mod subscribe;
 pub mod telemetry;
 
 use std::io::IsTerminal;
@@ -100,6 +102,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(a) => ingest::run(a, &ctx).await,
         Command::Analyze(a) => analyze::run(a, &ctx).await,
         Command::Insights(a) => insights::run(a, &ctx).await,
+        Command::Publish(c) => publish::run(c, &ctx).await,
+        Command::Subscribe(a) => subscribe::run(a, &ctx).await,
         Command::Telemetry(c) => telemetry::run(c, &ctx).await,
         Command::Config(c) => config::run(c, &ctx),
         Command::Completions(a) => completions::run(a),

@@ -148,6 +148,8 @@ pub struct DistributorSettings {
     pub url: String,
     /// Address the distributor binds.
     pub bind: String,
+    /// SQLite file of the update log.
+    pub db_path: PathBuf,
 }
 
 /// LLM endpoint settings as configured (possibly incomplete).
@@ -279,6 +281,7 @@ const KEYS: &[(&str, &str, bool)] = &[
     ("collector.x402_premium_key", "X402_PREMIUM_KEY", true),
     ("distributor.url", "PULSE_DISTRIBUTOR_URL", false),
     ("distributor.bind", "PULSE_DISTRIBUTOR_BIND", false),
+    ("distributor.db_path", "PHOENIX_DISTRIBUTOR_DB_PATH", false),
     ("distributor.admin_token", "PHOENIX_ADMIN_TOKEN", true),
     ("llm.base_url", "PHOENIX_LLM_BASE_URL", false),
     ("llm.model", "PHOENIX_LLM_MODEL", false),
@@ -443,6 +446,7 @@ impl Settings {
         );
         let db_default = data_dir.join("telemetrist.db").display().to_string();
         let key_default = data_dir.join("orch_hash.key").display().to_string();
+        let dist_db_default = data_dir.join("distributor.db").display().to_string();
 
         let orch_sync_interval: u64 = r.parsed("orch.sync_interval_secs", 300)?;
         let collector = CollectorSettings {
@@ -507,6 +511,10 @@ impl Settings {
             bind: r
                 .string("distributor.bind", Some("127.0.0.1:5003"))
                 .unwrap_or_default(),
+            db_path: PathBuf::from(
+                r.string("distributor.db_path", Some(&dist_db_default))
+                    .unwrap_or_default(),
+            ),
         };
         let admin_token = r.string("distributor.admin_token", None);
         let base_url = r.string("llm.base_url", Some(OPENROUTER_BASE_URL)).unwrap_or_default();
