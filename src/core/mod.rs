@@ -9,6 +9,7 @@ pub mod collector;
 pub mod config;
 pub mod insight;
 pub mod llm;
+pub mod protocol;
 pub mod store;
 pub mod summary;
 pub mod telemetry;
