@@ -35,6 +35,8 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Send telemetry events to the collector, from flags or NDJSON')
             [CompletionResult]::new('analyze', 'analyze', [CompletionResultType]::ParameterValue, 'Ask the collector for an insight over the latest telemetry')
             [CompletionResult]::new('insights', 'insights', [CompletionResultType]::ParameterValue, 'List the insights the collector has stored')
+            [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Publish hot updates to subscribed agents, and follow their delivery')
+            [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Run the agent-side learning pipeline: apply hot updates to a local state file')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Generate shell completions')
@@ -55,7 +57,8 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('collector', 'collector', [CompletionResultType]::ParameterValue, 'Run the Vital Pulse telemetry collector')
-            [CompletionResult]::new('all', 'all', [CompletionResultType]::ParameterValue, 'Run every service in one process on the embedded SQLite default')
+            [CompletionResult]::new('distributor', 'distributor', [CompletionResultType]::ParameterValue, 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)')
+            [CompletionResult]::new('all', 'all', [CompletionResultType]::ParameterValue, 'Run every service (collector and distributor) in one process on the embedded SQLite default')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -78,12 +81,32 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'phoenix;serve;distributor' {
+            [CompletionResult]::new('--bind', '--bind', [CompletionResultType]::ParameterName, 'Address to listen on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]')
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]')
+            [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)')
+            [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key (PEM) for --tls-cert')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--insecure-no-auth', '--insecure-no-auth', [CompletionResultType]::ParameterName, 'Allow a non-loopback address without an admin token (anyone who can connect may publish)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'phoenix;serve;all' {
             [CompletionResult]::new('--bind', '--bind', [CompletionResultType]::ParameterName, 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]')
             [CompletionResult]::new('--retention-days', '--retention-days', [CompletionResultType]::ParameterName, 'Delete telemetry older than this many days [default: keep everything]')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve HTTPS with this PEM certificate chain (needs --tls-key)')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key (PEM) for --tls-cert')
+            [CompletionResult]::new('--distributor-bind', '--distributor-bind', [CompletionResultType]::ParameterName, 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]')
+            [CompletionResult]::new('--distributor-db', '--distributor-db', [CompletionResultType]::ParameterName, 'SQLite file of the distributor''s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--insecure-no-auth', '--insecure-no-auth', [CompletionResultType]::ParameterName, 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
@@ -99,11 +122,15 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         }
         'phoenix;serve;help' {
             [CompletionResult]::new('collector', 'collector', [CompletionResultType]::ParameterValue, 'Run the Vital Pulse telemetry collector')
-            [CompletionResult]::new('all', 'all', [CompletionResultType]::ParameterValue, 'Run every service in one process on the embedded SQLite default')
+            [CompletionResult]::new('distributor', 'distributor', [CompletionResultType]::ParameterValue, 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)')
+            [CompletionResult]::new('all', 'all', [CompletionResultType]::ParameterValue, 'Run every service (collector and distributor) in one process on the embedded SQLite default')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'phoenix;serve;help;collector' {
+            break
+        }
+        'phoenix;serve;help;distributor' {
             break
         }
         'phoenix;serve;help;all' {
@@ -183,6 +210,318 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish' {
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('prompt-tweak', 'prompt-tweak', [CompletionResultType]::ParameterValue, 'Publish a new default prompt (prompt_tweak)')
+            [CompletionResult]::new('model-tweak', 'model-tweak', [CompletionResultType]::ParameterValue, 'Publish a new default model (model_tweak)')
+            [CompletionResult]::new('json-patch', 'json-patch', [CompletionResultType]::ParameterValue, 'Publish an RFC 6902 patch over {"overrides": {...}, "config": {...}} (json_patch)')
+            [CompletionResult]::new('yaml-graft', 'yaml-graft', [CompletionResultType]::ParameterValue, 'Publish YAML to deep-merge into the agents'' config (yaml_graft)')
+            [CompletionResult]::new('notice', 'notice', [CompletionResultType]::ParameterValue, 'Publish a message the agents log (notice)')
+            [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Undo an earlier update where it was applied, keeping later updates (rollback)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the newest updates with their delivery and ack counts')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show one update: targeted, delivered, applied, rejected, skipped, and the errors')
+            [CompletionResult]::new('widen', 'widen', [CompletionResultType]::ParameterValue, 'Raise an update''s rollout percentage; newly admitted agents receive it at once')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'phoenix;publish;prompt-tweak' {
+            [CompletionResult]::new('--prompt', '--prompt', [CompletionResultType]::ParameterName, 'The new default prompt')
+            [CompletionResult]::new('--target-orch', '--target-orch', [CompletionResultType]::ParameterName, 'Only this ORCH (its raw id or its orch_ hash)')
+            [CompletionResult]::new('--target-prefix', '--target-prefix', [CompletionResultType]::ParameterName, 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)')
+            [CompletionResult]::new('--tier', '--tier', [CompletionResultType]::ParameterName, 'Tier a subscriber needs to receive the update [default: free]')
+            [CompletionResult]::new('--rollout-percent', '--rollout-percent', [CompletionResultType]::ParameterName, 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--no-cascade', '--no-cascade', [CompletionResultType]::ParameterName, 'Only the exact --target-prefix path, not the agents below it')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish;model-tweak' {
+            [CompletionResult]::new('--model', '--model', [CompletionResultType]::ParameterName, 'The new default model, e.g. anthropic/claude-3-haiku')
+            [CompletionResult]::new('--target-orch', '--target-orch', [CompletionResultType]::ParameterName, 'Only this ORCH (its raw id or its orch_ hash)')
+            [CompletionResult]::new('--target-prefix', '--target-prefix', [CompletionResultType]::ParameterName, 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)')
+            [CompletionResult]::new('--tier', '--tier', [CompletionResultType]::ParameterName, 'Tier a subscriber needs to receive the update [default: free]')
+            [CompletionResult]::new('--rollout-percent', '--rollout-percent', [CompletionResultType]::ParameterName, 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--no-cascade', '--no-cascade', [CompletionResultType]::ParameterName, 'Only the exact --target-prefix path, not the agents below it')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish;json-patch' {
+            [CompletionResult]::new('--patch', '--patch', [CompletionResultType]::ParameterName, 'JSON file with the RFC 6902 operations (an array, or {"patch": [...]}); `-` reads stdin')
+            [CompletionResult]::new('--target-orch', '--target-orch', [CompletionResultType]::ParameterName, 'Only this ORCH (its raw id or its orch_ hash)')
+            [CompletionResult]::new('--target-prefix', '--target-prefix', [CompletionResultType]::ParameterName, 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)')
+            [CompletionResult]::new('--tier', '--tier', [CompletionResultType]::ParameterName, 'Tier a subscriber needs to receive the update [default: free]')
+            [CompletionResult]::new('--rollout-percent', '--rollout-percent', [CompletionResultType]::ParameterName, 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--no-cascade', '--no-cascade', [CompletionResultType]::ParameterName, 'Only the exact --target-prefix path, not the agents below it')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish;yaml-graft' {
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'YAML file holding a mapping to merge into the agents'' config; `-` reads stdin')
+            [CompletionResult]::new('--target-orch', '--target-orch', [CompletionResultType]::ParameterName, 'Only this ORCH (its raw id or its orch_ hash)')
+            [CompletionResult]::new('--target-prefix', '--target-prefix', [CompletionResultType]::ParameterName, 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)')
+            [CompletionResult]::new('--tier', '--tier', [CompletionResultType]::ParameterName, 'Tier a subscriber needs to receive the update [default: free]')
+            [CompletionResult]::new('--rollout-percent', '--rollout-percent', [CompletionResultType]::ParameterName, 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--no-cascade', '--no-cascade', [CompletionResultType]::ParameterName, 'Only the exact --target-prefix path, not the agents below it')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish;notice' {
+            [CompletionResult]::new('--message', '--message', [CompletionResultType]::ParameterName, 'The message agents log')
+            [CompletionResult]::new('--target-orch', '--target-orch', [CompletionResultType]::ParameterName, 'Only this ORCH (its raw id or its orch_ hash)')
+            [CompletionResult]::new('--target-prefix', '--target-prefix', [CompletionResultType]::ParameterName, 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)')
+            [CompletionResult]::new('--tier', '--tier', [CompletionResultType]::ParameterName, 'Tier a subscriber needs to receive the update [default: free]')
+            [CompletionResult]::new('--rollout-percent', '--rollout-percent', [CompletionResultType]::ParameterName, 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--no-cascade', '--no-cascade', [CompletionResultType]::ParameterName, 'Only the exact --target-prefix path, not the agents below it')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish;rollback' {
+            [CompletionResult]::new('--target-orch', '--target-orch', [CompletionResultType]::ParameterName, 'Only this ORCH (its raw id or its orch_ hash)')
+            [CompletionResult]::new('--target-prefix', '--target-prefix', [CompletionResultType]::ParameterName, 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)')
+            [CompletionResult]::new('--tier', '--tier', [CompletionResultType]::ParameterName, 'Tier a subscriber needs to receive the update [default: free]')
+            [CompletionResult]::new('--rollout-percent', '--rollout-percent', [CompletionResultType]::ParameterName, 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--no-cascade', '--no-cascade', [CompletionResultType]::ParameterName, 'Only the exact --target-prefix path, not the agents below it')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish;list' {
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'How many updates to show, newest first')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish;status' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish;widen' {
+            [CompletionResult]::new('--percent', '--percent', [CompletionResultType]::ParameterName, 'New rollout percentage, above the current one (100 reaches every targeted ORCH)')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;publish;help' {
+            [CompletionResult]::new('prompt-tweak', 'prompt-tweak', [CompletionResultType]::ParameterValue, 'Publish a new default prompt (prompt_tweak)')
+            [CompletionResult]::new('model-tweak', 'model-tweak', [CompletionResultType]::ParameterValue, 'Publish a new default model (model_tweak)')
+            [CompletionResult]::new('json-patch', 'json-patch', [CompletionResultType]::ParameterValue, 'Publish an RFC 6902 patch over {"overrides": {...}, "config": {...}} (json_patch)')
+            [CompletionResult]::new('yaml-graft', 'yaml-graft', [CompletionResultType]::ParameterValue, 'Publish YAML to deep-merge into the agents'' config (yaml_graft)')
+            [CompletionResult]::new('notice', 'notice', [CompletionResultType]::ParameterValue, 'Publish a message the agents log (notice)')
+            [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Undo an earlier update where it was applied, keeping later updates (rollback)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the newest updates with their delivery and ack counts')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show one update: targeted, delivered, applied, rejected, skipped, and the errors')
+            [CompletionResult]::new('widen', 'widen', [CompletionResultType]::ParameterValue, 'Raise an update''s rollout percentage; newly admitted agents receive it at once')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'phoenix;publish;help;prompt-tweak' {
+            break
+        }
+        'phoenix;publish;help;model-tweak' {
+            break
+        }
+        'phoenix;publish;help;json-patch' {
+            break
+        }
+        'phoenix;publish;help;yaml-graft' {
+            break
+        }
+        'phoenix;publish;help;notice' {
+            break
+        }
+        'phoenix;publish;help;rollback' {
+            break
+        }
+        'phoenix;publish;help;list' {
+            break
+        }
+        'phoenix;publish;help;status' {
+            break
+        }
+        'phoenix;publish;help;widen' {
+            break
+        }
+        'phoenix;publish;help;help' {
+            break
+        }
+        'phoenix;subscribe' {
+            [CompletionResult]::new('--orch-id', '--orch-id', [CompletionResultType]::ParameterName, 'Raw ORCH id (targeting matches it or its orch_ hash)')
+            [CompletionResult]::new('--agent-path', '--agent-path', [CompletionResultType]::ParameterName, 'Agent path such as code-gen/rust (targeting prefixes match whole segments)')
+            [CompletionResult]::new('--state', '--state', [CompletionResultType]::ParameterName, 'State file [default: <data dir>/learning/<orch id>.json]')
+            [CompletionResult]::new('--exec', '--exec', [CompletionResultType]::ParameterName, 'Shell command run after each applied update, with the new state JSON on stdin')
+            [CompletionResult]::new('--exec-timeout', '--exec-timeout', [CompletionResultType]::ParameterName, 'Kill an --exec command still running after this long')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor WebSocket URL [default: $PULSE_DISTRIBUTOR_URL or ws://127.0.0.1:5003/subscribe]')
+            [CompletionResult]::new('--premium-key', '--premium-key', [CompletionResultType]::ParameterName, 'Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]')
+            [CompletionResult]::new('--telemetrist-url', '--telemetrist-url', [CompletionResultType]::ParameterName, 'Collector that receives heartbeats [default: $TELEMETRIST_URL or http://127.0.0.1:5002]')
+            [CompletionResult]::new('--heartbeat-interval', '--heartbeat-interval', [CompletionResultType]::ParameterName, 'Time between heartbeats, e.g. 30s or 5m [default: $ORCH_SLAVE_SYNC_INTERVAL seconds, 300]')
+            [CompletionResult]::new('--template-version', '--template-version', [CompletionResultType]::ParameterName, 'Agent template version reported in heartbeats')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--no-heartbeat', '--no-heartbeat', [CompletionResultType]::ParameterName, 'Send no heartbeats to the collector')
+            [CompletionResult]::new('--master-mode', '--master-mode', [CompletionResultType]::ParameterName, 'Report master mode in heartbeats')
+            [CompletionResult]::new('--once', '--once', [CompletionResultType]::ParameterName, 'Apply the pending updates, then exit (no heartbeats); exit code 3 if the distributor is unreachable')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Print the overrides, config, last update, last error and history of a state file')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'phoenix;subscribe;show' {
+            [CompletionResult]::new('--state', '--state', [CompletionResultType]::ParameterName, 'State file to read')
+            [CompletionResult]::new('--orch-id', '--orch-id', [CompletionResultType]::ParameterName, 'Read the default state file of this ORCH id')
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'Most history entries listed, newest first')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--config-json', '--config-json', [CompletionResultType]::ParameterName, 'Print the config as pretty JSON instead of YAML')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;subscribe;help' {
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Print the overrides, config, last update, last error and history of a state file')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'phoenix;subscribe;help;show' {
+            break
+        }
+        'phoenix;subscribe;help;help' {
             break
         }
         'phoenix;telemetry' {
@@ -314,11 +653,19 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
-            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings')
+            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'phoenix;bench;ingest' {
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Measured time of each load scenario')
+            [CompletionResult]::new('--warmup', '--warmup', [CompletionResultType]::ParameterName, 'Unmeasured load before each measurement')
+            [CompletionResult]::new('--connections', '--connections', [CompletionResultType]::ParameterName, 'Keep-alive connections for GET /health and single-event POST /ingest')
+            [CompletionResult]::new('--batch-connections', '--batch-connections', [CompletionResultType]::ParameterName, 'Keep-alive connections for batch POST /ingest')
+            [CompletionResult]::new('--batch-size', '--batch-size', [CompletionResultType]::ParameterName, 'Records per NDJSON batch request')
+            [CompletionResult]::new('--storage-rows', '--storage-rows', [CompletionResultType]::ParameterName, 'Rows the raw SQLite storage ceiling inserts in one transaction')
+            [CompletionResult]::new('--analyze-runs', '--analyze-runs', [CompletionResultType]::ParameterName, 'Timed POST /analyze calls over 5000 records')
+            [CompletionResult]::new('--rounds', '--rounds', [CompletionResultType]::ParameterName, 'Repeat the load and storage scenarios this many times and report medians')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
@@ -332,7 +679,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;bench;help' {
-            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings')
+            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -347,6 +694,8 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Send telemetry events to the collector, from flags or NDJSON')
             [CompletionResult]::new('analyze', 'analyze', [CompletionResultType]::ParameterValue, 'Ask the collector for an insight over the latest telemetry')
             [CompletionResult]::new('insights', 'insights', [CompletionResultType]::ParameterValue, 'List the insights the collector has stored')
+            [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Publish hot updates to subscribed agents, and follow their delivery')
+            [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Run the agent-side learning pipeline: apply hot updates to a local state file')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Generate shell completions')
@@ -357,10 +706,14 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         }
         'phoenix;help;serve' {
             [CompletionResult]::new('collector', 'collector', [CompletionResultType]::ParameterValue, 'Run the Vital Pulse telemetry collector')
-            [CompletionResult]::new('all', 'all', [CompletionResultType]::ParameterValue, 'Run every service in one process on the embedded SQLite default')
+            [CompletionResult]::new('distributor', 'distributor', [CompletionResultType]::ParameterValue, 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)')
+            [CompletionResult]::new('all', 'all', [CompletionResultType]::ParameterValue, 'Run every service (collector and distributor) in one process on the embedded SQLite default')
             break
         }
         'phoenix;help;serve;collector' {
+            break
+        }
+        'phoenix;help;serve;distributor' {
             break
         }
         'phoenix;help;serve;all' {
@@ -373,6 +726,52 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;help;insights' {
+            break
+        }
+        'phoenix;help;publish' {
+            [CompletionResult]::new('prompt-tweak', 'prompt-tweak', [CompletionResultType]::ParameterValue, 'Publish a new default prompt (prompt_tweak)')
+            [CompletionResult]::new('model-tweak', 'model-tweak', [CompletionResultType]::ParameterValue, 'Publish a new default model (model_tweak)')
+            [CompletionResult]::new('json-patch', 'json-patch', [CompletionResultType]::ParameterValue, 'Publish an RFC 6902 patch over {"overrides": {...}, "config": {...}} (json_patch)')
+            [CompletionResult]::new('yaml-graft', 'yaml-graft', [CompletionResultType]::ParameterValue, 'Publish YAML to deep-merge into the agents'' config (yaml_graft)')
+            [CompletionResult]::new('notice', 'notice', [CompletionResultType]::ParameterValue, 'Publish a message the agents log (notice)')
+            [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Undo an earlier update where it was applied, keeping later updates (rollback)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the newest updates with their delivery and ack counts')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show one update: targeted, delivered, applied, rejected, skipped, and the errors')
+            [CompletionResult]::new('widen', 'widen', [CompletionResultType]::ParameterValue, 'Raise an update''s rollout percentage; newly admitted agents receive it at once')
+            break
+        }
+        'phoenix;help;publish;prompt-tweak' {
+            break
+        }
+        'phoenix;help;publish;model-tweak' {
+            break
+        }
+        'phoenix;help;publish;json-patch' {
+            break
+        }
+        'phoenix;help;publish;yaml-graft' {
+            break
+        }
+        'phoenix;help;publish;notice' {
+            break
+        }
+        'phoenix;help;publish;rollback' {
+            break
+        }
+        'phoenix;help;publish;list' {
+            break
+        }
+        'phoenix;help;publish;status' {
+            break
+        }
+        'phoenix;help;publish;widen' {
+            break
+        }
+        'phoenix;help;subscribe' {
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Print the overrides, config, last update, last error and history of a state file')
+            break
+        }
+        'phoenix;help;subscribe;show' {
             break
         }
         'phoenix;help;telemetry' {
@@ -396,7 +795,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;help;bench' {
-            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings')
+            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
             break
         }
         'phoenix;help;bench;ingest' {

@@ -32,6 +32,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand ingest 'Send telemetry events to the collector, from flags or NDJSON'
             cand analyze 'Ask the collector for an insight over the latest telemetry'
             cand insights 'List the insights the collector has stored'
+            cand publish 'Publish hot updates to subscribed agents, and follow their delivery'
+            cand subscribe 'Run the agent-side learning pipeline: apply hot updates to a local state file'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
             cand completions 'Generate shell completions'
@@ -51,7 +53,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand collector 'Run the Vital Pulse telemetry collector'
-            cand all 'Run every service in one process on the embedded SQLite default'
+            cand distributor 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)'
+            cand all 'Run every service (collector and distributor) in one process on the embedded SQLite default'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'phoenix;serve;collector'= {
@@ -72,12 +75,31 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'phoenix;serve;distributor'= {
+            cand --bind 'Address to listen on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]'
+            cand --db 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]'
+            cand --tls-cert 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)'
+            cand --tls-key 'Private key (PEM) for --tls-cert'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --insecure-no-auth 'Allow a non-loopback address without an admin token (anyone who can connect may publish)'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'phoenix;serve;all'= {
             cand --bind 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]'
             cand --db 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]'
             cand --retention-days 'Delete telemetry older than this many days [default: keep everything]'
             cand --tls-cert 'Serve HTTPS with this PEM certificate chain (needs --tls-key)'
             cand --tls-key 'Private key (PEM) for --tls-cert'
+            cand --distributor-bind 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]'
+            cand --distributor-db 'SQLite file of the distributor''s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --insecure-no-auth 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)'
             cand --json 'Print machine-readable JSON on stdout instead of tables'
@@ -92,10 +114,13 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         }
         &'phoenix;serve;help'= {
             cand collector 'Run the Vital Pulse telemetry collector'
-            cand all 'Run every service in one process on the embedded SQLite default'
+            cand distributor 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)'
+            cand all 'Run every service (collector and distributor) in one process on the embedded SQLite default'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'phoenix;serve;help;collector'= {
+        }
+        &'phoenix;serve;help;distributor'= {
         }
         &'phoenix;serve;help;all'= {
         }
@@ -170,6 +195,292 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
+        }
+        &'phoenix;publish'= {
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand prompt-tweak 'Publish a new default prompt (prompt_tweak)'
+            cand model-tweak 'Publish a new default model (model_tweak)'
+            cand json-patch 'Publish an RFC 6902 patch over {"overrides": {...}, "config": {...}} (json_patch)'
+            cand yaml-graft 'Publish YAML to deep-merge into the agents'' config (yaml_graft)'
+            cand notice 'Publish a message the agents log (notice)'
+            cand rollback 'Undo an earlier update where it was applied, keeping later updates (rollback)'
+            cand list 'List the newest updates with their delivery and ack counts'
+            cand status 'Show one update: targeted, delivered, applied, rejected, skipped, and the errors'
+            cand widen 'Raise an update''s rollout percentage; newly admitted agents receive it at once'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'phoenix;publish;prompt-tweak'= {
+            cand --prompt 'The new default prompt'
+            cand --target-orch 'Only this ORCH (its raw id or its orch_ hash)'
+            cand --target-prefix 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)'
+            cand --tier 'Tier a subscriber needs to receive the update [default: free]'
+            cand --rollout-percent 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`'
+            cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --no-cascade 'Only the exact --target-prefix path, not the agents below it'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;publish;model-tweak'= {
+            cand --model 'The new default model, e.g. anthropic/claude-3-haiku'
+            cand --target-orch 'Only this ORCH (its raw id or its orch_ hash)'
+            cand --target-prefix 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)'
+            cand --tier 'Tier a subscriber needs to receive the update [default: free]'
+            cand --rollout-percent 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`'
+            cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --no-cascade 'Only the exact --target-prefix path, not the agents below it'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;publish;json-patch'= {
+            cand --patch 'JSON file with the RFC 6902 operations (an array, or {"patch": [...]}); `-` reads stdin'
+            cand --target-orch 'Only this ORCH (its raw id or its orch_ hash)'
+            cand --target-prefix 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)'
+            cand --tier 'Tier a subscriber needs to receive the update [default: free]'
+            cand --rollout-percent 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`'
+            cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --no-cascade 'Only the exact --target-prefix path, not the agents below it'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;publish;yaml-graft'= {
+            cand --file 'YAML file holding a mapping to merge into the agents'' config; `-` reads stdin'
+            cand --target-orch 'Only this ORCH (its raw id or its orch_ hash)'
+            cand --target-prefix 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)'
+            cand --tier 'Tier a subscriber needs to receive the update [default: free]'
+            cand --rollout-percent 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`'
+            cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --no-cascade 'Only the exact --target-prefix path, not the agents below it'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;publish;notice'= {
+            cand --message 'The message agents log'
+            cand --target-orch 'Only this ORCH (its raw id or its orch_ hash)'
+            cand --target-prefix 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)'
+            cand --tier 'Tier a subscriber needs to receive the update [default: free]'
+            cand --rollout-percent 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`'
+            cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --no-cascade 'Only the exact --target-prefix path, not the agents below it'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;publish;rollback'= {
+            cand --target-orch 'Only this ORCH (its raw id or its orch_ hash)'
+            cand --target-prefix 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)'
+            cand --tier 'Tier a subscriber needs to receive the update [default: free]'
+            cand --rollout-percent 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`'
+            cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --no-cascade 'Only the exact --target-prefix path, not the agents below it'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;publish;list'= {
+            cand --limit 'How many updates to show, newest first'
+            cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;publish;status'= {
+            cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;publish;widen'= {
+            cand --percent 'New rollout percentage, above the current one (100 reaches every targeted ORCH)'
+            cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;publish;help'= {
+            cand prompt-tweak 'Publish a new default prompt (prompt_tweak)'
+            cand model-tweak 'Publish a new default model (model_tweak)'
+            cand json-patch 'Publish an RFC 6902 patch over {"overrides": {...}, "config": {...}} (json_patch)'
+            cand yaml-graft 'Publish YAML to deep-merge into the agents'' config (yaml_graft)'
+            cand notice 'Publish a message the agents log (notice)'
+            cand rollback 'Undo an earlier update where it was applied, keeping later updates (rollback)'
+            cand list 'List the newest updates with their delivery and ack counts'
+            cand status 'Show one update: targeted, delivered, applied, rejected, skipped, and the errors'
+            cand widen 'Raise an update''s rollout percentage; newly admitted agents receive it at once'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'phoenix;publish;help;prompt-tweak'= {
+        }
+        &'phoenix;publish;help;model-tweak'= {
+        }
+        &'phoenix;publish;help;json-patch'= {
+        }
+        &'phoenix;publish;help;yaml-graft'= {
+        }
+        &'phoenix;publish;help;notice'= {
+        }
+        &'phoenix;publish;help;rollback'= {
+        }
+        &'phoenix;publish;help;list'= {
+        }
+        &'phoenix;publish;help;status'= {
+        }
+        &'phoenix;publish;help;widen'= {
+        }
+        &'phoenix;publish;help;help'= {
+        }
+        &'phoenix;subscribe'= {
+            cand --orch-id 'Raw ORCH id (targeting matches it or its orch_ hash)'
+            cand --agent-path 'Agent path such as code-gen/rust (targeting prefixes match whole segments)'
+            cand --state 'State file [default: <data dir>/learning/<orch id>.json]'
+            cand --exec 'Shell command run after each applied update, with the new state JSON on stdin'
+            cand --exec-timeout 'Kill an --exec command still running after this long'
+            cand --url 'Distributor WebSocket URL [default: $PULSE_DISTRIBUTOR_URL or ws://127.0.0.1:5003/subscribe]'
+            cand --premium-key 'Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]'
+            cand --telemetrist-url 'Collector that receives heartbeats [default: $TELEMETRIST_URL or http://127.0.0.1:5002]'
+            cand --heartbeat-interval 'Time between heartbeats, e.g. 30s or 5m [default: $ORCH_SLAVE_SYNC_INTERVAL seconds, 300]'
+            cand --template-version 'Agent template version reported in heartbeats'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --no-heartbeat 'Send no heartbeats to the collector'
+            cand --master-mode 'Report master mode in heartbeats'
+            cand --once 'Apply the pending updates, then exit (no heartbeats); exit code 3 if the distributor is unreachable'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand show 'Print the overrides, config, last update, last error and history of a state file'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'phoenix;subscribe;show'= {
+            cand --state 'State file to read'
+            cand --orch-id 'Read the default state file of this ORCH id'
+            cand --limit 'Most history entries listed, newest first'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --config-json 'Print the config as pretty JSON instead of YAML'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;subscribe;help'= {
+            cand show 'Print the overrides, config, last update, last error and history of a state file'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'phoenix;subscribe;help;show'= {
+        }
+        &'phoenix;subscribe;help;help'= {
         }
         &'phoenix;telemetry'= {
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
@@ -288,10 +599,18 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
-            cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings'
+            cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'phoenix;bench;ingest'= {
+            cand --duration 'Measured time of each load scenario'
+            cand --warmup 'Unmeasured load before each measurement'
+            cand --connections 'Keep-alive connections for GET /health and single-event POST /ingest'
+            cand --batch-connections 'Keep-alive connections for batch POST /ingest'
+            cand --batch-size 'Records per NDJSON batch request'
+            cand --storage-rows 'Rows the raw SQLite storage ceiling inserts in one transaction'
+            cand --analyze-runs 'Timed POST /analyze calls over 5000 records'
+            cand --rounds 'Repeat the load and storage scenarios this many times and report medians'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --json 'Print machine-readable JSON on stdout instead of tables'
             cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
@@ -304,7 +623,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --version 'Print version'
         }
         &'phoenix;bench;help'= {
-            cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings'
+            cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'phoenix;bench;help;ingest'= {
@@ -316,6 +635,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand ingest 'Send telemetry events to the collector, from flags or NDJSON'
             cand analyze 'Ask the collector for an insight over the latest telemetry'
             cand insights 'List the insights the collector has stored'
+            cand publish 'Publish hot updates to subscribed agents, and follow their delivery'
+            cand subscribe 'Run the agent-side learning pipeline: apply hot updates to a local state file'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
             cand completions 'Generate shell completions'
@@ -325,9 +646,12 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         }
         &'phoenix;help;serve'= {
             cand collector 'Run the Vital Pulse telemetry collector'
-            cand all 'Run every service in one process on the embedded SQLite default'
+            cand distributor 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)'
+            cand all 'Run every service (collector and distributor) in one process on the embedded SQLite default'
         }
         &'phoenix;help;serve;collector'= {
+        }
+        &'phoenix;help;serve;distributor'= {
         }
         &'phoenix;help;serve;all'= {
         }
@@ -336,6 +660,40 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;help;analyze'= {
         }
         &'phoenix;help;insights'= {
+        }
+        &'phoenix;help;publish'= {
+            cand prompt-tweak 'Publish a new default prompt (prompt_tweak)'
+            cand model-tweak 'Publish a new default model (model_tweak)'
+            cand json-patch 'Publish an RFC 6902 patch over {"overrides": {...}, "config": {...}} (json_patch)'
+            cand yaml-graft 'Publish YAML to deep-merge into the agents'' config (yaml_graft)'
+            cand notice 'Publish a message the agents log (notice)'
+            cand rollback 'Undo an earlier update where it was applied, keeping later updates (rollback)'
+            cand list 'List the newest updates with their delivery and ack counts'
+            cand status 'Show one update: targeted, delivered, applied, rejected, skipped, and the errors'
+            cand widen 'Raise an update''s rollout percentage; newly admitted agents receive it at once'
+        }
+        &'phoenix;help;publish;prompt-tweak'= {
+        }
+        &'phoenix;help;publish;model-tweak'= {
+        }
+        &'phoenix;help;publish;json-patch'= {
+        }
+        &'phoenix;help;publish;yaml-graft'= {
+        }
+        &'phoenix;help;publish;notice'= {
+        }
+        &'phoenix;help;publish;rollback'= {
+        }
+        &'phoenix;help;publish;list'= {
+        }
+        &'phoenix;help;publish;status'= {
+        }
+        &'phoenix;help;publish;widen'= {
+        }
+        &'phoenix;help;subscribe'= {
+            cand show 'Print the overrides, config, last update, last error and history of a state file'
+        }
+        &'phoenix;help;subscribe;show'= {
         }
         &'phoenix;help;telemetry'= {
             cand query 'Show stored records, newest first'
@@ -352,7 +710,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;help;man'= {
         }
         &'phoenix;help;bench'= {
-            cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings'
+            cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
         }
         &'phoenix;help;bench;ingest'= {
         }

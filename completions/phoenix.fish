@@ -34,21 +34,24 @@ complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "serve" -d 'Run Phoe
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "ingest" -d 'Send telemetry events to the collector, from flags or NDJSON'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "analyze" -d 'Ask the collector for an insight over the latest telemetry'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "insights" -d 'List the insights the collector has stored'
+complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "publish" -d 'Publish hot updates to subscribed agents, and follow their delivery'
+complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "subscribe" -d 'Run the agent-side learning pipeline: apply hot updates to a local state file'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "telemetry" -d 'Read stored telemetry'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "config" -d 'Inspect the effective configuration'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "completions" -d 'Generate shell completions'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "man" -d 'Generate man pages'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "bench" -d 'Measure Phoenix\'s throughput and latency on this machine'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector all help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector all help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector all help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector all help" -s q -l quiet -d 'Log only errors'
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector all help" -s h -l help -d 'Print help'
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector all help" -s V -l version -d 'Print version'
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector all help" -f -a "collector" -d 'Run the Vital Pulse telemetry collector'
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector all help" -f -a "all" -d 'Run every service in one process on the embedded SQLite default'
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector all help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -f -a "collector" -d 'Run the Vital Pulse telemetry collector'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -f -a "distributor" -d 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -f -a "all" -d 'Run every service (collector and distributor) in one process on the embedded SQLite default'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l bind -d 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l db -d 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l retention-days -d 'Delete telemetry older than this many days [default: keep everything]' -r
@@ -61,11 +64,24 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -s q -l quiet -d 'Log only errors'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l bind -d 'Address to listen on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l db -d 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l tls-cert -d 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l insecure-no-auth -d 'Allow a non-loopback address without an admin token (anyone who can connect may publish)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l bind -d 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l db -d 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l retention-days -d 'Delete telemetry older than this many days [default: keep everything]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l distributor-bind -d 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l distributor-db -d 'SQLite file of the distributor\'s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l insecure-no-auth -d 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l json -d 'Print machine-readable JSON on stdout instead of tables'
@@ -74,7 +90,8 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "collector" -d 'Run the Vital Pulse telemetry collector'
-complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "all" -d 'Run every service in one process on the embedded SQLite default'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "distributor" -d 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "all" -d 'Run every service (collector and distributor) in one process on the embedded SQLite default'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l kind -d 'Event kind (one event from flags), e.g. orch_heartbeat, skill_execution' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l level -d 'Level: trace, debug, info, notice, warn, error, critical, fatal' -r
@@ -127,6 +144,198 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -s v -l verbos
 complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -s q -l quiet -d 'Log only errors'
 complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "prompt-tweak" -d 'Publish a new default prompt (prompt_tweak)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "model-tweak" -d 'Publish a new default model (model_tweak)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "json-patch" -d 'Publish an RFC 6902 patch over {"overrides": {...}, "config": {...}} (json_patch)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "yaml-graft" -d 'Publish YAML to deep-merge into the agents\' config (yaml_graft)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "notice" -d 'Publish a message the agents log (notice)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "rollback" -d 'Undo an earlier update where it was applied, keeping later updates (rollback)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "list" -d 'List the newest updates with their delivery and ack counts'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "status" -d 'Show one update: targeted, delivered, applied, rejected, skipped, and the errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "widen" -d 'Raise an update\'s rollout percentage; newly admitted agents receive it at once'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and not __fish_seen_subcommand_from prompt-tweak model-tweak json-patch yaml-graft notice rollback list status widen help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l prompt -d 'The new default prompt' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l target-orch -d 'Only this ORCH (its raw id or its orch_ hash)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l target-prefix -d 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l tier -d 'Tier a subscriber needs to receive the update [default: free]' -r -f -a "free\t''
+premium\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l rollout-percent -d 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l url -d 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l no-cascade -d 'Only the exact --target-prefix path, not the agents below it'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from prompt-tweak" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l model -d 'The new default model, e.g. anthropic/claude-3-haiku' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l target-orch -d 'Only this ORCH (its raw id or its orch_ hash)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l target-prefix -d 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l tier -d 'Tier a subscriber needs to receive the update [default: free]' -r -f -a "free\t''
+premium\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l rollout-percent -d 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l url -d 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l no-cascade -d 'Only the exact --target-prefix path, not the agents below it'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from model-tweak" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l patch -d 'JSON file with the RFC 6902 operations (an array, or {"patch": [...]}); `-` reads stdin' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l target-orch -d 'Only this ORCH (its raw id or its orch_ hash)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l target-prefix -d 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l tier -d 'Tier a subscriber needs to receive the update [default: free]' -r -f -a "free\t''
+premium\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l rollout-percent -d 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l url -d 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l no-cascade -d 'Only the exact --target-prefix path, not the agents below it'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from json-patch" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l file -d 'YAML file holding a mapping to merge into the agents\' config; `-` reads stdin' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l target-orch -d 'Only this ORCH (its raw id or its orch_ hash)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l target-prefix -d 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l tier -d 'Tier a subscriber needs to receive the update [default: free]' -r -f -a "free\t''
+premium\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l rollout-percent -d 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l url -d 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l no-cascade -d 'Only the exact --target-prefix path, not the agents below it'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from yaml-graft" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l message -d 'The message agents log' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l target-orch -d 'Only this ORCH (its raw id or its orch_ hash)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l target-prefix -d 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l tier -d 'Tier a subscriber needs to receive the update [default: free]' -r -f -a "free\t''
+premium\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l rollout-percent -d 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l url -d 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l no-cascade -d 'Only the exact --target-prefix path, not the agents below it'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from notice" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l target-orch -d 'Only this ORCH (its raw id or its orch_ hash)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l target-prefix -d 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l tier -d 'Tier a subscriber needs to receive the update [default: free]' -r -f -a "free\t''
+premium\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l rollout-percent -d 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l url -d 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l no-cascade -d 'Only the exact --target-prefix path, not the agents below it'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from rollback" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -l limit -d 'How many updates to show, newest first' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -l url -d 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -l token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -l url -d 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -l token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -l percent -d 'New rollout percentage, above the current one (100 reaches every targeted ORCH)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -l url -d 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -l token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from widen" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "prompt-tweak" -d 'Publish a new default prompt (prompt_tweak)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "model-tweak" -d 'Publish a new default model (model_tweak)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "json-patch" -d 'Publish an RFC 6902 patch over {"overrides": {...}, "config": {...}} (json_patch)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "yaml-graft" -d 'Publish YAML to deep-merge into the agents\' config (yaml_graft)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "notice" -d 'Publish a message the agents log (notice)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "rollback" -d 'Undo an earlier update where it was applied, keeping later updates (rollback)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the newest updates with their delivery and ack counts'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show one update: targeted, delivered, applied, rejected, skipped, and the errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "widen" -d 'Raise an update\'s rollout percentage; newly admitted agents receive it at once'
+complete -c phoenix -n "__fish_phoenix_using_subcommand publish; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l orch-id -d 'Raw ORCH id (targeting matches it or its orch_ hash)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l agent-path -d 'Agent path such as code-gen/rust (targeting prefixes match whole segments)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l state -d 'State file [default: <data dir>/learning/<orch id>.json]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l exec -d 'Shell command run after each applied update, with the new state JSON on stdin' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l exec-timeout -d 'Kill an --exec command still running after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l url -d 'Distributor WebSocket URL [default: $PULSE_DISTRIBUTOR_URL or ws://127.0.0.1:5003/subscribe]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l premium-key -d 'Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l telemetrist-url -d 'Collector that receives heartbeats [default: $TELEMETRIST_URL or http://127.0.0.1:5002]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l heartbeat-interval -d 'Time between heartbeats, e.g. 30s or 5m [default: $ORCH_SLAVE_SYNC_INTERVAL seconds, 300]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l template-version -d 'Agent template version reported in heartbeats' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l no-heartbeat -d 'Send no heartbeats to the collector'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l master-mode -d 'Report master mode in heartbeats'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l once -d 'Apply the pending updates, then exit (no heartbeats); exit code 3 if the distributor is unreachable'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'Print the overrides, config, last update, last error and history of a state file'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -l state -d 'State file to read' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -l orch-id -d 'Read the default state file of this ORCH id' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -l limit -d 'Most history entries listed, newest first' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -l config-json -d 'Print the config as pretty JSON instead of YAML'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the overrides, config, last update, last error and history of a state file'
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and not __fish_seen_subcommand_from query help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and not __fish_seen_subcommand_from query help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and not __fish_seen_subcommand_from query help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
@@ -191,28 +400,49 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_se
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -s q -l quiet -d 'Log only errors'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -s V -l version -d 'Print version'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l duration -d 'Measured time of each load scenario' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l warmup -d 'Unmeasured load before each measurement' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l connections -d 'Keep-alive connections for GET /health and single-event POST /ingest' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l batch-connections -d 'Keep-alive connections for batch POST /ingest' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l batch-size -d 'Records per NDJSON batch request' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l storage-rows -d 'Rows the raw SQLite storage ceiling inserts in one transaction' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l analyze-runs -d 'Timed POST /analyze calls over 5000 records' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l rounds -d 'Repeat the load and storage scenarios this many times and report medians' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l json -d 'Print machine-readable JSON on stdout instead of tables'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -s q -l quiet -d 'Log only errors'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -s V -l version -d 'Print version'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "serve" -d 'Run Phoenix\'s servers (the collector, or everything at once)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "ingest" -d 'Send telemetry events to the collector, from flags or NDJSON'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "analyze" -d 'Ask the collector for an insight over the latest telemetry'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "insights" -d 'List the insights the collector has stored'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "telemetry" -d 'Read stored telemetry'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "config" -d 'Inspect the effective configuration'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "completions" -d 'Generate shell completions'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "man" -d 'Generate man pages'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "bench" -d 'Measure Phoenix\'s throughput and latency on this machine'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights telemetry config completions man bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "serve" -d 'Run Phoenix\'s servers (the collector, or everything at once)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "ingest" -d 'Send telemetry events to the collector, from flags or NDJSON'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "analyze" -d 'Ask the collector for an insight over the latest telemetry'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "insights" -d 'List the insights the collector has stored'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "publish" -d 'Publish hot updates to subscribed agents, and follow their delivery'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "subscribe" -d 'Run the agent-side learning pipeline: apply hot updates to a local state file'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "telemetry" -d 'Read stored telemetry'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "config" -d 'Inspect the effective configuration'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "completions" -d 'Generate shell completions'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "man" -d 'Generate man pages'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "bench" -d 'Measure Phoenix\'s throughput and latency on this machine'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "collector" -d 'Run the Vital Pulse telemetry collector'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "all" -d 'Run every service in one process on the embedded SQLite default'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "distributor" -d 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "all" -d 'Run every service (collector and distributor) in one process on the embedded SQLite default'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from publish" -f -a "prompt-tweak" -d 'Publish a new default prompt (prompt_tweak)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from publish" -f -a "model-tweak" -d 'Publish a new default model (model_tweak)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from publish" -f -a "json-patch" -d 'Publish an RFC 6902 patch over {"overrides": {...}, "config": {...}} (json_patch)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from publish" -f -a "yaml-graft" -d 'Publish YAML to deep-merge into the agents\' config (yaml_graft)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from publish" -f -a "notice" -d 'Publish a message the agents log (notice)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from publish" -f -a "rollback" -d 'Undo an earlier update where it was applied, keeping later updates (rollback)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from publish" -f -a "list" -d 'List the newest updates with their delivery and ack counts'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from publish" -f -a "status" -d 'Show one update: targeted, delivered, applied, rejected, skipped, and the errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from publish" -f -a "widen" -d 'Raise an update\'s rollout percentage; newly admitted agents receive it at once'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from subscribe" -f -a "show" -d 'Print the overrides, config, last update, last error and history of a state file'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from telemetry" -f -a "query" -d 'Show stored records, newest first'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "show" -d 'Print every setting, its value (secrets masked) and its source'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'

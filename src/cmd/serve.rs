@@ -1,6 +1,7 @@
-//! `phoenix serve`: run the collector, or every service in one process.
+//! `phoenix serve`: run the collector, the distributor, or every service in one process.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use super::{Context, UsageError};
 use crate::core::anonymize::Anonymizer;
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
 use crate::core::config::Settings;
+use crate::core::distributor::{self, DistributorConfig, LogOptions, UpdateLog};
 use crate::core::store::{SqliteStore, StoreOptions, TelemetryStore};
 use crate::core::tls::{self, TlsListener};
 
@@ -21,8 +23,10 @@ use crate::core::tls::{self, TlsListener};
 pub enum Cmd {
     /// Run the Vital Pulse telemetry collector
     Collector(CollectorArgs),
-    /// Run every service in one process on the embedded SQLite default
-    All(CollectorArgs),
+    /// Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)
+    Distributor(DistributorArgs),
+    /// Run every service (collector and distributor) in one process on the embedded SQLite default
+    All(AllArgs),
 }
 
 /// Options of the collector server.
@@ -48,6 +52,52 @@ pub struct CollectorArgs {
     pub insecure_no_auth: bool,
 }
 
+/// Options of the distributor server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DistributorArgs {
+    /// Address to listen on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow a non-loopback address without an admin token (anyone who can connect may publish)
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+/// Options of `serve all`: the collector's, plus where the distributor listens.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AllArgs {
+    /// Collector options (TLS and --insecure-no-auth apply to the distributor too).
+    #[command(flatten)]
+    pub collector: CollectorArgs,
+    /// Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]
+    #[arg(long, value_name = "ADDR")]
+    pub distributor_bind: Option<String>,
+    /// SQLite file of the distributor's update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]
+    #[arg(long, value_name = "FILE")]
+    pub distributor_db: Option<PathBuf>,
+}
+
+/// Applies the distributor flags over the settings.
+fn apply_distributor_flags(bind: Option<&String>, db: Option<&PathBuf>, settings: &mut Settings) {
+    if let Some(b) = bind {
+        settings.distributor.bind = b.clone();
+        settings.mark_flag("distributor.bind", Some(b.clone()));
+    }
+    if let Some(db) = db {
+        settings.distributor.db_path = db.clone();
+        settings.mark_flag("distributor.db_path", Some(db.display().to_string()));
+    }
+}
+
 /// Applies the flags over the settings.
 fn apply_flags(args: &CollectorArgs, settings: &mut Settings) {
     if let Some(b) = &args.bind {
@@ -70,23 +120,185 @@ fn apply_flags(args: &CollectorArgs, settings: &mut Settings) {
 
 /// Runs the chosen services until SIGINT/SIGTERM.
 pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
-    let args = match &cmd {
-        Cmd::Collector(a) | Cmd::All(a) => a.clone(),
-    };
-    apply_flags(&args, &mut ctx.settings);
-    let collector = Collector::prepare(&ctx.settings, args.insecure_no_auth).await?;
-    announce(&ctx, "collector", &collector.url);
-    collector.run(shutdown_signal()).await
+    match cmd {
+        Cmd::Collector(args) => {
+            apply_flags(&args, &mut ctx.settings);
+            let collector = Collector::prepare(&ctx.settings, args.insecure_no_auth).await?;
+            announce(&ctx, "collector", &collector.url, None);
+            collector.run(shutdown_signal()).await
+        }
+        Cmd::Distributor(args) => {
+            apply_distributor_flags(args.bind.as_ref(), args.db.as_ref(), &mut ctx.settings);
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                _ => None,
+            };
+            let distributor =
+                Distributor::prepare(&ctx.settings, args.insecure_no_auth, tls).await?;
+            announce(
+                &ctx,
+                "distributor",
+                &distributor.ws_url,
+                Some(&distributor.http_url),
+            );
+            distributor.run(shutdown_signal()).await
+        }
+        Cmd::All(args) => {
+            apply_flags(&args.collector, &mut ctx.settings);
+            apply_distributor_flags(
+                args.distributor_bind.as_ref(),
+                args.distributor_db.as_ref(),
+                &mut ctx.settings,
+            );
+            let insecure = args.collector.insecure_no_auth;
+            let tls = match (
+                &ctx.settings.collector.tls_cert,
+                &ctx.settings.collector.tls_key,
+            ) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                _ => None,
+            };
+            let collector = Collector::prepare(&ctx.settings, insecure).await?;
+            let distributor = Distributor::prepare(&ctx.settings, insecure, tls).await?;
+            // The collector's line comes first: scripts read it for the collector URL.
+            announce(&ctx, "collector", &collector.url, None);
+            announce(
+                &ctx,
+                "distributor",
+                &distributor.ws_url,
+                Some(&distributor.http_url),
+            );
+            run_all(collector, distributor).await
+        }
+    }
 }
 
-fn announce(ctx: &Context, service: &str, url: &str) {
+/// Runs both services under one shutdown signal; if one stops on an error, the other
+/// drains and stops too.
+async fn run_all(collector: Collector, distributor: Distributor) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let signal_tx = stop_tx.clone();
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_tx.send_replace(true);
+    });
+    let (c, d) = tokio::join!(
+        async {
+            let r = collector.run(stopped(stop_rx.clone())).await;
+            stop_tx.send_replace(true);
+            r
+        },
+        async {
+            let r = distributor.run(stopped(stop_rx.clone())).await;
+            stop_tx.send_replace(true);
+            r
+        }
+    );
+    signal.abort();
+    c.context("collector")?;
+    d.context("distributor")?;
+    Ok(())
+}
+
+fn announce(ctx: &Context, service: &str, url: &str, http_url: Option<&str>) {
     if ctx.json {
-        println!(
-            "{}",
-            serde_json::json!({ "event": "listening", "service": service, "url": url })
-        );
+        let mut event = serde_json::json!({ "event": "listening", "service": service, "url": url });
+        if let Some(http) = http_url {
+            event["http_url"] = http.into();
+        }
+        // A reader that took the line it wanted and closed the pipe must not stop the server.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{event}").and_then(|()| out.flush());
     } else {
         tracing::info!("{service} listening on {url}");
+    }
+}
+
+/// A distributor bound to its address, ready to run.
+struct Distributor {
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    state: distributor::AppState,
+    ws_url: String,
+    http_url: String,
+}
+
+impl Distributor {
+    async fn prepare(
+        settings: &Settings,
+        insecure_no_auth: bool,
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> anyhow::Result<Distributor> {
+        let d = &settings.distributor;
+        let addr: SocketAddr = d.bind.parse().map_err(|e| {
+            UsageError(format!(
+                "distributor bind address {:?} is not IP:PORT: {e}",
+                d.bind
+            ))
+        })?;
+        if !addr.ip().is_loopback() && settings.admin_token.is_none() && !insecure_no_auth {
+            return Err(UsageError(format!(
+                "refusing to serve the distributor on non-loopback address {addr} without authentication: \
+                 set PHOENIX_ADMIN_TOKEN (publishers send `Authorization: Bearer <token>`), or pass --insecure-no-auth"
+            ))
+            .into());
+        }
+        let tls = match tls {
+            Some((cert, key)) => {
+                Some(tls::server_config(&cert, &key).context("loading the TLS certificate")?)
+            }
+            None => None,
+        };
+        // The collector's key: an orch has the same hash in telemetry and in update acks.
+        let anonymizer = Anonymizer::load_or_create(&settings.collector.hash_key_file)
+            .context("loading the orch hash key")?;
+        let log = UpdateLog::open(&LogOptions::new(&d.db_path))
+            .with_context(|| format!("opening the update log at {}", d.db_path.display()))?;
+        let config = DistributorConfig {
+            premium_key: settings.x402_premium_key.clone(),
+            admin_token: settings.admin_token.clone(),
+            ..DistributorConfig::default()
+        };
+        let metrics = Arc::new(distributor::Metrics::default());
+        let state = distributor::AppState::new(log, anonymizer, config, metrics)
+            .context("setting up the distributor")?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the distributor to {addr}"))?;
+        let local = listener.local_addr()?;
+        let (http, ws) = if tls.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        tracing::info!(db = %d.db_path.display(), "update log open");
+        Ok(Distributor {
+            listener,
+            tls,
+            state,
+            ws_url: format!("{ws}://{local}/subscribe"),
+            http_url: format!("{http}://{local}"),
+        })
+    }
+
+    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        match self.tls {
+            Some(config) => {
+                let listener = TlsListener::new(self.listener, config)?;
+                distributor::serve(listener, self.state, shutdown).await?
+            }
+            None => {
+                let listener = self.listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                distributor::serve(listener, self.state, shutdown).await?
+            }
+        }
+        Ok(())
     }
 }
 

@@ -172,6 +172,20 @@ pub struct LoadFigures {
     /// What the first failure said.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_failure: Option<String>,
+    /// What the store's single writer did during the window.
+    pub writer: WriterActivity,
+}
+
+/// The store writer's group commits during a measured window, from the collector's metrics:
+/// whether ingest is bound by the writer or by the HTTP side shows here.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WriterActivity {
+    /// Group commits per second.
+    pub commits_per_sec: f64,
+    /// Mean records per group commit (NaN, i.e. null, without commits).
+    pub records_per_commit: f64,
+    /// Share of the window the writer spent inside group commits (1.0 = saturated).
+    pub busy: f64,
 }
 
 /// The raw SQLite insert loop's outcome.
@@ -331,6 +345,9 @@ pub struct Machine {
     pub os: &'static str,
     /// CPU architecture.
     pub arch: &'static str,
+    /// 1-minute load average as the run started (Linux): other work skews every figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_before: Option<f64>,
 }
 
 impl Machine {
@@ -344,6 +361,9 @@ impl Machine {
             },
             os: std::env::consts::OS,
             arch: std::env::consts::ARCH,
+            load_before: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next()?.parse().ok()),
         }
     }
 }
@@ -397,6 +417,7 @@ pub async fn run(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BenchReport, Error> {
     opts.validate()?;
+    let machine = Machine::current();
     let scratch = ScratchDir::create()?;
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn TelemetryStore> = Arc::new(SqliteStore::open(
@@ -408,7 +429,7 @@ pub async fn run(
         premium_key: Some(PREMIUM_KEY.to_owned()),
         ..CollectorConfig::default()
     };
-    let state = AppState::new(store.clone(), anonymizer.clone(), config, metrics)?;
+    let state = AppState::new(store.clone(), anonymizer.clone(), config, metrics.clone())?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io("binding 127.0.0.1:0"))?;
@@ -424,7 +445,14 @@ pub async fn run(
         let _ = stop_rx.await;
     }));
 
-    let measured = measure(opts, addr, &anonymizer, &scratch.0, store, progress).await;
+    let rig = Rig {
+        addr,
+        anonymizer: &anonymizer,
+        dir: &scratch.0,
+        store,
+        metrics: &metrics,
+    };
+    let measured = measure(opts, machine, &rig, progress).await;
 
     let _ = stop_tx.send(());
     let stopped = match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
@@ -441,14 +469,23 @@ pub async fn run(
     Ok(report)
 }
 
+/// The in-process collector under test and what the scenarios reach it through.
+struct Rig<'a> {
+    addr: SocketAddr,
+    anonymizer: &'a Anonymizer,
+    /// Scratch directory for the storage ceiling's databases.
+    dir: &'a Path,
+    store: Arc<dyn TelemetryStore>,
+    metrics: &'a Metrics,
+}
+
 async fn measure(
     opts: &BenchOptions,
-    addr: SocketAddr,
-    anonymizer: &Anonymizer,
-    dir: &Path,
-    store: Arc<dyn TelemetryStore>,
+    machine: Machine,
+    rig: &Rig<'_>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BenchReport, Error> {
+    let (addr, metrics) = (rig.addr, rig.metrics);
     let ts = now_unix();
     let health = Arc::new(Template::new(
         addr,
@@ -480,7 +517,7 @@ async fn measure(
     let rows = Arc::new(rows_like_ingest(
         &batch_bodies,
         opts.storage_rows,
-        anonymizer,
+        rig.anonymizer,
     ));
     let batch = Arc::new(Template::new(
         addr,
@@ -495,13 +532,13 @@ async fn measure(
     for r in 1..=opts.rounds {
         let tag = |what: &str| format!("round {r}/{}: {what}", opts.rounds);
         progress(&tag("GET /health (HTTP ceiling)"));
-        let health = load(&health, opts.connections, opts).await?;
+        let health = load(&health, opts.connections, opts, metrics).await?;
         progress(&tag("POST /ingest, one event per request"));
-        let ingest_single = load(&single, opts.connections, opts).await?;
+        let ingest_single = load(&single, opts.connections, opts, metrics).await?;
         progress(&tag("POST /ingest, NDJSON batches"));
-        let ingest_batch = load(&batch, opts.batch_connections, opts).await?;
+        let ingest_batch = load(&batch, opts.batch_connections, opts, metrics).await?;
         progress(&tag("raw SQLite inserts (storage ceiling)"));
-        let path = dir.join(format!("ceiling-{r}.db"));
+        let path = rig.dir.join(format!("ceiling-{r}.db"));
         let rows = rows.clone();
         let storage_ceiling = tokio::task::spawn_blocking(move || storage_ceiling(&path, &rows))
             .await
@@ -520,7 +557,7 @@ async fn measure(
     }
 
     progress(&format!("POST /analyze over {ANALYZE_RECORDS} records"));
-    top_up(&store, &rows).await?;
+    top_up(&rig.store, &rows).await?;
     let analyze = analyze(addr, opts.analyze_runs).await?;
 
     let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
@@ -560,7 +597,7 @@ async fn measure(
         ));
     }
     Ok(BenchReport {
-        machine: Machine::current(),
+        machine,
         options: opts.clone(),
         targets: evaluate_targets(&summary),
         rounds,
@@ -611,7 +648,10 @@ fn envelope(i: usize, ts: i64) -> String {
     serde_json::json!({
         "orch_id": format!("orch-bench-{:02}", i % ORCH_IDS),
         "agent_path": AGENT_PATHS[(h >> 8) as usize % AGENT_PATHS.len()],
-        "ts_unix": ts - (i % 600) as i64,
+        // Live agents send events seconds after they happen, so index inserts land near the
+        // end of each index. Spreading them over minutes in a database that holds only those
+        // minutes makes every insert random and halves both ingest and the storage ceiling.
+        "ts_unix": ts - (h % 3) as i64,
         "kind": KINDS[(h >> 12) as usize % KINDS.len()],
         "level": level,
         "tags": ["bench", format!("region-{}", (h >> 16) % 3)],
@@ -839,6 +879,7 @@ async fn load(
     template: &Arc<Template>,
     connections: usize,
     opts: &BenchOptions,
+    metrics: &Metrics,
 ) -> Result<LoadFigures, Error> {
     // Connect everything first so the window measures steady state, not the handshakes.
     let mut conns = Vec::with_capacity(connections);
@@ -854,6 +895,10 @@ async fn load(
         let first = n * 7919;
         tasks.spawn(drive(template, conn, first, start, end));
     }
+    tokio::time::sleep_until(start.into()).await;
+    let before = WriterTotals::read(metrics);
+    tokio::time::sleep_until(end.into()).await;
+    let after = WriterTotals::read(metrics);
     let mut total = Tally::default();
     while let Some(done) = tasks.join_next().await {
         let t = done.map_err(|e| Error::Io {
@@ -879,7 +924,48 @@ async fn load(
         requests_per_sec: rps,
         events_per_sec: rps * template.events_per_request as f64,
         first_failure: total.first_failure,
+        writer: after.since(&before, seconds),
     })
+}
+
+/// Running totals of the writer's commit histograms.
+struct WriterTotals {
+    commits: u64,
+    records: f64,
+    seconds: f64,
+}
+
+impl WriterTotals {
+    /// Reads the totals from the Prometheus exposition: the histograms expose no getters.
+    fn read(m: &Metrics) -> Self {
+        let mut t = WriterTotals {
+            commits: 0,
+            records: 0.0,
+            seconds: 0.0,
+        };
+        for line in m.encode().lines() {
+            let Some((name, value)) = line.split_once(' ') else {
+                continue;
+            };
+            let value = value.trim().parse::<f64>().unwrap_or(0.0);
+            match name {
+                "phoenix_store_commit_seconds_count" => t.commits = value as u64,
+                "phoenix_store_commit_seconds_sum" => t.seconds = value,
+                "phoenix_store_group_records_sum" => t.records = value,
+                _ => {}
+            }
+        }
+        t
+    }
+
+    fn since(&self, before: &WriterTotals, window: f64) -> WriterActivity {
+        let commits = self.commits - before.commits;
+        WriterActivity {
+            commits_per_sec: commits as f64 / window,
+            records_per_commit: (self.records - before.records) / commits as f64,
+            busy: (self.seconds - before.seconds) / window,
+        }
+    }
 }
 
 /// One connection's loop. The hyper connection is polled in the same task as the loop
@@ -1077,6 +1163,20 @@ mod tests {
                 .as_deref()
                 .is_some_and(|h| h.starts_with("orch_"))
         }));
+    }
+
+    #[test]
+    fn writer_activity_comes_from_the_collector_metrics() {
+        let metrics = Metrics::default();
+        let before = WriterTotals::read(&metrics);
+        for (secs, records) in [(0.25, 60.0), (0.75, 4.0)] {
+            metrics.store.commit_seconds.observe(secs);
+            metrics.store.group_records.observe(records);
+        }
+        let w = WriterTotals::read(&metrics).since(&before, 2.0);
+        assert_eq!(w.commits_per_sec, 1.0);
+        assert_eq!(w.records_per_commit, 32.0);
+        assert_eq!(w.busy, 0.5);
     }
 
     #[test]

@@ -128,7 +128,7 @@ struct Server {
 impl Server {
     fn start(home: &Path, extra: &[&str]) -> Server {
         let mut child = phoenix(home)
-            .args(["serve", "all", "--bind", "127.0.0.1:0", "--json"])
+            .args(["serve", "all", "--bind", "127.0.0.1:0", "--distributor-bind", "127.0.0.1:0", "--json"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -3,6 +3,8 @@
 mod analyze;
 mod cli;
 mod collector;
+mod distributor;
 mod ingest;
 mod llm;
+mod subscribe;
 mod support;

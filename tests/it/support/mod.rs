@@ -1,2 +1,3 @@
 pub mod collector;
+pub mod distributor;
 pub mod fake_llm;

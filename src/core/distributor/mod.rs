@@ -1,0 +1,355 @@
+//! The Synaptic Pulse distributor: a durable log of hot updates, fanned out over WebSocket to
+//! the subscribed ORCHs that each update targets.
+//!
+//! [`router`] builds the routes over an [`AppState`]; [`serve`] runs them on a listener the
+//! caller bound (tests bind `127.0.0.1:0`) until the shutdown future resolves, then closes
+//! every subscriber with a close frame and commits every queued delivery and ack.
+//!
+//! The protocol is in [`crate::core::protocol`]; targeting, tiers and rollout buckets in
+//! [`crate::core::update`]. An update is committed to the [`UpdateLog`] before it is
+//! announced on the [`fanout::Hub`], so a subscriber either reads it from the log (replay,
+//! catch-up) or receives it live, never neither and never both.
+
+pub mod fanout;
+pub mod log;
+pub mod metrics;
+mod publish;
+mod query;
+mod subscribe;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::serve::Listener;
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::Instrument;
+
+use crate::core::anonymize::Anonymizer;
+use crate::core::api_error::ApiError;
+
+pub use fanout::Hub;
+pub use log::{LogOptions, Position, StoredUpdate, UpdateLog};
+pub use metrics::Metrics;
+pub use publish::{WidenRequest, Widened};
+pub use query::{UpdateList, UpdateStatus, UpdateSummary};
+
+/// How the distributor behaves, independent of where it listens.
+#[derive(Debug, Clone)]
+pub struct DistributorConfig {
+    /// `X402` value (header or `x402` in hello) that unlocks premium updates.
+    pub premium_key: Option<String>,
+    /// Bearer token required by `POST /publish` and `POST /updates/{id}/widen`; `None`: open.
+    pub admin_token: Option<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Live items the broadcast channel holds; a subscriber further behind is caught up from
+    /// the log.
+    pub live_capacity: usize,
+    /// How long a new connection may take to send its hello.
+    pub hello_timeout: Duration,
+    /// Ping a connection after this long without hearing from it.
+    pub ping_interval: Duration,
+    /// Close a connection that has not answered a ping after this long.
+    pub pong_timeout: Duration,
+    /// Close a connection when one frame cannot be sent within this long (it resumes from its
+    /// `last_seq` when it reconnects).
+    pub send_timeout: Duration,
+    /// How long to wait for the peer's close frame after sending ours.
+    pub close_timeout: Duration,
+    /// Per-connection WebSocket read buffer (small: most frames are acks).
+    pub read_buffer_bytes: usize,
+    /// Log reads for replays and catch-ups that may run at once (a reconnect storm queues).
+    pub replay_concurrency: usize,
+}
+
+impl Default for DistributorConfig {
+    fn default() -> Self {
+        DistributorConfig {
+            premium_key: None,
+            admin_token: None,
+            max_body_bytes: 1024 * 1024,
+            live_capacity: 1024,
+            hello_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(20),
+            send_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            read_buffer_bytes: 4 * 1024,
+            replay_concurrency: 4,
+        }
+    }
+}
+
+/// Failures of the update log and its operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log is shutting down and takes no more writes.
+    #[error("the update log is closed")]
+    Closed,
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Opening the database failed.
+    #[error("cannot open update log {path}: {message}")]
+    Open {
+        /// Database file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The database was written by a newer Phoenix.
+    #[error(
+        "update log schema version {found} is newer than this phoenix understands ({supported}); upgrade phoenix"
+    )]
+    SchemaTooNew {
+        /// Version in the file.
+        found: i64,
+        /// Version this build knows.
+        supported: i64,
+    },
+    /// A stored row could not be decoded.
+    #[error("corrupt update log: {0}")]
+    Corrupt(String),
+    /// No update has this id.
+    #[error("no update {0:?} in the log")]
+    NotFound(String),
+    /// A widening must raise the rollout percentage.
+    #[error("{}", not_wider(*current, *requested))]
+    NotWider {
+        /// Current percentage (`None`: already everyone).
+        current: Option<u8>,
+        /// Requested percentage.
+        requested: u8,
+    },
+}
+
+fn not_wider(current: Option<u8>, requested: u8) -> String {
+    match current {
+        None => "the update already goes to everyone (no rollout percentage)".to_owned(),
+        Some(c) => format!("{requested}% is not above the current rollout of {c}%"),
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            Error::NotWider { .. } => {
+                ApiError::bad_request("invalid_request", format!("field `percent`: {e}"))
+            }
+            Error::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the distributor is shutting down",
+            )
+            .retry_after(5),
+            other => {
+                tracing::error!(error = %other, "update log error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    other.to_string(),
+                )
+                .retry_after(5)
+            }
+        }
+    }
+}
+
+/// Shared state of every handler and connection.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// The durable update log.
+    pub log: UpdateLog,
+    /// Orch-id anonymiser (the collector's key, so hashes match telemetry).
+    pub anonymizer: Anonymizer,
+    /// Configuration.
+    pub config: DistributorConfig,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The live channel.
+    pub hub: Hub,
+    replay_slots: Semaphore,
+    connections: Connections,
+    stop: watch::Sender<bool>,
+    started: Instant,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State over an open log.
+    pub fn new(
+        log: UpdateLog,
+        anonymizer: Anonymizer,
+        config: DistributorConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
+        let position = log.position()?;
+        let min_widened = log.min_widened_seq()?;
+        let hub = Hub::new(position, min_widened, config.live_capacity);
+        let (stop, _) = watch::channel(false);
+        Ok(AppState(Arc::new(Inner {
+            log,
+            anonymizer,
+            replay_slots: Semaphore::new(config.replay_concurrency.max(1)),
+            config,
+            metrics,
+            hub,
+            connections: Connections::default(),
+            stop,
+            started: Instant::now(),
+        })))
+    }
+
+    /// Subscribers connected now (including upgrades in progress).
+    pub fn connected(&self) -> usize {
+        self.connections.count.load(Ordering::Acquire)
+    }
+
+    /// Asks every subscriber connection to close.
+    fn begin_shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Resolves once no subscriber connection is left.
+    async fn connections_closed(&self) {
+        loop {
+            let idle = self.connections.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.connected() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Counts a connection until the guard is dropped.
+    fn track_connection(&self) -> ConnectionGuard {
+        self.connections.count.fetch_add(1, Ordering::AcqRel);
+        self.metrics.subscribers.inc();
+        ConnectionGuard(self.clone())
+    }
+
+    /// Runs a blocking log read on the blocking pool, a few at a time.
+    async fn read_log<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&UpdateLog) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let _slot = self
+            .replay_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Closed)?;
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(&state.log))
+            .await
+            .map_err(|e| Error::Corrupt(format!("log read task failed: {e}")))?
+    }
+}
+
+#[derive(Default)]
+struct Connections {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Keeps a connection counted (and the server's drain waiting) while alive.
+struct ConnectionGuard(AppState);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.metrics.subscribers.dec();
+        if self.0.connections.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.connections.idle.notify_waiters();
+        }
+    }
+}
+
+/// All distributor routes. Publishing and widening need the admin token when one is set.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/publish", post(publish::publish))
+        .route("/updates/{id}/widen", post(publish::widen))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            publish::require_admin,
+        ));
+    Router::new()
+        .route("/subscribe", get(subscribe::subscribe))
+        .route("/updates", get(query::list))
+        .route("/updates/{id}", get(query::status))
+        .route("/health", get(query::health))
+        .route("/metrics", get(query::metrics))
+        .merge(admin)
+        .fallback(query::not_found)
+        .method_not_allowed_fallback(query::method_not_allowed)
+        .layer(middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+/// One span per request, keyed by the matched route rather than the raw path.
+async fn request_span(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let span = tracing::debug_span!("request", method = %req.method(), route = %route);
+    let started = Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "done"
+        );
+    });
+    resp
+}
+
+/// Serves the distributor until `shutdown` resolves; then stops accepting, sends every
+/// subscriber a close frame, waits for the connections to end and commits every queued
+/// delivery and ack.
+pub async fn serve<L>(
+    listener: L,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: Debug,
+{
+    let stopper = state.clone();
+    let signal = async move {
+        shutdown.await;
+        // WebSocket connections outlive axum's drain (they are upgraded), so tell them now.
+        stopper.begin_shutdown();
+    };
+    let result = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(signal)
+        .await;
+    state.begin_shutdown();
+    state.connections_closed().await;
+    state.log.close().await;
+    tracing::info!("distributor stopped; deliveries and acks are committed");
+    result
+}

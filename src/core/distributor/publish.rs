@@ -1,0 +1,406 @@
+//! `POST /publish` and `POST /updates/{id}/widen`: validate, commit to the log, then announce.
+//!
+//! Bodies are read as JSON whatever `Content-Type` says (`curl -d` sends form encoding and
+//! the seed's examples rely on it); errors name the field at fault.
+
+use std::io::Read;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::AppState;
+use super::fanout::Prepared;
+use super::log::StoredUpdate;
+use super::metrics::TypeLabel;
+use crate::core::anonymize::is_orch_hash;
+use crate::core::api_error::ApiError;
+use crate::core::telemetry::now_unix;
+use crate::core::tier::secrets_equal;
+use crate::core::update::{FieldError, PublishRequest, UpdateEnvelope, UpdateType};
+
+/// Fields a publish body may carry.
+const PUBLISH_FIELDS: [&str; 7] = [
+    "update_type",
+    "payload",
+    "target_orch",
+    "target_agent_prefix",
+    "cascade",
+    "tier_required",
+    "rollout_percent",
+];
+
+/// Body of `POST /updates/{id}/widen`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct WidenRequest {
+    /// New rollout percentage: above the current one, at most 100.
+    pub percent: u8,
+}
+
+/// Answer of `POST /updates/{id}/widen`: the envelope at its new percentage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Widened {
+    /// The update, `rollout_percent` as widened.
+    #[serde(flatten)]
+    pub update: UpdateEnvelope,
+    /// The percentage before.
+    pub previous_rollout_percent: Option<u8>,
+}
+
+/// Rejects publishing requests without the admin token; passes everything when none is set.
+pub(super) async fn require_admin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = state.config.admin_token.as_deref() else {
+        return next.run(req).await;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let Some(presented) = presented else {
+        state.metrics.reject("unauthorized");
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "publishing needs an `Authorization: Bearer <PHOENIX_ADMIN_TOKEN>` header",
+        )
+        .into_response();
+    };
+    if !secrets_equal(presented, token) {
+        state.metrics.reject("forbidden");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the bearer token is not this distributor's admin token",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+pub(super) async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<UpdateEnvelope>, ApiError> {
+    let result = accept_publish(&state, &headers, body).await;
+    if let Err(e) = &result {
+        state.metrics.reject(e.code);
+    }
+    result.map(Json)
+}
+
+async fn accept_publish(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<UpdateEnvelope, ApiError> {
+    let bytes = read_body(state, headers, body).await?;
+    let req = parse_publish(&bytes)?;
+    let own_targeting =
+        req.target_orch.is_some() || req.target_agent_prefix.is_some() || req.cascade.is_some();
+    let own_tier = req.tier_required.is_some();
+    let mut new = req.validate().map_err(invalid_update)?;
+
+    // Publishes (and widenings) commit and announce one at a time, in seq order.
+    let _writing = state.hub.writing.lock().await;
+    let mut rolls_back = None;
+    if new.update_type == UpdateType::Rollback {
+        let key = new.payload["update_id"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let lookup = key.clone();
+        let original = state.read_log(move |log| log.find(&lookup)).await?;
+        let Some(original) = original.map(|o| o.envelope) else {
+            return Err(invalid_update(FieldError {
+                field: "payload.update_id",
+                message: format!("no update {key:?} in the log"),
+            }));
+        };
+        if original.update_type == UpdateType::Rollback {
+            return Err(invalid_update(FieldError {
+                field: "payload.update_id",
+                message: format!(
+                    "update {} is itself a rollback; publish the update it undid again instead",
+                    original.update_id
+                ),
+            }));
+        }
+        if !own_targeting {
+            // Undo exactly where the original went.
+            new.target_orch = original.target_orch.clone();
+            new.target_agent_prefix = original.target_agent_prefix.clone();
+            new.cascade = original.cascade;
+        }
+        if !own_tier {
+            new.tier_required = original.tier_required;
+        }
+        // A seq given as the reference becomes the id subscribers know the update by.
+        new.payload["update_id"] = Value::String(original.update_id.clone());
+        rolls_back = Some(original.update_id);
+    }
+    let target_orch_hash = new.target_orch.as_deref().map(|t| {
+        if is_orch_hash(t) {
+            t.to_owned()
+        } else {
+            state.anonymizer.orch_hash(t)
+        }
+    });
+    let initial_percent = new.rollout_percent;
+    let envelope = new.into_envelope(uuid::Uuid::now_v7().to_string(), 0, now_unix());
+    let envelope = state
+        .log
+        .append(envelope, target_orch_hash.clone(), rolls_back)
+        .await?;
+    state.hub.announce_update(Prepared::new(StoredUpdate {
+        envelope: envelope.clone(),
+        initial_percent,
+        target_orch_hash,
+    }));
+    drop(_writing);
+    state
+        .metrics
+        .publishes
+        .get_or_create(&TypeLabel {
+            update_type: envelope.update_type.as_str(),
+        })
+        .inc();
+    tracing::info!(
+        seq = envelope.seq,
+        update_id = %envelope.update_id,
+        update_type = envelope.update_type.as_str(),
+        "update published"
+    );
+    Ok(envelope)
+}
+
+pub(super) async fn widen(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Widened>, ApiError> {
+    let result = accept_widen(&state, &id, &headers, body).await;
+    if let Err(e) = &result {
+        state.metrics.reject(e.code);
+    }
+    result.map(Json)
+}
+
+async fn accept_widen(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Widened, ApiError> {
+    let bytes = read_body(state, headers, body).await?;
+    let percent = parse_widen(&bytes)?;
+    let _writing = state.hub.writing.lock().await;
+    let key = id.to_owned();
+    let stored = state
+        .read_log(move |log| log.find(&key))
+        .await?
+        .ok_or_else(|| super::Error::NotFound(id.to_owned()))?;
+    let w = state
+        .log
+        .widen(&stored.envelope.update_id, percent, now_unix())
+        .await?;
+    let update = w.update.envelope.clone();
+    state
+        .hub
+        .announce_widening(Prepared::new(w.update), w.from_percent, w.widen_seq);
+    drop(_writing);
+    state.metrics.widenings.inc();
+    tracing::info!(seq = update.seq, update_id = %update.update_id, from = ?w.from_percent, to = percent, "rollout widened");
+    Ok(Widened {
+        update,
+        previous_rollout_percent: w.from_percent,
+    })
+}
+
+fn invalid_update(e: FieldError) -> ApiError {
+    ApiError::bad_request("invalid_update", e.to_string())
+}
+
+/// Reads the body up to the limit, undoing gzip; any `Content-Type` is read as JSON.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.config.max_body_bytes;
+    let too_large = |what: String| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", what);
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") | Some("identity") => false,
+        Some("gzip") | Some("x-gzip") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("Content-Encoding {other:?} is not accepted; send gzip or no encoding"),
+            ));
+        }
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(too_large(format!(
+                "body is {len} bytes; the limit is {limit} bytes"
+            )));
+        }
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large(format!("body exceeds the limit of {limit} bytes"))
+        } else {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("could not read the request body: {e}"),
+            )
+        }
+    })?;
+    if !gzip {
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("body is not valid gzip: {e}"))
+        })?;
+    if out.len() > limit {
+        return Err(too_large(format!(
+            "decompressed body exceeds the limit of {limit} bytes"
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Parses a JSON object body, or says why it is not one.
+fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the body is empty; send a JSON object",
+        ));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// Parses a publish body, naming the field of any unknown or mistyped entry.
+pub(super) fn parse_publish(bytes: &[u8]) -> Result<PublishRequest, ApiError> {
+    let map = json_object(bytes)?;
+    if let Some(unknown) = map.keys().find(|k| !PUBLISH_FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            "invalid_update",
+            format!(
+                "field `{unknown}`: unknown field; an update has {}",
+                PUBLISH_FIELDS.join(", ")
+            ),
+        ));
+    }
+    serde_json::from_value(Value::Object(map.clone())).map_err(|_| {
+        // Find the entry that does not fit, to name it.
+        let culprit = map.iter().find_map(|(k, v)| {
+            let one = Value::Object(Map::from_iter([(k.clone(), v.clone())]));
+            serde_json::from_value::<PublishRequest>(one)
+                .err()
+                .map(|e| (k.clone(), e))
+        });
+        let detail = match culprit {
+            Some((k, e)) => format!("field `{k}`: {e}"),
+            None => "the body does not match an update envelope".to_owned(),
+        };
+        ApiError::bad_request("invalid_update", detail)
+    })
+}
+
+fn parse_widen(bytes: &[u8]) -> Result<u8, ApiError> {
+    let map = json_object(bytes)?;
+    if let Some(unknown) = map.keys().find(|k| k.as_str() != "percent") {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("field `{unknown}`: unknown field; send {{\"percent\": P}}"),
+        ));
+    }
+    match map.get("percent") {
+        None => Err(ApiError::bad_request(
+            "invalid_request",
+            "field `percent`: is required",
+        )),
+        Some(v) => v
+            .as_u64()
+            .filter(|p| (1..=100).contains(p))
+            .map(|p| p as u8)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    format!("field `percent`: {v} is not an integer from 1 to 100"),
+                )
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_errors_name_the_field() {
+        let detail = |body: &str| parse_publish(body.as_bytes()).unwrap_err().detail;
+        assert!(detail(r#"{"update_type":"notice","paylod":{}}"#).starts_with("field `paylod`"));
+        assert!(detail(r#"{"update_type":5,"payload":{}}"#).starts_with("field `update_type`"));
+        assert!(
+            detail(r#"{"update_type":"notice","cascade":"yes"}"#).starts_with("field `cascade`")
+        );
+        assert_eq!(parse_publish(b"{nope").unwrap_err().code, "invalid_json");
+        assert_eq!(parse_publish(b"[1]").unwrap_err().code, "invalid_json");
+        assert_eq!(parse_publish(b"  ").unwrap_err().code, "empty_body");
+        assert!(parse_publish(br#"{"update_type":"notice","payload":{"message":"m"}}"#).is_ok());
+    }
+
+    #[test]
+    fn widen_percent_must_be_1_to_100() {
+        assert_eq!(parse_widen(br#"{"percent": 50}"#).unwrap(), 50);
+        for bad in [
+            r#"{"percent": 0}"#,
+            r#"{"percent": 101}"#,
+            r#"{"percent": "x"}"#,
+            r#"{}"#,
+            r#"{"percent":5,"x":1}"#,
+        ] {
+            assert_eq!(
+                parse_widen(bad.as_bytes()).unwrap_err().code,
+                "invalid_request",
+                "{bad}"
+            );
+        }
+    }
+}

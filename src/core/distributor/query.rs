@@ -1,0 +1,216 @@
+//! Read endpoints: `GET /updates`, `GET /updates/{id}`, `GET /health`, `GET /metrics`.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::log::{AckError, Counts, KnownSubscriber, StoredUpdate, WideningRecord};
+use crate::core::api_error::ApiError;
+use crate::core::update::{Audience, UpdateEnvelope};
+
+/// Most updates one `GET /updates` returns.
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// Most ack errors `GET /updates/{id}` lists.
+pub const MAX_ERRORS: usize = 100;
+
+/// One row of `GET /updates`: the envelope (current rollout) and its delivery counts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateSummary {
+    /// The update, `rollout_percent` as of now.
+    #[serde(flatten)]
+    pub update: UpdateEnvelope,
+    /// Known subscribers (distinct orchs seen in a hello) the update now goes to.
+    pub targeted: u64,
+    /// Delivered / applied / rejected / skipped.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// `GET /updates`: the newest updates, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateList {
+    /// Number of updates listed.
+    pub count: usize,
+    /// Highest seq in the log.
+    pub server_seq: u64,
+    /// The updates, newest first.
+    pub updates: Vec<UpdateSummary>,
+}
+
+/// `GET /updates/{id}`: the envelope, counts, rollout history and ack errors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    /// The update, `rollout_percent` as of now.
+    #[serde(flatten)]
+    pub update: UpdateEnvelope,
+    /// Known subscribers (distinct orchs seen in a hello) the update now goes to.
+    pub targeted: u64,
+    /// Delivered / applied / rejected / skipped.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// The percentage it was published with.
+    pub initial_rollout_percent: Option<u8>,
+    /// Each raise of the rollout, oldest first.
+    pub widenings: Vec<WideningRecord>,
+    /// Acks that carried an error, rejections first (at most 100).
+    pub errors: Vec<AckError>,
+}
+
+/// Query string of `GET /updates`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
+    limit: Option<usize>,
+}
+
+/// Whether `update`, at its current percentage, goes to a known subscriber. Only the hash of
+/// the subscriber's orch id is known, so a raw `target_orch` is compared by its hash.
+pub fn delivers_to_known(update: &StoredUpdate, sub: &KnownSubscriber) -> bool {
+    let env = &update.envelope;
+    let orch_id = match (&env.target_orch, &update.target_orch_hash) {
+        (Some(raw), Some(hash)) if *hash == sub.orch_hash => Some(raw.as_str()),
+        _ => None,
+    };
+    let who = Audience {
+        orch_id,
+        orch_hash: &sub.orch_hash,
+        agent_path: &sub.agent_path,
+        tier: sub.tier,
+    };
+    env.delivers_to(&who, env.rollout_percent)
+}
+
+fn targeted(update: &StoredUpdate, subscribers: &[KnownSubscriber]) -> u64 {
+    subscribers
+        .iter()
+        .filter(|s| delivers_to_known(update, s))
+        .map(|s| s.orch_hash.as_str())
+        .collect::<HashSet<_>>()
+        .len() as u64
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UpdateList>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let limit = p.limit.unwrap_or(20);
+    if limit == 0 || limit > MAX_LIST_LIMIT {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("`limit` must be 1..={MAX_LIST_LIMIT}"),
+        ));
+    }
+    let server_seq = state.hub.position().seq;
+    let updates = state
+        .read_log(move |log| {
+            let updates = log.list(limit)?;
+            let subscribers = log.subscribers()?;
+            updates
+                .into_iter()
+                .map(|u| {
+                    Ok(UpdateSummary {
+                        targeted: targeted(&u, &subscribers),
+                        counts: log.counts(&u.envelope.update_id)?,
+                        update: u.envelope,
+                    })
+                })
+                .collect::<Result<Vec<_>, super::Error>>()
+        })
+        .await?;
+    Ok(Json(UpdateList {
+        count: updates.len(),
+        server_seq,
+        updates,
+    }))
+}
+
+pub(super) async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<UpdateStatus>, ApiError> {
+    let key = id.clone();
+    let status = state
+        .read_log(move |log| {
+            let Some(u) = log.find(&key)? else {
+                return Ok(None);
+            };
+            let update_id = u.envelope.update_id.clone();
+            let subscribers = log.subscribers()?;
+            Ok(Some(UpdateStatus {
+                targeted: targeted(&u, &subscribers),
+                counts: log.counts(&update_id)?,
+                initial_rollout_percent: u.initial_percent,
+                widenings: log.widenings(&update_id)?,
+                errors: log.errors(&update_id, MAX_ERRORS)?,
+                update: u.envelope,
+            }))
+        })
+        .await?;
+    status
+        .map(Json)
+        .ok_or_else(|| super::Error::NotFound(id).into())
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    service: &'static str,
+    version: &'static str,
+    uptime_secs: u64,
+    subscribers: usize,
+    server_seq: u64,
+    write_queue: usize,
+}
+
+pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    Json(Health {
+        status: "ok",
+        service: "distributor",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.started.elapsed().as_secs(),
+        subscribers: state.connected(),
+        server_seq: state.hub.position().seq,
+        write_queue: state.log.queue_depth(),
+    })
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state
+        .metrics
+        .write_queue
+        .set(state.log.queue_depth() as i64);
+    state.metrics.write_dropped.set(state.log.dropped() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; the distributor serves POST /publish, GET /subscribe (WebSocket), \
+         GET /updates, GET /updates/{id}, POST /updates/{id}/widen, GET /health, GET /metrics",
+    )
+}
+
+pub(super) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,575 @@
+//! `GET /subscribe`: one task per WebSocket connection.
+//!
+//! hello → hello_ack → replay from the log → live updates; acks are recorded as they come.
+//! The connection holds a position `(seq, widen_seq)`: every update up to `seq` and every widening
+//! up to `widen_seq` has been considered for it, so live items at or below it are dropped and a
+//! subscriber that lags behind the bounded live channel is caught up from the log from there.
+//! A subscriber that stops reading is closed after `send_timeout` (it resumes from its
+//! `last_seq` when it reconnects), so it never holds more than one frame of server memory.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt as _;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::fanout::{Live, update_frame};
+use super::log::{Position, StoredUpdate};
+use super::metrics::StatusLabel;
+use super::{AppState, ConnectionGuard};
+use crate::core::api_error::ApiError;
+use crate::core::protocol::{ClientFrame, MAX_FRAME_BYTES, ServerFrame};
+use crate::core::telemetry::{now_unix, validate_agent_path};
+use crate::core::tier::Tier;
+use crate::core::update::Audience;
+
+/// Frames up to this size are read whole, so one just over [`MAX_FRAME_BYTES`] gets a clean
+/// error frame; larger ones are cut off by the WebSocket layer.
+const HARD_FRAME_LIMIT: usize = 2 * MAX_FRAME_BYTES;
+/// Longest accepted orch id.
+const MAX_ORCH_ID: usize = 256;
+/// Longest accepted update id in an ack.
+const MAX_ACK_ID: usize = 128;
+/// Longest ack error kept.
+const MAX_ACK_ERROR: usize = 2048;
+
+pub(super) async fn subscribe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            state.metrics.reject("websocket_required");
+            return ApiError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "websocket_required",
+                format!("GET /subscribe is a WebSocket endpoint ({e})"),
+            )
+            .into_response();
+        }
+    };
+    let x402 = headers
+        .get("x402")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let guard = state.track_connection();
+    ws.read_buffer_size(state.config.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| connection(socket, state, x402, guard))
+}
+
+/// Why a connection ends, and so how it is closed.
+enum End {
+    /// The peer vanished.
+    Gone,
+    /// The peer sent a close frame: let the automatic reply go out.
+    PeerClosed,
+    /// A protocol violation: error frame, then close.
+    Violation { code: &'static str, detail: String },
+    /// The server is stopping: close frame "going away".
+    Shutdown,
+    /// The peer did not take a frame within `send_timeout`.
+    SendTimeout,
+    /// The peer did not answer a ping within `pong_timeout`.
+    Reaped,
+    /// The log could not be read: error frame, then close; the peer retries.
+    Unavailable(String),
+}
+
+fn violation(code: &'static str, detail: impl Into<String>) -> End {
+    End::Violation {
+        code,
+        detail: detail.into(),
+    }
+}
+
+/// A subscriber after its hello, and how far it has been served.
+struct Subscriber {
+    orch_id: Box<str>,
+    orch_hash: Arc<str>,
+    agent_path: Box<str>,
+    tier: Tier,
+    /// Every update with a seq up to here has been considered.
+    seq: u64,
+    /// Every widening up to here has been considered.
+    widen_seq: u64,
+}
+
+impl Subscriber {
+    fn audience(&self) -> Audience<'_> {
+        Audience {
+            orch_id: Some(&self.orch_id),
+            orch_hash: &self.orch_hash,
+            agent_path: &self.agent_path,
+            tier: self.tier,
+        }
+    }
+
+    /// Whether `u`, at its percentage as read, goes to this subscriber.
+    fn wants(&self, u: &StoredUpdate) -> bool {
+        u.envelope
+            .delivers_to(&self.audience(), u.envelope.rollout_percent)
+    }
+
+    /// Whether raising `u` from `from` to its current percentage newly admits this subscriber.
+    fn newly_admitted(&self, u: &StoredUpdate, from: Option<u8>) -> bool {
+        let env = &u.envelope;
+        env.targets(&self.audience())
+            && env.tier_allows(self.tier)
+            && !env.admits(&self.orch_hash, from)
+            && env.admits(&self.orch_hash, env.rollout_percent)
+    }
+
+    /// A copy that closures on the blocking pool can own.
+    fn snapshot(&self) -> Subscriber {
+        Subscriber {
+            orch_id: self.orch_id.clone(),
+            orch_hash: self.orch_hash.clone(),
+            agent_path: self.agent_path.clone(),
+            tier: self.tier,
+            seq: self.seq,
+            widen_seq: self.widen_seq,
+        }
+    }
+}
+
+async fn connection(
+    mut socket: WebSocket,
+    state: AppState,
+    x402_header: Option<String>,
+    _guard: ConnectionGuard,
+) {
+    let mut stop = state.stop.subscribe();
+    let end = if *stop.borrow_and_update() {
+        End::Shutdown
+    } else {
+        serve_subscriber(&mut socket, &state, x402_header, &mut stop).await
+    };
+    finish(&mut socket, &state, end).await;
+}
+
+async fn serve_subscriber(
+    socket: &mut WebSocket,
+    state: &AppState,
+    x402_header: Option<String>,
+    stop: &mut watch::Receiver<bool>,
+) -> End {
+    let (mut sub, last_seq) = match wait_hello(socket, state, x402_header, stop).await {
+        Ok(hello) => hello,
+        Err(end) => return end,
+    };
+    state.log.record_subscriber(
+        sub.orch_hash.clone(),
+        Arc::from(&*sub.agent_path),
+        sub.tier,
+        now_unix(),
+    );
+    // Subscribe before reading the log: what the read misses arrives live, nothing twice.
+    let (mut rx, pos) = state.hub.subscribe();
+    let replay = match Box::pin(read_replay(state, &sub, last_seq, pos)).await {
+        Ok(r) => r,
+        Err(e) => return End::Unavailable(e.to_string()),
+    };
+    if last_seq > pos.seq {
+        tracing::warn!(
+            orch_hash = %sub.orch_hash,
+            last_seq,
+            server_seq = pos.seq,
+            "subscriber claims a seq beyond this log; was the distributor's database replaced?"
+        );
+    }
+    let ack = ServerFrame::HelloAck {
+        orch_hash: sub.orch_hash.to_string(),
+        tier: sub.tier,
+        server_seq: pos.seq,
+        replay: replay.len(),
+    };
+    if let Err(end) = send_frame(socket, state, &ack).await {
+        return end;
+    }
+    tracing::debug!(orch_hash = %sub.orch_hash, agent_path = %sub.agent_path, last_seq, replay = replay.len(), "subscriber joined");
+    state.metrics.replayed.inc_by(replay.len() as u64);
+    for u in replay {
+        let id = Arc::from(u.envelope.update_id.as_str());
+        if let Err(end) = deliver(socket, state, &sub, update_frame(&u.envelope), id).await {
+            return end;
+        }
+    }
+    sub.seq = pos.seq;
+    sub.widen_seq = pos.widen_seq;
+    live(socket, state, &mut sub, &mut rx, stop).await
+}
+
+/// Waits for the hello; answers anything else with a violation.
+async fn wait_hello(
+    socket: &mut WebSocket,
+    state: &AppState,
+    x402_header: Option<String>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(Subscriber, u64), End> {
+    let deadline = Instant::now() + state.config.hello_timeout;
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => return Err(End::Shutdown),
+            () = sleep_until(deadline) => {
+                return Err(violation(
+                    "hello_timeout",
+                    format!("no hello within {:?} of connecting", state.config.hello_timeout),
+                ));
+            }
+            msg = socket.recv() => msg,
+        };
+        let text = match incoming(msg)? {
+            Some(text) => text,
+            None => continue,
+        };
+        match parse_frame(&text)? {
+            ClientFrame::Hello {
+                orch_id,
+                agent_path,
+                last_seq,
+                x402,
+            } => {
+                // Hashed as sent, exactly as the collector hashes telemetry's orch_id.
+                if orch_id.trim().is_empty() || orch_id.len() > MAX_ORCH_ID {
+                    return Err(violation(
+                        "invalid_hello",
+                        format!("orch_id must be 1 to {MAX_ORCH_ID} bytes"),
+                    ));
+                }
+                let agent_path = agent_path.trim().trim_end_matches('/');
+                validate_agent_path(agent_path)
+                    .map_err(|m| violation("invalid_hello", format!("agent_path {m}")))?;
+                let key = state.config.premium_key.as_deref();
+                let tier = if Tier::from_key(key, x402.as_deref()) == Tier::Premium
+                    || Tier::from_key(key, x402_header.as_deref()) == Tier::Premium
+                {
+                    Tier::Premium
+                } else {
+                    Tier::Free
+                };
+                let sub = Subscriber {
+                    orch_hash: Arc::from(state.anonymizer.orch_hash(&orch_id)),
+                    orch_id: orch_id.into(),
+                    agent_path: agent_path.into(),
+                    tier,
+                    seq: 0,
+                    widen_seq: 0,
+                };
+                return Ok((sub, last_seq));
+            }
+            ClientFrame::Ack { .. } => {
+                return Err(violation(
+                    "expected_hello",
+                    "the first frame must be a hello",
+                ));
+            }
+        }
+    }
+}
+
+/// The text of a data frame; `None` for control frames; the end for anything else.
+fn incoming(msg: Option<Result<Message, axum::Error>>) -> Result<Option<Utf8Bytes>, End> {
+    match msg {
+        Some(Ok(Message::Text(t))) => Ok(Some(t)),
+        Some(Ok(Message::Binary(_))) => Err(violation(
+            "invalid_frame",
+            "binary frames are not part of the protocol; send JSON text frames",
+        )),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+        Some(Ok(Message::Close(_))) => Err(End::PeerClosed),
+        None => Err(End::Gone),
+        Some(Err(e)) => {
+            let too_long = e
+                .into_inner()
+                .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+                .is_some_and(|t| matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_)));
+            if too_long {
+                Err(too_large())
+            } else {
+                Err(End::Gone)
+            }
+        }
+    }
+}
+
+fn too_large() -> End {
+    violation(
+        "frame_too_large",
+        format!("frames are limited to {MAX_FRAME_BYTES} bytes"),
+    )
+}
+
+fn parse_frame(text: &str) -> Result<ClientFrame, End> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(too_large());
+    }
+    serde_json::from_str(text)
+        .map_err(|e| violation("invalid_frame", format!("not a protocol frame: {e}")))
+}
+
+/// What a subscriber at `last_seq` missed, as of `pos`: updates widened since it saw them
+/// (that now admit it and that it has not acked), then every later update that targets it.
+async fn read_replay(
+    state: &AppState,
+    sub: &Subscriber,
+    last_seq: u64,
+    pos: Position,
+) -> Result<Vec<StoredUpdate>, super::Error> {
+    let below = last_seq.min(pos.seq);
+    let check_widened = state.hub.min_widened_seq() <= below && pos.widen_seq > 0;
+    if !check_widened && last_seq >= pos.seq {
+        return Ok(Vec::new());
+    }
+    let who = sub.snapshot();
+    state
+        .read_log(move |log| {
+            let mut out = Vec::new();
+            if check_widened {
+                out.extend(
+                    log.widened_unacked(below, pos.widen_seq, &who.orch_hash)?
+                        .into_iter()
+                        .filter(|u| who.newly_admitted(u, u.initial_percent)),
+                );
+            }
+            out.extend(log.updates_between(last_seq, pos.seq, pos.widen_seq, |u| who.wants(u))?);
+            Ok(out)
+        })
+        .await
+}
+
+/// Serves live announcements until the connection ends.
+async fn live(
+    socket: &mut WebSocket,
+    state: &AppState,
+    sub: &mut Subscriber,
+    rx: &mut broadcast::Receiver<Live>,
+    stop: &mut watch::Receiver<bool>,
+) -> End {
+    let cfg = &state.config;
+    let mut ping_due = Instant::now() + cfg.ping_interval;
+    let mut pong_deadline: Option<Instant> = None;
+    loop {
+        let wake = pong_deadline.unwrap_or(ping_due);
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return End::Shutdown,
+            msg = socket.recv() => {
+                pong_deadline = None;
+                ping_due = Instant::now() + cfg.ping_interval;
+                let text = match incoming(msg) {
+                    Ok(Some(text)) => text,
+                    Ok(None) => continue,
+                    Err(end) => return end,
+                };
+                match parse_frame(&text) {
+                    Ok(ClientFrame::Ack { update_id, status, error, .. }) => {
+                        if update_id.len() > MAX_ACK_ID {
+                            return violation("invalid_frame", format!("update_id is longer than {MAX_ACK_ID} bytes"));
+                        }
+                        let error = error.map(|mut e| {
+                            if e.len() > MAX_ACK_ERROR {
+                                let mut cut = MAX_ACK_ERROR;
+                                while !e.is_char_boundary(cut) {
+                                    cut -= 1;
+                                }
+                                e.truncate(cut);
+                            }
+                            e
+                        });
+                        state.log.record_ack(update_id, sub.orch_hash.clone(), status, error, now_unix());
+                        state.metrics.acks.get_or_create(&StatusLabel { status: status.as_str() }).inc();
+                    }
+                    Ok(ClientFrame::Hello { .. }) => {
+                        return violation("unexpected_hello", "hello is only allowed as the first frame");
+                    }
+                    Err(end) => return end,
+                }
+            }
+            item = rx.recv() => {
+                let sent = match item {
+                    Ok(Live::Update(p)) => {
+                        if p.update.envelope.seq <= sub.seq {
+                            continue;
+                        }
+                        sub.seq = p.update.envelope.seq;
+                        if !sub.wants(&p.update) {
+                            continue;
+                        }
+                        deliver(socket, state, sub, p.frame.clone(), p.update_id.clone()).await
+                    }
+                    Ok(Live::Widened { update: p, from_percent, widen_seq }) => {
+                        if widen_seq <= sub.widen_seq {
+                            continue;
+                        }
+                        sub.widen_seq = widen_seq;
+                        // An update is announced before any widening of it, so its seq has
+                        // been considered by now; anything else is ignored defensively.
+                        if p.update.envelope.seq > sub.seq || !sub.newly_admitted(&p.update, from_percent) {
+                            continue;
+                        }
+                        deliver(socket, state, sub, p.frame.clone(), p.update_id.clone()).await
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(orch_hash = %sub.orch_hash, missed, "subscriber lagged; catching up from the log");
+                        Box::pin(catch_up(socket, state, sub, rx)).await
+                    }
+                    Err(RecvError::Closed) => return End::Shutdown,
+                };
+                if let Err(end) = sent {
+                    return end;
+                }
+            }
+            () = sleep_until(wake) => {
+                if pong_deadline.is_some() {
+                    return End::Reaped;
+                }
+                if let Err(end) = send(socket, state, Message::Ping(Default::default())).await {
+                    return end;
+                }
+                let now = Instant::now();
+                pong_deadline = Some(now + cfg.pong_timeout);
+                ping_due = now + cfg.ping_interval;
+            }
+        }
+    }
+}
+
+/// Re-joins the live channel and sends, from the log, what the lag skipped: widenings of
+/// updates already considered that newly admit this subscriber, then every later update.
+async fn catch_up(
+    socket: &mut WebSocket,
+    state: &AppState,
+    sub: &mut Subscriber,
+    rx: &mut broadcast::Receiver<Live>,
+) -> Result<(), End> {
+    state.metrics.lag_catchups.inc();
+    let (fresh_rx, pos) = state.hub.subscribe();
+    *rx = fresh_rx;
+    let who = sub.snapshot();
+    let missed = state
+        .read_log(move |log| {
+            let mut out: Vec<StoredUpdate> = log
+                .widened_between(who.seq, who.widen_seq, pos.widen_seq)?
+                .into_iter()
+                .filter(|(u, from)| who.newly_admitted(u, *from))
+                .map(|(u, _)| u)
+                .collect();
+            out.extend(log.updates_between(who.seq, pos.seq, pos.widen_seq, |u| who.wants(u))?);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| End::Unavailable(e.to_string()))?;
+    for u in missed {
+        let id = Arc::from(u.envelope.update_id.as_str());
+        deliver(socket, state, sub, update_frame(&u.envelope), id).await?;
+    }
+    sub.seq = sub.seq.max(pos.seq);
+    sub.widen_seq = sub.widen_seq.max(pos.widen_seq);
+    Ok(())
+}
+
+/// Sends one frame, giving up after `send_timeout`.
+async fn send(socket: &mut WebSocket, state: &AppState, msg: Message) -> Result<(), End> {
+    match timeout(state.config.send_timeout, socket.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(End::SendTimeout),
+    }
+}
+
+async fn send_frame(
+    socket: &mut WebSocket,
+    state: &AppState,
+    frame: &ServerFrame,
+) -> Result<(), End> {
+    let text = serde_json::to_string(frame).expect("server frames serialise");
+    send(socket, state, Message::Text(text.into())).await
+}
+
+/// Sends an update frame and records the delivery.
+async fn deliver(
+    socket: &mut WebSocket,
+    state: &AppState,
+    sub: &Subscriber,
+    frame: Utf8Bytes,
+    update_id: Arc<str>,
+) -> Result<(), End> {
+    send(socket, state, Message::Text(frame)).await?;
+    state
+        .log
+        .record_delivery(update_id, sub.orch_hash.clone(), now_unix());
+    // Counted after queueing, so a count observed implies the row is on its way to the log.
+    state.metrics.deliveries.inc();
+    Ok(())
+}
+
+/// Closes the connection the way `end` calls for.
+async fn finish(socket: &mut WebSocket, state: &AppState, end: End) {
+    let (code, reason) = match end {
+        End::Gone => return,
+        End::PeerClosed => {
+            let _ = timeout(state.config.close_timeout, socket.flush()).await;
+            return;
+        }
+        End::SendTimeout => {
+            state.metrics.send_timeouts.inc();
+            tracing::debug!("closing a subscriber that stopped reading");
+            return;
+        }
+        End::Reaped => {
+            state.metrics.reaped.inc();
+            tracing::debug!("closing a subscriber that did not answer a ping");
+            return;
+        }
+        End::Shutdown => (close_code::AWAY, "server shutting down"),
+        End::Violation { code, detail } => {
+            state.metrics.protocol_error(code);
+            tracing::debug!(code, %detail, "protocol violation");
+            let frame = ServerFrame::Error {
+                error: code.to_owned(),
+                detail,
+            };
+            if send_frame(socket, state, &frame).await.is_err() {
+                return;
+            }
+            if code == "frame_too_large" {
+                (close_code::SIZE, "frame too large")
+            } else {
+                (close_code::POLICY, "protocol violation")
+            }
+        }
+        End::Unavailable(detail) => {
+            tracing::warn!(%detail, "closing a subscriber: the update log is unavailable");
+            let frame = ServerFrame::Error {
+                error: "unavailable".to_owned(),
+                detail,
+            };
+            if send_frame(socket, state, &frame).await.is_err() {
+                return;
+            }
+            (close_code::ERROR, "update log unavailable")
+        }
+    };
+    let close = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    if send(socket, state, close).await.is_err() {
+        return;
+    }
+    // Wait (briefly) for the peer's close so it reads everything before the socket goes.
+    let _ = timeout(state.config.close_timeout, async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
+}
