@@ -54,10 +54,12 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             i.focus.clone(),
             i.source.as_str().to_owned(),
             i.records_analyzed.to_string(),
-            i.bullets.first().map(|b| output::shorten(b, 90)).unwrap_or_default(),
+            i.bullets
+                .first()
+                .map(|b| output::shorten(b, 90))
+                .unwrap_or_default(),
         ]);
     }
     println!("{t}");
     Ok(())
 }
-

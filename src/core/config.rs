@@ -517,8 +517,13 @@ impl Settings {
             ),
         };
         let admin_token = r.string("distributor.admin_token", None);
-        let base_url = r.string("llm.base_url", Some(OPENROUTER_BASE_URL)).unwrap_or_default();
-        let base_url_explicit = r.entries.last().is_some_and(|e| e.source != Source::Default);
+        let base_url = r
+            .string("llm.base_url", Some(OPENROUTER_BASE_URL))
+            .unwrap_or_default();
+        let base_url_explicit = r
+            .entries
+            .last()
+            .is_some_and(|e| e.source != Source::Default);
         let llm_model = r.string("llm.model", None);
         let openrouter_key = r.string("llm.openrouter_api_key", None);
         let generic_key = r.string("llm.api_key", None);

@@ -105,16 +105,36 @@ mod tests {
 
     #[test]
     fn frames_match_the_documented_json() {
-        let hello: ClientFrame =
-            serde_json::from_str(r#"{"type":"hello","orch_id":"o","agent_path":"a","last_seq":41,"x402":"k"}"#).unwrap();
+        let hello: ClientFrame = serde_json::from_str(
+            r#"{"type":"hello","orch_id":"o","agent_path":"a","last_seq":41,"x402":"k"}"#,
+        )
+        .unwrap();
         assert_eq!(
             hello,
-            ClientFrame::Hello { orch_id: "o".into(), agent_path: "a".into(), last_seq: 41, x402: Some("k".into()) }
+            ClientFrame::Hello {
+                orch_id: "o".into(),
+                agent_path: "a".into(),
+                last_seq: 41,
+                x402: Some("k".into())
+            }
         );
-        let ack: ClientFrame =
-            serde_json::from_str(r#"{"type":"ack","update_id":"u","seq":42,"status":"applied","error":null}"#).unwrap();
-        assert!(matches!(ack, ClientFrame::Ack { status: AckStatus::Applied, .. }));
-        let frame = ServerFrame::HelloAck { orch_hash: "orch_1".into(), tier: Tier::Free, server_seq: 48, replay: 3 };
+        let ack: ClientFrame = serde_json::from_str(
+            r#"{"type":"ack","update_id":"u","seq":42,"status":"applied","error":null}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            ack,
+            ClientFrame::Ack {
+                status: AckStatus::Applied,
+                ..
+            }
+        ));
+        let frame = ServerFrame::HelloAck {
+            orch_hash: "orch_1".into(),
+            tier: Tier::Free,
+            server_seq: 48,
+            replay: 3,
+        };
         assert_eq!(
             serde_json::to_string(&frame).unwrap(),
             r#"{"type":"hello_ack","orch_hash":"orch_1","tier":"free","server_seq":48,"replay":3}"#

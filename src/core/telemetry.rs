@@ -221,7 +221,10 @@ fn parse_json(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
             .map_err(|e| ParseError::Malformed(format!("body is not valid JSON: {e}")))?;
         decode_envelope(text, 0, None)
             .map(|e| vec![e])
-            .map_err(|e| ParseError::Records { errors: vec![e], total: 1 })
+            .map_err(|e| ParseError::Records {
+                errors: vec![e],
+                total: 1,
+            })
     }
 }
 
@@ -251,7 +254,10 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
         index += 1;
     }
     if !errors.is_empty() {
-        return Err(ParseError::Records { errors, total: index });
+        return Err(ParseError::Records {
+            errors,
+            total: index,
+        });
     }
     if out.is_empty() {
         return Err(ParseError::Empty);

@@ -48,13 +48,19 @@ impl Tier {
 
     /// The tier a presented `X402` key earns against the configured premium key.
     pub fn from_key(configured: Option<&str>, presented: Option<&str>) -> Tier {
-        if premium_key_matches(configured, presented) { Tier::Premium } else { Tier::Free }
+        if premium_key_matches(configured, presented) {
+            Tier::Premium
+        } else {
+            Tier::Free
+        }
     }
 }
 
 /// Compares two secrets in constant time (digests first, so lengths do not leak either).
 pub fn secrets_equal(a: &str, b: &str) -> bool {
-    Sha256::digest(a.as_bytes()).ct_eq(&Sha256::digest(b.as_bytes())).into()
+    Sha256::digest(a.as_bytes())
+        .ct_eq(&Sha256::digest(b.as_bytes()))
+        .into()
 }
 
 /// Whether the presented `X402` value unlocks the premium tier.

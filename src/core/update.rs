@@ -104,7 +104,10 @@ pub struct FieldError {
 }
 
 fn field(field: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError { field, message: message.into() }
+    FieldError {
+        field,
+        message: message.into(),
+    }
 }
 
 /// The body of `POST /publish`: an envelope without id, seq and timestamp.
@@ -174,14 +177,27 @@ impl NewUpdate {
 impl PublishRequest {
     /// Checks every field and the payload against its type.
     pub fn validate(self) -> Result<NewUpdate, FieldError> {
-        let type_name = self.update_type.ok_or_else(|| field("update_type", "is required"))?;
+        let type_name = self
+            .update_type
+            .ok_or_else(|| field("update_type", "is required"))?;
         let update_type = UpdateType::parse(type_name.trim()).ok_or_else(|| {
             let known: Vec<_> = UpdateType::ALL.iter().map(|t| t.as_str()).collect();
-            field("update_type", format!("unknown type {type_name:?}; expected one of {}", known.join(", ")))
+            field(
+                "update_type",
+                format!(
+                    "unknown type {type_name:?}; expected one of {}",
+                    known.join(", ")
+                ),
+            )
         })?;
         let tier_required = match self.tier_required.as_deref() {
             None => Tier::Free,
-            Some(t) => Tier::parse(t).ok_or_else(|| field("tier_required", format!("{t:?} is neither free nor premium")))?,
+            Some(t) => Tier::parse(t).ok_or_else(|| {
+                field(
+                    "tier_required",
+                    format!("{t:?} is neither free nor premium"),
+                )
+            })?,
         };
         let rollout_percent = match self.rollout_percent {
             None | Some(Value::Null) => None,
@@ -189,11 +205,18 @@ impl PublishRequest {
                 v.as_u64()
                     .filter(|p| (1..=100).contains(p))
                     .map(|p| p as u8)
-                    .ok_or_else(|| field("rollout_percent", format!("{v} is not an integer from 1 to 100")))?,
+                    .ok_or_else(|| {
+                        field(
+                            "rollout_percent",
+                            format!("{v} is not an integer from 1 to 100"),
+                        )
+                    })?,
             ),
         };
         let target_orch = match self.target_orch {
-            Some(o) if o.trim().is_empty() => return Err(field("target_orch", "must not be empty when present")),
+            Some(o) if o.trim().is_empty() => {
+                return Err(field("target_orch", "must not be empty when present"));
+            }
             other => other.map(|o| o.trim().to_owned()),
         };
         let target_agent_prefix = match self.target_agent_prefix {
@@ -204,10 +227,17 @@ impl PublishRequest {
             }
             None => None,
         };
-        let payload = self.payload.ok_or_else(|| field("payload", "is required"))?;
-        let size = serde_json::to_vec(&payload).map(|v| v.len()).unwrap_or(usize::MAX);
+        let payload = self
+            .payload
+            .ok_or_else(|| field("payload", "is required"))?;
+        let size = serde_json::to_vec(&payload)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_PAYLOAD_BYTES {
-            return Err(field("payload", format!("is {size} bytes; at most {MAX_PAYLOAD_BYTES} allowed")));
+            return Err(field(
+                "payload",
+                format!("is {size} bytes; at most {MAX_PAYLOAD_BYTES} allowed"),
+            ));
         }
         validate_payload(update_type, &payload)?;
         Ok(NewUpdate {
@@ -222,7 +252,11 @@ impl PublishRequest {
     }
 }
 
-fn required_string<'a>(payload: &'a Value, key: &str, name: &'static str) -> Result<&'a str, FieldError> {
+fn required_string<'a>(
+    payload: &'a Value,
+    key: &str,
+    name: &'static str,
+) -> Result<&'a str, FieldError> {
     match payload.get(key) {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
         Some(Value::String(_)) => Err(field(name, "must not be empty")),
@@ -237,22 +271,33 @@ pub fn validate_payload(update_type: UpdateType, payload: &Value) -> Result<(), 
         return Err(field("payload", "must be a JSON object"));
     }
     match update_type {
-        UpdateType::PromptTweak => required_string(payload, "default_prompt", "payload.default_prompt").map(|_| ()),
+        UpdateType::PromptTweak => {
+            required_string(payload, "default_prompt", "payload.default_prompt").map(|_| ())
+        }
         UpdateType::ModelTweak => {
             let m = required_string(payload, "default_model", "payload.default_model")?;
             if m.chars().any(char::is_whitespace) {
-                return Err(field("payload.default_model", "must not contain whitespace"));
+                return Err(field(
+                    "payload.default_model",
+                    "must not contain whitespace",
+                ));
             }
             Ok(())
         }
         UpdateType::Notice => required_string(payload, "message", "payload.message").map(|_| ()),
-        UpdateType::Rollback => required_string(payload, "update_id", "payload.update_id").map(|_| ()),
+        UpdateType::Rollback => {
+            required_string(payload, "update_id", "payload.update_id").map(|_| ())
+        }
         UpdateType::YamlGraft => {
             let text = required_string(payload, "yaml", "payload.yaml")?;
-            parse_yaml_mapping(text).map(|_| ()).map_err(|m| field("payload.yaml", m))
+            parse_yaml_mapping(text)
+                .map(|_| ())
+                .map_err(|m| field("payload.yaml", m))
         }
         UpdateType::JsonPatch => {
-            let ops = payload.get("patch").ok_or_else(|| field("payload.patch", "is required"))?;
+            let ops = payload
+                .get("patch")
+                .ok_or_else(|| field("payload.patch", "is required"))?;
             let patch = parse_patch(ops).map_err(|m| field("payload.patch", m))?;
             if patch.0.is_empty() {
                 return Err(field("payload.patch", "must hold at least one operation"));
@@ -264,8 +309,8 @@ pub fn validate_payload(update_type: UpdateType, payload: &Value) -> Result<(), 
 
 /// Parses an RFC 6902 patch and checks every path stays inside the patchable document.
 pub fn parse_patch(ops: &Value) -> Result<json_patch::Patch, String> {
-    let patch: json_patch::Patch =
-        serde_json::from_value(ops.clone()).map_err(|e| format!("not a well-formed RFC 6902 patch: {e}"))?;
+    let patch: json_patch::Patch = serde_json::from_value(ops.clone())
+        .map_err(|e| format!("not a well-formed RFC 6902 patch: {e}"))?;
     for (i, op) in patch.0.iter().enumerate() {
         let mut paths = vec![op_path(op)];
         if let Some(from) = op_from(op) {
@@ -377,7 +422,11 @@ impl UpdateEnvelope {
 
 /// A stable bucket 0..100 for (update, orch): raising the percentage only ever adds orchs.
 pub fn rollout_bucket(update_id: &str, orch_hash: &str) -> u8 {
-    let digest = Sha256::new().chain_update(update_id.as_bytes()).chain_update(b":").chain_update(orch_hash.as_bytes()).finalize();
+    let digest = Sha256::new()
+        .chain_update(update_id.as_bytes())
+        .chain_update(b":")
+        .chain_update(orch_hash.as_bytes())
+        .finalize();
     let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
     (n % 100) as u8
 }
@@ -388,7 +437,9 @@ mod tests {
     use serde_json::json;
 
     fn req(v: Value) -> Result<NewUpdate, FieldError> {
-        serde_json::from_value::<PublishRequest>(v).unwrap().validate()
+        serde_json::from_value::<PublishRequest>(v)
+            .unwrap()
+            .validate()
     }
 
     #[test]
@@ -409,28 +460,73 @@ mod tests {
     fn bad_requests_name_the_field() {
         let cases = [
             (json!({"payload":{}}), "update_type"),
-            (json!({"update_type":"teleport","payload":{}}), "update_type"),
-            (json!({"update_type":"notice","payload":{"message":"m"},"tier_required":"gold"}), "tier_required"),
-            (json!({"update_type":"notice","payload":{"message":"m"},"rollout_percent":0}), "rollout_percent"),
-            (json!({"update_type":"notice","payload":{"message":"m"},"rollout_percent":101}), "rollout_percent"),
-            (json!({"update_type":"notice","payload":{"message":"m"},"rollout_percent":"ten"}), "rollout_percent"),
+            (
+                json!({"update_type":"teleport","payload":{}}),
+                "update_type",
+            ),
+            (
+                json!({"update_type":"notice","payload":{"message":"m"},"tier_required":"gold"}),
+                "tier_required",
+            ),
+            (
+                json!({"update_type":"notice","payload":{"message":"m"},"rollout_percent":0}),
+                "rollout_percent",
+            ),
+            (
+                json!({"update_type":"notice","payload":{"message":"m"},"rollout_percent":101}),
+                "rollout_percent",
+            ),
+            (
+                json!({"update_type":"notice","payload":{"message":"m"},"rollout_percent":"ten"}),
+                "rollout_percent",
+            ),
             (json!({"update_type":"notice"}), "payload"),
             (json!({"update_type":"notice","payload":"m"}), "payload"),
-            (json!({"update_type":"prompt_tweak","payload":{"default_prompt":"  "}}), "payload.default_prompt"),
-            (json!({"update_type":"model_tweak","payload":{"default_model":7}}), "payload.default_model"),
-            (json!({"update_type":"json_patch","payload":{"patch":[{"op":"jump","path":"/config/a"}]}}), "payload.patch"),
-            (json!({"update_type":"json_patch","payload":{"patch":[{"op":"replace","path":"/etc/passwd","value":1}]}}), "payload.patch"),
-            (json!({"update_type":"json_patch","payload":{"patch":[]}}), "payload.patch"),
-            (json!({"update_type":"yaml_graft","payload":{"yaml":"- a\n- b\n"}}), "payload.yaml"),
-            (json!({"update_type":"yaml_graft","payload":{"yaml":"a: [unclosed"}}), "payload.yaml"),
-            (json!({"update_type":"notice","payload":{"message":"m"},"target_agent_prefix":"a//b"}), "target_agent_prefix"),
-            (json!({"update_type":"notice","payload":{"message":"x".repeat(MAX_PAYLOAD_BYTES)}}), "payload"),
+            (
+                json!({"update_type":"prompt_tweak","payload":{"default_prompt":"  "}}),
+                "payload.default_prompt",
+            ),
+            (
+                json!({"update_type":"model_tweak","payload":{"default_model":7}}),
+                "payload.default_model",
+            ),
+            (
+                json!({"update_type":"json_patch","payload":{"patch":[{"op":"jump","path":"/config/a"}]}}),
+                "payload.patch",
+            ),
+            (
+                json!({"update_type":"json_patch","payload":{"patch":[{"op":"replace","path":"/etc/passwd","value":1}]}}),
+                "payload.patch",
+            ),
+            (
+                json!({"update_type":"json_patch","payload":{"patch":[]}}),
+                "payload.patch",
+            ),
+            (
+                json!({"update_type":"yaml_graft","payload":{"yaml":"- a\n- b\n"}}),
+                "payload.yaml",
+            ),
+            (
+                json!({"update_type":"yaml_graft","payload":{"yaml":"a: [unclosed"}}),
+                "payload.yaml",
+            ),
+            (
+                json!({"update_type":"notice","payload":{"message":"m"},"target_agent_prefix":"a//b"}),
+                "target_agent_prefix",
+            ),
+            (
+                json!({"update_type":"notice","payload":{"message":"x".repeat(MAX_PAYLOAD_BYTES)}}),
+                "payload",
+            ),
         ];
         for (body, name) in cases {
             let err = req(body.clone()).unwrap_err();
             assert_eq!(err.field, name, "{body}: {err}");
         }
-        assert!(serde_json::from_value::<PublishRequest>(json!({"update_type":"notice","paylod":{}})).is_err());
+        assert!(
+            serde_json::from_value::<PublishRequest>(json!({"update_type":"notice","paylod":{}}))
+                .is_err()
+        );
     }
 
     fn env(prefix: Option<&str>, cascade: bool, orch: Option<&str>) -> UpdateEnvelope {
@@ -447,7 +543,12 @@ mod tests {
     }
 
     fn who(path: &str) -> Audience<'_> {
-        Audience { orch_id: Some("orch-1"), orch_hash: "orch_00000000000000aa", agent_path: path, tier: Tier::Free }
+        Audience {
+            orch_id: Some("orch-1"),
+            orch_hash: "orch_00000000000000aa",
+            agent_path: path,
+            tier: Tier::Free,
+        }
     }
 
     #[test]
@@ -478,7 +579,11 @@ mod tests {
         assert!((60..=140).contains(&ten), "{ten}");
         assert!((420..=580).contains(&fifty), "{fifty}");
         // Widening never drops anyone admitted before.
-        assert!(orchs.iter().all(|o| !u.admits(o, Some(10)) || u.admits(o, Some(50))));
+        assert!(
+            orchs
+                .iter()
+                .all(|o| !u.admits(o, Some(10)) || u.admits(o, Some(50)))
+        );
         assert_eq!(admitted(100), 1000);
         assert!(u.admits("anything", None));
     }

@@ -67,14 +67,22 @@ fn help_documents_exit_codes_and_usage_errors_exit_2() {
     let out = run(phoenix(home.path()).arg("--help"));
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for line in ["3  server unreachable", "4  request rejected by the server (4xx)", "5  partial success"] {
+    for line in [
+        "3  server unreachable",
+        "4  request rejected by the server (4xx)",
+        "5  partial success",
+    ] {
         assert!(help.contains(line), "{help}");
     }
     let out = run(phoenix(home.path()).arg("frobnicate"));
     assert_eq!(out.status.code(), Some(2));
     let out = run(phoenix(home.path()).args(["ingest", "--kind", "k", "--payload", "{not json"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--payload is not valid JSON"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--payload is not valid JSON"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(phoenix(home.path()).args(["analyze", "--last-n", "0"]));
     assert_eq!(out.status.code(), Some(2));
 }
@@ -83,32 +91,62 @@ fn help_documents_exit_codes_and_usage_errors_exit_2() {
 fn unreachable_collector_exits_3_with_a_clear_message() {
     let home = tempfile::tempdir().unwrap();
     // Port 9 on loopback: nothing listens there.
-    let out = run(phoenix(home.path()).args(["analyze", "--url", "http://127.0.0.1:9", "--timeout", "2s"]));
+    let out = run(phoenix(home.path()).args([
+        "analyze",
+        "--url",
+        "http://127.0.0.1:9",
+        "--timeout",
+        "2s",
+    ]));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("cannot reach http://127.0.0.1:9/analyze"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot reach http://127.0.0.1:9/analyze"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn config_show_layers_sources_and_masks_secrets() {
     let home = tempfile::tempdir().unwrap();
-    std::fs::write(home.path().join("phoenix.toml"), "[collector]\nretention_days = 30\n").unwrap();
+    std::fs::write(
+        home.path().join("phoenix.toml"),
+        "[collector]\nretention_days = 30\n",
+    )
+    .unwrap();
     let out = run(phoenix(home.path())
         .args(["config", "show", "--json"])
         .env("TELEMETRIST_BIND", "127.0.0.1:7777")
         .env("OPENROUTER_API_KEY", "sk-or-v1-verysecretvalue"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let find = |key: &str| doc["settings"].as_array().unwrap().iter().find(|e| e["key"] == key).unwrap().clone();
+    let find = |key: &str| {
+        doc["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(find("collector.bind")["source"], "env");
     assert_eq!(find("collector.bind")["value"], "127.0.0.1:7777");
     assert_eq!(find("collector.retention_days")["source"], "file");
     assert_eq!(find("collector.url")["source"], "default");
     assert!(!text(&out.stdout).contains("verysecretvalue"));
 
-    std::fs::write(home.path().join("phoenix.toml"), "[collector]\nretension_days = 30\n").unwrap();
+    std::fs::write(
+        home.path().join("phoenix.toml"),
+        "[collector]\nretension_days = 30\n",
+    )
+    .unwrap();
     let out = run(phoenix(home.path()).args(["config", "show"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("unknown key `collector.retension_days`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown key `collector.retension_days`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -116,7 +154,11 @@ fn non_loopback_bind_without_tokens_is_refused() {
     let home = tempfile::tempdir().unwrap();
     let out = run(phoenix(home.path()).args(["serve", "collector", "--bind", "0.0.0.0:0"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("without authentication"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("without authentication"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// The real binary serving on an ephemeral port; stopped with SIGTERM.
@@ -128,16 +170,30 @@ struct Server {
 impl Server {
     fn start(home: &Path, extra: &[&str]) -> Server {
         let mut child = phoenix(home)
-            .args(["serve", "all", "--bind", "127.0.0.1:0", "--distributor-bind", "127.0.0.1:0", "--json"])
+            .args([
+                "serve",
+                "all",
+                "--bind",
+                "127.0.0.1:0",
+                "--distributor-bind",
+                "127.0.0.1:0",
+                "--json",
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("announce line: {line:?}"));
-        Server { child, url: event["url"].as_str().unwrap().to_owned() }
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("announce line: {line:?}"));
+        Server {
+            child,
+            url: event["url"].as_str().unwrap().to_owned(),
+        }
     }
 
     fn stop(mut self) -> std::process::ExitStatus {
@@ -165,17 +221,48 @@ fn the_binary_serves_ingests_analyzes_and_stops_cleanly() {
     lines.push_str("{\"kind\":\"broken\",\"ts_unix\":\"yesterday\"}\n");
     std::fs::write(&events, lines).unwrap();
 
-    let out = run(phoenix(home.path()).args(["ingest", "--url", &url, "--file"]).arg(&events).args(["--batch-size", "7", "--json"]));
-    assert_eq!(out.status.code(), Some(5), "one bad line of 31 is a partial success: {}", text(&out.stderr));
+    let out = run(phoenix(home.path())
+        .args(["ingest", "--url", &url, "--file"])
+        .arg(&events)
+        .args(["--batch-size", "7", "--json"]));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "one bad line of 31 is a partial success: {}",
+        text(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["accepted"], 30);
     assert_eq!(report["rejected"], 1);
-    assert!(report["errors"][0].as_str().unwrap().contains("line 31: field `ts_unix`"), "{report}");
+    assert!(
+        report["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("line 31: field `ts_unix`"),
+        "{report}"
+    );
 
-    let out = run(phoenix(home.path()).args(["ingest", "--url", &url, "--kind", "orch_heartbeat", "--orch-id", "orch-1"]));
+    let out = run(phoenix(home.path()).args([
+        "ingest",
+        "--url",
+        &url,
+        "--kind",
+        "orch_heartbeat",
+        "--orch-id",
+        "orch-1",
+    ]));
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    let out = run(phoenix(home.path()).args(["analyze", "--url", &url, "--last-n", "500", "--focus", "performance", "--json"]));
+    let out = run(phoenix(home.path()).args([
+        "analyze",
+        "--url",
+        &url,
+        "--last-n",
+        "500",
+        "--focus",
+        "performance",
+        "--json",
+    ]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let insight: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(insight["tier"], "free");
@@ -185,46 +272,119 @@ fn the_binary_serves_ingests_analyzes_and_stops_cleanly() {
 
     let out = run(phoenix(home.path()).args(["analyze", "--url", &url]));
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("response_time"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("response_time"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = run(phoenix(home.path()).args(["insights", "--url", &url, "--json"]));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["count"], 2);
 
-    let out = run(phoenix(home.path()).args(["telemetry", "query", "--url", &url, "--orch", "orch-1", "--json"]));
+    let out = run(phoenix(home.path()).args([
+        "telemetry",
+        "query",
+        "--url",
+        &url,
+        "--orch",
+        "orch-1",
+        "--json",
+    ]));
     let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // orch-1 sent 10 skill records and one heartbeat; the raw id is never echoed back.
     assert_eq!(page["count"], 11);
     assert!(!text(&out.stdout).contains("\"orch-1\""));
 
-    let out = run(phoenix(home.path()).args(["ingest", "--url", &url, "--kind", "x", "--level", "loud"]));
-    assert_eq!(out.status.code(), Some(2), "invalid events are caught before sending");
+    let out =
+        run(phoenix(home.path()).args(["ingest", "--url", &url, "--kind", "x", "--level", "loud"]));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "invalid events are caught before sending"
+    );
 
     let status = server.stop();
-    assert!(status.success(), "SIGTERM ends the server with exit 0, got {status:?}");
+    assert!(
+        status.success(),
+        "SIGTERM ends the server with exit 0, got {status:?}"
+    );
 }
 
 #[test]
 fn https_with_a_private_ca() {
     let home = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
     let cert = home.path().join("cert.pem");
     let key = home.path().join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    let server = Server::start(home.path(), &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
-    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    let server = Server::start(
+        home.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
 
-    let out = run(phoenix(home.path()).args(["ingest", "--url", &server.url, "--kind", "tls_probe", "--ca-cert"]).arg(&cert));
-    assert!(out.status.success(), "trusted via --ca-cert: {}", text(&out.stderr));
+    let out = run(phoenix(home.path())
+        .args([
+            "ingest",
+            "--url",
+            &server.url,
+            "--kind",
+            "tls_probe",
+            "--ca-cert",
+        ])
+        .arg(&cert));
+    assert!(
+        out.status.success(),
+        "trusted via --ca-cert: {}",
+        text(&out.stderr)
+    );
 
     // Without the CA the certificate is not trusted: the client cannot establish the channel.
-    let out = run(phoenix(home.path()).args(["ingest", "--url", &server.url, "--kind", "tls_probe", "--retries", "0"]));
+    let out = run(phoenix(home.path()).args([
+        "ingest",
+        "--url",
+        &server.url,
+        "--kind",
+        "tls_probe",
+        "--retries",
+        "0",
+    ]));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).to_lowercase().contains("certificate"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).to_lowercase().contains("certificate"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let plain = server.url.replace("https://", "http://");
-    let out = run(phoenix(home.path()).args(["ingest", "--url", &plain, "--kind", "tls_probe", "--retries", "0", "--timeout", "3s"]));
-    assert_ne!(out.status.code(), Some(0), "plain HTTP to an HTTPS listener must fail");
+    let out = run(phoenix(home.path()).args([
+        "ingest",
+        "--url",
+        &plain,
+        "--kind",
+        "tls_probe",
+        "--retries",
+        "0",
+        "--timeout",
+        "3s",
+    ]));
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "plain HTTP to an HTTPS listener must fail"
+    );
     assert!(server.stop().success());
 }

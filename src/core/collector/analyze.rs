@@ -16,9 +16,9 @@ use super::query::{build_filter, parse_time};
 use crate::core::analysis::{self, AnalysisOptions};
 use crate::core::api_error::ApiError;
 use crate::core::insight::{Insight, SummarySource};
-use crate::core::tier::Tier;
 use crate::core::summary;
 use crate::core::telemetry::now_unix;
+use crate::core::tier::Tier;
 
 /// The request body. Unknown fields are refused so a typo (`lastn`) is not silently ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -41,7 +41,6 @@ pub struct AnalyzeRequest {
     /// Unix seconds or RFC 3339.
     pub until: Option<serde_json::Value>,
 }
-
 
 fn time_field(field: &str, v: Option<serde_json::Value>) -> Result<Option<i64>, ApiError> {
     match v {
@@ -66,7 +65,11 @@ pub(super) async fn analyze(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Insight>, ApiError> {
     let body = body.map_err(|e| {
-        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "invalid_body" };
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "invalid_body"
+        };
         ApiError::new(e.status(), code, e.body_text())
     })?;
     // The seed's curl examples omit Content-Type (curl then says form-urlencoded): the body is

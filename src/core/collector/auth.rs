@@ -9,7 +9,6 @@ use super::AppState;
 use crate::core::api_error::ApiError;
 use crate::core::tier::secrets_equal;
 
-
 /// Rejects requests without a configured bearer token; passes everything when none is set.
 pub(super) async fn require_token(
     State(state): State<AppState>,
