@@ -23,6 +23,8 @@ pub const MAX_REPORTED_ERRORS: usize = 20;
 pub const LEVELS: &[&str] = &[
     "trace", "debug", "info", "notice", "warn", "error", "critical", "fatal",
 ];
+/// The `kind` of the heartbeat every ORCH sends; the store keeps each ORCH's latest.
+pub const HEARTBEAT_KIND: &str = "orch_heartbeat";
 /// Levels counted as errors by the analysis.
 pub const ERROR_LEVELS: &[&str] = &["error", "critical", "fatal"];
 

@@ -4,6 +4,7 @@
 //! [`Commit`] to await, and refuses with [`Error::QueueFull`] instead of queueing without
 //! bound. Reads are blocking calls meant for `spawn_blocking`.
 
+mod checkpoint;
 mod migrations;
 mod sqlite;
 mod writer;

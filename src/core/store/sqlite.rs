@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OpenFlags, params_from_iter, types::Value};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
 use tokio::sync::oneshot;
 
+use super::checkpoint::Checkpointer;
+use super::migrations::{INDEXED_LEVELS, INDEXED_LEVELS_CONDITION};
 use super::writer::{self, InsightRow, Job};
 use super::{Commit, Error, Page, StoreMetrics, TelemetryFilter, TelemetryStore, migrate};
 use crate::core::config::SyncMode;
@@ -117,12 +119,13 @@ impl SqliteStore {
         }
         let mut conn = open_connection(&opts.path, opts.sync, false)?;
         migrate(&mut conn)?;
+        let checkpointer = Checkpointer::start(&conn, &opts.path)?;
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = queued.clone();
         let writer = std::thread::Builder::new()
             .name("phoenix-sqlite-writer".to_owned())
-            .spawn(move || writer::run(conn, rx, writer_queued, metrics))
+            .spawn(move || writer::run(conn, rx, writer_queued, metrics, checkpointer))
             .map_err(|e| Error::Open {
                 path: opts.path.clone(),
                 message: format!("cannot start writer thread: {e}"),
@@ -241,6 +244,10 @@ fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> (String, Vec<V
     }
     if let Some(l) = &filter.level {
         push("level = ?", vec![l.clone().into()]);
+        if INDEXED_LEVELS.contains(&l.as_str()) {
+            // Repeats the partial index's condition so the planner may use the index.
+            push(INDEXED_LEVELS_CONDITION, vec![]);
+        }
     }
     if let Some(p) = &filter.agent_prefix {
         let p = p.trim_end_matches('/').to_owned();
@@ -356,12 +363,11 @@ impl TelemetryStore for SqliteStore {
 
     fn last_heartbeats(&self, orch_hashes: &[String]) -> Result<HashMap<String, i64>, Error> {
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT MAX(ts_unix) FROM telemetry WHERE orch_hash = ?1 AND kind = 'orch_heartbeat'",
-            )?;
+            let mut stmt =
+                conn.prepare_cached("SELECT last_ts FROM orch_heartbeats WHERE orch_hash = ?1")?;
             let mut out = HashMap::with_capacity(orch_hashes.len());
             for h in orch_hashes {
-                let ts: Option<i64> = stmt.query_row([h], |r| r.get(0))?;
+                let ts: Option<i64> = stmt.query_row([h], |r| r.get(0)).optional()?;
                 if let Some(ts) = ts {
                     out.insert(h.clone(), ts);
                 }
@@ -404,7 +410,7 @@ impl TelemetryStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::telemetry::now_unix;
+    use crate::core::telemetry::{HEARTBEAT_KIND, now_unix};
 
     fn rec(i: usize, kind: &str, path: Option<&str>, ts: i64) -> NewRecord {
         NewRecord {
@@ -528,5 +534,61 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.count().unwrap(), 50);
+    }
+
+    #[tokio::test]
+    async fn heartbeats_keep_the_latest_even_out_of_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            &StoreOptions::new(dir.path().join("t.db")),
+            StoreMetrics::default(),
+        )
+        .unwrap();
+        let orch = "orch_0000000000000000".to_owned();
+        // i % 3 == 0 keeps every record on the same orch hash.
+        for ts in [100, 300, 200] {
+            let r = rec(0, HEARTBEAT_KIND, None, ts);
+            store.submit(vec![r]).unwrap().wait().await.unwrap();
+        }
+        // Not a heartbeat: does not count.
+        store
+            .submit(vec![rec(3, "skill", None, 900)])
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        let hb = store.last_heartbeats(std::slice::from_ref(&orch)).unwrap();
+        assert_eq!(hb[&orch], 300);
+        store.close().await;
+    }
+
+    #[test]
+    fn level_filters_use_the_partial_level_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let plan = |level: &str| {
+            let f = TelemetryFilter {
+                level: Some(level.to_owned()),
+                ..Default::default()
+            };
+            let (cond, args) = where_clause(&f, None);
+            let sql = format!("EXPLAIN QUERY PLAN SELECT seq FROM telemetry {cond}");
+            let mut stmt = conn.prepare(&sql).unwrap();
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        for level in INDEXED_LEVELS {
+            assert!(plan(level).contains("telemetry_level"), "{level}: {}", plan(level));
+        }
+        assert!(!plan("info").contains("telemetry_level"), "{}", plan("info"));
+        // Every indexed level is one the wire accepts, so the condition can match rows.
+        for level in INDEXED_LEVELS {
+            assert_eq!(
+                crate::core::telemetry::normalize_level(level).as_deref(),
+                Some(*level)
+            );
+        }
     }
 }

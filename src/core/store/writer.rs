@@ -1,6 +1,7 @@
 //! The single writer: one thread owns the write connection and group-commits whatever is
 //! queued in one transaction, so concurrent requests share one commit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -9,8 +10,9 @@ use std::time::Instant;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
+use super::checkpoint::Checkpointer;
 use super::{Error, StoreMetrics, sqlite::insert_statement};
-use crate::core::telemetry::NewRecord;
+use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord};
 
 /// Most records one group commit takes before it commits and starts another.
 const MAX_GROUP_RECORDS: usize = 50_000;
@@ -47,18 +49,13 @@ impl Job {
     }
 }
 
-/// What a job produced inside the transaction, replied after the commit.
-enum Done {
-    Unit(oneshot::Sender<Result<(), Error>>, Result<(), Error>),
-    Count(oneshot::Sender<Result<usize, Error>>, Result<usize, Error>),
-}
-
 /// Runs until a `Shutdown` job or until every sender is gone.
 pub(super) fn run(
     mut conn: Connection,
     rx: mpsc::Receiver<Job>,
     queued: Arc<AtomicUsize>,
     metrics: StoreMetrics,
+    checkpointer: Checkpointer,
 ) {
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() {
@@ -81,6 +78,7 @@ pub(super) fn run(
         }
         if !group.is_empty() {
             commit_group(&mut conn, group, records, &queued, &metrics);
+            checkpointer.committed(&conn);
         }
     }
     // Shutting down: take nothing new, but keep the promise to everything already queued.
@@ -95,7 +93,10 @@ pub(super) fn run(
             }
         }
     }
-    let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+    checkpointer.stop();
+    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+        tracing::warn!(error = %e, "final WAL checkpoint failed; SQLite replays the WAL on the next open");
+    }
     drop(conn);
     if let Some(done) = stop {
         let _ = done.send(());
@@ -110,45 +111,23 @@ fn commit_group(
     metrics: &StoreMetrics,
 ) {
     let started = Instant::now();
-    let mut done = Vec::with_capacity(group.len());
-    let outcome = (|| -> Result<(), rusqlite::Error> {
-        let mut tx = conn.transaction()?;
-        for job in group {
-            // A savepoint per job: one failing request does not fail the others in the group.
-            let sp = tx.savepoint()?;
-            match job {
-                Job::Telemetry(rows, reply) => {
-                    let r = insert_records(&sp, &rows);
-                    finish(sp, r.is_ok())?;
-                    done.push(Done::Unit(reply, r.map_err(Error::from)));
-                }
-                Job::Insight(row, reply) => {
-                    let r = sp
-                        .execute(
-                            "INSERT INTO insights (id, ts_unix, tier, focus, source, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            params![row.id, row.ts_unix, row.tier, row.focus, row.source, row.body],
-                        )
-                        .map(|_| ());
-                    finish(sp, r.is_ok())?;
-                    done.push(Done::Unit(reply, r.map_err(Error::from)));
-                }
-                Job::Purge {
-                    cutoff,
-                    limit,
-                    reply,
-                } => {
-                    let r = sp.execute(
-                        "DELETE FROM telemetry WHERE seq IN (SELECT seq FROM telemetry WHERE ts_unix < ?1 LIMIT ?2)",
-                        params![cutoff, limit as i64],
-                    );
-                    finish(sp, r.is_ok())?;
-                    done.push(Done::Count(reply, r.map_err(Error::from)));
-                }
-                Job::Shutdown(_) => unreachable!("shutdown jobs never enter a group"),
-            }
+    // Optimistic: the whole group in one transaction, no savepoints (a savepoint per job
+    // copies every page it touches once more). Records are validated before they are queued,
+    // so a job fails only when the database does; then each job is retried alone, so one
+    // failing job cannot fail the others.
+    let outcomes = match run_jobs(conn, &group) {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = group.len(), "group commit failed; retrying its jobs one by one");
+            group
+                .iter()
+                .map(|job| match run_jobs(conn, std::slice::from_ref(job)) {
+                    Ok(mut one) => one.pop().expect("one outcome per job"),
+                    Err(e) => Outcome::Failed(e),
+                })
+                .collect()
         }
-        tx.commit()
-    })();
+    };
     queued.fetch_sub(records, Ordering::AcqRel);
     metrics
         .commit_seconds
@@ -156,30 +135,78 @@ fn commit_group(
     if records > 0 {
         metrics.group_records.observe(records as f64);
     }
-    if let Err(e) = &outcome {
-        tracing::error!(error = %e, "group commit failed; every write in the group is reported as failed");
-    }
-    for d in done {
-        match d {
-            Done::Unit(reply, r) => {
-                let _ = reply.send(match &outcome {
-                    Ok(()) => r,
-                    Err(e) => Err(Error::Corrupt(format!("commit failed: {e}"))),
-                });
+    for (job, outcome) in group.into_iter().zip(outcomes) {
+        match (job, outcome) {
+            (Job::Telemetry(_, reply) | Job::Insight(_, reply), outcome) => {
+                let _ = reply.send(outcome.unit());
             }
-            Done::Count(reply, r) => {
-                let _ = reply.send(match &outcome {
-                    Ok(()) => r,
-                    Err(e) => Err(Error::Corrupt(format!("commit failed: {e}"))),
-                });
+            (Job::Purge { reply, .. }, outcome) => {
+                let _ = reply.send(outcome.count());
             }
+            (Job::Shutdown(_), _) => unreachable!("shutdown jobs never enter a group"),
         }
     }
 }
 
-/// Releases a job's savepoint, or rolls it back when the job failed.
-fn finish(sp: rusqlite::Savepoint<'_>, ok: bool) -> Result<(), rusqlite::Error> {
-    if ok { sp.commit() } else { sp.finish() }
+/// What one job did, known only once its transaction committed.
+enum Outcome {
+    Done(usize),
+    Failed(rusqlite::Error),
+}
+
+impl Outcome {
+    fn unit(self) -> Result<(), Error> {
+        self.count().map(|_| ())
+    }
+
+    fn count(self) -> Result<usize, Error> {
+        match self {
+            Outcome::Done(n) => Ok(n),
+            Outcome::Failed(e) => Err(Error::from(e)),
+        }
+    }
+}
+
+/// Runs `jobs` in one transaction; on any error nothing of them is committed.
+fn run_jobs(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Outcome>, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut heartbeats: HashMap<&str, i64> = HashMap::new();
+    for job in jobs {
+        let n = match job {
+            Job::Telemetry(rows, _) => {
+                insert_records(&tx, rows)?;
+                for r in rows.iter().filter(|r| r.kind == HEARTBEAT_KIND) {
+                    if let Some(orch) = &r.orch_hash {
+                        let last = heartbeats.entry(orch).or_insert(r.ts_unix);
+                        *last = (*last).max(r.ts_unix);
+                    }
+                }
+                rows.len()
+            }
+            Job::Insight(row, _) => tx.execute(
+                "INSERT INTO insights (id, ts_unix, tier, focus, source, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![row.id, row.ts_unix, row.tier, row.focus, row.source, row.body],
+            )?,
+            Job::Purge { cutoff, limit, .. } => tx.execute(
+                "DELETE FROM telemetry WHERE seq IN (SELECT seq FROM telemetry WHERE ts_unix < ?1 LIMIT ?2)",
+                params![cutoff, *limit as i64],
+            )?,
+            Job::Shutdown(_) => unreachable!("shutdown jobs never enter a group"),
+        };
+        outcomes.push(Outcome::Done(n));
+    }
+    if !heartbeats.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO orch_heartbeats (orch_hash, last_ts) VALUES (?1, ?2) \
+             ON CONFLICT (orch_hash) DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)",
+        )?;
+        for (orch, ts) in heartbeats {
+            stmt.execute(params![orch, ts])?;
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
 }
 
 fn insert_records(conn: &Connection, rows: &[NewRecord]) -> Result<(), rusqlite::Error> {
@@ -198,4 +225,66 @@ fn insert_records(conn: &Connection, rows: &[NewRecord]) -> Result<(), rusqlite:
         ])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::store::migrate;
+
+    fn record(i: usize) -> NewRecord {
+        NewRecord {
+            id: format!("id-{i}"),
+            ts_unix: 1,
+            received_unix: 1,
+            kind: "k".to_owned(),
+            level: None,
+            orch_hash: None,
+            agent_path: None,
+            tags_json: None,
+            payload_json: "{}".to_owned(),
+        }
+    }
+
+    fn insight(id: &str) -> InsightRow {
+        InsightRow {
+            id: id.to_owned(),
+            ts_unix: 1,
+            tier: "free".to_owned(),
+            focus: "f".to_owned(),
+            source: "heuristic".to_owned(),
+            body: "{}".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_failing_job_fails_alone_and_the_rest_of_its_group_commits() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let (first, first_rx) = oneshot::channel();
+        let (dup1, dup1_rx) = oneshot::channel();
+        let (dup2, dup2_rx) = oneshot::channel();
+        let (last, last_rx) = oneshot::channel();
+        let group = vec![
+            Job::Telemetry(vec![record(1), record(2)], first),
+            Job::Insight(insight("same"), dup1),
+            // Violates insights.id UNIQUE: fails the optimistic group transaction.
+            Job::Insight(insight("same"), dup2),
+            Job::Telemetry(vec![record(3)], last),
+        ];
+        let queued = AtomicUsize::new(3);
+        commit_group(&mut conn, group, 3, &queued, &StoreMetrics::default());
+        assert_eq!(queued.load(Ordering::Acquire), 0);
+        assert!(first_rx.blocking_recv().unwrap().is_ok());
+        assert!(dup1_rx.blocking_recv().unwrap().is_ok());
+        assert!(dup2_rx.blocking_recv().unwrap().is_err());
+        assert!(last_rx.blocking_recv().unwrap().is_ok());
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM telemetry", [], |r| r.get(0))
+            .unwrap();
+        let insights: i64 = conn
+            .query_row("SELECT COUNT(*) FROM insights", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((rows, insights), (3, 1));
+    }
 }
