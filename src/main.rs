@@ -6,6 +6,11 @@ use clap::Parser;
 use phoenix::cli::Cli;
 use phoenix::cmd;
 
+// The collector allocates per request and per record on every worker thread; mimalloc's
+// thread-local free lists measured faster than glibc malloc under `phoenix bench ingest`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cmd::init_tracing(&cli);

@@ -13,6 +13,7 @@ use crate::core::learning::{
     state_file,
 };
 use crate::core::telemetry::validate_agent_path;
+use crate::core::tls;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -65,6 +66,9 @@ pub struct RunArgs {
     /// Distributor WebSocket URL [default: $PULSE_DISTRIBUTOR_URL or ws://127.0.0.1:5003/subscribe]
     #[arg(long, value_name = "WS_URL")]
     pub url: Option<String>,
+    /// PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]
     #[arg(long, value_name = "KEY")]
     pub premium_key: Option<String>,
@@ -136,6 +140,9 @@ async fn subscribe(args: RunArgs, ctx: &Context) -> anyhow::Result<()> {
     let state_path = args
         .state
         .unwrap_or_else(|| state_file::default_path(&settings.data_dir, &orch_id));
+    // One CA for both connections: the distributor's wss:// and the collector's https://.
+    let ca_cert = args.ca_cert.or_else(|| settings.collector.ca_cert.clone());
+    let tls = tls::client_config(ca_cert.as_deref()).map_err(|e| UsageError(e.to_string()))?;
     let heartbeat = if args.no_heartbeat || args.once {
         None
     } else {
@@ -150,7 +157,7 @@ async fn subscribe(args: RunArgs, ctx: &Context) -> anyhow::Result<()> {
                 .telemetrist_url
                 .unwrap_or_else(|| settings.collector.url.clone()),
             token: settings.collector.token.clone(),
-            ca_cert: settings.collector.ca_cert.clone(),
+            ca_cert,
             timeout: interval.min(Duration::from_secs(10)),
         })
         .map_err(|e| UsageError(format!("heartbeats: {e}")))?;
@@ -164,6 +171,7 @@ async fn subscribe(args: RunArgs, ctx: &Context) -> anyhow::Result<()> {
         })
     };
     let mut opts = SubscribeOptions::new(url, orch_id, agent_path, state_path.clone());
+    opts.tls = Some(tls);
     opts.premium_key = args
         .premium_key
         .or_else(|| settings.x402_premium_key.clone());
@@ -194,6 +202,12 @@ fn exit_coded(e: Error) -> anyhow::Error {
             detail: format!("{url} answered HTTP {status} instead of upgrading to a WebSocket"),
             body: serde_json::Value::Null,
             retry_after: None,
+        }
+        .into(),
+        // Exit 3 like the HTTP clients' untrusted-certificate error, but never retried.
+        Error::UntrustedCertificate { url, detail } => client::Error::Unreachable {
+            url,
+            detail: tls::untrusted_certificate_detail(&detail),
         }
         .into(),
         Error::Config(m) => UsageError(m).into(),

@@ -10,6 +10,8 @@ use reqwest::header::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::core::tls;
+
 /// How to reach a server.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -130,16 +132,11 @@ impl ApiClient {
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("phoenix/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &opts.ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| {
-                Error::Config(format!("cannot read CA certificate {}: {e}", ca.display()))
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                Error::Config(format!(
-                    "CA certificate {} is not valid PEM: {e}",
-                    ca.display()
-                ))
-            })?;
-            builder = builder.add_root_certificate(cert);
+            for der in tls::read_ca_certs(ca).map_err(|e| Error::Config(e.to_string()))? {
+                let cert = reqwest::Certificate::from_der(&der)
+                    .map_err(|e| Error::Config(format!("CA certificate {}: {e}", ca.display())))?;
+                builder = builder.add_root_certificate(cert);
+            }
         }
         let http = builder
             .build()
@@ -234,6 +231,12 @@ impl ApiClient {
             return Error::Timeout {
                 url: url.to_owned(),
                 after: self.timeout,
+            };
+        }
+        if let Some(cert) = tls::handshake_error(&e).filter(|t| tls::is_untrusted_certificate(t)) {
+            return Error::Unreachable {
+                url: url.to_owned(),
+                detail: tls::untrusted_certificate_detail(cert),
             };
         }
         // reqwest's top-level message is generic; the cause says what actually happened.

@@ -290,6 +290,61 @@ pub fn decode_envelope(
     Ok(env)
 }
 
+/// Any JSON value, read and dropped: numbers are converted (so out-of-range ones fail) and
+/// strings unescaped (so lone surrogates fail) exactly as a `serde_json::Value` would be,
+/// without building one. Checking each payload this way is a hot path of ingest.
+struct CheckedJson;
+
+impl<'de> Deserialize<'de> for CheckedJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedJsonVisitor)
+    }
+}
+
+struct CheckedJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedJsonVisitor {
+    type Value = CheckedJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_unit<E>(self) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CheckedJson, A::Error> {
+        while seq.next_element::<CheckedJson>()?.is_some() {}
+        Ok(CheckedJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CheckedJson, A::Error> {
+        while map.next_entry::<CheckedJson, CheckedJson>()?.is_some() {}
+        Ok(CheckedJson)
+    }
+}
+
 fn strip_position(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(pos) => msg[..pos].to_owned(),
@@ -351,7 +406,7 @@ fn field_from_serde_message(msg: &str, text: &str) -> Option<String> {
 fn validate(env: &mut TelemetryEnvelope) -> Result<(), (&'static str, String)> {
     // RawValue checks the syntax only: numbers out of f64 range (1e400) and lone surrogate
     // escapes pass it but could never be read back, so they are refused here.
-    if let Err(e) = serde_json::from_str::<serde_json::Value>(env.payload.get()) {
+    if let Err(e) = serde_json::from_str::<CheckedJson>(env.payload.get()) {
         return Err(("payload", strip_position(&e.to_string())));
     }
     let kind = env.kind.trim();
@@ -585,5 +640,25 @@ mod tests {
         assert!(path_has_prefix("code-gen/rust", "code-gen/"));
         assert!(!path_has_prefix("code-generator", "code-gen"));
         assert!(!path_has_prefix("code", "code-gen"));
+    }
+
+    #[test]
+    fn payload_check_refuses_what_a_value_would_refuse() {
+        for bad in [
+            r#"{"a":1e400}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"\udc00":1}"#,
+            r#"[1,[2,{"x":-1e999}]]"#,
+        ] {
+            assert!(serde_json::from_str::<CheckedJson>(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<serde_json::Value>(bad).is_err(), "{bad}");
+        }
+        for good in [
+            r#"{"a":1.5e300,"b":[true,null,"\ud83d\ude00"],"c":{"d":-12}}"#,
+            "18446744073709551615",
+            r#""text""#,
+        ] {
+            assert!(serde_json::from_str::<CheckedJson>(good).is_ok(), "{good}");
+        }
     }
 }

@@ -7,4 +7,5 @@ mod distributor;
 mod ingest;
 mod llm;
 mod subscribe;
+mod subscribe_tls;
 mod support;

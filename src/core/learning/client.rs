@@ -4,21 +4,24 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::rustls::ClientConfig;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::heartbeat::{self, HeartbeatConfig, Progress};
 use super::state::LearningPipelineState;
 use super::{Error, exec, state_file};
 use crate::core::protocol::{AckStatus, ClientFrame, MAX_FRAME_BYTES, ServerFrame};
 use crate::core::tier::Tier;
+use crate::core::tls;
 use crate::core::update::{Audience, UpdateEnvelope};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -83,6 +86,8 @@ pub struct SubscribeOptions {
     pub agent_path: String,
     /// Premium key sent as `x402` in hello.
     pub premium_key: Option<String>,
+    /// TLS for `wss://` URLs ([`tls::client_config`]); `None` trusts the webpki roots only.
+    pub tls: Option<Arc<ClientConfig>>,
     /// State file.
     pub state_path: PathBuf,
     /// Shell command run after each applied update.
@@ -116,6 +121,7 @@ impl SubscribeOptions {
             orch_id: orch_id.into(),
             agent_path: agent_path.into(),
             premium_key: None,
+            tls: None,
             state_path,
             exec: None,
             exec_timeout: Duration::from_secs(60),
@@ -186,6 +192,10 @@ pub async fn subscribe(
     shutdown: impl Future<Output = ()>,
     on_update: impl FnMut(&UpdateReport),
 ) -> Result<Summary, Error> {
+    let tls = match &opts.tls {
+        Some(config) => config.clone(),
+        None => tls::client_config(None).map_err(|e| Error::Config(e.to_string()))?,
+    };
     let mut state = state_file::load_for(&opts.state_path, &opts.orch_id, &opts.agent_path)?;
     state.distributor_url = Some(opts.url.clone());
     state.telemetrist_url = opts
@@ -205,6 +215,7 @@ pub async fn subscribe(
             ..Summary::default()
         },
         opts,
+        tls,
         state,
         progress,
         on_update,
@@ -253,6 +264,7 @@ impl Drop for AbortOnDrop {
 
 struct Run<F> {
     opts: SubscribeOptions,
+    tls: Arc<ClientConfig>,
     state: LearningPipelineState,
     summary: Summary,
     progress: watch::Sender<Progress>,
@@ -367,10 +379,12 @@ impl<F: FnMut(&UpdateReport)> Run<F> {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES));
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        // The connector only applies to wss://; ws:// stays plain.
+        let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
             self.opts.url.as_str(),
             Some(config),
             true,
+            Some(Connector::Rustls(self.tls.clone())),
         )
         .await
         .map_err(|e| self.connect_error(e))?;
@@ -432,18 +446,27 @@ impl<F: FnMut(&UpdateReport)> Run<F> {
     }
 
     fn connect_error(&self, e: tungstenite::Error) -> Failure {
-        use tungstenite::error::UrlError;
+        use tungstenite::error::{TlsError, UrlError};
         let url = self.opts.url.clone();
         match e {
             tungstenite::Error::Url(UrlError::UnableToConnect(detail)) => lost(detail, false),
-            tungstenite::Error::Url(UrlError::TlsFeatureNotEnabled) => {
-                Failure::Fatal(Error::Config(format!(
-                    "{url}: wss:// needs TLS support, which this build of phoenix lacks; use ws:// or a TLS-terminating proxy"
-                )))
-            }
             tungstenite::Error::Url(other) => Failure::Fatal(Error::Config(format!(
                 "invalid distributor URL {url:?}: {other}"
             ))),
+            tungstenite::Error::Io(io) => match tls::handshake_error(&io) {
+                Some(cert) if tls::is_untrusted_certificate(cert) => {
+                    Failure::Fatal(Error::UntrustedCertificate {
+                        url,
+                        detail: cert.to_string(),
+                    })
+                }
+                Some(other) => lost(format!("TLS handshake failed: {other}"), false),
+                None => lost(io.to_string(), false),
+            },
+            tungstenite::Error::Tls(TlsError::InvalidDnsName) => Failure::Fatal(Error::Config(
+                format!("{url}: the host is not a name a TLS certificate can be checked against"),
+            )),
+            tungstenite::Error::Tls(e) => lost(format!("TLS handshake failed: {e}"), false),
             tungstenite::Error::Http(resp) => {
                 let status = resp.status().as_u16();
                 if resp.status().is_client_error() && status != 408 && status != 429 {

@@ -72,6 +72,14 @@ pub enum Error {
         /// Cause.
         detail: String,
     },
+    /// The distributor's TLS certificate is not trusted. Retrying will not change that.
+    #[error("the distributor at {url} presented a TLS certificate that is not trusted ({detail}); {hint}", hint = crate::core::tls::PRIVATE_CA_HINT)]
+    UntrustedCertificate {
+        /// URL.
+        url: String,
+        /// What rustls found wrong with the certificate.
+        detail: String,
+    },
     /// The distributor refused the WebSocket upgrade with an HTTP error.
     #[error("the distributor at {url} refused the subscription: HTTP {status}")]
     Refused {

@@ -262,7 +262,13 @@ fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> (String, Vec<V
         );
     }
     if let Some(o) = &filter.orch_hash {
-        push("orch_hash = ?", vec![o.clone().into()]);
+        // `orchs` knows the seq range an ORCH's records lie in; an unknown ORCH has none
+        // (NULL bounds match nothing). The range keeps the scan to the ORCH's lifetime.
+        push(
+            "orch_hash = ? AND seq BETWEEN (SELECT first_seq FROM orchs WHERE orch_hash = ?) \
+             AND (SELECT last_seq FROM orchs WHERE orch_hash = ?)",
+            vec![o.clone().into(), o.clone().into(), o.clone().into()],
+        );
     }
     if let Some(s) = filter.since {
         push("ts_unix >= ?", vec![s.into()]);
@@ -364,7 +370,9 @@ impl TelemetryStore for SqliteStore {
     fn last_heartbeats(&self, orch_hashes: &[String]) -> Result<HashMap<String, i64>, Error> {
         self.with_reader(|conn| {
             let mut stmt =
-                conn.prepare_cached("SELECT last_ts FROM orch_heartbeats WHERE orch_hash = ?1")?;
+                conn.prepare_cached(
+                    "SELECT last_heartbeat_ts FROM orchs WHERE orch_hash = ?1 AND last_heartbeat_ts IS NOT NULL",
+                )?;
             let mut out = HashMap::with_capacity(orch_hashes.len());
             for h in orch_hashes {
                 let ts: Option<i64> = stmt.query_row([h], |r| r.get(0)).optional()?;
@@ -590,5 +598,48 @@ mod tests {
                 Some(*level)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn orch_filters_read_only_the_orchs_seq_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            &StoreOptions::new(dir.path().join("t.db")),
+            StoreMetrics::default(),
+        )
+        .unwrap();
+        // rec(i) belongs to orch i % 3; orch 2 only appears in the middle batch.
+        let mut n = 0;
+        for range in [0..30, 30..60, 60..90] {
+            let batch: Vec<_> = range
+                .filter(|i| i % 3 != 2 || (40..50).contains(i))
+                .map(|i| rec(i, "skill", None, 1000 + i as i64))
+                .collect();
+            n += batch.len();
+            store.submit(batch).unwrap().wait().await.unwrap();
+        }
+        assert_eq!(store.count().unwrap(), n as u64);
+        let by = |orch: &str| TelemetryFilter {
+            orch_hash: Some(orch.to_owned()),
+            ..Default::default()
+        };
+        let page = store.query(&by("orch_0000000000000002"), 100, None).unwrap();
+        let ids: Vec<_> = page.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["id-47", "id-44", "id-41"]);
+        let page = store.query(&by("orch_0000000000000000"), 100, None).unwrap();
+        assert_eq!(page.records.len(), 30);
+        assert!(store.query(&by("orch_unknown"), 100, None).unwrap().records.is_empty());
+
+        let (cond, args) = where_clause(&by("orch_0000000000000002"), None);
+        let plan = store
+            .with_reader(|conn| {
+                let sql = format!("EXPLAIN QUERY PLAN SELECT seq FROM telemetry {cond} ORDER BY seq DESC");
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(3))?;
+                Ok(rows.map(Result::unwrap).collect::<Vec<_>>().join("; "))
+            })
+            .unwrap();
+        assert!(plan.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)"), "{plan}");
+        store.close().await;
     }
 }

@@ -171,17 +171,11 @@ impl Outcome {
 fn run_jobs(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Outcome>, rusqlite::Error> {
     let tx = conn.transaction()?;
     let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut heartbeats: HashMap<&str, i64> = HashMap::new();
+    let mut orchs: HashMap<&str, OrchSeen> = HashMap::new();
     for job in jobs {
         let n = match job {
             Job::Telemetry(rows, _) => {
-                insert_records(&tx, rows)?;
-                for r in rows.iter().filter(|r| r.kind == HEARTBEAT_KIND) {
-                    if let Some(orch) = &r.orch_hash {
-                        let last = heartbeats.entry(orch).or_insert(r.ts_unix);
-                        *last = (*last).max(r.ts_unix);
-                    }
-                }
+                insert_records(&tx, rows, &mut orchs)?;
                 rows.len()
             }
             Job::Insight(row, _) => tx.execute(
@@ -196,20 +190,34 @@ fn run_jobs(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Outcome>, rusqlit
         };
         outcomes.push(Outcome::Done(n));
     }
-    if !heartbeats.is_empty() {
+    if !orchs.is_empty() {
+        // max(coalesce(a, b), coalesce(b, a)) is the larger of the two, ignoring a NULL.
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO orch_heartbeats (orch_hash, last_ts) VALUES (?1, ?2) \
-             ON CONFLICT (orch_hash) DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)",
+            "INSERT INTO orchs (orch_hash, first_seq, last_seq, last_heartbeat_ts) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (orch_hash) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
+             last_heartbeat_ts = max(coalesce(last_heartbeat_ts, excluded.last_heartbeat_ts), \
+                                     coalesce(excluded.last_heartbeat_ts, last_heartbeat_ts))",
         )?;
-        for (orch, ts) in heartbeats {
-            stmt.execute(params![orch, ts])?;
+        for (orch, seen) in orchs {
+            stmt.execute(params![orch, seen.first_seq, seen.last_seq, seen.last_heartbeat])?;
         }
     }
     tx.commit()?;
     Ok(outcomes)
 }
 
-fn insert_records(conn: &Connection, rows: &[NewRecord]) -> Result<(), rusqlite::Error> {
+/// What one group wrote for one ORCH, merged into the `orchs` table before the commit.
+struct OrchSeen {
+    first_seq: i64,
+    last_seq: i64,
+    last_heartbeat: Option<i64>,
+}
+
+fn insert_records<'a>(
+    conn: &Connection,
+    rows: &'a [NewRecord],
+    orchs: &mut HashMap<&'a str, OrchSeen>,
+) -> Result<(), rusqlite::Error> {
     let mut stmt = conn.prepare_cached(insert_statement())?;
     for r in rows {
         stmt.execute(params![
@@ -223,6 +231,17 @@ fn insert_records(conn: &Connection, rows: &[NewRecord]) -> Result<(), rusqlite:
             r.tags_json,
             r.payload_json
         ])?;
+        if let Some(orch) = &r.orch_hash {
+            let seq = conn.last_insert_rowid();
+            let heartbeat = (r.kind == HEARTBEAT_KIND).then_some(r.ts_unix);
+            let seen = orchs.entry(orch).or_insert(OrchSeen {
+                first_seq: seq,
+                last_seq: seq,
+                last_heartbeat: None,
+            });
+            seen.last_seq = seq;
+            seen.last_heartbeat = seen.last_heartbeat.max(heartbeat);
+        }
     }
     Ok(())
 }
