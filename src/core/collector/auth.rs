@@ -1,12 +1,13 @@
 //! Bearer-token authentication, active when ingest tokens are configured.
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::core::api_error::ApiError;
+use crate::core::http;
 use crate::core::tier::secrets_equal;
 
 /// Rejects requests without a configured bearer token; passes everything when none is set.
@@ -19,13 +20,7 @@ pub(super) async fn require_token(
     if tokens.is_empty() {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
+    let presented = http::bearer_token(req.headers());
     let Some(presented) = presented else {
         state.metrics.reject("unauthorized", 1);
         return ApiError::new(

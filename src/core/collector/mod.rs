@@ -18,14 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::serve::Listener;
-use tracing::Instrument;
 
 use crate::core::anonymize::Anonymizer;
+use crate::core::http;
 use crate::core::llm::{LlmClient, LlmSettings};
 use crate::core::store::TelemetryStore;
 
@@ -160,29 +158,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(query::health))
         .merge(protected)
         .fallback(query::not_found)
-        .method_not_allowed_fallback(query::method_not_allowed)
-        .layer(middleware::from_fn(request_span))
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(middleware::from_fn(http::request_span))
         .with_state(state)
-}
-
-/// One span per request, keyed by the matched route rather than the raw path.
-async fn request_span(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let span = tracing::debug_span!("request", method = %req.method(), route = %route);
-    let started = Instant::now();
-    let resp = next.run(req).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::debug!(
-            status = resp.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "done"
-        );
-    });
-    resp
 }
 
 /// True when `addr` only accepts connections from this machine.

@@ -2,13 +2,14 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use crate::core::anonymize::is_orch_hash;
 use crate::core::api_error::ApiError;
+use crate::core::http;
 use crate::core::insight::Insight;
 use crate::core::store::TelemetryFilter;
 use crate::core::telemetry::{StoredTelemetry, normalize_level, validate_agent_path};
@@ -216,30 +217,12 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         .metrics
         .queue_depth
         .set(state.store.queue_depth() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+    http::openmetrics(state.metrics.encode())
 }
 
 pub(super) async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; the collector serves POST /ingest, POST /analyze, GET /insights, GET /telemetry, GET /health, GET /metrics",
-    )
-}
-
-pub(super) async fn method_not_allowed(
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
+    http::not_found(
+        "collector",
+        "POST /ingest, POST /analyze, GET /insights, GET /telemetry, GET /health, GET /metrics",
     )
 }

@@ -24,17 +24,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::serve::Listener;
 use tokio::sync::{Notify, Semaphore, watch};
-use tracing::Instrument;
 
 use crate::core::anonymize::Anonymizer;
 use crate::core::api_error::ApiError;
+use crate::core::http;
 
 pub use fanout::Hub;
 pub use log::{LogOptions, Position, StoredUpdate, UpdateLog};
@@ -85,6 +83,19 @@ impl Default for DistributorConfig {
             close_timeout: Duration::from_secs(2),
             read_buffer_bytes: 4 * 1024,
             replay_concurrency: 4,
+        }
+    }
+}
+
+impl From<crate::core::sqlite::SetupError> for Error {
+    fn from(e: crate::core::sqlite::SetupError) -> Error {
+        use crate::core::sqlite::SetupError;
+        match e {
+            SetupError::Open { path, message } => Error::Open { path, message },
+            SetupError::Sqlite(e) => Error::Sqlite(e),
+            SetupError::SchemaTooNew { found, supported } => {
+                Error::SchemaTooNew { found, supported }
+            }
         }
     }
 }
@@ -301,29 +312,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(query::metrics))
         .merge(admin)
         .fallback(query::not_found)
-        .method_not_allowed_fallback(query::method_not_allowed)
-        .layer(middleware::from_fn(request_span))
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(middleware::from_fn(http::request_span))
         .with_state(state)
-}
-
-/// One span per request, keyed by the matched route rather than the raw path.
-async fn request_span(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let span = tracing::debug_span!("request", method = %req.method(), route = %route);
-    let started = Instant::now();
-    let resp = next.run(req).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::debug!(
-            status = resp.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "done"
-        );
-    });
-    resp
 }
 
 /// Serves the distributor until `shutdown` resolves; then stops accepting, sends every

@@ -20,6 +20,7 @@ use super::log::StoredUpdate;
 use super::metrics::TypeLabel;
 use crate::core::anonymize::is_orch_hash;
 use crate::core::api_error::ApiError;
+use crate::core::http;
 use crate::core::telemetry::now_unix;
 use crate::core::tier::secrets_equal;
 use crate::core::update::{FieldError, PublishRequest, UpdateEnvelope, UpdateType};
@@ -61,13 +62,7 @@ pub(super) async fn require_admin(
     let Some(token) = state.config.admin_token.as_deref() else {
         return next.run(req).await;
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
+    let presented = http::bearer_token(req.headers());
     let Some(presented) = presented else {
         state.metrics.reject("unauthorized");
         return ApiError::new(

@@ -4,13 +4,13 @@ use std::collections::HashSet;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::log::{AckError, Counts, KnownSubscriber, StoredUpdate, WideningRecord};
 use crate::core::api_error::ApiError;
+use crate::core::http;
 use crate::core::update::{Audience, UpdateEnvelope};
 
 /// Most updates one `GET /updates` returns.
@@ -186,31 +186,13 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         .write_queue
         .set(state.log.queue_depth() as i64);
     state.metrics.write_dropped.set(state.log.dropped() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+    http::openmetrics(state.metrics.encode())
 }
 
 pub(super) async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; the distributor serves POST /publish, GET /subscribe (WebSocket), \
+    http::not_found(
+        "distributor",
+        "POST /publish, GET /subscribe (WebSocket), \
          GET /updates, GET /updates/{id}, POST /updates/{id}/widen, GET /health, GET /metrics",
-    )
-}
-
-pub(super) async fn method_not_allowed(
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
     )
 }

@@ -66,21 +66,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database up to [`SCHEMA_VERSION`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if current > SCHEMA_VERSION {
-        return Err(Error::SchemaTooNew {
-            found: current,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
-        tracing::info!(version = i + 1, "applied schema migration");
-    }
-    Ok(())
+    Ok(crate::core::sqlite::migrate(
+        conn,
+        MIGRATIONS,
+        "telemetry schema",
+    )?)
 }
 
 #[cfg(test)]

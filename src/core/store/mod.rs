@@ -61,6 +61,19 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl From<crate::core::sqlite::SetupError> for Error {
+    fn from(e: crate::core::sqlite::SetupError) -> Error {
+        use crate::core::sqlite::SetupError;
+        match e {
+            SetupError::Open { path, message } => Error::Open { path, message },
+            SetupError::Sqlite(e) => Error::Sqlite(e),
+            SetupError::SchemaTooNew { found, supported } => {
+                Error::SchemaTooNew { found, supported }
+            }
+        }
+    }
+}
+
 /// Which records a query or an analysis looks at.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TelemetryFilter {

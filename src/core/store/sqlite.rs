@@ -2,11 +2,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
+use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value};
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
@@ -15,6 +14,7 @@ use super::writer::{self, InsightRow, Job};
 use super::{Commit, Error, Page, StoreMetrics, TelemetryFilter, TelemetryStore, migrate};
 use crate::core::config::SyncMode;
 use crate::core::insight::Insight;
+use crate::core::sqlite::{self as db, ReaderPool, WriterThread};
 use crate::core::telemetry::{NewRecord, StoredTelemetry};
 
 /// How to open the store.
@@ -51,12 +51,10 @@ pub fn insert_statement() -> &'static str {
 /// SQLite-backed [`TelemetryStore`].
 pub struct SqliteStore {
     path: PathBuf,
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: WriterThread<Job>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
-    readers: Mutex<Vec<Connection>>,
-    max_readers: usize,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: ReaderPool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -67,77 +65,35 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-/// Opens a connection with the pragmas every Phoenix connection uses.
+/// Page cache of each connection, KiB.
+const CACHE_KIB: i64 = 16_000;
+
+/// Opens a connection to the telemetry database.
 pub(super) fn open_connection(
     path: &Path,
     sync: SyncMode,
     read_only: bool,
 ) -> Result<Connection, Error> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    };
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| Error::Open {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    if !read_only {
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Open {
-                path: path.to_owned(),
-                message: format!("cannot enable WAL (journal_mode is {mode})"),
-            });
-        }
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match sync {
-                SyncMode::Full => "FULL",
-                SyncMode::Normal => "NORMAL",
-            },
-        )?;
-        // Keep the WAL file from growing without bound after big bursts or purges.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    }
-    conn.pragma_update(None, "cache_size", -16_000)?;
-    Ok(conn)
+    Ok(db::open(path, sync, read_only, CACHE_KIB)?)
 }
 
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database and starts the writer.
     pub fn open(opts: &StoreOptions, metrics: StoreMetrics) -> Result<SqliteStore, Error> {
-        if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Open {
-                path: opts.path.clone(),
-                message: e.to_string(),
-            })?;
-        }
         let mut conn = open_connection(&opts.path, opts.sync, false)?;
         migrate(&mut conn)?;
         let checkpointer = Checkpointer::start(&conn, &opts.path)?;
-        let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = queued.clone();
-        let writer = std::thread::Builder::new()
-            .name("phoenix-sqlite-writer".to_owned())
-            .spawn(move || writer::run(conn, rx, writer_queued, metrics, checkpointer))
-            .map_err(|e| Error::Open {
-                path: opts.path.clone(),
-                message: format!("cannot start writer thread: {e}"),
-            })?;
+        let writer = WriterThread::spawn("phoenix-sqlite-writer", &opts.path, move |rx| {
+            writer::run(conn, rx, writer_queued, metrics, checkpointer)
+        })?;
         Ok(SqliteStore {
             path: opts.path.clone(),
-            tx: Mutex::new(Some(tx)),
+            writer,
             queued,
             capacity: opts.queue_records.max(1),
-            readers: Mutex::new(Vec::new()),
-            max_readers: opts.readers.max(1),
-            writer: Mutex::new(Some(writer)),
+            readers: ReaderPool::new(&opts.path, opts.readers, CACHE_KIB),
         })
     }
 
@@ -148,50 +104,15 @@ impl SqliteStore {
 
     /// Commits everything already queued, stops the writer and refuses later writes.
     pub async fn close(&self) {
-        let sender = self.tx.lock().expect("store sender lock").take();
-        let Some(sender) = sender else { return };
-        let (done_tx, done_rx) = oneshot::channel();
-        if sender.send(Job::Shutdown(done_tx)).is_ok() {
-            let _ = done_rx.await;
-        }
-        drop(sender);
-        let handle = self.writer.lock().expect("writer handle lock").take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        self.writer.close(Job::Shutdown).await;
     }
 
     fn send(&self, job: Job) -> Result<(), Error> {
-        let guard = self.tx.lock().expect("store sender lock");
-        let sender = guard.as_ref().ok_or(Error::Closed)?;
-        sender.send(job).map_err(|_| Error::Closed)
+        self.writer.send(job).map_err(|_| Error::Closed)
     }
 
     fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Error>) -> Result<R, Error> {
-        let pooled = self.readers.lock().expect("reader pool lock").pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => open_connection(&self.path, SyncMode::Normal, true)?,
-        };
-        let result = f(&conn);
-        let mut pool = self.readers.lock().expect("reader pool lock");
-        if pool.len() < self.max_readers {
-            pool.push(conn);
-        }
-        result
-    }
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        // Dropping the sender lets the writer drain what is queued and exit; wait for it so
-        // nothing acknowledged is lost when a store goes away without `shutdown`.
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
-        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            let _ = h.join();
-        }
+        self.readers.with(f)
     }
 }
 
@@ -588,9 +509,17 @@ mod tests {
             rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
         for level in INDEXED_LEVELS {
-            assert!(plan(level).contains("telemetry_level"), "{level}: {}", plan(level));
+            assert!(
+                plan(level).contains("telemetry_level"),
+                "{level}: {}",
+                plan(level)
+            );
         }
-        assert!(!plan("info").contains("telemetry_level"), "{}", plan("info"));
+        assert!(
+            !plan("info").contains("telemetry_level"),
+            "{}",
+            plan("info")
+        );
         // Every indexed level is one the wire accepts, so the condition can match rows.
         for level in INDEXED_LEVELS {
             assert_eq!(
@@ -623,23 +552,38 @@ mod tests {
             orch_hash: Some(orch.to_owned()),
             ..Default::default()
         };
-        let page = store.query(&by("orch_0000000000000002"), 100, None).unwrap();
+        let page = store
+            .query(&by("orch_0000000000000002"), 100, None)
+            .unwrap();
         let ids: Vec<_> = page.records.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["id-47", "id-44", "id-41"]);
-        let page = store.query(&by("orch_0000000000000000"), 100, None).unwrap();
+        let page = store
+            .query(&by("orch_0000000000000000"), 100, None)
+            .unwrap();
         assert_eq!(page.records.len(), 30);
-        assert!(store.query(&by("orch_unknown"), 100, None).unwrap().records.is_empty());
+        assert!(
+            store
+                .query(&by("orch_unknown"), 100, None)
+                .unwrap()
+                .records
+                .is_empty()
+        );
 
         let (cond, args) = where_clause(&by("orch_0000000000000002"), None);
         let plan = store
             .with_reader(|conn| {
-                let sql = format!("EXPLAIN QUERY PLAN SELECT seq FROM telemetry {cond} ORDER BY seq DESC");
+                let sql = format!(
+                    "EXPLAIN QUERY PLAN SELECT seq FROM telemetry {cond} ORDER BY seq DESC"
+                );
                 let mut stmt = conn.prepare(&sql)?;
                 let rows = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(3))?;
                 Ok(rows.map(Result::unwrap).collect::<Vec<_>>().join("; "))
             })
             .unwrap();
-        assert!(plan.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)"), "{plan}");
+        assert!(
+            plan.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+            "{plan}"
+        );
         store.close().await;
     }
 }

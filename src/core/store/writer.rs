@@ -199,7 +199,12 @@ fn run_jobs(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Outcome>, rusqlit
                                      coalesce(excluded.last_heartbeat_ts, last_heartbeat_ts))",
         )?;
         for (orch, seen) in orchs {
-            stmt.execute(params![orch, seen.first_seq, seen.last_seq, seen.last_heartbeat])?;
+            stmt.execute(params![
+                orch,
+                seen.first_seq,
+                seen.last_seq,
+                seen.last_heartbeat
+            ])?;
         }
     }
     tx.commit()?;

@@ -10,17 +10,17 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::Error;
 use crate::core::config::SyncMode;
 use crate::core::protocol::AckStatus;
+use crate::core::sqlite::{self as db, ReaderPool, WriterThread};
 use crate::core::tier::Tier;
 use crate::core::update::UpdateEnvelope;
 
@@ -137,13 +137,11 @@ pub struct Position {
 /// The distributor's durable update log.
 pub struct UpdateLog {
     path: PathBuf,
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: WriterThread<Job>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
     dropped: AtomicU64,
-    readers: Mutex<Vec<Connection>>,
-    max_readers: usize,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: ReaderPool,
 }
 
 impl std::fmt::Debug for UpdateLog {
@@ -154,40 +152,8 @@ impl std::fmt::Debug for UpdateLog {
     }
 }
 
-fn open_connection(path: &Path, sync: SyncMode, read_only: bool) -> Result<Connection, Error> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    };
-    let open_err = |message: String| Error::Open {
-        path: path.to_owned(),
-        message,
-    };
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    if !read_only {
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(open_err(format!(
-                "cannot enable WAL (journal_mode is {mode})"
-            )));
-        }
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match sync {
-                SyncMode::Full => "FULL",
-                SyncMode::Normal => "NORMAL",
-            },
-        )?;
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    }
-    conn.pragma_update(None, "cache_size", -4_000)?;
-    Ok(conn)
-}
+/// Page cache of each connection, KiB: the log is small and read mostly by seq.
+const CACHE_KIB: i64 = 4_000;
 
 /// `NULL` (everyone) or an integer 1–100 as stored.
 pub(super) fn percent_from_sql(v: Option<i64>) -> Option<u8> {
@@ -197,33 +163,20 @@ pub(super) fn percent_from_sql(v: Option<i64>) -> Option<u8> {
 impl UpdateLog {
     /// Opens (creating and migrating if needed) the log and starts its writer.
     pub fn open(opts: &LogOptions) -> Result<UpdateLog, Error> {
-        if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Open {
-                path: opts.path.clone(),
-                message: e.to_string(),
-            })?;
-        }
-        let mut conn = open_connection(&opts.path, opts.sync, false)?;
+        let mut conn = db::open(&opts.path, opts.sync, false, CACHE_KIB)?;
         schema::migrate(&mut conn)?;
-        let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = queued.clone();
-        let writer = std::thread::Builder::new()
-            .name("phoenix-update-log-writer".to_owned())
-            .spawn(move || writer::run(conn, rx, writer_queued))
-            .map_err(|e| Error::Open {
-                path: opts.path.clone(),
-                message: format!("cannot start writer thread: {e}"),
-            })?;
+        let writer = WriterThread::spawn("phoenix-update-log-writer", &opts.path, move |rx| {
+            writer::run(conn, rx, writer_queued)
+        })?;
         Ok(UpdateLog {
             path: opts.path.clone(),
-            tx: Mutex::new(Some(tx)),
+            writer,
             queued,
             capacity: opts.queue_jobs.max(1),
             dropped: AtomicU64::new(0),
-            readers: Mutex::new(Vec::new()),
-            max_readers: opts.readers.max(1),
-            writer: Mutex::new(Some(writer)),
+            readers: ReaderPool::new(&opts.path, opts.readers, CACHE_KIB),
         })
     }
 
@@ -233,9 +186,7 @@ impl UpdateLog {
     }
 
     fn send(&self, job: Job) -> Result<(), Error> {
-        let guard = self.tx.lock().expect("update-log sender lock");
-        let sender = guard.as_ref().ok_or(Error::Closed)?;
-        sender.send(job).map_err(|_| Error::Closed)
+        self.writer.send(job).map_err(|_| Error::Closed)
     }
 
     /// Queues a bulk row; drops it (counted) when the queue is full or the log closed.
@@ -349,43 +300,11 @@ impl UpdateLog {
 
     /// Commits everything queued, stops the writer and refuses later writes.
     pub async fn close(&self) {
-        let sender = self.tx.lock().expect("update-log sender lock").take();
-        let Some(sender) = sender else { return };
-        let (done_tx, done_rx) = oneshot::channel();
-        if sender.send(Job::Shutdown(done_tx)).is_ok() {
-            let _ = done_rx.await;
-        }
-        drop(sender);
-        let handle = self.writer.lock().expect("writer handle lock").take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        self.writer.close(Job::Shutdown).await;
     }
 
     fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Error>) -> Result<R, Error> {
-        let pooled = self.readers.lock().expect("reader pool lock").pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => open_connection(&self.path, SyncMode::Normal, true)?,
-        };
-        let result = f(&conn);
-        let mut pool = self.readers.lock().expect("reader pool lock");
-        if pool.len() < self.max_readers {
-            pool.push(conn);
-        }
-        result
-    }
-}
-
-impl Drop for UpdateLog {
-    fn drop(&mut self) {
-        // Dropping the sender lets the writer drain what is queued and exit; wait for it.
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
-        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            let _ = h.join();
-        }
+        self.readers.with(f)
     }
 }
 
