@@ -651,7 +651,10 @@ mod tests {
             r#"[1,[2,{"x":-1e999}]]"#,
         ] {
             assert!(serde_json::from_str::<CheckedJson>(bad).is_err(), "{bad}");
-            assert!(serde_json::from_str::<serde_json::Value>(bad).is_err(), "{bad}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(bad).is_err(),
+                "{bad}"
+            );
         }
         for good in [
             r#"{"a":1.5e300,"b":[true,null,"\ud83d\ude00"],"c":{"d":-12}}"#,
