@@ -1,10 +1,8 @@
 //! `phoenix insights`: list stored insights.
 
-use serde::Deserialize;
-
 use super::output::{self, print_json, table};
 use super::{CollectorClientArgs, Context};
-use crate::core::insight::Insight;
+use crate::core::insight;
 
 /// List the newest insights.
 #[derive(Debug, clap::Args)]
@@ -20,18 +18,10 @@ pub struct Args {
     pub client: CollectorClientArgs,
 }
 
-#[derive(Deserialize, serde::Serialize)]
-struct List {
-    count: usize,
-    insights: Vec<Insight>,
-}
-
 /// Runs `phoenix insights`.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
-    let list: List = client
-        .get_json(&format!("/insights?limit={}", args.limit))
-        .await?;
+    let list = insight::fetch(&client, args.limit).await?;
     if ctx.json {
         return print_json(&list);
     }

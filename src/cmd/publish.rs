@@ -313,13 +313,13 @@ fn check_id(id: &str) -> Result<&str, UsageError> {
     Ok(id)
 }
 
-async fn publish(
-    ctx: &Context,
+/// The `POST /publish` body for an update of `update_type` with `payload` and targeting,
+/// checked the way the distributor will check it (a failure is a usage error, exit 2).
+pub fn publish_request(
     update_type: UpdateType,
     payload: Value,
     target: &Targeting,
-    client: &DistributorClientArgs,
-) -> anyhow::Result<()> {
+) -> Result<PublishRequest, UsageError> {
     let req = PublishRequest {
         target_orch: target.target_orch.clone(),
         target_agent_prefix: target.target_prefix.clone(),
@@ -333,8 +333,28 @@ async fn publish(
     req.clone()
         .validate()
         .map_err(|e| UsageError(e.to_string()))?;
-    let client = client.client(&ctx.settings)?;
-    let envelope: UpdateEnvelope = client.post_json("/publish", &req, &[]).await?;
+    Ok(req)
+}
+
+/// Sends a checked publish request; the envelope the distributor stored.
+pub async fn post_update(
+    settings: &Settings,
+    req: &PublishRequest,
+    client: &DistributorClientArgs,
+) -> anyhow::Result<UpdateEnvelope> {
+    let client = client.client(settings)?;
+    Ok(client.post_json("/publish", req, &[]).await?)
+}
+
+async fn publish(
+    ctx: &Context,
+    update_type: UpdateType,
+    payload: Value,
+    target: &Targeting,
+    client: &DistributorClientArgs,
+) -> anyhow::Result<()> {
+    let req = publish_request(update_type, payload, target)?;
+    let envelope = post_update(&ctx.settings, &req, client).await?;
     if ctx.json {
         return print_json(&envelope);
     }
@@ -358,7 +378,7 @@ async fn publish(
 }
 
 /// Who an update targets, in words.
-fn audience(e: &UpdateEnvelope) -> String {
+pub fn audience(e: &UpdateEnvelope) -> String {
     let path = match (&e.target_agent_prefix, e.cascade) {
         (None, _) => "every agent".to_owned(),
         (Some(p), true) => format!("agents under {p}"),

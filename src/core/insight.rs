@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::analysis::Stats;
+use crate::core::client::{self, ApiClient};
 use crate::core::store::TelemetryFilter;
 pub use crate::core::tier::{FREE_LIMIT, PREMIUM_LIMIT, Tier};
 
@@ -69,4 +70,18 @@ pub struct Insight {
     /// Milliseconds spent waiting for the LLM, when one was asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm_ms: Option<f64>,
+}
+
+/// The body of `GET /insights`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InsightList {
+    /// Number of insights returned.
+    pub count: usize,
+    /// Newest first.
+    pub insights: Vec<Insight>,
+}
+
+/// The `limit` newest insights the collector has stored, newest first.
+pub async fn fetch(client: &ApiClient, limit: u32) -> Result<InsightList, client::Error> {
+    client.get_json(&format!("/insights?limit={limit}")).await
 }

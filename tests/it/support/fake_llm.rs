@@ -1,9 +1,11 @@
 //! A scripted OpenAI-compatible endpoint on 127.0.0.1 for tests that talk to an LLM.
 //!
 //! Replies come from a FIFO script, then from an optional responder computed from the
-//! request body, then from a default; every request body and header map is recorded.
+//! request body, then from a default; every request body and header map is recorded, and
+//! so is the largest number of requests in flight at once.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -79,6 +81,17 @@ struct Script {
 struct Shared {
     script: Arc<Mutex<Script>>,
     shutdown: watch::Receiver<bool>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request as in flight until its answer is built (or the client went away).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -117,6 +130,8 @@ impl FakeLlm {
                 headers: Vec::new(),
             })),
             shutdown: shutdown_rx.clone(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: Arc::new(AtomicUsize::new(0)),
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
@@ -167,6 +182,11 @@ impl FakeLlm {
         self.shared.lock().requests.len()
     }
 
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Client settings for this fake: model `fake/model`, key `test-key`, 2 s timeout,
     /// 2 retries, backoff 10 ms capped at 200 ms.
     pub fn settings(&self) -> LlmSettings {
@@ -193,6 +213,9 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _in_flight = InFlight(shared.in_flight.clone());
+    shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut reply = {
         let mut script = shared.lock();

@@ -1,0 +1,168 @@
+//! The human-readable output of `phoenix propose`: the workers' table, the tally, the
+//! ranking and what was published.
+
+use std::time::Duration;
+
+use super::Output;
+use crate::cmd::output::{shorten, table};
+use crate::cmd::publish;
+use crate::core::hive::{WorkerReport, WorkerStatus};
+
+/// `812ms`, `1.25s`.
+pub(super) fn seconds(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+/// Title, rationale and update of a worker's proposal, or its `(failed) …` slot.
+fn proposal_cell(w: &WorkerReport) -> String {
+    let Some(p) = &w.proposal else {
+        return shorten(&w.text, 300);
+    };
+    let mut cell = p.title.clone();
+    if !p.rationale.is_empty() {
+        cell.push('\n');
+        cell.push_str(&shorten(&p.rationale, 300));
+    }
+    if let Some(u) = &p.update {
+        cell.push_str("\n→ ");
+        cell.push_str(&u.describe(80));
+    }
+    cell
+}
+
+/// Table width when stdout is not a terminal.
+const PIPED_WIDTH: u16 = 120;
+
+/// The run for people: header, one row per worker, the tally and the ranking.
+pub(super) fn render_hive(out: &Output<'_>, stdout_tty: bool) {
+    let r = out.hive;
+    let retries = match r.retries {
+        1 => "1 retry".to_owned(),
+        n => format!("{n} retries"),
+    };
+    println!(
+        "Queen ran {} workers on {:?} with {} (concurrency {}, timeout {}, {retries}).",
+        r.workers,
+        r.seed,
+        out.model,
+        r.concurrency,
+        humantime::format_duration(Duration::from_millis(r.timeout_ms)),
+    );
+    if let Some(c) = &out.context {
+        println!(
+            "Grounded in insight {} (focus {}, {} records).",
+            c.insight_id, c.focus, c.records_analyzed
+        );
+    }
+    let mut t = table(["#", "perspective", "status", "tries", "latency", "proposal"]);
+    if !stdout_tty {
+        // Piped output has no terminal width to wrap to; keep it readable anyway.
+        t.set_width(PIPED_WIDTH);
+    }
+    for w in &r.results {
+        let status = match (&w.status, &w.duplicate) {
+            (WorkerStatus::Duplicate, Some(d)) => {
+                format!("duplicate of #{} ({})", d.of, d.kind.as_str())
+            }
+            (s, _) => s.as_str().to_owned(),
+        };
+        let latency = if w.attempts == 0 {
+            "-".to_owned()
+        } else {
+            seconds(w.latency_ms)
+        };
+        t.add_row([
+            w.worker.to_string(),
+            w.perspective.clone(),
+            status,
+            w.attempts.to_string(),
+            latency,
+            proposal_cell(w),
+        ]);
+    }
+    println!("{t}");
+    let c = &r.counts;
+    let mut tally = vec![format!(
+        "{} distinct proposal{}",
+        c.ok,
+        if c.ok == 1 { "" } else { "s" }
+    )];
+    if c.duplicates > 0 {
+        let which: Vec<String> = r
+            .results
+            .iter()
+            .filter_map(|w| {
+                w.duplicate
+                    .as_ref()
+                    .map(|d| format!("#{} repeats #{}", w.worker, d.of))
+            })
+            .collect();
+        tally.push(format!(
+            "{} duplicate{} dropped ({})",
+            c.duplicates,
+            if c.duplicates == 1 { "" } else { "s" },
+            which.join(", ")
+        ));
+    }
+    if c.failed > 0 {
+        tally.push(format!("{} failed", c.failed));
+    }
+    if c.cancelled > 0 {
+        tally.push(format!("{} cancelled", c.cancelled));
+    }
+    println!(
+        "{} in {}: {}.",
+        if r.cancelled { "Cancelled" } else { "Done" },
+        seconds(r.elapsed_ms),
+        tally.join(", ")
+    );
+
+    if let Some(ranking) = &out.ranking {
+        println!("\nRanking by {}:", ranking.model);
+        for place in &ranking.order {
+            let title = r
+                .worker(place.worker)
+                .and_then(|w| w.proposal.as_ref())
+                .map(|p| p.title.as_str())
+                .unwrap_or("?");
+            let reason = if place.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", place.reason)
+            };
+            println!("  {}. #{} {}{reason}", place.rank, place.worker, title);
+        }
+        if !ranking.summary.is_empty() {
+            println!("  Synthesis: {}", ranking.summary);
+        }
+    }
+    if let Some(e) = &out.ranking_error {
+        println!("\nRanking failed: {e}");
+    }
+}
+
+/// What was published, or that nothing was.
+pub(super) fn render_publish(out: &Output<'_>, declined: bool) {
+    if let Some(p) = &out.published {
+        let u = &p.update;
+        println!(
+            "\nPublished worker #{}'s proposal as {} {} (seq {}) to {} ({} tier{}).",
+            p.worker,
+            u.update_type.as_str(),
+            u.update_id,
+            u.seq,
+            publish::audience(u),
+            u.tier_required.as_str(),
+            u.rollout_percent
+                .map(|p| format!(", rollout {p}%"))
+                .unwrap_or_default()
+        );
+        println!("Follow it with `phoenix publish status {}`.", u.update_id);
+    } else if declined {
+        println!("\nNot published.");
+    }
+}
