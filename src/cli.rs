@@ -64,6 +64,10 @@ pub enum Command {
     Publish(cmd::publish::Cmd),
     /// Run the agent-side learning pipeline: apply hot updates to a local state file
     Subscribe(cmd::subscribe::Args),
+    /// De-identify text or chat messages with session pseudonyms, or reveal them from the vault
+    Redact(cmd::redact::Args),
+    /// Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them
+    Propose(cmd::propose::Args),
     /// Read stored telemetry
     #[command(subcommand)]
     Telemetry(cmd::telemetry::Cmd),
@@ -74,6 +78,10 @@ pub enum Command {
     Completions(cmd::completions::Args),
     /// Generate man pages
     Man(cmd::man::Args),
+    /// Create an agent repository from Phoenix's template, with LLM-generated code
+    SpawnAgent(cmd::spawn_agent::Args),
+    /// Evolve an agent's playbook through a branch, a pull request, CI and approval
+    EvolvePlaybook(cmd::evolve_playbook::Args),
     /// Measure Phoenix's throughput and latency on this machine
     #[command(subcommand)]
     Bench(cmd::bench::Cmd),

@@ -2,14 +2,20 @@
 
 pub mod analyze;
 pub mod bench;
+pub mod bench_pii;
 pub mod completions;
 pub mod config;
+pub mod evolve_playbook;
+pub mod forge_args;
 pub mod ingest;
 pub mod insights;
 pub mod man;
 pub mod output;
+pub mod propose;
 pub mod publish;
+pub mod redact;
 pub mod serve;
+pub mod spawn_agent;
 pub mod subscribe;
 pub mod telemetry;
 
@@ -104,10 +110,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Insights(a) => insights::run(a, &ctx).await,
         Command::Publish(c) => publish::run(c, &ctx).await,
         Command::Subscribe(a) => subscribe::run(a, &ctx).await,
+        Command::Redact(a) => redact::run(a, &ctx).await,
+        Command::Propose(a) => propose::run(a, &ctx).await,
         Command::Telemetry(c) => telemetry::run(c, &ctx).await,
         Command::Config(c) => config::run(c, &ctx),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),
+        Command::SpawnAgent(a) => spawn_agent::run(a, &ctx).await,
+        Command::EvolvePlaybook(a) => evolve_playbook::run(a, &ctx).await,
         Command::Bench(c) => bench::run(c, &ctx).await,
     }
 }
@@ -125,6 +135,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 client::Error::Server { .. } | client::Error::Decode { .. } => exit::FAILED,
             };
         }
+        if let Some(code) = forge_exit_code(cause) {
+            return code;
+        }
         if cause.is::<UsageError>() {
             return exit::USAGE;
         }
@@ -133,6 +146,46 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
     }
     exit::FAILED
+}
+
+/// Exit codes of the forge workflows' errors that are not plain failures.
+fn forge_exit_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    use crate::core::forge::Error as F;
+    use crate::core::{evolve, spawn};
+    // The workflows wrap forge errors transparently, so the chain skips them: look inside.
+    let forge_error = match (
+        cause.downcast_ref::<F>(),
+        cause.downcast_ref::<spawn::Error>(),
+        cause.downcast_ref::<evolve::Error>(),
+    ) {
+        (Some(e), _, _)
+        | (_, Some(spawn::Error::Forge(e)), _)
+        | (_, _, Some(evolve::Error::Forge(e))) => Some(e),
+        _ => None,
+    };
+    if let Some(e) = forge_error {
+        return match e {
+            F::Unauthorized { .. }
+            | F::Forbidden { .. }
+            | F::RateLimited { .. }
+            | F::RepoExists { .. }
+            | F::BranchExists { .. }
+            | F::Push(
+                crate::core::git::PushError::Auth { .. }
+                | crate::core::git::PushError::Rejected { .. },
+            ) => Some(exit::REJECTED),
+            F::Unreachable { .. } => Some(exit::UNREACHABLE),
+            F::Config(_) => Some(exit::USAGE),
+            _ => None,
+        };
+    }
+    if let Some(spawn::Error::Name(_) | spawn::Error::ForcePr { .. }) = cause.downcast_ref() {
+        return Some(exit::USAGE);
+    }
+    if cause.is::<crate::core::scaffold::InvalidName>() {
+        return Some(exit::USAGE);
+    }
+    None
 }
 
 /// How the client commands reach the collector.

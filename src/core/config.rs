@@ -204,6 +204,41 @@ impl LlmConfig {
     }
 }
 
+/// GitHub's public REST API.
+pub const GITHUB_API_URL: &str = "https://api.github.com";
+
+/// Which forge agent repositories live on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeChoice {
+    /// Bare repositories under the data directory.
+    Local,
+    /// GitHub (or GitHub Enterprise).
+    Github,
+}
+
+impl ForgeChoice {
+    /// Parses `local` / `github` (case-insensitive).
+    pub fn parse(s: &str) -> Option<ForgeChoice> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Some(ForgeChoice::Local),
+            "github" => Some(ForgeChoice::Github),
+            _ => None,
+        }
+    }
+}
+
+/// Privacy pipeline settings: where the redaction vault is and how it is unlocked.
+#[derive(Debug, Clone)]
+pub struct PiiSettings {
+    /// SQLite file mapping pseudonyms back to originals (values encrypted).
+    pub vault_path: PathBuf,
+    /// The vault key itself: 32 bytes as 64 hex characters or base64.
+    pub vault_key: Option<String>,
+    /// File holding the vault key when `vault_key` is unset (created 0600 on first use).
+    pub vault_key_file: PathBuf,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -233,6 +268,16 @@ pub struct Settings {
     pub require_human_pr_approval: bool,
     /// Run an agent's tests before pushing it.
     pub testing_mandatory: bool,
+    /// Forge used when a command does not say (`local` or `github`).
+    pub forge_default: ForgeChoice,
+    /// GitHub organisation that owns new agent repositories (else the user does).
+    pub github_org: Option<String>,
+    /// GitHub REST API root (GitHub Enterprise: `https://HOST/api/v3`).
+    pub github_api_url: String,
+    /// Replaces every repository's own test command in the local forge's CI.
+    pub local_ci_command: Option<String>,
+    /// Privacy pipeline (redaction vault).
+    pub pii: PiiSettings,
     entries: Vec<Entry>,
 }
 
@@ -301,6 +346,13 @@ const KEYS: &[(&str, &str, bool)] = &[
         false,
     ),
     ("forge.testing_mandatory", "TESTING_MANDATORY", false),
+    ("pii.vault_path", "PHOENIX_VAULT_PATH", false),
+    ("pii.vault_key", "PHOENIX_VAULT_KEY", true),
+    ("pii.vault_key_file", "PHOENIX_VAULT_KEY_FILE", false),
+    ("forge.default", "PHOENIX_FORGE", false),
+    ("forge.github_org", "PHOENIX_GITHUB_ORG", false),
+    ("forge.github_api_url", "PHOENIX_GITHUB_API_URL", false),
+    ("forge.local_ci_command", "PHOENIX_LOCAL_CI_COMMAND", false),
 ];
 
 struct Resolver<'a> {
@@ -545,6 +597,37 @@ impl Settings {
         let mandate_github_ci = r.flag("forge.mandate_github_ci", false)?;
         let require_human_pr_approval = r.flag("forge.require_human_pr_approval", true)?;
         let testing_mandatory = r.flag("forge.testing_mandatory", true)?;
+        let pii = PiiSettings {
+            vault_path: PathBuf::from(
+                r.string(
+                    "pii.vault_path",
+                    Some(&data_dir.join("vault.db").display().to_string()),
+                )
+                .unwrap_or_default(),
+            ),
+            vault_key: r.string("pii.vault_key", None),
+            vault_key_file: PathBuf::from(
+                r.string(
+                    "pii.vault_key_file",
+                    Some(&data_dir.join("vault.key").display().to_string()),
+                )
+                .unwrap_or_default(),
+            ),
+        };
+        let forge_default = match r.raw("forge.default", Some("local".to_owned())) {
+            Some((v, origin)) => ForgeChoice::parse(&v).ok_or_else(|| Error::Invalid {
+                key: "forge.default",
+                origin,
+                value: v.clone(),
+                message: "expected `local` or `github`".to_owned(),
+            })?,
+            None => ForgeChoice::Local,
+        };
+        let github_org = r.string("forge.github_org", None);
+        let github_api_url = r
+            .string("forge.github_api_url", Some(GITHUB_API_URL))
+            .unwrap_or_default();
+        let local_ci_command = r.string("forge.local_ci_command", None);
 
         Ok(Settings {
             config_file: file_path,
@@ -560,6 +643,11 @@ impl Settings {
             mandate_github_ci,
             require_human_pr_approval,
             testing_mandatory,
+            pii,
+            forge_default,
+            github_org,
+            github_api_url,
+            local_ci_command,
             entries: r.entries,
         })
     }
