@@ -12,6 +12,7 @@ use phoenix::cmd;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     cmd::init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -26,6 +27,16 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cmd::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A bare broken pipe (no context added) comes from writing our output after its
+        // reader went away (`| head`): nothing to report. Network failures carry context.
+        Err(err)
+            if err.chain().count() == 1
+                && err
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::from(141)
+        }
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
@@ -34,4 +45,22 @@ fn main() -> ExitCode {
             ExitCode::from(cmd::exit_code(&err))
         }
     }
+}
+
+/// `phoenix analyze | head -5`: once the reader has gone, `println!` panics with a broken
+/// pipe. That is not an error of ours: exit quietly, as a SIGPIPE-killed tool would (141).
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") && message.contains("failed printing to stdout") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
