@@ -1,0 +1,174 @@
+//! `phoenix bench pii`: scores PII redaction on the generated corpus (precision, recall and
+//! F2 per entity type) and measures its single-threaded throughput, against the targets.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::Context;
+use super::output::{self, num, pct};
+use crate::core::bench::{Bound, TargetCheck};
+use crate::core::pii::EntityType;
+use crate::core::pii::eval::{self, EvalOptions, EvalReport, PiiTarget};
+
+/// Options of `phoenix bench pii`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PiiArgs {
+    /// Seed of the generated corpus (the same seed gives the same corpus)
+    #[arg(long, value_name = "N", default_value_t = 2024)]
+    pub seed: u64,
+    /// Conversations in the corpus (2–5 messages each)
+    #[arg(long, value_name = "N", default_value_t = 3000)]
+    pub conversations: usize,
+    /// Keep redacting the corpus for at least this long to measure throughput
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub min_time: Duration,
+    /// Also write the corpus with its labels as JSON lines to this file
+    #[arg(long, value_name = "FILE")]
+    pub dump_corpus: Option<PathBuf>,
+    /// Print examples of misses and false positives
+    #[arg(long)]
+    pub examples: bool,
+}
+
+/// Runs `phoenix bench pii`.
+pub async fn run_pii(args: PiiArgs, ctx: &Context) -> anyhow::Result<()> {
+    if args.conversations == 0 {
+        return Err(super::UsageError("--conversations must be at least 1".to_owned()).into());
+    }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this phoenix is built without optimisations; its throughput says little. \
+             Run `cargo run --release -- bench pii`."
+        );
+    }
+    let opts = EvalOptions {
+        seed: args.seed,
+        conversations: args.conversations,
+        min_time: args.min_time,
+    };
+    if let Some(path) = &args.dump_corpus {
+        let mut out = String::new();
+        for c in eval::generate(opts.seed, opts.conversations) {
+            out.push_str(&serde_json::to_string(&c)?);
+            out.push('\n');
+        }
+        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let report = tokio::task::spawn_blocking(move || eval::run(&opts))
+        .await
+        .context("the evaluation thread failed")?;
+    if ctx.json {
+        output::print_json(&report)?;
+    } else {
+        print_report(&report, args.examples);
+    }
+    Ok(())
+}
+
+fn print_report(r: &EvalReport, examples: bool) {
+    let check = |t: PiiTarget| r.targets.iter().find(|c| c.target == t);
+    let f = |v: f64| format!("{v:.3}");
+    let mut table = output::table([
+        "entity",
+        "gold",
+        "found",
+        "precision",
+        "recall",
+        "F2",
+        "target",
+        "pass",
+    ]);
+    let recall_target = |e: EntityType| match e {
+        EntityType::Email => Some(PiiTarget::EmailRecall),
+        EntityType::CreditCard => Some(PiiTarget::CardRecall),
+        EntityType::Iban => Some(PiiTarget::IbanRecall),
+        EntityType::IpAddress => Some(PiiTarget::IpRecall),
+        EntityType::Secret => Some(PiiTarget::SecretRecall),
+        EntityType::Person => Some(PiiTarget::PersonF2),
+        _ => None,
+    };
+    for (entity, s) in &r.by_type {
+        let c = recall_target(*entity).and_then(check);
+        let (goal, pass) = target_cells(c);
+        table.add_row(vec![
+            entity.to_string(),
+            s.gold.to_string(),
+            s.predicted.to_string(),
+            f(s.precision),
+            f(s.recall),
+            f(s.f2),
+            goal,
+            pass,
+        ]);
+    }
+    let (goal, pass) = target_cells(check(PiiTarget::OverallF2));
+    let o = &r.overall;
+    table.add_row(vec![
+        "all (micro)".to_owned(),
+        o.gold.to_string(),
+        o.predicted.to_string(),
+        f(o.precision),
+        f(o.recall),
+        f(o.f2),
+        goal,
+        pass,
+    ]);
+    println!("{table}");
+    let t = &r.throughput;
+    let (goal, pass) = target_cells(check(PiiTarget::Throughput));
+    println!(
+        "throughput: {} MB/s on one thread ({} passes over {} KB in {} s); target {goal}: {pass}",
+        num((t.mb_per_sec * 10.0).round() / 10.0),
+        t.passes,
+        num((r.bytes as f64 / 1e3).round()),
+        num((t.seconds * 100.0).round() / 100.0),
+    );
+    let m = &r.machine;
+    println!(
+        "corpus: seed {}, {} conversations, {} messages; {} build, {} CPUs ({}/{}); \
+         span match: same type and any overlap",
+        r.options.seed, r.options.conversations, r.messages, m.profile, m.cpus, m.os, m.arch
+    );
+    if examples {
+        for e in &r.examples {
+            println!(
+                "{:>14} {:<15} {:?} in {:?}",
+                e.kind,
+                e.entity.to_string(),
+                e.span,
+                e.message
+            );
+        }
+    }
+    let met = r.targets.iter().filter(|c| c.pass).count();
+    println!(
+        "targets met: {met}/{} ({})",
+        r.targets.len(),
+        pct(met as f64 / r.targets.len() as f64)
+    );
+}
+
+/// `≥ 0.85` and `pass`/`FAIL`, or dashes for a figure without a target.
+fn target_cells(c: Option<&TargetCheck<PiiTarget>>) -> (String, String) {
+    match c {
+        Some(c) => {
+            let op = match c.bound {
+                Bound::AtLeast => "≥",
+                Bound::Below => "<",
+                Bound::AtMost => "≤",
+            };
+            let what = match c.target {
+                PiiTarget::OverallF2 | PiiTarget::PersonF2 => "F2",
+                PiiTarget::Throughput => "MB/s",
+                _ => "recall",
+            };
+            (
+                format!("{what} {op} {}", num(c.threshold)),
+                if c.pass { "pass" } else { "FAIL" }.to_owned(),
+            )
+        }
+        None => ("-".to_owned(), "-".to_owned()),
+    }
+}

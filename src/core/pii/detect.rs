@@ -1,0 +1,479 @@
+//! Pattern detectors (emails, phones, cards, IBANs, IPs, SSNs, secrets, credential URLs,
+//! street addresses), each regex compiled once, plus the entry point that adds the name and
+//! organisation detectors and resolves overlaps.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::validate;
+use super::{EntityType, Span, names, resolve};
+
+/// Compiles `pattern` with ASCII word boundaries: Unicode `\b` would stop the regex engine's
+/// fast DFA on non-ASCII text, and every boundary here is between ASCII characters anyway.
+pub(super) fn re(pattern: &str) -> Regex {
+    Regex::new(&pattern.replace(r"\b", r"(?-u:\b)")).expect("PII patterns are valid")
+}
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\b[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b",
+    )
+});
+static URL_CREDENTIALS: LazyLock<Regex> =
+    LazyLock::new(|| re(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s/?#@:]+:[^\s/?#@]+@[^\s<>]+"));
+/// Provider token formats: the whole match is the secret.
+static TOKENS: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+        r"|\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z0-9]{16}\b",
+        r"|\bgh[pousr]_[A-Za-z0-9]{36,255}\b",
+        r"|\bgithub_pat_[A-Za-z0-9_]{22,255}\b",
+        r"|\bsk-(?:ant-(?:api|admin)\d{2}-|proj-|svcacct-|admin-|or-v1-)?[A-Za-z0-9_-]{20,}",
+        r"|\bxox[abposr]-[A-Za-z0-9-]{10,}",
+        r"|https://hooks\.slack\.com/services/[A-Za-z0-9/]{20,}",
+        r"|\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}\b",
+        r"|\bwhsec_[A-Za-z0-9]{24,}\b",
+        r"|\bAIza[0-9A-Za-z_-]{35}",
+        r"|\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
+        r"|\bglpat-[A-Za-z0-9_-]{20}\b",
+        r"|\bnpm_[A-Za-z0-9]{36}\b",
+        r"|\bhf_[A-Za-z0-9]{30,}\b",
+    ))
+});
+/// A value assigned to a name that says it is secret: `DB_PASSWORD=...`, `"api_key": "..."`,
+/// `my password is ...`. Group 1 is the value.
+static ASSIGNED_SECRET: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r#"(?i)\b[A-Za-z0-9_.-]*(?:password|passwd|passwort|pwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?|bearer)[A-Za-z0-9_]*["']?(?:\s*[:=]\s*|\s*=>\s*|\s+(?:is|was|to|of)\s+(?:now\s+)?|\s+)["'`]?([^\s"'`,;<>(){}\[\]]{6,400})"#,
+    )
+});
+static CARD: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d(?:[ -]?\d){11,18}\b"));
+static IBAN: LazyLock<Regex> = LazyLock::new(|| re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"));
+static SSN: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\b(\d{3})-(\d{2})-(\d{4})\b|(?i:\b(?:ssn|social security(?: number)?|soc\.? sec\.?)\b\D{0,20}?\b(\d{3})[ ]?(\d{2})[ ]?(\d{4})\b)",
+    )
+});
+static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?|\(\d{1,5}\)[ .-]?|\b)\d{1,5}(?:[ .-]?(?:\(\d{1,5}\)|\d{1,5})){1,6}\b",
+    )
+});
+static IPV4: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b")
+});
+static IPV6: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)(?:[0-9a-f]{0,4}:){2,7}(?:[0-9a-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?:%[0-9a-z]+)?")
+});
+/// `221B Baker Street, London NW1 6XE`, `1600 Pennsylvania Ave NW, Washington, DC 20500`.
+static ADDRESS_EN: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"\b\d{1,5}[A-Za-z]?,?(?: [A-Za-z][A-Za-z'.-]*){1,4} ",
+        r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Close|Crescent|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Trail|Row|Gardens|Mews|Walk|Hill|Green)\b\.?",
+        r"(?: (?:N|S|E|W|NE|NW|SE|SW)\b)?",
+        r"(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|#)\.? ?[A-Za-z0-9-]+)?",
+        r"(?:, [A-Z][a-z][A-Za-z.'-]*(?: [A-Z][a-z][A-Za-z.'-]*){0,2})?",
+        r"(?:,? [A-Z]{2} \d{5}(?:-\d{4})?|,? [A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}\b)?",
+    ))
+});
+/// `Hauptstraße 5, 10115 Berlin`, `Berliner Str. 12a`.
+static ADDRESS_DE: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\b(?:(?:[A-ZÄÖÜ][a-zäöüß]+ )?[A-ZÄÖÜ][a-zäöüß-]*(?:straße|strasse|str\.|Straße|Strasse|weg|platz|allee|gasse|ring|damm|ufer)|(?:Am|An der|Auf der|Im|In der|Unter den) [A-ZÄÖÜ][a-zäöüß]+) \d{1,4}[a-z]?(?:, ?\d{5} [A-ZÄÖÜ][a-zäöüß]+(?:[ -][A-ZÄÖÜ][a-zäöüß]+)?)?",
+    )
+});
+/// `12 rue de la Paix, 75002 Paris`, `5, avenue Victor Hugo`.
+static ADDRESS_FR: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\b\d{1,4}(?: ?(?:bis|ter))?,? (?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|route|cours) (?:(?:de|du|des|la|le|l'|d')\s?)*[A-ZÉÈ][\w'-]*(?: (?:(?:de|du|des|la|le) |d'|l')?[A-ZÉÈ][\w'-]*){0,3}(?:, ?\d{5} [A-Z][\w-]+(?: [A-Z][\w-]+)?)?",
+    )
+});
+static PO_BOX: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bP\.? ?O\.? Box \d{1,6}\b"));
+
+/// Every piece of personal data in `text`, non-overlapping, in order.
+pub fn detect(text: &str) -> Vec<Span> {
+    let mut found = Vec::new();
+    detect_patterns(text, &mut found);
+    names::detect_people_and_orgs(text, &mut found);
+    resolve(found)
+}
+
+/// The pattern detectors alone (no names), unresolved.
+pub(super) fn detect_patterns(text: &str, found: &mut Vec<Span>) {
+    let bytes = text.as_bytes();
+    // Most messages have few digits: skip the number patterns that cannot match, since with
+    // chat-sized messages the per-pattern call, not the scan, is most of the cost.
+    let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
+    if bytes.contains(&b'@') {
+        push_all(&EMAIL, text, EntityType::Email, found);
+        if text.contains("://") {
+            for m in URL_CREDENTIALS.find_iter(text) {
+                let end = m.start() + trim_trailing_punct(m.as_str()).len();
+                found.push(span(m.start(), end, EntityType::UrlCredentials));
+            }
+        }
+    }
+    secrets(text, found);
+    if digits == 0 {
+        return;
+    }
+    if digits >= 13 {
+        cards(text, found);
+    }
+    if digits >= 10 {
+        ibans(text, found);
+    }
+    if digits >= 9 {
+        ssns(text, found);
+    }
+    if digits >= 7 {
+        phones(text, found);
+    }
+    if digits >= 4 {
+        ips(text, found);
+    }
+    for r in [&*ADDRESS_EN, &*ADDRESS_DE, &*ADDRESS_FR, &*PO_BOX] {
+        for m in r.find_iter(text) {
+            let end = m.start() + m.as_str().trim_end_matches([',', ' ']).len();
+            found.push(span(m.start(), end, EntityType::Address));
+        }
+    }
+}
+
+fn span(start: usize, end: usize, entity: EntityType) -> Span {
+    Span { start, end, entity }
+}
+
+fn push_all(r: &Regex, text: &str, entity: EntityType, found: &mut Vec<Span>) {
+    found.extend(r.find_iter(text).map(|m| span(m.start(), m.end(), entity)));
+}
+
+/// The last `n` bytes of `s` or fewer, cut at a character boundary.
+pub(super) fn tail(s: &str, n: usize) -> &str {
+    let mut i = s.len().saturating_sub(n);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+fn trim_trailing_punct(s: &str) -> &str {
+    s.trim_end_matches(['.', ',', ';', ':', ')', ']', '!', '?', '"', '\''])
+}
+
+fn secrets(text: &str, found: &mut Vec<Span>) {
+    push_all(&TOKENS, text, EntityType::Secret, found);
+    for c in ASSIGNED_SECRET.captures_iter(text) {
+        let v = c.get(1).expect("group 1 always takes part");
+        let value = v.as_str().trim_end_matches(['.', ',', ';', ':', ')', ']']);
+        if validate::looks_secret(value) {
+            found.push(span(v.start(), v.start() + value.len(), EntityType::Secret));
+        }
+    }
+}
+
+fn cards(text: &str, found: &mut Vec<Span>) {
+    for m in CARD.find_iter(text) {
+        let s = m.as_str();
+        if s.contains(' ') && s.contains('-') {
+            continue;
+        }
+        // The pattern may have run into a following number ("4111 1111 1111 1111 12/27"):
+        // try the longest run of whole groups that is a card.
+        let group_ends: Vec<usize> = s
+            .char_indices()
+            .filter(|&(i, c)| {
+                c.is_ascii_digit() && !s[i + 1..].starts_with(|d: char| d.is_ascii_digit())
+            })
+            .map(|(i, _)| i + 1)
+            .collect();
+        for &end in group_ends.iter().rev() {
+            let digits: String = s[..end].chars().filter(char::is_ascii_digit).collect();
+            if digits.len() < 13 {
+                break;
+            }
+            if digits.len() <= 19 && validate::luhn(&digits) && validate::card_network(&digits) {
+                found.push(span(m.start(), m.start() + end, EntityType::CreditCard));
+                break;
+            }
+        }
+    }
+}
+
+fn ibans(text: &str, found: &mut Vec<Span>) {
+    for m in IBAN.find_iter(text) {
+        let s = m.as_str();
+        let Some(len) = validate::iban_length(&s[..2]) else {
+            continue;
+        };
+        // The pattern may have swallowed a following upper-case word: cut at the country's length.
+        let mut compact = String::with_capacity(len);
+        let mut end = m.start();
+        for (i, c) in s.char_indices() {
+            if compact.len() == len {
+                break;
+            }
+            if c != ' ' {
+                compact.push(c);
+                end = m.start() + i + c.len_utf8();
+            }
+        }
+        if validate::iban(&compact) {
+            found.push(span(m.start(), end, EntityType::Iban));
+        }
+    }
+}
+
+fn ssns(text: &str, found: &mut Vec<Span>) {
+    for c in SSN.captures_iter(text) {
+        let (a, g, s) = match (c.get(1), c.get(4)) {
+            (Some(a), _) => (a, c.get(2), c.get(3)),
+            (None, Some(a)) => (a, c.get(5), c.get(6)),
+            _ => continue,
+        };
+        let (Some(g), Some(s)) = (g, s) else { continue };
+        if validate::ssn(a.as_str(), g.as_str(), s.as_str()) {
+            found.push(span(a.start(), s.end(), EntityType::Ssn));
+        }
+    }
+}
+
+fn phones(text: &str, found: &mut Vec<Span>) {
+    for m in PHONE.find_iter(text) {
+        let s = m.as_str().trim_end_matches(['.', '-', ' ']);
+        // Part of a longer token (an id such as `A-415-555-0132`, a dotted version, a decimal).
+        let before = &text[..m.start()];
+        let prev = before.chars().next_back();
+        let next = text[m.start() + s.len()..].chars().next();
+        if prev.is_some_and(|c| {
+            c.is_alphanumeric() || matches!(c, '.' | '-' | '/' | '_' | '$' | '€' | '£')
+        }) || next.is_some_and(|c| c.is_alphanumeric() || matches!(c, '/' | '_' | '%'))
+            || (next == Some('.')
+                && text[m.start() + s.len() + 1..].starts_with(|c: char| c.is_ascii_digit()))
+        {
+            continue;
+        }
+        if validate::phone(s, || validate::number_context(before)) {
+            found.push(span(m.start(), m.start() + s.len(), EntityType::Phone));
+        }
+    }
+}
+
+fn ips(text: &str, found: &mut Vec<Span>) {
+    for m in IPV4.find_iter(text) {
+        let before = &text[..m.start()];
+        let after = &text[m.end()..];
+        let prev = before.chars().next_back();
+        let dotted_more =
+            after.starts_with('.') && after[1..].starts_with(|c: char| c.is_ascii_digit());
+        let versioned = prev.is_some_and(|c| c == 'v' || c == 'V' || c == '.')
+            || tail(before, 16)
+                .to_ascii_lowercase()
+                .trim_end()
+                .ends_with("version");
+        if !dotted_more && !versioned {
+            found.push(span(m.start(), m.end(), EntityType::IpAddress));
+        }
+    }
+    if !text.contains(':') {
+        return;
+    }
+    for m in IPV6.find_iter(text) {
+        let s = m.as_str();
+        let prev = text[..m.start()].chars().next_back();
+        let next = text[m.end()..].chars().next();
+        let hex = s.bytes().filter(u8::is_ascii_hexdigit).count();
+        if prev.is_some_and(|c| c.is_alphanumeric() || c == ':')
+            || next.is_some_and(|c| c.is_alphanumeric())
+            || hex < 4
+            || s.len() < 6
+        {
+            continue;
+        }
+        let addr = s.split('%').next().unwrap_or(s);
+        if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+            found.push(span(m.start(), m.end(), EntityType::IpAddress));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(text: &str) -> Vec<(EntityType, &str)> {
+        detect(text)
+            .into_iter()
+            .map(|s| (s.entity, &text[s.start..s.end]))
+            .collect()
+    }
+
+    fn only(text: &str, entity: EntityType) -> Vec<&str> {
+        found(text)
+            .into_iter()
+            .filter(|(e, _)| *e == entity)
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            only(
+                "write to dan.johnson+x@mail.example.co.uk, thanks",
+                EntityType::Email
+            ),
+            ["dan.johnson+x@mail.example.co.uk"]
+        );
+        assert!(only("install left-pad@1.3.0 and @types/node", EntityType::Email).is_empty());
+        assert!(only("ssh user@localhost", EntityType::Email).is_empty());
+    }
+
+    #[test]
+    fn phones_in_text() {
+        assert_eq!(
+            only(
+                "call me at +44 20 7946 0958 or (415) 555-0132.",
+                EntityType::Phone
+            ),
+            ["+44 20 7946 0958", "(415) 555-0132"]
+        );
+        assert_eq!(
+            only("my mobile: 0412 345 678", EntityType::Phone),
+            ["0412 345 678"]
+        );
+        for negative in [
+            "released 2024-03-15 as 1.14.2",
+            "order number 415-555-0132 shipped",
+            "invoice #4155550132",
+            "it costs $1 234 567",
+            "build 20240315.1 of v2.3.4",
+            "commit 4f2a9c1 on 15.03.2024 at 10:30",
+            "population 8 336 817",
+        ] {
+            assert!(only(negative, EntityType::Phone).is_empty(), "{negative}");
+        }
+    }
+
+    #[test]
+    fn cards_ibans_ssns() {
+        assert_eq!(
+            only("card 4111-1111-1111-1111 exp 12/27", EntityType::CreditCard),
+            ["4111-1111-1111-1111"]
+        );
+        assert!(only("order 4111 1111 1111 1112", EntityType::CreditCard).is_empty());
+        assert_eq!(
+            only("IBAN DE89 3704 0044 0532 0130 00 please", EntityType::Iban),
+            ["DE89 3704 0044 0532 0130 00"]
+        );
+        assert_eq!(
+            only("to GB82WEST12345698765432 TODAY", EntityType::Iban),
+            ["GB82WEST12345698765432"]
+        );
+        assert!(only("DE89 3704 0044 0532 0130 01", EntityType::Iban).is_empty());
+        assert_eq!(only("SSN 123-45-6789", EntityType::Ssn), ["123-45-6789"]);
+        assert_eq!(only("my ssn is 123456789", EntityType::Ssn), ["123456789"]);
+        assert!(only("part 000-12-3456 and 666-12-3456", EntityType::Ssn).is_empty());
+    }
+
+    #[test]
+    fn ip_addresses() {
+        assert_eq!(
+            only(
+                "from 192.168.1.20 and 2001:db8::8a2e:370:7334.",
+                EntityType::IpAddress
+            ),
+            ["192.168.1.20", "2001:db8::8a2e:370:7334"]
+        );
+        for negative in [
+            "v1.2.3.4",
+            "oid 1.3.6.1.4.1",
+            "at 12:30:45",
+            "std::vector",
+            "version 10.0.0.1",
+        ] {
+            assert!(
+                only(negative, EntityType::IpAddress).is_empty(),
+                "{negative}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_and_credential_urls() {
+        let cases = [
+            ("key AKIAIOSFODNN7EXAMPLE ok", "AKIAIOSFODNN7EXAMPLE"),
+            (
+                "token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+                "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+            ),
+            (
+                "OPENAI_API_KEY=sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8t",
+                "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8t",
+            ),
+            (
+                "slack xoxb-1234567890-abcdefghij",
+                "xoxb-1234567890-abcdefghij",
+            ),
+            (
+                "stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+                "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            ),
+            ("db_password: hunter2!", "hunter2!"),
+            ("my password is Tr0ub4dor&3", "Tr0ub4dor&3"),
+        ];
+        for (text, secret) in cases {
+            assert_eq!(only(text, EntityType::Secret), [secret], "{text}");
+        }
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        assert_eq!(only(&format!("Bearer {jwt}"), EntityType::Secret), [jwt]);
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(only(&format!("here:\n{pem}\n"), EntityType::Secret), [pem]);
+        for negative in [
+            "the token is expired",
+            "max_tokens: 4096",
+            "set password to <your-password>",
+            "git sha 4f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39",
+            "request id 550e8400-e29b-41d4-a716-446655440000",
+        ] {
+            assert!(only(negative, EntityType::Secret).is_empty(), "{negative}");
+        }
+        assert_eq!(
+            only(
+                "DATABASE_URL=postgres://app:s3cr3t@db.internal:5432/app",
+                EntityType::UrlCredentials
+            ),
+            ["postgres://app:s3cr3t@db.internal:5432/app"]
+        );
+    }
+
+    #[test]
+    fn street_addresses() {
+        for (text, addr) in [
+            (
+                "ship it to 1600 Pennsylvania Ave NW, Washington, DC 20500 asap",
+                "1600 Pennsylvania Ave NW, Washington, DC 20500",
+            ),
+            (
+                "I live at 221B Baker Street, London NW1 6XE.",
+                "221B Baker Street, London NW1 6XE",
+            ),
+            (
+                "Adresse: Hauptstraße 5, 10115 Berlin",
+                "Hauptstraße 5, 10115 Berlin",
+            ),
+            (
+                "au 12 rue de la Paix, 75002 Paris",
+                "12 rue de la Paix, 75002 Paris",
+            ),
+            (
+                "chez 5 avenue Victor Hugo, 31000 Toulouse.",
+                "5 avenue Victor Hugo, 31000 Toulouse",
+            ),
+        ] {
+            assert_eq!(only(text, EntityType::Address), [addr], "{text}");
+        }
+        assert!(only("we waited 20 minutes on the road", EntityType::Address).is_empty());
+    }
+}

@@ -1,0 +1,219 @@
+//! PII detection and session pseudonymisation, for conversations that leave the machine.
+//!
+//! `detect` finds spans of personal data in free text; `Redactor` replaces them with
+//! pseudonyms that are stable within a session (`USER_A`, `ORG_ID_A`, `EMAIL_1`, ...) and
+//! remembers what it replaced so that later mentions are replaced too; `messages` walks
+//! OpenAI/TRL chat messages, tool-call arguments included; `vault` keeps the mapping back to
+//! the originals, encrypted, on this machine; `eval` measures all of it on a generated corpus.
+
+mod detect;
+pub mod eval;
+mod messages;
+mod names;
+mod redactor;
+mod validate;
+pub mod vault;
+
+use serde::{Deserialize, Serialize};
+
+pub use detect::detect;
+pub use messages::ConversationShape;
+pub use redactor::{Mapping, Redactor, Report, reveal};
+
+/// A kind of personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityType {
+    /// A person's name.
+    Person,
+    /// A company or other organisation.
+    Organization,
+    /// An email address.
+    Email,
+    /// A phone number.
+    Phone,
+    /// A payment card number (Luhn-valid).
+    CreditCard,
+    /// An IBAN (mod-97-valid).
+    Iban,
+    /// An IPv4 or IPv6 address.
+    IpAddress,
+    /// A US social security number.
+    Ssn,
+    /// An API key, token, password or private key.
+    Secret,
+    /// A URL with a user and password in it.
+    UrlCredentials,
+    /// A street address.
+    Address,
+}
+
+impl EntityType {
+    /// Every type, in report order.
+    pub const ALL: [EntityType; 11] = [
+        EntityType::Person,
+        EntityType::Organization,
+        EntityType::Email,
+        EntityType::Phone,
+        EntityType::CreditCard,
+        EntityType::Iban,
+        EntityType::IpAddress,
+        EntityType::Ssn,
+        EntityType::Secret,
+        EntityType::UrlCredentials,
+        EntityType::Address,
+    ];
+
+    /// The snake_case name used in JSON and the vault.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityType::Person => "person",
+            EntityType::Organization => "organization",
+            EntityType::Email => "email",
+            EntityType::Phone => "phone",
+            EntityType::CreditCard => "credit_card",
+            EntityType::Iban => "iban",
+            EntityType::IpAddress => "ip_address",
+            EntityType::Ssn => "ssn",
+            EntityType::Secret => "secret",
+            EntityType::UrlCredentials => "url_credentials",
+            EntityType::Address => "address",
+        }
+    }
+
+    /// The inverse of `as_str`.
+    pub fn parse(s: &str) -> Option<EntityType> {
+        EntityType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// What pseudonyms of this type start with (`EMAIL` → `EMAIL_1`).
+    pub fn pseudonym_prefix(self) -> &'static str {
+        match self {
+            EntityType::Person => "USER",
+            EntityType::Organization => "ORG_ID",
+            EntityType::Email => "EMAIL",
+            EntityType::Phone => "PHONE",
+            EntityType::CreditCard => "CARD",
+            EntityType::Iban => "IBAN",
+            EntityType::IpAddress => "IP",
+            EntityType::Ssn => "SSN",
+            EntityType::Secret => "SECRET",
+            EntityType::UrlCredentials => "URL",
+            EntityType::Address => "ADDRESS",
+        }
+    }
+
+    /// Which detection wins when two overlap: validated, specific formats beat guesses.
+    fn priority(self) -> u8 {
+        match self {
+            EntityType::Secret => 10,
+            EntityType::UrlCredentials => 9,
+            EntityType::Email => 8,
+            EntityType::CreditCard | EntityType::Iban => 7,
+            EntityType::Ssn => 6,
+            EntityType::IpAddress | EntityType::Phone => 5,
+            EntityType::Address => 4,
+            EntityType::Organization => 3,
+            EntityType::Person => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for EntityType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A detected piece of personal data: `text[start..end]`, byte offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+    /// What it is.
+    pub entity: EntityType,
+}
+
+impl Span {
+    fn overlaps(&self, other: &Span) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+}
+
+/// The kinds of personal data in `text`, each once, in report order: what the collector's
+/// guard needs to refuse a payload that was not redacted.
+pub fn contains_pii(text: &str) -> Vec<EntityType> {
+    let mut kinds: Vec<EntityType> = detect(text).into_iter().map(|s| s.entity).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+/// Keeps the best of overlapping candidates: higher priority, then longer, then earlier.
+fn resolve(mut candidates: Vec<Span>) -> Vec<Span> {
+    candidates.sort_by(|a, b| {
+        b.entity
+            .priority()
+            .cmp(&a.entity.priority())
+            .then((b.end - b.start).cmp(&(a.end - a.start)))
+            .then(a.start.cmp(&b.start))
+    });
+    // Kept spans never overlap, so a candidate overlaps one of them exactly when it overlaps
+    // the kept span that starts last before the candidate ends: one look-up, not a scan.
+    let mut kept: std::collections::BTreeMap<usize, Span> = std::collections::BTreeMap::new();
+    for c in candidates {
+        let clashes = kept
+            .range(..c.end)
+            .next_back()
+            .is_some_and(|(_, k)| k.overlaps(&c));
+        if c.start < c.end && !clashes {
+            kept.insert(c.start, c);
+        }
+    }
+    kept.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_spans_keep_the_specific_one() {
+        let spans = resolve(vec![
+            Span {
+                start: 0,
+                end: 3,
+                entity: EntityType::Person,
+            },
+            Span {
+                start: 0,
+                end: 20,
+                entity: EntityType::Email,
+            },
+            Span {
+                start: 25,
+                end: 30,
+                entity: EntityType::Phone,
+            },
+        ]);
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0].entity, EntityType::Email);
+        assert_eq!(spans[1].entity, EntityType::Phone);
+    }
+
+    #[test]
+    fn entity_names_round_trip() {
+        for t in EntityType::ALL {
+            assert_eq!(EntityType::parse(t.as_str()), Some(t));
+        }
+    }
+
+    #[test]
+    fn contains_pii_lists_kinds_once() {
+        let kinds = contains_pii("mail a@example.com or b@example.org, card 4111 1111 1111 1111");
+        assert_eq!(kinds, vec![EntityType::Email, EntityType::CreditCard]);
+        assert!(contains_pii("the build 1.2.3 passed on 2024-05-01").is_empty());
+    }
+}

@@ -1,0 +1,678 @@
+//! Person and organisation detection: gazetteers of first and last names shipped in the
+//! binary, capitalisation, titles, and context ("my name is", greetings, sign-offs, "my
+//! colleague", "I work at", legal suffixes such as Ltd or GmbH).
+//!
+//! A name that is also a common word ("Will", "May", "Mark", "can") needs more than its
+//! capital letter: a surname after it, a title before it, or a context that names people.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::LazyLock;
+
+use super::{EntityType, Span};
+
+/// FNV-1a: the gazetteers are looked up for every word of every message, and their keys are
+/// short, fixed and not attacker-chosen, so SipHash's DoS resistance buys nothing here.
+#[derive(Default)]
+pub(super) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type WordSet = HashSet<String, BuildHasherDefault<Fnv>>;
+
+fn word_set(text: &'static str) -> WordSet {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+static FIRST_NAMES: LazyLock<WordSet> =
+    LazyLock::new(|| word_set(include_str!("../../../data/pii/first_names.txt")));
+static LAST_NAMES: LazyLock<WordSet> =
+    LazyLock::new(|| word_set(include_str!("../../../data/pii/surnames.txt")));
+static COMMON_WORDS: LazyLock<WordSet> =
+    LazyLock::new(|| word_set(include_str!("../../../data/pii/common_words.txt")));
+
+/// Whether `lower` (already lower-cased) is a known given name.
+pub fn is_first_name(lower: &str) -> bool {
+    FIRST_NAMES.contains(lower)
+}
+
+/// Whether `lower` is a known family name.
+pub fn is_last_name(lower: &str) -> bool {
+    LAST_NAMES.contains(lower)
+}
+
+/// Whether `lower` is a common English word (so a capital letter alone does not make a name).
+pub fn is_common_word(lower: &str) -> bool {
+    COMMON_WORDS.contains(lower)
+}
+
+const TITLES: &[&str] = &[
+    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "dame",
+];
+const PARTICLES: &[&str] = &[
+    "van", "von", "de", "der", "den", "da", "di", "del", "della", "le", "la", "bin", "ibn", "al",
+    "el", "dos", "du",
+];
+const RELATIONS: &[&str] = &[
+    "colleague",
+    "coworker",
+    "friend",
+    "manager",
+    "boss",
+    "wife",
+    "husband",
+    "son",
+    "daughter",
+    "brother",
+    "sister",
+    "mom",
+    "mum",
+    "dad",
+    "mother",
+    "father",
+    "partner",
+    "neighbour",
+    "neighbor",
+    "landlord",
+    "tenant",
+    "teammate",
+    "cousin",
+    "uncle",
+    "aunt",
+    "assistant",
+    "girlfriend",
+    "boyfriend",
+    "lawyer",
+    "accountant",
+    "intern",
+    "recruiter",
+    "client",
+    "customer",
+    "patient",
+    "nephew",
+    "niece",
+    "grandma",
+    "grandpa",
+    "roommate",
+    "supervisor",
+];
+const ORG_SUFFIXES: &[&str] = &[
+    "Inc",
+    "LLC",
+    "Ltd",
+    "Limited",
+    "GmbH",
+    "AG",
+    "SA",
+    "SAS",
+    "SARL",
+    "PLC",
+    "plc",
+    "Corp",
+    "Corporation",
+    "Co",
+    "LLP",
+    "LP",
+    "BV",
+    "NV",
+    "Pty",
+    "SE",
+    "KG",
+    "Oy",
+    "AB",
+    "ASA",
+    "SpA",
+    "Srl",
+    "KK",
+    "Group",
+    "Holdings",
+    "Partners",
+    "Labs",
+    "Technologies",
+    "Systems",
+    "Solutions",
+    "Industries",
+    "Bank",
+    "Capital",
+    "Ventures",
+    "Consulting",
+    "Foundation",
+    "Logistics",
+    "Software",
+    "Analytics",
+    "Pharmaceuticals",
+    "Insurance",
+];
+/// Suffixes that make an organisation even in lower case ("acme corp").
+const LEGAL_SUFFIXES: &[&str] = &["inc", "llc", "ltd", "gmbh", "corp", "plc", "llp"];
+
+const TITLE: u8 = 1;
+const PARTICLE: u8 = 2;
+const RELATION: u8 = 4;
+const LEGAL: u8 = 8;
+
+/// What a lower-cased word is for name detection, looked up once per word.
+static ROLES: LazyLock<HashMap<&'static str, u8, BuildHasherDefault<Fnv>>> = LazyLock::new(|| {
+    let mut roles: HashMap<&'static str, u8, BuildHasherDefault<Fnv>> = HashMap::default();
+    for (words, role) in [
+        (TITLES, TITLE),
+        (PARTICLES, PARTICLE),
+        (RELATIONS, RELATION),
+        (LEGAL_SUFFIXES, LEGAL),
+    ] {
+        for w in words {
+            *roles.entry(w).or_default() |= role;
+        }
+    }
+    roles
+});
+static ORG_SUFFIX_SET: LazyLock<HashSet<&'static str, BuildHasherDefault<Fnv>>> =
+    LazyLock::new(|| ORG_SUFFIXES.iter().copied().collect());
+
+/// One word of the text.
+#[derive(Debug)]
+struct Tok<'a> {
+    start: usize,
+    end: usize,
+    text: &'a str,
+    lower: String,
+    /// Starts with an upper-case letter and is not all capitals (acronyms are not names).
+    cap: bool,
+    /// The text between the previous word and this one.
+    gap: &'a str,
+    // Gazetteer and role look-ups, done once per word.
+    role: u8,
+    org_suffix: bool,
+    is_first: bool,
+    is_last: bool,
+    is_common: bool,
+}
+
+impl Tok<'_> {
+    fn first(&self) -> bool {
+        self.is_first
+    }
+    fn last(&self) -> bool {
+        self.is_last
+    }
+    fn common(&self) -> bool {
+        self.is_common
+    }
+}
+
+fn tokenize(text: &str) -> Vec<Tok<'_>> {
+    let mut toks = Vec::new();
+    let mut prev_end = 0;
+    let mut i = 0;
+    while let Some(c) = text[i..].chars().next() {
+        if !c.is_alphabetic() {
+            i += c.len_utf8();
+            continue;
+        }
+        let start = i;
+        let mut end = i + c.len_utf8();
+        while let Some(c) = text[end..].chars().next() {
+            let joined = matches!(c, '\'' | '’' | '-')
+                && text[end + c.len_utf8()..].starts_with(char::is_alphabetic);
+            // Identifiers ("USER_A", "dan_johnson", "v2beta") stay one word, and no name.
+            let ident = c == '_' || c.is_ascii_digit();
+            if c.is_alphabetic() || joined || ident {
+                end += c.len_utf8();
+            } else {
+                break;
+            }
+        }
+        i = end;
+        let mut word = &text[start..end];
+        // Possessives: "Dan's" is Dan.
+        for s in ["'s", "’s", "'S"] {
+            if word.len() > s.len() + 1 && word.ends_with(s) {
+                word = &word[..word.len() - s.len()];
+            }
+        }
+        let end = start + word.len();
+        let first_upper = word.chars().next().is_some_and(char::is_uppercase);
+        let rest_lower = word.chars().skip(1).any(char::is_lowercase);
+        let lower = word.to_lowercase();
+        let ident = word.bytes().any(|b| b == b'_' || b.is_ascii_digit());
+        toks.push(Tok {
+            start,
+            end,
+            text: word,
+            role: ROLES.get(lower.as_str()).copied().unwrap_or(0),
+            org_suffix: ORG_SUFFIX_SET.contains(word),
+            is_first: !ident && is_first_name(&lower),
+            is_last: !ident && is_last_name(&lower),
+            // An identifier is treated like a common word: it needs evidence nothing gives.
+            is_common: ident || is_common_word(&lower),
+            lower,
+            cap: !ident && first_upper && (rest_lower || word.chars().count() == 1),
+            gap: &text[prev_end..start],
+        });
+        prev_end = end;
+    }
+    toks
+}
+
+/// How the words before a candidate name say it is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cue {
+    /// "my name is", "call me", "Dear", "Hi", "Thanks,", "Regards,\n": any non-word.
+    Strong,
+    /// "my colleague": a capitalised word is enough.
+    Relation,
+    /// "I'm", "ask", "with", "cc": only a known name.
+    Weak,
+    /// "Mr.", "Dr": a capitalised word.
+    Title,
+    None,
+}
+
+fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
+    let Some(prev) = i.checked_sub(1).map(|p| &toks[p]) else {
+        return Cue::None;
+    };
+    let gap = toks[i].gap;
+    let w = |back: usize| {
+        i.checked_sub(back)
+            .map(|k| toks[k].lower.as_str())
+            .unwrap_or("")
+    };
+    let p = prev.lower.as_str();
+    // Only spaces, a comma or a line break between the cue and the name.
+    if !gap
+        .chars()
+        .all(|c| matches!(c, ' ' | ',' | '\n' | '\r' | '\t' | '.' | ':' | '-'))
+    {
+        return Cue::None;
+    }
+    if prev.role & TITLE != 0 && prev.cap {
+        return Cue::Title;
+    }
+    if (w(2) == "name" && p == "is")
+        || (w(2) == "call" && p == "me")
+        || p == "named"
+        || (p == "name" && gap.contains(':'))
+        || (p == "signed" && gap.contains(['\n', ',', ':']))
+    {
+        return Cue::Strong;
+    }
+    if matches!(
+        p,
+        "dear"
+            | "hi"
+            | "hello"
+            | "hey"
+            | "thanks"
+            | "cheers"
+            | "regards"
+            | "sincerely"
+            | "thx"
+            | "ty"
+    ) || (matches!(p, "best" | "yours" | "love" | "warmly") && gap.contains(['\n', ',']))
+        || (w(2) == "thank" && p == "you")
+    {
+        return Cue::Strong;
+    }
+    if prev.role & RELATION != 0
+        && matches!(
+            w(2),
+            "my" | "our" | "your" | "his" | "her" | "their" | "the"
+        )
+    {
+        return Cue::Relation;
+    }
+    // Verbs whose object is a person: "ask Sjoerd", "cc Aoife".
+    if matches!(
+        p,
+        "ask"
+            | "asked"
+            | "tell"
+            | "told"
+            | "cc"
+            | "ping"
+            | "pinged"
+            | "remind"
+            | "reminded"
+            | "thank"
+            | "thanked"
+            | "invite"
+            | "invited"
+            | "introduce"
+            | "introduced"
+    ) {
+        return Cue::Relation;
+    }
+    if matches!(
+        p,
+        "i'm"
+            | "im"
+            | "with"
+            | "ask"
+            | "asked"
+            | "tell"
+            | "told"
+            | "cc"
+            | "met"
+            | "meet"
+            | "contact"
+            | "from"
+            | "to"
+            | "and"
+            | "by"
+            | "for"
+            | "emailed"
+            | "called"
+            | "ping"
+            | "via"
+    ) || (w(2) == "i" && p == "am")
+        || (w(2) == "this" && p == "is")
+        || (w(2) == "it" && p == "is")
+        || p == "it's"
+    {
+        return Cue::Weak;
+    }
+    Cue::None
+}
+
+/// How many words after `i` continue a name (middle names, initials, particles, surnames).
+fn continuation(toks: &[Tok<'_>], i: usize, lowercase_ok: bool) -> usize {
+    let mut n = 0;
+    let mut j = i + 1;
+    while j < toks.len() && n < 3 {
+        let t = &toks[j];
+        let gap = t.gap;
+        let initial_gap = gap == ". " && toks[j - 1].text.chars().count() == 1;
+        if gap != " " && !initial_gap {
+            break;
+        }
+        let particle =
+            t.role & PARTICLE != 0 && toks.get(j + 1).is_some_and(|nx| nx.cap && nx.gap == " ");
+        let cap_part = t.cap && (t.last() || t.first() || !t.common());
+        let low_part = lowercase_ok && !t.cap && t.last() && !t.common();
+        if particle {
+            n += 2;
+            j += 2;
+            continue;
+        }
+        if !(cap_part || low_part) {
+            break;
+        }
+        n += 1;
+        j += 1;
+    }
+    n
+}
+
+/// Adds person and organisation spans found in `text` to `found`.
+pub fn detect_people_and_orgs(text: &str, found: &mut Vec<Span>) {
+    let toks = tokenize(text);
+    orgs(&toks, found);
+    let mut i = 0;
+    while i < toks.len() {
+        match person_at(&toks, i) {
+            Some(last) => {
+                found.push(Span {
+                    start: toks[i].start,
+                    end: toks[last].end,
+                    entity: EntityType::Person,
+                });
+                i = last + 1;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// If a name starts at word `i`, the index of its last word.
+fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
+    let t = &toks[i];
+    if t.role & TITLE != 0 || t.text.len() < 2 {
+        return None;
+    }
+    let cue = cue_before(toks, i);
+    let (first, common) = (t.first(), t.common());
+    let known = first || t.last();
+    let take = |lowercase_ok: bool| Some(i + continuation(toks, i, lowercase_ok));
+    match cue {
+        Cue::Title if t.cap => return take(false),
+        Cue::Strong if (!common || (known && t.cap)) && t.text.chars().all(char::is_alphabetic) => {
+            return take(true);
+        }
+        Cue::Relation if !common && (t.cap || known) => return take(true),
+        Cue::Weak if known && !common => return take(!t.cap),
+        // "this is sjoerd from support", "I'm Aoife from billing".
+        Cue::Weak
+            if !common
+                && toks
+                    .get(i + 1)
+                    .is_some_and(|n| n.lower == "from" && n.gap == " ")
+                && matches!(toks[i - 1].lower.as_str(), "i'm" | "im" | "am" | "is") =>
+        {
+            return Some(i);
+        }
+        _ => {}
+    }
+    let next = continuation(toks, i, !t.cap);
+    let surname_follows = (1..=next).any(|k| toks[i + k].last() && !toks[i + k].common());
+    if t.cap {
+        if first && !common {
+            return Some(i + next);
+        }
+        if first && common && surname_follows {
+            return Some(i + next);
+        }
+        // An unknown capitalised word before a known surname: "Zephyrine Johnson".
+        let surname_next =
+            next > 0 && toks[i + 1].cap && toks[i + 1].last() && !toks[i + 1].common();
+        if !common && !first && surname_next {
+            return Some(i + next);
+        }
+        return None;
+    }
+    // Lower case: a known first name followed by a known surname ("dan johnson").
+    if first && !common && next > 0 && surname_follows {
+        return Some(i + next);
+    }
+    None
+}
+
+fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
+    for (i, t) in toks.iter().enumerate() {
+        let legal = t.org_suffix || (t.role & LEGAL != 0 && t.text.len() > 1);
+        if legal
+            && i > 0
+            && t.gap
+                .trim_matches(|c: char| c == ' ' || c == ',')
+                .is_empty()
+        {
+            // Walk back over the name: capitalised words joined by spaces, "&", "and", "of".
+            let lower_ok = t.role & LEGAL != 0;
+            let mut k = i;
+            let mut words = 0;
+            while k > 0 && words < 4 {
+                let p = &toks[k - 1];
+                let joined = matches!(toks[k].gap, " " | " & " | ", " | "-");
+                if !joined {
+                    break;
+                }
+                // Common words may be part of a name ("Blue Sun GmbH") but not start it.
+                let ok = p.cap || (lower_ok && !p.common() && words == 0);
+                if !ok {
+                    break;
+                }
+                k -= 1;
+                words += 1;
+            }
+            while words > 0 && toks[k].cap && toks[k].common() {
+                k += 1;
+                words -= 1;
+            }
+            if words > 0 {
+                found.push(Span {
+                    start: toks[k].start,
+                    end: t.end,
+                    entity: EntityType::Organization,
+                });
+            }
+        }
+        // "I work at Initech", "employed by Globex".
+        let p = i
+            .checked_sub(1)
+            .map(|k| toks[k].lower.as_str())
+            .unwrap_or("");
+        let pp = i
+            .checked_sub(2)
+            .map(|k| toks[k].lower.as_str())
+            .unwrap_or("");
+        let cue = matches!(p, "at" | "for" | "by")
+            && matches!(
+                pp,
+                "work"
+                    | "works"
+                    | "working"
+                    | "worked"
+                    | "employed"
+                    | "job"
+                    | "intern"
+                    | "interning"
+                    | "contractor"
+                    | "engineer"
+                    | "manager"
+                    | "consultant"
+            )
+            || matches!(p, "joined" | "employer" | "company")
+            || (pp == "company" && matches!(p, "called" | "named" | "is"));
+        if cue && t.cap && !t.common() && !t.first() && t.gap == " " {
+            let mut last = i;
+            while last + 1 < toks.len()
+                && last - i < 2
+                && toks[last + 1].cap
+                && !toks[last + 1].common()
+                && toks[last + 1].gap == " "
+            {
+                last += 1;
+            }
+            found.push(Span {
+                start: t.start,
+                end: toks[last].end,
+                entity: EntityType::Organization,
+            });
+        }
+    }
+}
+
+/// Name words in an email's local part (`dan.johnson`, `j_smith`), lower-cased.
+pub fn name_parts_of_local(local: &str) -> Vec<String> {
+    local
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|p| p.len() >= 2)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn people(text: &str) -> Vec<&str> {
+        let mut found = Vec::new();
+        detect_people_and_orgs(text, &mut found);
+        found
+            .iter()
+            .filter(|s| s.entity == EntityType::Person)
+            .map(|s| &text[s.start..s.end])
+            .collect()
+    }
+
+    fn orgs_in(text: &str) -> Vec<&str> {
+        let mut found = Vec::new();
+        detect_people_and_orgs(text, &mut found);
+        found
+            .iter()
+            .filter(|s| s.entity == EntityType::Organization)
+            .map(|s| &text[s.start..s.end])
+            .collect()
+    }
+
+    #[test]
+    fn gazetteer_names_capitalised_or_not() {
+        assert_eq!(people("I talked to Dan Johnson yesterday"), ["Dan Johnson"]);
+        assert_eq!(people("sarah said the build is green"), Vec::<&str>::new());
+        assert_eq!(people("ping dan johnson about it"), ["dan johnson"]);
+        assert_eq!(people("Priya's laptop broke"), ["Priya"]);
+        assert_eq!(people("Anna-Lena O'Brien called"), ["Anna-Lena O'Brien"]);
+    }
+
+    #[test]
+    fn context_finds_names_the_gazetteer_lacks() {
+        assert_eq!(
+            people("hi, my name is zephyrine and I need help"),
+            ["zephyrine"]
+        );
+        assert_eq!(
+            people("Dear Xiomara,\nthe invoice is attached"),
+            ["Xiomara"]
+        );
+        assert_eq!(people("Best regards,\nOlwethu Dube"), ["Olwethu Dube"]);
+        assert_eq!(people("my colleague Thandeka will join"), ["Thandeka"]);
+        assert_eq!(people("please ask Mr. Okoro about it"), ["Okoro"]);
+        assert_eq!(people("I'm dan, nice to meet you"), ["dan"]);
+        assert_eq!(people("Zephyrine Johnson signed it"), ["Zephyrine Johnson"]);
+    }
+
+    #[test]
+    fn common_words_that_are_names_need_evidence() {
+        for negative in [
+            "Will you send the report?",
+            "We ship in May.",
+            "Mark the ticket as done",
+            "I hope you can help",
+            "thanks for the help",
+            "hi there, the build broke",
+            "I'm fine, thanks",
+            "my name is not important",
+            "We use Python with Docker",
+        ] {
+            assert!(
+                people(negative).is_empty(),
+                "{negative}: {:?}",
+                people(negative)
+            );
+        }
+        assert_eq!(people("Will Smith called"), ["Will Smith"]);
+        assert_eq!(people("my name is Will"), ["Will"]);
+    }
+
+    #[test]
+    fn organisations_by_suffix_and_context() {
+        assert_eq!(
+            orgs_in("a contract with Northwind Traders Ltd. last year"),
+            ["Northwind Traders Ltd"]
+        );
+        assert_eq!(orgs_in("Globex GmbH and Initech"), ["Globex GmbH"]);
+        assert_eq!(orgs_in("I work at Initech now"), ["Initech"]);
+        assert_eq!(orgs_in("we bought acme corp"), ["acme corp"]);
+        assert!(orgs_in("I work at the bank").is_empty());
+    }
+}

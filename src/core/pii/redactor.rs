@@ -1,0 +1,765 @@
+//! The session pseudonymiser: replaces detected spans with pseudonyms that stay the same for
+//! the whole session, links a person's aliases ("Dan", "Dan Johnson", `dan.johnson@…`), and
+//! replaces every later occurrence of a known value even where the detectors would miss it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use memchr::memmem::Finder;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::detect::re;
+use super::names::{self, Fnv, is_common_word, is_first_name, is_last_name};
+use super::{EntityType, Span, detect, resolve};
+
+/// Phoenix's pseudonyms, so that reveal finds them and redaction leaves them alone.
+pub(super) static PSEUDONYM: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\b(?:USER_[A-Z]{1,3}(?:_EMAIL(?:_\d+)?)?|ORG_ID_[A-Z]{1,3}|(?:EMAIL|PHONE|CARD|IBAN|IP|SSN|SECRET|URL|ADDRESS)_\d+)\b",
+    )
+});
+
+/// Whether `s` is exactly one of Phoenix's pseudonyms.
+pub fn is_pseudonym(s: &str) -> bool {
+    PSEUDONYM
+        .find(s)
+        .is_some_and(|m| m.start() == 0 && m.end() == s.len())
+}
+
+/// One pseudonym and a value it stands for: what the vault stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    /// `USER_A`, `EMAIL_1`, ...
+    pub pseudonym: String,
+    /// What kind of value it is.
+    pub entity: EntityType,
+    /// The original text.
+    pub value: String,
+    /// The value reveal gives back (`Dan Johnson`); other rows are aliases (`Dan`).
+    pub canonical: bool,
+}
+
+/// What one redaction replaced.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Occurrences replaced, by type.
+    pub replaced: BTreeMap<EntityType, usize>,
+    /// Each pseudonym used, with its type.
+    pub pseudonyms: BTreeMap<String, EntityType>,
+}
+
+impl Report {
+    /// Occurrences replaced, all types.
+    pub fn total(&self) -> usize {
+        self.replaced.values().sum()
+    }
+
+    fn record(&mut self, entity: EntityType, pseudonym: &str) {
+        *self.replaced.entry(entity).or_default() += 1;
+        self.pseudonyms.insert(pseudonym.to_owned(), entity);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Person {
+    pseudonym: String,
+    /// Lower-case name words of the longest form seen.
+    words: Vec<String>,
+    emails: usize,
+}
+
+/// Known surface forms. A session usually knows a handful, and they change with every
+/// message that reveals a new one, so they are searched one by one (memchr-fast substring
+/// search); only a session that knows many builds an Aho-Corasick automaton.
+#[derive(Debug, Default)]
+struct KnownMatcher {
+    /// ASCII-lower-cased forms matched ignoring ASCII case.
+    folded: Vec<Finder<'static>>,
+    /// Names that are also common words ("Will", "May") and very short ones: as written.
+    exact: Vec<Finder<'static>>,
+    /// Both sets in one automaton (pattern ids: folded first), when they are large.
+    automaton: Option<(AhoCorasick, AhoCorasick)>,
+}
+
+/// Above this many known forms, one automaton beats one search per form.
+const AUTOMATON_FROM: usize = 48;
+
+/// Maps looked up for every span; keys are this session's own values.
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+/// Pseudonymises text for one session. Build it from the vault's mappings to continue a
+/// session; `take_new_mappings` gives what the vault must store afterwards.
+#[derive(Debug, Default)]
+pub struct Redactor {
+    persons: Vec<Person>,
+    /// Lower-cased surface form → pseudonym and type.
+    known: FastMap<String, (EntityType, String)>,
+    /// Surface forms as first written, for the exact matcher.
+    known_exact: Vec<String>,
+    /// (type, normalised value) → pseudonym: `+1 415 555 0132` and `(415) 555-0132` are one.
+    normalised: FastMap<(EntityType, String), String>,
+    /// Pseudonym → canonical value.
+    canonical: HashMap<String, (EntityType, String)>,
+    counters: HashMap<EntityType, usize>,
+    pending: Vec<Mapping>,
+    matcher: KnownMatcher,
+    dirty: bool,
+}
+
+impl Redactor {
+    /// A redactor for a new session.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A redactor that continues a session from its stored mappings.
+    pub fn from_mappings(mappings: impl IntoIterator<Item = Mapping>) -> Self {
+        let mut r = Self::new();
+        let mut aliases = Vec::new();
+        for m in mappings {
+            if !m.canonical {
+                aliases.push(m);
+                continue;
+            }
+            r.bump_counter_past(&m.pseudonym, m.entity);
+            match m.entity {
+                EntityType::Person => {
+                    let words = name_words(&m.value);
+                    r.remember_name_words(&words, &m.pseudonym);
+                    r.persons.push(Person {
+                        pseudonym: m.pseudonym.clone(),
+                        words,
+                        emails: 0,
+                    });
+                }
+                EntityType::Email => {
+                    if let Some(owner) = m
+                        .pseudonym
+                        .split("_EMAIL")
+                        .next()
+                        .filter(|_| m.pseudonym.contains("_EMAIL"))
+                    {
+                        if let Some(p) = r.persons.iter_mut().find(|p| p.pseudonym == owner) {
+                            p.emails += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            r.normalised.insert(
+                (m.entity, normalise(m.entity, &m.value)),
+                m.pseudonym.clone(),
+            );
+            r.canonical
+                .insert(m.pseudonym.clone(), (m.entity, m.value.clone()));
+            r.remember(&m.value, m.entity, &m.pseudonym);
+        }
+        for a in aliases {
+            r.remember(&a.value, a.entity, &a.pseudonym);
+        }
+        r.pending.clear();
+        r
+    }
+
+    /// Mappings created since the last call, for the vault.
+    pub fn take_new_mappings(&mut self) -> Vec<Mapping> {
+        // A pseudonym's canonical value may have grown ("Dan" → "Dan Johnson"): keep the last.
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<Mapping> = std::mem::take(&mut self.pending)
+            .into_iter()
+            .rev()
+            .filter(|m| !m.canonical || seen.insert(m.pseudonym.clone()))
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// Every canonical mapping of the session so far.
+    pub fn mappings(&self) -> Vec<Mapping> {
+        let mut out: Vec<Mapping> = self
+            .canonical
+            .iter()
+            .map(|(p, (e, v))| Mapping {
+                pseudonym: p.clone(),
+                entity: *e,
+                value: v.clone(),
+                canonical: true,
+            })
+            .collect();
+        out.sort_by(|a, b| a.pseudonym.cmp(&b.pseudonym));
+        out
+    }
+
+    /// Redacts `text`, returning the new text and what was replaced.
+    pub fn redact(&mut self, text: &str) -> (String, Report) {
+        let mut report = Report::default();
+        let out = self.redact_into(text, &mut report);
+        (out, report)
+    }
+
+    /// Redacts `text`, adding what was replaced to `report`.
+    pub fn redact_into(&mut self, text: &str, report: &mut Report) -> String {
+        self.redact_with_spans(text, report).0
+    }
+
+    /// Redacts `text` and also returns the spans of `text` it replaced.
+    pub fn redact_with_spans(&mut self, text: &str, report: &mut Report) -> (String, Vec<Span>) {
+        let mut spans = self.spans(text);
+        if spans.is_empty() {
+            return (text.to_owned(), spans);
+        }
+        // Learn this text's values first, so that a later mention in the same text which
+        // the detectors miss ("Dan Johnson ... dan said") is replaced too.
+        for s in &spans {
+            self.pseudonym_for(s.entity, &text[s.start..s.end]);
+        }
+        if self.dirty {
+            let before = spans.len();
+            self.known_spans(text, &mut spans);
+            if spans.len() > before {
+                spans = resolve(spans);
+            }
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for s in &spans {
+            out.push_str(&text[at..s.start]);
+            let pseudonym = self.pseudonym_for(s.entity, &text[s.start..s.end]);
+            report.record(s.entity, &pseudonym);
+            out.push_str(&pseudonym);
+            at = s.end;
+        }
+        out.push_str(&text[at..]);
+        (out, spans)
+    }
+
+    /// Replaces all of `value` as one `entity` (a JSON field named `phone` or `password`).
+    pub fn redact_as(&mut self, entity: EntityType, value: &str, report: &mut Report) -> String {
+        let trimmed = value.trim();
+        if trimmed.is_empty() || is_pseudonym(trimmed) {
+            return value.to_owned();
+        }
+        let pseudonym = self.pseudonym_for(entity, trimmed);
+        report.record(entity, &pseudonym);
+        pseudonym
+    }
+
+    /// What would be replaced in `text`: the detectors' spans plus known values.
+    pub fn spans(&mut self, text: &str) -> Vec<Span> {
+        let mut found = detect(text);
+        if !self.known.is_empty() {
+            self.known_spans(text, &mut found);
+            found = resolve(found);
+        }
+        found.retain(|s| !is_pseudonym(&text[s.start..s.end]));
+        found
+    }
+
+    fn known_spans(&mut self, text: &str, found: &mut Vec<Span>) {
+        if self.dirty {
+            self.rebuild_matcher();
+        }
+        let mut hits: Vec<(usize, usize)> = Vec::new();
+        match &self.matcher.automaton {
+            Some((folded, exact)) => {
+                hits.extend(folded.find_iter(text).map(|m| (m.start(), m.end())));
+                hits.extend(exact.find_iter(text).map(|m| (m.start(), m.end())));
+            }
+            None => {
+                if !self.matcher.folded.is_empty() {
+                    // ASCII lower-casing keeps byte offsets.
+                    let lower = text.to_ascii_lowercase();
+                    for f in &self.matcher.folded {
+                        let n = f.needle().len();
+                        hits.extend(f.find_iter(lower.as_bytes()).map(|i| (i, i + n)));
+                    }
+                }
+                for f in &self.matcher.exact {
+                    let n = f.needle().len();
+                    hits.extend(f.find_iter(text.as_bytes()).map(|i| (i, i + n)));
+                }
+            }
+        }
+        for (start, end) in hits {
+            let s = &text[start..end];
+            let prev = text[..start].chars().next_back();
+            let next = text[end..].chars().next();
+            let word_start = s.starts_with(char::is_alphanumeric);
+            let word_end = s.ends_with(char::is_alphanumeric);
+            if (word_start && prev.is_some_and(char::is_alphanumeric))
+                || (word_end && next.is_some_and(char::is_alphanumeric))
+            {
+                continue;
+            }
+            if let Some((entity, _)) = self.known.get(&s.to_lowercase()) {
+                found.push(Span {
+                    start,
+                    end,
+                    entity: *entity,
+                });
+            }
+        }
+    }
+
+    fn rebuild_matcher(&mut self) {
+        let mut folded: Vec<String> = Vec::new();
+        let mut exact: Vec<String> = Vec::new();
+        for s in &self.known_exact {
+            let lower = s.to_lowercase();
+            if lower.chars().count() < 3 || is_common_word(&lower) {
+                exact.push(s.clone());
+            } else {
+                folded.push(s.to_ascii_lowercase());
+            }
+        }
+        let automaton = (folded.len() + exact.len() >= AUTOMATON_FROM).then(|| {
+            let build = |forms: &[String], fold: bool| {
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(fold)
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(forms)
+                    .expect("literal patterns always build")
+            };
+            (build(&folded, true), build(&exact, false))
+        });
+        let finders = |forms: Vec<String>| {
+            forms
+                .iter()
+                .map(|f| Finder::new(f.as_bytes()).into_owned())
+                .collect()
+        };
+        self.matcher = KnownMatcher {
+            folded: finders(folded),
+            exact: finders(exact),
+            automaton,
+        };
+        self.dirty = false;
+    }
+
+    /// Records that `surface` stands for `pseudonym` from now on.
+    fn remember(&mut self, surface: &str, entity: EntityType, pseudonym: &str) {
+        let lower = surface.to_lowercase();
+        if lower.trim().chars().count() < 2 || self.known.contains_key(&lower) {
+            return;
+        }
+        self.known.insert(lower, (entity, pseudonym.to_owned()));
+        self.known_exact.push(surface.to_owned());
+        self.dirty = true;
+    }
+
+    /// Records an alias the vault must keep (not derivable from the canonical value).
+    fn learn(&mut self, surface: &str, entity: EntityType, pseudonym: &str) {
+        let lower = surface.to_lowercase();
+        if self.known.contains_key(&lower) {
+            return;
+        }
+        let is_canonical = self
+            .canonical
+            .get(pseudonym)
+            .is_some_and(|(_, v)| v.to_lowercase() == lower);
+        if !is_canonical {
+            self.pending.push(Mapping {
+                pseudonym: pseudonym.to_owned(),
+                entity,
+                value: surface.to_owned(),
+                canonical: false,
+            });
+        }
+        self.remember(surface, entity, pseudonym);
+    }
+
+    fn pseudonym_for(&mut self, entity: EntityType, surface: &str) -> String {
+        if let Some((_, p)) = self.known.get(&surface.to_lowercase()) {
+            return p.clone();
+        }
+        let pseudonym = match entity {
+            EntityType::Person => self.person(surface),
+            EntityType::Email => self.email(surface),
+            _ => {
+                let key = (entity, normalise(entity, surface));
+                match self.normalised.get(&key) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = self.next_pseudonym(entity);
+                        self.normalised.insert(key, p.clone());
+                        self.set_canonical(&p, entity, surface);
+                        if entity == EntityType::Organization {
+                            // "Acme" alone later is the same organisation as "Acme Corp".
+                            let base = org_base(surface);
+                            if base.len() >= 3 && base.len() < surface.len() {
+                                self.remember(&base, entity, &p);
+                            }
+                        }
+                        p
+                    }
+                }
+            }
+        };
+        self.learn(surface, entity, &pseudonym);
+        pseudonym
+    }
+
+    fn set_canonical(&mut self, pseudonym: &str, entity: EntityType, value: &str) {
+        self.canonical
+            .insert(pseudonym.to_owned(), (entity, value.to_owned()));
+        self.pending.push(Mapping {
+            pseudonym: pseudonym.to_owned(),
+            entity,
+            value: value.to_owned(),
+            canonical: true,
+        });
+        self.remember(value, entity, pseudonym);
+    }
+
+    fn next_pseudonym(&mut self, entity: EntityType) -> String {
+        let n = self.counters.entry(entity).or_default();
+        *n += 1;
+        match entity {
+            EntityType::Person | EntityType::Organization => {
+                format!("{}_{}", entity.pseudonym_prefix(), letters(*n - 1))
+            }
+            _ => format!("{}_{}", entity.pseudonym_prefix(), n),
+        }
+    }
+
+    fn bump_counter_past(&mut self, pseudonym: &str, entity: EntityType) {
+        if pseudonym.contains("_EMAIL") {
+            return;
+        }
+        let tail = pseudonym.rsplit('_').next().unwrap_or("");
+        let n = match entity {
+            EntityType::Person | EntityType::Organization => letters_index(tail).map(|i| i + 1),
+            _ => tail.parse().ok(),
+        };
+        if let Some(n) = n {
+            let c = self.counters.entry(entity).or_default();
+            *c = (*c).max(n);
+        }
+    }
+
+    /// The person `surface` names: an earlier one whose name words it shares, or a new one.
+    fn person(&mut self, surface: &str) -> String {
+        let words = name_words(surface);
+        if words.is_empty() {
+            return self.next_pseudonym(EntityType::Person);
+        }
+        let found = self
+            .persons
+            .iter()
+            .position(|p| same_person(&p.words, &words));
+        match found {
+            Some(i) => {
+                let p = self.persons[i].pseudonym.clone();
+                if words.len() > self.persons[i].words.len() {
+                    self.persons[i].words = words.clone();
+                    self.set_canonical(&p, EntityType::Person, surface);
+                }
+                self.remember_name_words(&words, &p);
+                p
+            }
+            None => self.new_person(surface, words),
+        }
+    }
+
+    fn new_person(&mut self, canonical: &str, words: Vec<String>) -> String {
+        let p = self.next_pseudonym(EntityType::Person);
+        self.set_canonical(&p, EntityType::Person, canonical);
+        self.remember_name_words(&words, &p);
+        self.persons.push(Person {
+            pseudonym: p.clone(),
+            words,
+            emails: 0,
+        });
+        p
+    }
+
+    /// "Dan Johnson" makes "Dan" and "Johnson" known too.
+    fn remember_name_words(&mut self, words: &[String], pseudonym: &str) {
+        if words.len() < 2 {
+            return;
+        }
+        for w in words {
+            if w.chars().count() >= 3 {
+                let shown = title_case(w);
+                self.remember(&shown, EntityType::Person, pseudonym);
+            }
+        }
+    }
+
+    /// An email whose local part names a known person becomes `USER_A_EMAIL`; one that names
+    /// a new person (`first.last@`) creates that person.
+    fn email(&mut self, surface: &str) -> String {
+        let key = (EntityType::Email, normalise(EntityType::Email, surface));
+        if let Some(p) = self.normalised.get(&key) {
+            return p.clone();
+        }
+        let local = surface.split('@').next().unwrap_or("");
+        let parts = names::name_parts_of_local(local);
+        let owner = self.persons.iter().position(|p| {
+            !parts.is_empty()
+                && (parts.iter().all(|w| p.words.contains(w))
+                    && (parts.len() >= 2 || parts[0].len() >= 3))
+        });
+        let owner = match owner {
+            Some(i) => Some(i),
+            None if parts.len() >= 2
+                && is_first_name(&parts[0])
+                && is_last_name(&parts[parts.len() - 1]) =>
+            {
+                let name = parts
+                    .iter()
+                    .map(|w| title_case(w))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.new_person(&name, parts.clone());
+                Some(self.persons.len() - 1)
+            }
+            None => None,
+        };
+        let p = match owner {
+            Some(i) => {
+                let person = &mut self.persons[i];
+                person.emails += 1;
+                match person.emails {
+                    1 => format!("{}_EMAIL", person.pseudonym),
+                    n => format!("{}_EMAIL_{n}", person.pseudonym),
+                }
+            }
+            None => self.next_pseudonym(EntityType::Email),
+        };
+        self.normalised.insert(key, p.clone());
+        self.set_canonical(&p, EntityType::Email, surface);
+        p
+    }
+}
+
+/// Replaces the pseudonyms in `text` with the canonical values in `mappings`; returns the
+/// text and the pseudonyms that had no mapping.
+pub fn reveal(text: &str, mappings: &[Mapping]) -> (String, Vec<String>) {
+    let canonical: HashMap<&str, &str> = mappings
+        .iter()
+        .filter(|m| m.canonical)
+        .map(|m| (m.pseudonym.as_str(), m.value.as_str()))
+        .collect();
+    let mut unknown = Vec::new();
+    let out = PSEUDONYM.replace_all(text, |c: &regex::Captures<'_>| {
+        let p = &c[0];
+        match canonical.get(p) {
+            Some(v) => (*v).to_owned(),
+            None => {
+                if !unknown.iter().any(|u| u == p) {
+                    unknown.push(p.to_owned());
+                }
+                p.to_owned()
+            }
+        }
+    });
+    (out.into_owned(), unknown)
+}
+
+/// Lower-case name words without titles: "Dr. Dan Johnson" → ["dan", "johnson"].
+fn name_words(s: &str) -> Vec<String> {
+    s.split(|c: char| !(c.is_alphabetic() || c == '\'' || c == '-' || c == '’'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| {
+            !matches!(
+                w.as_str(),
+                "mr" | "mrs" | "ms" | "miss" | "dr" | "prof" | "sir"
+            )
+        })
+        .collect()
+}
+
+/// Two mentions are one person when the shorter's words are all in the longer, and two
+/// full names agree on the first word ("Dan" ~ "Dan Johnson"; "Dan Smith" ≁ "Dan Johnson").
+fn same_person(a: &[String], b: &[String]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    short.iter().all(|w| long.contains(w)) && (short.len() < 2 || short[0] == long[0])
+}
+
+fn normalise(entity: EntityType, value: &str) -> String {
+    match entity {
+        EntityType::Phone => {
+            let d: String = value.chars().filter(char::is_ascii_digit).collect();
+            // The national part: `+1 415 555 0132` and `(415) 555-0132` are one number.
+            d.chars().skip(d.len().saturating_sub(9)).collect()
+        }
+        EntityType::CreditCard | EntityType::Ssn => {
+            value.chars().filter(char::is_ascii_digit).collect()
+        }
+        EntityType::Iban => value
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_uppercase(),
+        EntityType::Organization => org_base(value).to_lowercase(),
+        _ => value
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase(),
+    }
+}
+
+/// "Acme Corp." → "Acme".
+fn org_base(s: &str) -> String {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let suffix = |w: &str| {
+        let w = w.trim_end_matches('.').to_lowercase();
+        matches!(
+            w.as_str(),
+            "inc"
+                | "llc"
+                | "ltd"
+                | "limited"
+                | "gmbh"
+                | "ag"
+                | "sa"
+                | "sas"
+                | "plc"
+                | "corp"
+                | "corporation"
+                | "co"
+                | "llp"
+                | "bv"
+                | "nv"
+                | "group"
+                | "holdings"
+        )
+    };
+    let keep = words.len() - words.iter().rev().take_while(|w| suffix(w)).count();
+    words[..keep.max(1)]
+        .join(" ")
+        .trim_end_matches(',')
+        .to_owned()
+}
+
+fn title_case(w: &str) -> String {
+    let mut c = w.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// 0 → A, 25 → Z, 26 → AA.
+fn letters(mut n: usize) -> String {
+    let mut out = Vec::new();
+    loop {
+        out.push(b'A' + (n % 26) as u8);
+        if n < 26 {
+            break;
+        }
+        n = n / 26 - 1;
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII")
+}
+
+fn letters_index(s: &str) -> Option<usize> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    Some(
+        s.bytes()
+            .fold(0usize, |acc, b| acc * 26 + (b - b'A' + 1) as usize)
+            - 1,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letters_count_like_spreadsheet_columns() {
+        assert_eq!(letters(0), "A");
+        assert_eq!(letters(25), "Z");
+        assert_eq!(letters(26), "AA");
+        for n in [0, 5, 25, 26, 27, 700] {
+            assert_eq!(letters_index(&letters(n)), Some(n));
+        }
+    }
+
+    #[test]
+    fn aliases_of_one_person_share_a_pseudonym() {
+        let mut r = Redactor::new();
+        let (a, _) = r.redact("Hi, I'm Dan Johnson from Globex GmbH.");
+        assert_eq!(a, "Hi, I'm USER_A from ORG_ID_A.");
+        let (b, _) = r.redact("Dan will mail you from dan.johnson@globex.example, ask dan.");
+        assert_eq!(b, "USER_A will mail you from USER_A_EMAIL, ask USER_A.");
+        let (c, report) = r.redact("Sarah Miller and Dan met at Globex.");
+        assert_eq!(c, "USER_B and USER_A met at ORG_ID_A.");
+        assert_eq!(report.replaced[&EntityType::Person], 2);
+    }
+
+    #[test]
+    fn an_email_can_introduce_the_person() {
+        let mut r = Redactor::new();
+        let (a, _) = r.redact("reach me at maria.garcia@example.com");
+        assert_eq!(a, "reach me at USER_A_EMAIL");
+        let (b, _) = r.redact("maria said yes");
+        assert_eq!(b, "USER_A said yes");
+    }
+
+    #[test]
+    fn known_values_are_replaced_where_detection_alone_misses_them() {
+        let mut r = Redactor::new();
+        let (_, _) = r.redact("my name is Zephyrine");
+        let (b, _) = r.redact("zephyrine again");
+        assert_eq!(b, "USER_A again");
+        let (_, _) = r.redact("call me on 415 555 0132");
+        let (c, _) = r.redact("ref 415 555 0132, order 415 555 0132");
+        assert_eq!(c, "ref PHONE_1, order PHONE_1");
+    }
+
+    #[test]
+    fn a_name_learned_in_a_text_is_replaced_later_in_the_same_text() {
+        let mut r = Redactor::new();
+        let (a, _) = r.redact("Dan Johnson called.\ndan said he will ship v1.2 on 2024-03-15");
+        assert_eq!(
+            a,
+            "USER_A called.\nUSER_A said he will ship v1.2 on 2024-03-15"
+        );
+    }
+
+    #[test]
+    fn common_word_names_stay_words_after_they_are_known() {
+        let mut r = Redactor::new();
+        let (a, _) = r.redact("Will Smith called");
+        assert_eq!(a, "USER_A called");
+        let (b, _) = r.redact("Will said he will call");
+        assert_eq!(b, "USER_A said he will call");
+    }
+
+    #[test]
+    fn session_continues_from_mappings_and_reveal_round_trips() {
+        let mut r = Redactor::new();
+        let text = "Dan Johnson (dan.johnson@example.com, +1 415 555 0132) works at Initech.";
+        let (red, _) = r.redact(text);
+        let stored = r.take_new_mappings();
+        assert!(stored.iter().all(|m| !m.value.is_empty()));
+        let (back, unknown) = reveal(&red, &stored);
+        assert_eq!(back, text);
+        assert!(unknown.is_empty());
+
+        let mut again = Redactor::from_mappings(stored);
+        let (red2, _) = again.redact("Dan again, from Initech; new: Priya Patel");
+        assert_eq!(red2, "USER_A again, from ORG_ID_A; new: USER_B");
+        let (_, unknown) = reveal("USER_Z and EMAIL_9", &again.mappings());
+        assert_eq!(unknown, ["USER_Z", "EMAIL_9"]);
+    }
+
+    #[test]
+    fn redacting_twice_changes_nothing() {
+        let mut r = Redactor::new();
+        let (once, _) = r.redact("Dan Johnson, dan@x.example, 4111 1111 1111 1111");
+        let (twice, report) = r.redact(&once);
+        assert_eq!(once, twice);
+        assert_eq!(report.total(), 0);
+    }
+}
