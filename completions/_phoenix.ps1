@@ -37,10 +37,14 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('insights', 'insights', [CompletionResultType]::ParameterValue, 'List the insights the collector has stored')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Publish hot updates to subscribed agents, and follow their delivery')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Run the agent-side learning pipeline: apply hot updates to a local state file')
+            [CompletionResult]::new('redact', 'redact', [CompletionResultType]::ParameterValue, 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault')
+            [CompletionResult]::new('propose', 'propose', [CompletionResultType]::ParameterValue, 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Generate shell completions')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Generate man pages')
+            [CompletionResult]::new('spawn-agent', 'spawn-agent', [CompletionResultType]::ParameterValue, 'Create an agent repository from Phoenix''s template, with LLM-generated code')
+            [CompletionResult]::new('evolve-playbook', 'evolve-playbook', [CompletionResultType]::ParameterValue, 'Evolve an agent''s playbook through a branch, a pull request, CI and approval')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure Phoenix''s throughput and latency on this machine')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -475,6 +479,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--exec', '--exec', [CompletionResultType]::ParameterName, 'Shell command run after each applied update, with the new state JSON on stdin')
             [CompletionResult]::new('--exec-timeout', '--exec-timeout', [CompletionResultType]::ParameterName, 'Kill an --exec command still running after this long')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor WebSocket URL [default: $PULSE_DISTRIBUTOR_URL or ws://127.0.0.1:5003/subscribe]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
             [CompletionResult]::new('--premium-key', '--premium-key', [CompletionResultType]::ParameterName, 'Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]')
             [CompletionResult]::new('--telemetrist-url', '--telemetrist-url', [CompletionResultType]::ParameterName, 'Collector that receives heartbeats [default: $TELEMETRIST_URL or http://127.0.0.1:5002]')
             [CompletionResult]::new('--heartbeat-interval', '--heartbeat-interval', [CompletionResultType]::ParameterName, 'Time between heartbeats, e.g. 30s or 5m [default: $ORCH_SLAVE_SYNC_INTERVAL seconds, 300]')
@@ -522,6 +527,56 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;subscribe;help;help' {
+            break
+        }
+        'phoenix;redact' {
+            [CompletionResult]::new('--session', '--session', [CompletionResultType]::ParameterName, 'Session whose pseudonyms to reuse [default: a new random session, printed in the summary]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'What the input holds')
+            [CompletionResult]::new('--vault', '--vault', [CompletionResultType]::ParameterName, 'Vault file [default: $PHOENIX_VAULT_PATH or <home>/vault.db]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--reveal', '--reveal', [CompletionResultType]::ParameterName, 'Map de-identified input back to the originals with the vault (needs --session)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;propose' {
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Number of workers, each asking the LLM for one proposal')
+            [CompletionResult]::new('--n', '--n', [CompletionResultType]::ParameterName, 'Number of workers, each asking the LLM for one proposal')
+            [CompletionResult]::new('--concurrency', '--concurrency', [CompletionResultType]::ParameterName, 'Most workers asking the LLM at the same time [default: N, at most 8]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Deadline of one attempt of one worker (also of the ranking)')
+            [CompletionResult]::new('--retries', '--retries', [CompletionResultType]::ParameterName, 'Extra attempts for a worker that errors, times out, panics or answers garbage')
+            [CompletionResult]::new('--model', '--model', [CompletionResultType]::ParameterName, 'LLM model the workers and the ranking use [default: $PHOENIX_LLM_MODEL]')
+            [CompletionResult]::new('--collector-url', '--collector-url', [CompletionResultType]::ParameterName, 'Collector to read the insight from [default: $TELEMETRIST_URL or http://127.0.0.1:5002]')
+            [CompletionResult]::new('--publish-best', '--publish-best', [CompletionResultType]::ParameterName, 'Publish the best proposal carrying this update type through the distributor (implies --rank unless --pick)')
+            [CompletionResult]::new('--pick', '--pick', [CompletionResultType]::ParameterName, 'Publish this worker''s proposal instead of the best-ranked one')
+            [CompletionResult]::new('--distributor-url', '--distributor-url', [CompletionResultType]::ParameterName, 'Distributor to publish to [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
+            [CompletionResult]::new('--admin-token', '--admin-token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
+            [CompletionResult]::new('--target-orch', '--target-orch', [CompletionResultType]::ParameterName, 'Only this ORCH (its raw id or its orch_ hash)')
+            [CompletionResult]::new('--target-prefix', '--target-prefix', [CompletionResultType]::ParameterName, 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)')
+            [CompletionResult]::new('--tier', '--tier', [CompletionResultType]::ParameterName, 'Tier a subscriber needs to receive the update [default: free]')
+            [CompletionResult]::new('--rollout-percent', '--rollout-percent', [CompletionResultType]::ParameterName, 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--context-from-insights', '--context-from-insights', [CompletionResultType]::ParameterName, 'Ground the seed in the collector''s latest insight (GET /insights)')
+            [CompletionResult]::new('--rank', '--rank', [CompletionResultType]::ParameterName, 'Ask the LLM for a ranked synthesis of the distinct proposals, with reasons')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Publish without asking for confirmation (required when stdin is not a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Publish without asking for confirmation (required when stdin is not a terminal)')
+            [CompletionResult]::new('--no-cascade', '--no-cascade', [CompletionResultType]::ParameterName, 'Only the exact --target-prefix path, not the agents below it')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
         'phoenix;telemetry' {
@@ -642,6 +697,107 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'phoenix;spawn-agent' {
+            [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'What the agent does; the LLM writes its code from this')
+            [CompletionResult]::new('--description', '--description', [CompletionResultType]::ParameterName, 'What the agent does; the LLM writes its code from this')
+            [CompletionResult]::new('--tier', '--tier', [CompletionResultType]::ParameterName, 'free = public repository; paid and enterprise = private')
+            [CompletionResult]::new('--max-repairs', '--max-repairs', [CompletionResultType]::ParameterName, 'Corrections the LLM may make after compiler or test errors')
+            [CompletionResult]::new('--forge', '--forge', [CompletionResultType]::ParameterName, 'Where agent repositories live [default: $PHOENIX_FORGE or local]')
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--no-llm', '--no-llm', [CompletionResultType]::ParameterName, 'Scaffold a documented placeholder instead of asking the LLM (marked in agent.json)')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Replace the main branch of an existing repository of that name')
+            [CompletionResult]::new('--pr', '--pr', [CompletionResultType]::ParameterName, 'Push the scaffold to a branch and open a pull request instead of pushing to main')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;evolve-playbook' {
+            [CompletionResult]::new('--repo', '--repo', [CompletionResultType]::ParameterName, 'Agent repository')
+            [CompletionResult]::new('--note', '--note', [CompletionResultType]::ParameterName, 'What changes and why; appended to the playbook''s `updates`')
+            [CompletionResult]::new('--metric', '--metric', [CompletionResultType]::ParameterName, 'A telemetry metric to record in the playbook (repeatable)')
+            [CompletionResult]::new('--collector-url', '--collector-url', [CompletionResultType]::ParameterName, 'Collector for --metrics-from-collector [default: $TELEMETRIST_URL]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up waiting for CI, approval and the merge after this long')
+            [CompletionResult]::new('--poll', '--poll', [CompletionResultType]::ParameterName, 'First poll interval while waiting; doubles up to 1 minute')
+            [CompletionResult]::new('--forge', '--forge', [CompletionResultType]::ParameterName, 'Where agent repositories live [default: $PHOENIX_FORGE or local]')
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--metrics-from-collector', '--metrics-from-collector', [CompletionResultType]::ParameterName, 'Also record the agent''s figures from the collector''s analysis (records, error rate, mean and p95 of numeric fields)')
+            [CompletionResult]::new('--no-wait', '--no-wait', [CompletionResultType]::ParameterName, 'Open (or find) the pull request and return without waiting for CI or approval')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('approve', 'approve', [CompletionResultType]::ParameterValue, 'Approve a pull request''s current head commit (local forge)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show a pull request: state, CI of its head, approvals')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'phoenix;evolve-playbook;approve' {
+            [CompletionResult]::new('--repo', '--repo', [CompletionResultType]::ParameterName, 'Agent repository')
+            [CompletionResult]::new('--by', '--by', [CompletionResultType]::ParameterName, 'Who approves (recorded with the approval)')
+            [CompletionResult]::new('--forge', '--forge', [CompletionResultType]::ParameterName, 'Where agent repositories live [default: $PHOENIX_FORGE or local]')
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;evolve-playbook;status' {
+            [CompletionResult]::new('--repo', '--repo', [CompletionResultType]::ParameterName, 'Agent repository')
+            [CompletionResult]::new('--by', '--by', [CompletionResultType]::ParameterName, 'Who approves (recorded with the approval)')
+            [CompletionResult]::new('--forge', '--forge', [CompletionResultType]::ParameterName, 'Where agent repositories live [default: $PHOENIX_FORGE or local]')
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;evolve-playbook;help' {
+            [CompletionResult]::new('approve', 'approve', [CompletionResultType]::ParameterValue, 'Approve a pull request''s current head commit (local forge)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show a pull request: state, CI of its head, approvals')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'phoenix;evolve-playbook;help;approve' {
+            break
+        }
+        'phoenix;evolve-playbook;help;status' {
+            break
+        }
+        'phoenix;evolve-playbook;help;help' {
+            break
+        }
         'phoenix;bench' {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
@@ -654,6 +810,8 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
+            [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
+            [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -678,12 +836,55 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'phoenix;bench;fanout' {
+            [CompletionResult]::new('--subscribers', '--subscribers', [CompletionResultType]::ParameterName, 'Subscribers connected at once (each needs an open file here and one in the distributor)')
+            [CompletionResult]::new('--publishes', '--publishes', [CompletionResultType]::ParameterName, 'Updates published one at a time, each acked by every subscriber before the next')
+            [CompletionResult]::new('--connect-parallelism', '--connect-parallelism', [CompletionResultType]::ParameterName, 'WebSocket handshakes in flight at once while connecting')
+            [CompletionResult]::new('--settle', '--settle', [CompletionResultType]::ParameterName, 'Idle time after the last handshake before the distributor''s memory is sampled')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;bench;pii' {
+            [CompletionResult]::new('--seed', '--seed', [CompletionResultType]::ParameterName, 'Seed of the generated corpus (the same seed gives the same corpus)')
+            [CompletionResult]::new('--conversations', '--conversations', [CompletionResultType]::ParameterName, 'Conversations in the corpus (2–5 messages each)')
+            [CompletionResult]::new('--min-time', '--min-time', [CompletionResultType]::ParameterName, 'Keep redacting the corpus for at least this long to measure throughput')
+            [CompletionResult]::new('--dump-corpus', '--dump-corpus', [CompletionResultType]::ParameterName, 'Also write the corpus with its labels as JSON lines to this file')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--examples', '--examples', [CompletionResultType]::ParameterName, 'Print examples of misses and false positives')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'phoenix;bench;help' {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
+            [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
+            [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'phoenix;bench;help;ingest' {
+            break
+        }
+        'phoenix;bench;help;fanout' {
+            break
+        }
+        'phoenix;bench;help;pii' {
             break
         }
         'phoenix;bench;help;help' {
@@ -696,10 +897,14 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('insights', 'insights', [CompletionResultType]::ParameterValue, 'List the insights the collector has stored')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Publish hot updates to subscribed agents, and follow their delivery')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Run the agent-side learning pipeline: apply hot updates to a local state file')
+            [CompletionResult]::new('redact', 'redact', [CompletionResultType]::ParameterValue, 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault')
+            [CompletionResult]::new('propose', 'propose', [CompletionResultType]::ParameterValue, 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Generate shell completions')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Generate man pages')
+            [CompletionResult]::new('spawn-agent', 'spawn-agent', [CompletionResultType]::ParameterValue, 'Create an agent repository from Phoenix''s template, with LLM-generated code')
+            [CompletionResult]::new('evolve-playbook', 'evolve-playbook', [CompletionResultType]::ParameterValue, 'Evolve an agent''s playbook through a branch, a pull request, CI and approval')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure Phoenix''s throughput and latency on this machine')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -774,6 +979,12 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         'phoenix;help;subscribe;show' {
             break
         }
+        'phoenix;help;redact' {
+            break
+        }
+        'phoenix;help;propose' {
+            break
+        }
         'phoenix;help;telemetry' {
             [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Show stored records, newest first')
             break
@@ -794,11 +1005,33 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         'phoenix;help;man' {
             break
         }
+        'phoenix;help;spawn-agent' {
+            break
+        }
+        'phoenix;help;evolve-playbook' {
+            [CompletionResult]::new('approve', 'approve', [CompletionResultType]::ParameterValue, 'Approve a pull request''s current head commit (local forge)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show a pull request: state, CI of its head, approvals')
+            break
+        }
+        'phoenix;help;evolve-playbook;approve' {
+            break
+        }
+        'phoenix;help;evolve-playbook;status' {
+            break
+        }
         'phoenix;help;bench' {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
+            [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
+            [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
             break
         }
         'phoenix;help;bench;ingest' {
+            break
+        }
+        'phoenix;help;bench;fanout' {
+            break
+        }
+        'phoenix;help;bench;pii' {
             break
         }
         'phoenix;help;help' {

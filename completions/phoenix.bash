@@ -28,6 +28,9 @@ _phoenix() {
             phoenix,config)
                 cmd="phoenix__subcmd__config"
                 ;;
+            phoenix,evolve-playbook)
+                cmd="phoenix__subcmd__evolve__subcmd__playbook"
+                ;;
             phoenix,help)
                 cmd="phoenix__subcmd__help"
                 ;;
@@ -40,11 +43,20 @@ _phoenix() {
             phoenix,man)
                 cmd="phoenix__subcmd__man"
                 ;;
+            phoenix,propose)
+                cmd="phoenix__subcmd__propose"
+                ;;
             phoenix,publish)
                 cmd="phoenix__subcmd__publish"
                 ;;
+            phoenix,redact)
+                cmd="phoenix__subcmd__redact"
+                ;;
             phoenix,serve)
                 cmd="phoenix__subcmd__serve"
+                ;;
+            phoenix,spawn-agent)
+                cmd="phoenix__subcmd__spawn__subcmd__agent"
                 ;;
             phoenix,subscribe)
                 cmd="phoenix__subcmd__subscribe"
@@ -52,17 +64,29 @@ _phoenix() {
             phoenix,telemetry)
                 cmd="phoenix__subcmd__telemetry"
                 ;;
+            phoenix__subcmd__bench,fanout)
+                cmd="phoenix__subcmd__bench__subcmd__fanout"
+                ;;
             phoenix__subcmd__bench,help)
                 cmd="phoenix__subcmd__bench__subcmd__help"
                 ;;
             phoenix__subcmd__bench,ingest)
                 cmd="phoenix__subcmd__bench__subcmd__ingest"
                 ;;
+            phoenix__subcmd__bench,pii)
+                cmd="phoenix__subcmd__bench__subcmd__pii"
+                ;;
+            phoenix__subcmd__bench__subcmd__help,fanout)
+                cmd="phoenix__subcmd__bench__subcmd__help__subcmd__fanout"
+                ;;
             phoenix__subcmd__bench__subcmd__help,help)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__help"
                 ;;
             phoenix__subcmd__bench__subcmd__help,ingest)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__ingest"
+                ;;
+            phoenix__subcmd__bench__subcmd__help,pii)
+                cmd="phoenix__subcmd__bench__subcmd__help__subcmd__pii"
                 ;;
             phoenix__subcmd__config,help)
                 cmd="phoenix__subcmd__config__subcmd__help"
@@ -76,6 +100,24 @@ _phoenix() {
             phoenix__subcmd__config__subcmd__help,show)
                 cmd="phoenix__subcmd__config__subcmd__help__subcmd__show"
                 ;;
+            phoenix__subcmd__evolve__subcmd__playbook,approve)
+                cmd="phoenix__subcmd__evolve__subcmd__playbook__subcmd__approve"
+                ;;
+            phoenix__subcmd__evolve__subcmd__playbook,help)
+                cmd="phoenix__subcmd__evolve__subcmd__playbook__subcmd__help"
+                ;;
+            phoenix__subcmd__evolve__subcmd__playbook,status)
+                cmd="phoenix__subcmd__evolve__subcmd__playbook__subcmd__status"
+                ;;
+            phoenix__subcmd__evolve__subcmd__playbook__subcmd__help,approve)
+                cmd="phoenix__subcmd__evolve__subcmd__playbook__subcmd__help__subcmd__approve"
+                ;;
+            phoenix__subcmd__evolve__subcmd__playbook__subcmd__help,help)
+                cmd="phoenix__subcmd__evolve__subcmd__playbook__subcmd__help__subcmd__help"
+                ;;
+            phoenix__subcmd__evolve__subcmd__playbook__subcmd__help,status)
+                cmd="phoenix__subcmd__evolve__subcmd__playbook__subcmd__help__subcmd__status"
+                ;;
             phoenix__subcmd__help,analyze)
                 cmd="phoenix__subcmd__help__subcmd__analyze"
                 ;;
@@ -87,6 +129,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__help,config)
                 cmd="phoenix__subcmd__help__subcmd__config"
+                ;;
+            phoenix__subcmd__help,evolve-playbook)
+                cmd="phoenix__subcmd__help__subcmd__evolve__subcmd__playbook"
                 ;;
             phoenix__subcmd__help,help)
                 cmd="phoenix__subcmd__help__subcmd__help"
@@ -100,11 +145,20 @@ _phoenix() {
             phoenix__subcmd__help,man)
                 cmd="phoenix__subcmd__help__subcmd__man"
                 ;;
+            phoenix__subcmd__help,propose)
+                cmd="phoenix__subcmd__help__subcmd__propose"
+                ;;
             phoenix__subcmd__help,publish)
                 cmd="phoenix__subcmd__help__subcmd__publish"
                 ;;
+            phoenix__subcmd__help,redact)
+                cmd="phoenix__subcmd__help__subcmd__redact"
+                ;;
             phoenix__subcmd__help,serve)
                 cmd="phoenix__subcmd__help__subcmd__serve"
+                ;;
+            phoenix__subcmd__help,spawn-agent)
+                cmd="phoenix__subcmd__help__subcmd__spawn__subcmd__agent"
                 ;;
             phoenix__subcmd__help,subscribe)
                 cmd="phoenix__subcmd__help__subcmd__subscribe"
@@ -112,11 +166,23 @@ _phoenix() {
             phoenix__subcmd__help,telemetry)
                 cmd="phoenix__subcmd__help__subcmd__telemetry"
                 ;;
+            phoenix__subcmd__help__subcmd__bench,fanout)
+                cmd="phoenix__subcmd__help__subcmd__bench__subcmd__fanout"
+                ;;
             phoenix__subcmd__help__subcmd__bench,ingest)
                 cmd="phoenix__subcmd__help__subcmd__bench__subcmd__ingest"
                 ;;
+            phoenix__subcmd__help__subcmd__bench,pii)
+                cmd="phoenix__subcmd__help__subcmd__bench__subcmd__pii"
+                ;;
             phoenix__subcmd__help__subcmd__config,show)
                 cmd="phoenix__subcmd__help__subcmd__config__subcmd__show"
+                ;;
+            phoenix__subcmd__help__subcmd__evolve__subcmd__playbook,approve)
+                cmd="phoenix__subcmd__help__subcmd__evolve__subcmd__playbook__subcmd__approve"
+                ;;
+            phoenix__subcmd__help__subcmd__evolve__subcmd__playbook,status)
+                cmd="phoenix__subcmd__help__subcmd__evolve__subcmd__playbook__subcmd__status"
                 ;;
             phoenix__subcmd__help__subcmd__publish,json-patch)
                 cmd="phoenix__subcmd__help__subcmd__publish__subcmd__json__subcmd__patch"
@@ -275,7 +341,7 @@ _phoenix() {
 
     case "${cmd}" in
         phoenix)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version serve ingest analyze insights publish subscribe telemetry config completions man bench help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -363,7 +429,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest fanout pii help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -380,9 +446,57 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        phoenix__subcmd__bench__subcmd__help)
-            opts="ingest help"
+        phoenix__subcmd__bench__subcmd__fanout)
+            opts="-v -q -h -V --subscribers --publishes --connect-parallelism --settle --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --subscribers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --publishes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connect-parallelism)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --settle)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__help)
+            opts="ingest fanout pii help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__help__subcmd__fanout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -409,6 +523,20 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__help__subcmd__ingest)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__help__subcmd__pii)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -458,6 +586,40 @@ _phoenix() {
                     return 0
                     ;;
                 --rounds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__pii)
+            opts="-v -q -h -V --seed --conversations --min-time --dump-corpus --examples --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conversations)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-time)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dump-corpus)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -572,8 +734,194 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        phoenix__subcmd__evolve__subcmd__playbook)
+            opts="-v -q -h -V --repo --note --metric --metrics-from-collector --collector-url --no-wait --timeout --poll --forge --org --api-url --config --json --verbose --quiet --help --version approve status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --note)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metric)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --collector-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --poll)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forge)
+                    COMPREPLY=($(compgen -W "local github" -- "${cur}"))
+                    return 0
+                    ;;
+                --org)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__evolve__subcmd__playbook__subcmd__approve)
+            opts="-v -q -h -V --repo --by --forge --org --api-url --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --by)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forge)
+                    COMPREPLY=($(compgen -W "local github" -- "${cur}"))
+                    return 0
+                    ;;
+                --org)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__evolve__subcmd__playbook__subcmd__help)
+            opts="approve status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__evolve__subcmd__playbook__subcmd__help__subcmd__approve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__evolve__subcmd__playbook__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__evolve__subcmd__playbook__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__evolve__subcmd__playbook__subcmd__status)
+            opts="-v -q -h -V --repo --by --forge --org --api-url --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --by)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forge)
+                    COMPREPLY=($(compgen -W "local github" -- "${cur}"))
+                    return 0
+                    ;;
+                --org)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         phoenix__subcmd__help)
-            opts="serve ingest analyze insights publish subscribe telemetry config completions man bench help"
+            opts="serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -601,7 +949,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__bench)
-            opts="ingest"
+            opts="ingest fanout pii"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -614,7 +962,35 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        phoenix__subcmd__help__subcmd__bench__subcmd__fanout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         phoenix__subcmd__help__subcmd__bench__subcmd__ingest)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__bench__subcmd__pii)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -657,6 +1033,48 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__config__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__evolve__subcmd__playbook)
+            opts="approve status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__evolve__subcmd__playbook__subcmd__approve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__evolve__subcmd__playbook__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -713,6 +1131,20 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__propose)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -866,6 +1298,20 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        phoenix__subcmd__help__subcmd__redact)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         phoenix__subcmd__help__subcmd__serve)
             opts="collector distributor all"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -911,6 +1357,20 @@ _phoenix() {
         phoenix__subcmd__help__subcmd__serve__subcmd__distributor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__spawn__subcmd__agent)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1102,6 +1562,84 @@ _phoenix() {
             fi
             case "${prev}" in
                 --out-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__propose)
+            opts="-n -y -v -q -h -V --n --concurrency --timeout --retries --model --context-from-insights --collector-url --rank --publish-best --pick --yes --distributor-url --admin-token --target-orch --target-prefix --no-cascade --tier --rollout-percent --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --collector-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --publish-best)
+                    COMPREPLY=($(compgen -W "prompt-tweak model-tweak" -- "${cur}"))
+                    return 0
+                    ;;
+                --pick)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --distributor-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target-orch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -W "free premium" -- "${cur}"))
+                    return 0
+                    ;;
+                --rollout-percent)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1718,6 +2256,36 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        phoenix__subcmd__redact)
+            opts="-v -q -h -V --session --format --reveal --vault --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --session)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text messages" -- "${cur}"))
+                    return 0
+                    ;;
+                --vault)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         phoenix__subcmd__serve)
             opts="-v -q -h -V --config --json --verbose --quiet --help --version collector distributor all help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1924,8 +2492,54 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        phoenix__subcmd__spawn__subcmd__agent)
+            opts="-d -v -q -h -V --description --tier --no-llm --max-repairs --force --pr --forge --org --api-url --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --description)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -W "free paid enterprise" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-repairs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forge)
+                    COMPREPLY=($(compgen -W "local github" -- "${cur}"))
+                    return 0
+                    ;;
+                --org)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         phoenix__subcmd__subscribe)
-            opts="-v -q -h -V --orch-id --agent-path --state --exec --exec-timeout --url --premium-key --telemetrist-url --heartbeat-interval --no-heartbeat --master-mode --template-version --once --config --json --verbose --quiet --help --version show help"
+            opts="-v -q -h -V --orch-id --agent-path --state --exec --exec-timeout --url --ca-cert --premium-key --telemetrist-url --heartbeat-interval --no-heartbeat --master-mode --template-version --once --config --json --verbose --quiet --help --version show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1952,6 +2566,10 @@ _phoenix() {
                     return 0
                     ;;
                 --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

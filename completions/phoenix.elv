@@ -34,10 +34,14 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand insights 'List the insights the collector has stored'
             cand publish 'Publish hot updates to subscribed agents, and follow their delivery'
             cand subscribe 'Run the agent-side learning pipeline: apply hot updates to a local state file'
+            cand redact 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
+            cand propose 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
             cand completions 'Generate shell completions'
             cand man 'Generate man pages'
+            cand spawn-agent 'Create an agent repository from Phoenix''s template, with LLM-generated code'
+            cand evolve-playbook 'Evolve an agent''s playbook through a branch, a pull request, CI and approval'
             cand bench 'Measure Phoenix''s throughput and latency on this machine'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -438,6 +442,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --exec 'Shell command run after each applied update, with the new state JSON on stdin'
             cand --exec-timeout 'Kill an --exec command still running after this long'
             cand --url 'Distributor WebSocket URL [default: $PULSE_DISTRIBUTOR_URL or ws://127.0.0.1:5003/subscribe]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
             cand --premium-key 'Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]'
             cand --telemetrist-url 'Collector that receives heartbeats [default: $TELEMETRIST_URL or http://127.0.0.1:5002]'
             cand --heartbeat-interval 'Time between heartbeats, e.g. 30s or 5m [default: $ORCH_SLAVE_SYNC_INTERVAL seconds, 300]'
@@ -481,6 +486,54 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;subscribe;help;show'= {
         }
         &'phoenix;subscribe;help;help'= {
+        }
+        &'phoenix;redact'= {
+            cand --session 'Session whose pseudonyms to reuse [default: a new random session, printed in the summary]'
+            cand --format 'What the input holds'
+            cand --vault 'Vault file [default: $PHOENIX_VAULT_PATH or <home>/vault.db]'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --reveal 'Map de-identified input back to the originals with the vault (needs --session)'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;propose'= {
+            cand -n 'Number of workers, each asking the LLM for one proposal'
+            cand --n 'Number of workers, each asking the LLM for one proposal'
+            cand --concurrency 'Most workers asking the LLM at the same time [default: N, at most 8]'
+            cand --timeout 'Deadline of one attempt of one worker (also of the ranking)'
+            cand --retries 'Extra attempts for a worker that errors, times out, panics or answers garbage'
+            cand --model 'LLM model the workers and the ranking use [default: $PHOENIX_LLM_MODEL]'
+            cand --collector-url 'Collector to read the insight from [default: $TELEMETRIST_URL or http://127.0.0.1:5002]'
+            cand --publish-best 'Publish the best proposal carrying this update type through the distributor (implies --rank unless --pick)'
+            cand --pick 'Publish this worker''s proposal instead of the best-ranked one'
+            cand --distributor-url 'Distributor to publish to [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
+            cand --admin-token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
+            cand --target-orch 'Only this ORCH (its raw id or its orch_ hash)'
+            cand --target-prefix 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)'
+            cand --tier 'Tier a subscriber needs to receive the update [default: free]'
+            cand --rollout-percent 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --context-from-insights 'Ground the seed in the collector''s latest insight (GET /insights)'
+            cand --rank 'Ask the LLM for a ranked synthesis of the distinct proposals, with reasons'
+            cand -y 'Publish without asking for confirmation (required when stdin is not a terminal)'
+            cand --yes 'Publish without asking for confirmation (required when stdin is not a terminal)'
+            cand --no-cascade 'Only the exact --target-prefix path, not the agents below it'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'phoenix;telemetry'= {
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
@@ -588,6 +641,99 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'phoenix;spawn-agent'= {
+            cand -d 'What the agent does; the LLM writes its code from this'
+            cand --description 'What the agent does; the LLM writes its code from this'
+            cand --tier 'free = public repository; paid and enterprise = private'
+            cand --max-repairs 'Corrections the LLM may make after compiler or test errors'
+            cand --forge 'Where agent repositories live [default: $PHOENIX_FORGE or local]'
+            cand --org 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]'
+            cand --api-url 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --no-llm 'Scaffold a documented placeholder instead of asking the LLM (marked in agent.json)'
+            cand --force 'Replace the main branch of an existing repository of that name'
+            cand --pr 'Push the scaffold to a branch and open a pull request instead of pushing to main'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;evolve-playbook'= {
+            cand --repo 'Agent repository'
+            cand --note 'What changes and why; appended to the playbook''s `updates`'
+            cand --metric 'A telemetry metric to record in the playbook (repeatable)'
+            cand --collector-url 'Collector for --metrics-from-collector [default: $TELEMETRIST_URL]'
+            cand --timeout 'Give up waiting for CI, approval and the merge after this long'
+            cand --poll 'First poll interval while waiting; doubles up to 1 minute'
+            cand --forge 'Where agent repositories live [default: $PHOENIX_FORGE or local]'
+            cand --org 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]'
+            cand --api-url 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --metrics-from-collector 'Also record the agent''s figures from the collector''s analysis (records, error rate, mean and p95 of numeric fields)'
+            cand --no-wait 'Open (or find) the pull request and return without waiting for CI or approval'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand approve 'Approve a pull request''s current head commit (local forge)'
+            cand status 'Show a pull request: state, CI of its head, approvals'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'phoenix;evolve-playbook;approve'= {
+            cand --repo 'Agent repository'
+            cand --by 'Who approves (recorded with the approval)'
+            cand --forge 'Where agent repositories live [default: $PHOENIX_FORGE or local]'
+            cand --org 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]'
+            cand --api-url 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;evolve-playbook;status'= {
+            cand --repo 'Agent repository'
+            cand --by 'Who approves (recorded with the approval)'
+            cand --forge 'Where agent repositories live [default: $PHOENIX_FORGE or local]'
+            cand --org 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]'
+            cand --api-url 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;evolve-playbook;help'= {
+            cand approve 'Approve a pull request''s current head commit (local forge)'
+            cand status 'Show a pull request: state, CI of its head, approvals'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'phoenix;evolve-playbook;help;approve'= {
+        }
+        &'phoenix;evolve-playbook;help;status'= {
+        }
+        &'phoenix;evolve-playbook;help;help'= {
+        }
         &'phoenix;bench'= {
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --json 'Print machine-readable JSON on stdout instead of tables'
@@ -600,6 +746,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
+            cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
+            cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'phoenix;bench;ingest'= {
@@ -622,11 +770,50 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'phoenix;bench;fanout'= {
+            cand --subscribers 'Subscribers connected at once (each needs an open file here and one in the distributor)'
+            cand --publishes 'Updates published one at a time, each acked by every subscriber before the next'
+            cand --connect-parallelism 'WebSocket handshakes in flight at once while connecting'
+            cand --settle 'Idle time after the last handshake before the distributor''s memory is sampled'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;bench;pii'= {
+            cand --seed 'Seed of the generated corpus (the same seed gives the same corpus)'
+            cand --conversations 'Conversations in the corpus (2–5 messages each)'
+            cand --min-time 'Keep redacting the corpus for at least this long to measure throughput'
+            cand --dump-corpus 'Also write the corpus with its labels as JSON lines to this file'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --examples 'Print examples of misses and false positives'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'phoenix;bench;help'= {
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
+            cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
+            cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'phoenix;bench;help;ingest'= {
+        }
+        &'phoenix;bench;help;fanout'= {
+        }
+        &'phoenix;bench;help;pii'= {
         }
         &'phoenix;bench;help;help'= {
         }
@@ -637,10 +824,14 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand insights 'List the insights the collector has stored'
             cand publish 'Publish hot updates to subscribed agents, and follow their delivery'
             cand subscribe 'Run the agent-side learning pipeline: apply hot updates to a local state file'
+            cand redact 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
+            cand propose 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
             cand completions 'Generate shell completions'
             cand man 'Generate man pages'
+            cand spawn-agent 'Create an agent repository from Phoenix''s template, with LLM-generated code'
+            cand evolve-playbook 'Evolve an agent''s playbook through a branch, a pull request, CI and approval'
             cand bench 'Measure Phoenix''s throughput and latency on this machine'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -695,6 +886,10 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         }
         &'phoenix;help;subscribe;show'= {
         }
+        &'phoenix;help;redact'= {
+        }
+        &'phoenix;help;propose'= {
+        }
         &'phoenix;help;telemetry'= {
             cand query 'Show stored records, newest first'
         }
@@ -709,10 +904,26 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         }
         &'phoenix;help;man'= {
         }
+        &'phoenix;help;spawn-agent'= {
+        }
+        &'phoenix;help;evolve-playbook'= {
+            cand approve 'Approve a pull request''s current head commit (local forge)'
+            cand status 'Show a pull request: state, CI of its head, approvals'
+        }
+        &'phoenix;help;evolve-playbook;approve'= {
+        }
+        &'phoenix;help;evolve-playbook;status'= {
+        }
         &'phoenix;help;bench'= {
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
+            cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
+            cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
         }
         &'phoenix;help;bench;ingest'= {
+        }
+        &'phoenix;help;bench;fanout'= {
+        }
+        &'phoenix;help;bench;pii'= {
         }
         &'phoenix;help;help'= {
         }

@@ -36,10 +36,14 @@ complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "analyze" -d 'Ask th
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "insights" -d 'List the insights the collector has stored'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "publish" -d 'Publish hot updates to subscribed agents, and follow their delivery'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "subscribe" -d 'Run the agent-side learning pipeline: apply hot updates to a local state file'
+complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "redact" -d 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
+complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "propose" -d 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "telemetry" -d 'Read stored telemetry'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "config" -d 'Inspect the effective configuration'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "completions" -d 'Generate shell completions'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "man" -d 'Generate man pages'
+complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "spawn-agent" -d 'Create an agent repository from Phoenix\'s template, with LLM-generated code'
+complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "evolve-playbook" -d 'Evolve an agent\'s playbook through a branch, a pull request, CI and approval'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "bench" -d 'Measure Phoenix\'s throughput and latency on this machine'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
@@ -309,6 +313,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fis
 complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l exec -d 'Shell command run after each applied update, with the new state JSON on stdin' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l exec-timeout -d 'Kill an --exec command still running after this long' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l url -d 'Distributor WebSocket URL [default: $PULSE_DISTRIBUTOR_URL or ws://127.0.0.1:5003/subscribe]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l premium-key -d 'Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l telemetrist-url -d 'Collector that receives heartbeats [default: $TELEMETRIST_URL or http://127.0.0.1:5002]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and not __fish_seen_subcommand_from show help" -l heartbeat-interval -d 'Time between heartbeats, e.g. 30s or 5m [default: $ORCH_SLAVE_SYNC_INTERVAL seconds, 300]' -r
@@ -336,6 +341,43 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_se
 complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the overrides, config, last update, last error and history of a state file'
 complete -c phoenix -n "__fish_phoenix_using_subcommand subscribe; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -l session -d 'Session whose pseudonyms to reuse [default: a new random session, printed in the summary]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -l format -d 'What the input holds' -r -f -a "text\t'Free text'
+messages\t'Chat messages as JSON: an array, `{"messages": [...]}`, or NDJSON of those'"
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -l vault -d 'Vault file [default: $PHOENIX_VAULT_PATH or <home>/vault.db]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -l reveal -d 'Map de-identified input back to the originals with the vault (needs --session)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -s n -l n -d 'Number of workers, each asking the LLM for one proposal' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l concurrency -d 'Most workers asking the LLM at the same time [default: N, at most 8]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l timeout -d 'Deadline of one attempt of one worker (also of the ranking)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l retries -d 'Extra attempts for a worker that errors, times out, panics or answers garbage' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l model -d 'LLM model the workers and the ranking use [default: $PHOENIX_LLM_MODEL]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l collector-url -d 'Collector to read the insight from [default: $TELEMETRIST_URL or http://127.0.0.1:5002]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l publish-best -d 'Publish the best proposal carrying this update type through the distributor (implies --rank unless --pick)' -r -f -a "prompt-tweak\t'A new default prompt (prompt_tweak)'
+model-tweak\t'A new default model (model_tweak)'"
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l pick -d 'Publish this worker\'s proposal instead of the best-ranked one' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l distributor-url -d 'Distributor to publish to [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l admin-token -d 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l target-orch -d 'Only this ORCH (its raw id or its orch_ hash)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l target-prefix -d 'Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l tier -d 'Tier a subscriber needs to receive the update [default: free]' -r -f -a "free\t''
+premium\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l rollout-percent -d 'Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l context-from-insights -d 'Ground the seed in the collector\'s latest insight (GET /insights)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l rank -d 'Ask the LLM for a ranked synthesis of the distinct proposals, with reasons'
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -s y -l yes -d 'Publish without asking for confirmation (required when stdin is not a terminal)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l no-cascade -d 'Only the exact --target-prefix path, not the agents below it'
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and not __fish_seen_subcommand_from query help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and not __fish_seen_subcommand_from query help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and not __fish_seen_subcommand_from query help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
@@ -394,14 +436,82 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand man" -s v -l verbose -d 
 complete -c phoenix -n "__fish_phoenix_using_subcommand man" -s q -l quiet -d 'Log only errors'
 complete -c phoenix -n "__fish_phoenix_using_subcommand man" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_using_subcommand man" -s V -l version -d 'Print version'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -s q -l quiet -d 'Log only errors'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -s h -l help -d 'Print help'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -s V -l version -d 'Print version'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -s d -l description -d 'What the agent does; the LLM writes its code from this' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l tier -d 'free = public repository; paid and enterprise = private' -r -f -a "free\t'Public repository'
+paid\t'Private repository'
+enterprise\t'Private repository'"
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l max-repairs -d 'Corrections the LLM may make after compiler or test errors' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l forge -d 'Where agent repositories live [default: $PHOENIX_FORGE or local]' -r -f -a "local\t''
+github\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l org -d 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l api-url -d 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l no-llm -d 'Scaffold a documented placeholder instead of asking the LLM (marked in agent.json)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l force -d 'Replace the main branch of an existing repository of that name'
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l pr -d 'Push the scaffold to a branch and open a pull request instead of pushing to main'
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c phoenix -n "__fish_phoenix_using_subcommand spawn-agent" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l repo -d 'Agent repository' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l note -d 'What changes and why; appended to the playbook\'s `updates`' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l metric -d 'A telemetry metric to record in the playbook (repeatable)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l collector-url -d 'Collector for --metrics-from-collector [default: $TELEMETRIST_URL]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l timeout -d 'Give up waiting for CI, approval and the merge after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l poll -d 'First poll interval while waiting; doubles up to 1 minute' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l forge -d 'Where agent repositories live [default: $PHOENIX_FORGE or local]' -r -f -a "local\t''
+github\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l org -d 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l api-url -d 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l metrics-from-collector -d 'Also record the agent\'s figures from the collector\'s analysis (records, error rate, mean and p95 of numeric fields)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l no-wait -d 'Open (or find) the pull request and return without waiting for CI or approval'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -f -a "approve" -d 'Approve a pull request\'s current head commit (local forge)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -f -a "status" -d 'Show a pull request: state, CI of its head, approvals'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and not __fish_seen_subcommand_from approve status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -l repo -d 'Agent repository' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -l by -d 'Who approves (recorded with the approval)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -l forge -d 'Where agent repositories live [default: $PHOENIX_FORGE or local]' -r -f -a "local\t''
+github\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -l org -d 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -l api-url -d 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from approve" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -l repo -d 'Agent repository' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -l by -d 'Who approves (recorded with the approval)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -l forge -d 'Where agent repositories live [default: $PHOENIX_FORGE or local]' -r -f -a "local\t''
+github\t''"
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -l org -d 'GitHub organisation owning the repositories [default: $PHOENIX_GITHUB_ORG, else the $GITHUB_USERNAME account]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -l api-url -d 'GitHub REST API root, for GitHub Enterprise [default: $PHOENIX_GITHUB_API_URL or https://api.github.com]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from help" -f -a "approve" -d 'Approve a pull request\'s current head commit (local forge)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show a pull request: state, CI of its head, approvals'
+complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l duration -d 'Measured time of each load scenario' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l warmup -d 'Unmeasured load before each measurement' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l connections -d 'Keep-alive connections for GET /health and single-event POST /ingest' -r
@@ -416,20 +526,47 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -s q -l quiet -d 'Log only errors'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -l subscribers -d 'Subscribers connected at once (each needs an open file here and one in the distributor)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -l publishes -d 'Updates published one at a time, each acked by every subscriber before the next' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -l connect-parallelism -d 'WebSocket handshakes in flight at once while connecting' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -l settle -d 'Idle time after the last handshake before the distributor\'s memory is sampled' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from fanout" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l seed -d 'Seed of the generated corpus (the same seed gives the same corpus)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l conversations -d 'Conversations in the corpus (2–5 messages each)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l min-time -d 'Keep redacting the corpus for at least this long to measure throughput' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l dump-corpus -d 'Also write the corpus with its labels as JSON lines to this file' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l examples -d 'Print examples of misses and false positives'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "serve" -d 'Run Phoenix\'s servers (the collector, or everything at once)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "ingest" -d 'Send telemetry events to the collector, from flags or NDJSON'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "analyze" -d 'Ask the collector for an insight over the latest telemetry'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "insights" -d 'List the insights the collector has stored'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "publish" -d 'Publish hot updates to subscribed agents, and follow their delivery'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "subscribe" -d 'Run the agent-side learning pipeline: apply hot updates to a local state file'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "telemetry" -d 'Read stored telemetry'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "config" -d 'Inspect the effective configuration'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "completions" -d 'Generate shell completions'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "man" -d 'Generate man pages'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "bench" -d 'Measure Phoenix\'s throughput and latency on this machine'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe telemetry config completions man bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "serve" -d 'Run Phoenix\'s servers (the collector, or everything at once)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "ingest" -d 'Send telemetry events to the collector, from flags or NDJSON'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "analyze" -d 'Ask the collector for an insight over the latest telemetry'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "insights" -d 'List the insights the collector has stored'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "publish" -d 'Publish hot updates to subscribed agents, and follow their delivery'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "subscribe" -d 'Run the agent-side learning pipeline: apply hot updates to a local state file'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "redact" -d 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "propose" -d 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "telemetry" -d 'Read stored telemetry'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "config" -d 'Inspect the effective configuration'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "completions" -d 'Generate shell completions'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "man" -d 'Generate man pages'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "spawn-agent" -d 'Create an agent repository from Phoenix\'s template, with LLM-generated code'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "evolve-playbook" -d 'Evolve an agent\'s playbook through a branch, a pull request, CI and approval'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "bench" -d 'Measure Phoenix\'s throughput and latency on this machine'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "collector" -d 'Run the Vital Pulse telemetry collector'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "distributor" -d 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "all" -d 'Run every service (collector and distributor) in one process on the embedded SQLite default'
@@ -445,4 +582,8 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_su
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from subscribe" -f -a "show" -d 'Print the overrides, config, last update, last error and history of a state file'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from telemetry" -f -a "query" -d 'Show stored records, newest first'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "show" -d 'Print every setting, its value (secrets masked) and its source'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from evolve-playbook" -f -a "approve" -d 'Approve a pull request\'s current head commit (local forge)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from evolve-playbook" -f -a "status" -d 'Show a pull request: state, CI of its head, approvals'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'

@@ -1,4 +1,4 @@
-//! `phoenix bench`: runs the load benchmark in-process and prints its figures and targets.
+//! `phoenix bench`: runs a benchmark and prints its figures and targets.
 
 use std::time::Duration;
 
@@ -6,6 +6,7 @@ use anyhow::Context as _;
 
 use super::Context;
 use super::output::{self, num, pct};
+use crate::core::bench::fanout::{self, FanoutOptions, FanoutReport, FanoutTarget};
 use crate::core::bench::{
     self, BenchOptions, BenchReport, Bound, LoadFigures, Round, Target, TargetCheck, WriterActivity,
 };
@@ -15,6 +16,10 @@ use crate::core::bench::{
 pub enum Cmd {
     /// Ingest throughput against this machine's HTTP and storage ceilings, and /analyze latency
     Ingest(IngestArgs),
+    /// WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber
+    Fanout(FanoutArgs),
+    /// PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s
+    Pii(super::bench_pii::PiiArgs),
 }
 
 /// Options of `phoenix bench ingest`.
@@ -46,6 +51,23 @@ pub struct IngestArgs {
     pub rounds: usize,
 }
 
+/// Options of `phoenix bench fanout`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    /// Subscribers connected at once (each needs an open file here and one in the distributor)
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// Updates published one at a time, each acked by every subscriber before the next
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub publishes: usize,
+    /// WebSocket handshakes in flight at once while connecting
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub connect_parallelism: usize,
+    /// Idle time after the last handshake before the distributor's memory is sampled
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+}
+
 /// A 1-minute load average from which other work visibly skews the figures.
 const BUSY_LOAD: f64 = 0.5;
 
@@ -53,6 +75,8 @@ const BUSY_LOAD: f64 = 0.5;
 pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
     match cmd {
         Cmd::Ingest(args) => ingest(args, ctx).await,
+        Cmd::Fanout(args) => fanout(args, ctx).await,
+        Cmd::Pii(args) => super::bench_pii::run_pii(args, ctx).await,
     }
 }
 
@@ -67,12 +91,7 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
         analyze_runs: args.analyze_runs,
         rounds: args.rounds,
     };
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this phoenix is built without optimisations; its figures say little. \
-             Run `cargo run --release -- bench ingest`."
-        );
-    }
+    warn_if_unoptimised("ingest");
     let show_progress = ctx.stderr_tty;
     let progress = |step: &str| {
         if show_progress {
@@ -82,12 +101,7 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
     let report = bench::run(&opts, &progress)
         .await
         .context("running the ingest benchmark")?;
-    if let Some(load) = report.machine.load_before.filter(|l| *l >= BUSY_LOAD) {
-        eprintln!(
-            "warning: the load average was {load:.2} when the benchmark started; other work \
-             shares these CPUs, so the figures understate this machine"
-        );
-    }
+    warn_if_busy(report.machine.load_before);
     if ctx.json {
         output::print_json(&report)?;
     } else {
@@ -103,6 +117,158 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn warn_if_unoptimised(benchmark: &str) {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this phoenix is built without optimisations; its figures say little. \
+             Run `cargo run --release -- bench {benchmark}`."
+        );
+    }
+}
+
+fn warn_if_busy(load_before: Option<f64>) {
+    if let Some(load) = load_before.filter(|l| *l >= BUSY_LOAD) {
+        eprintln!(
+            "warning: the load average was {load:.2} when the benchmark started; other work \
+             shares these CPUs, so the figures understate this machine"
+        );
+    }
+}
+
+async fn fanout(args: FanoutArgs, ctx: &Context) -> anyhow::Result<()> {
+    let opts = FanoutOptions {
+        subscribers: args.subscribers,
+        publishes: args.publishes,
+        connect_parallelism: args.connect_parallelism,
+        settle: args.settle,
+    };
+    warn_if_unoptimised("fanout");
+    let show_progress = ctx.stderr_tty;
+    let progress = |step: &str| {
+        if show_progress {
+            eprintln!("bench: {step}");
+        }
+    };
+    let report = fanout::run(&opts, &progress)
+        .await
+        .context("running the fan-out benchmark")?;
+    warn_if_busy(report.machine.load_before);
+    if ctx.json {
+        output::print_json(&report)?;
+    } else {
+        print_fanout(&report);
+    }
+    if !report.failures.is_empty() {
+        anyhow::bail!(
+            "the benchmark saw lost connections or missing acks, so its figures cannot be \
+             trusted:\n  {}",
+            report.failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn print_fanout(r: &FanoutReport) {
+    let (c, l, m) = (&r.connect, &r.latency, &r.memory);
+    let check = |t: FanoutTarget| r.targets.iter().find(|c| c.target == t);
+    let mib = |kib: u64| num((kib as f64 / 1024.0 * 10.0).round() / 10.0);
+    let ms = |v: f64| num((v * 10.0).round() / 10.0);
+    let mut table = output::table(["figure", "value", "unit", "target", "pass"]);
+    let mut row = |figure: String, value: String, unit: &str, target: Option<&TargetCheck<_>>| {
+        let (goal, pass) = match target {
+            Some(c) => (goal(c, num), if c.pass { "pass" } else { "FAIL" }),
+            None => ("-".to_owned(), "-"),
+        };
+        table.add_row(vec![figure, value, unit.to_owned(), goal, pass.to_owned()]);
+    };
+    row(
+        format!("subscribers connected (hello_ack), of {}", c.attempted),
+        c.connected.to_string(),
+        "subscribers",
+        check(FanoutTarget::AllConnected),
+    );
+    row(
+        format!(
+            "  connect time, {} handshakes at a time",
+            r.options.connect_parallelism
+        ),
+        format!(
+            "{} ({}/s)",
+            num((c.seconds * 100.0).round() / 100.0),
+            num(c.per_sec.round())
+        ),
+        "s",
+        None,
+    );
+    row(
+        format!(
+            "publish → applied ack p50, {} acks ({} publishes)",
+            l.acks,
+            r.publishes.len()
+        ),
+        ms(l.p50_ms),
+        "ms",
+        None,
+    );
+    row(
+        "publish → applied ack p99".to_owned(),
+        ms(l.p99_ms),
+        "ms",
+        check(FanoutTarget::AckLatencyP99),
+    );
+    row("  max".to_owned(), ms(l.max_ms), "ms", None);
+    row(
+        "  per publish, median: POST / last ack sent / all acks recorded".to_owned(),
+        format!(
+            "{} / {} / {}",
+            ms(l.publish_median_ms),
+            ms(l.last_ack_median_ms),
+            ms(l.recorded_median_ms)
+        ),
+        "ms",
+        None,
+    );
+    row(
+        "  CPU per publish: distributor / load generator".to_owned(),
+        format!(
+            "{} / {}",
+            num(r.cpu.distributor_ms_per_publish.round()),
+            num(r.cpu.generator_ms_per_publish.round())
+        ),
+        "ms",
+        None,
+    );
+    row(
+        "distributor memory per idle subscriber".to_owned(),
+        ms(m.per_subscriber_kib),
+        "KiB",
+        check(FanoutTarget::MemoryPerSubscriber),
+    );
+    row(
+        "  distributor RSS: started / connected / after publishes".to_owned(),
+        format!(
+            "{} / {} / {}",
+            mib(m.baseline_kib),
+            mib(m.connected_kib),
+            mib(m.after_publishes_kib)
+        ),
+        "MiB",
+        None,
+    );
+    println!("{table}");
+    let machine = &r.machine;
+    println!(
+        "{} build, {} CPUs ({}/{}); the distributor is a child process, the {} subscribers \
+         share this one",
+        machine.profile, machine.cpus, machine.os, machine.arch, c.attempted,
+    );
+    if let Some(why) = &c.first_failure {
+        println!("first connect failure: {why}");
+    }
+    let met = r.targets.iter().filter(|c| c.pass).count();
+    println!("targets met: {met}/{}", r.targets.len());
+}
+
 fn print_report(r: &BenchReport) {
     let o = &r.options;
     let s = &r.summary;
@@ -111,7 +277,10 @@ fn print_report(r: &BenchReport) {
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut row = |scenario: String, figure: String, unit: &str, target: Option<&TargetCheck>| {
         let (goal, pass) = match target {
-            Some(c) => (goal(c), if c.pass { "pass" } else { "FAIL" }),
+            Some(c) => (
+                goal(c, |v| ingest_goal(c.target, v)),
+                if c.pass { "pass" } else { "FAIL" },
+            ),
             None => ("-".to_owned(), "-"),
         };
         rows.push(vec![
@@ -262,15 +431,20 @@ fn writer(r: &BenchReport, scenario: fn(&Round) -> &LoadFigures) -> String {
     )
 }
 
-/// `≥ 20000`, `≥ 40.0%`, `< 50`: ratio targets read as percentages.
-fn goal(c: &TargetCheck) -> String {
+/// `≥ 20000`, `< 50`, `≤ 32`, the threshold written by `value`.
+fn goal<T>(c: &TargetCheck<T>, value: impl Fn(f64) -> String) -> String {
     let op = match c.bound {
         Bound::AtLeast => "≥",
         Bound::Below => "<",
+        Bound::AtMost => "≤",
     };
-    let value = match c.target {
-        Target::IngestSingleVsHealth | Target::IngestBatchVsStorage => pct(c.threshold),
-        _ => num(c.threshold),
-    };
-    format!("{op} {value}")
+    format!("{op} {}", value(c.threshold))
+}
+
+/// Ratio targets read as percentages.
+fn ingest_goal(target: Target, threshold: f64) -> String {
+    match target {
+        Target::IngestSingleVsHealth | Target::IngestBatchVsStorage => pct(threshold),
+        _ => num(threshold),
+    }
 }

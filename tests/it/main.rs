@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area.
 
 mod analyze;
+mod bench;
 mod cli;
 mod collector;
 mod distributor;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -18,12 +18,6 @@ use crate::core::update::UpdateEnvelope;
 
 /// Most jobs one group commit takes before it commits and starts another.
 const MAX_GROUP_JOBS: usize = 20_000;
-/// How long a group of only bulk rows keeps gathering before it commits. Acks of one update
-/// touch pages all over the acks and deliveries indexes, so every commit rewrites most of
-/// them: committing the 20,000 rows of a 10,000-subscriber fan-out in a few groups instead of
-/// dozens cuts the writer's CPU and WAL traffic several-fold, for counts at most this late.
-/// A publish, widening or flush ends the gathering at once.
-const BULK_WINDOW: Duration = Duration::from_millis(25);
 
 /// An ack as the writer stores it.
 #[derive(Debug)]
@@ -105,23 +99,11 @@ pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, queued: Arc<Ato
             Job::Shutdown(done) => stop = Some(done),
             job => group.push(job),
         }
-        let gather_until = Instant::now() + BULK_WINDOW;
-        // Only a group of bulk rows waits for more; anyone waiting on a reply does not.
-        let mut bulk_only = group.iter().all(Job::is_bulk);
         while stop.is_none() && group.len() < MAX_GROUP_JOBS {
-            let next = if bulk_only {
-                let left = gather_until.saturating_duration_since(Instant::now());
-                rx.recv_timeout(left).ok()
-            } else {
-                rx.try_recv().ok()
-            };
-            match next {
-                Some(Job::Shutdown(done)) => stop = Some(done),
-                Some(job) => {
-                    bulk_only &= job.is_bulk();
-                    group.push(job);
-                }
-                None => break,
+            match rx.try_recv() {
+                Ok(Job::Shutdown(done)) => stop = Some(done),
+                Ok(job) => group.push(job),
+                Err(_) => break,
             }
         }
         if !group.is_empty() {
