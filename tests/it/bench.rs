@@ -79,3 +79,24 @@ fn fanout_benchmark_connects_everyone_and_times_every_ack() {
         .collect();
     assert!(left.is_empty(), "scratch left behind: {left:?}");
 }
+
+#[test]
+fn impossible_benchmark_options_are_usage_errors() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["bench", "fanout", "--subscribers", "0"][..],
+        &["bench", "ingest", "--rounds", "0"][..],
+    ] {
+        let out = Command::new(BIN)
+            .env("PHOENIX_HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .current_dir(home.path())
+            .stdin(Stdio::null())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("must be at least 1"), "{args:?}: {stderr}");
+    }
+}
