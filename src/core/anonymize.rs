@@ -5,7 +5,6 @@
 //! of its own (0600), away from the database: a leaked database alone does not reveal who
 //! sent what. The same key gives the same hash across restarts, so correlation still works.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -57,48 +56,8 @@ impl Anonymizer {
             path: path.to_owned(),
             source,
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => return Self::from_file_text(path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let key: [u8; 32] = rand::random();
-        // Write a temp file, fsync, then hard-link it into place: the link fails if another
-        // process created the key meanwhile, and then both use that one.
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        let written = f
-            .write_all(format!("{}\n", hex::encode(key)).as_bytes())
-            .and_then(|()| f.sync_all());
-        drop(f);
-        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    // Make the new directory entry durable too.
-                    if let Ok(d) = std::fs::File::open(dir) {
-                        let _ = d.sync_all();
-                    }
-                }
-                Ok(Self::from_key(&key))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let text = std::fs::read_to_string(path).map_err(io)?;
-                Self::from_file_text(path, &text)
-            }
-            Err(e) => Err(io(e)),
-        }
+        let text = crate::core::keyfile::read_or_create(path).map_err(io)?;
+        Self::from_file_text(path, &text)
     }
 
     fn from_file_text(path: &Path, text: &str) -> Result<Self, Error> {

@@ -15,6 +15,7 @@ pub mod git;
 pub mod hive;
 pub mod http;
 pub mod insight;
+pub mod keyfile;
 pub mod learning;
 pub mod llm;
 pub mod pii;

@@ -7,7 +7,6 @@
 //! key file created on first use with mode 0600. A check value encrypted at creation tells a
 //! wrong key apart from a damaged file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -124,40 +123,8 @@ impl VaultKey {
         let corrupt = || Error::CorruptKeyFile {
             path: path.to_owned(),
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => return Self::parse(&text).map_err(|_| corrupt()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let key: [u8; 32] = rand::random();
-        // Same dance as the orch-hash key: temp file, fsync, hard link (fails if another
-        // process won the race, and then both use the winner's key).
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        let written = f
-            .write_all(format!("{}\n", hex::encode(key)).as_bytes())
-            .and_then(|()| f.sync_all());
-        drop(f);
-        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(VaultKey(key)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let text = std::fs::read_to_string(path).map_err(io)?;
-                Self::parse(&text).map_err(|_| corrupt())
-            }
-            Err(e) => Err(io(e)),
-        }
+        let text = crate::core::keyfile::read_or_create(path).map_err(io)?;
+        Self::parse(&text).map_err(|_| corrupt())
     }
 }
 
