@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use crate::support::distributor::TestDistributor;
 use crate::support::fake_llm::{FakeLlm, Reply};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
 /// Upper bound on one run of the binary: a guard, not a measurement.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -21,15 +20,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// fake endpoint and the client makes a single HTTP attempt per call, so retries seen in the
 /// output are the queen's.
 pub fn phoenix(home: &Path, fake: Option<&FakeLlm>) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("PHOENIX_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .current_dir(home)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = crate::support::bin::phoenix_async(home);
     if let Some(fake) = fake {
         cmd.env("PHOENIX_LLM_BASE_URL", &fake.base_url)
             .env("PHOENIX_LLM_MODEL", "fake/model")
@@ -171,14 +162,10 @@ async fn workers_run_in_parallel_and_come_back_in_worker_order() {
         };
         assert_eq!(r["proposal"]["title"], expected);
     }
-    // All five calls were in flight at once, and the run took about one call, not five.
+    // All five calls were in flight at once (the fake counts them), so the run costs one
+    // call's delay, not five; the wall time itself is not asserted (shared, noisy machines).
     assert_eq!(fake.max_in_flight(), n);
-    let elapsed = doc["elapsed_ms"].as_f64().unwrap();
-    let one_call = delay.as_millis() as f64;
-    assert!(
-        elapsed >= one_call && elapsed < (n as f64 - 1.0) * one_call,
-        "elapsed {elapsed} ms for {n} calls of {one_call} ms each"
-    );
+    assert!(doc["elapsed_ms"].as_f64().unwrap() >= delay.as_millis() as f64);
 
     // Each worker had its own perspective and temperature.
     let requests = fake.requests();
