@@ -734,7 +734,8 @@ fn truncate(text: &str) -> String {
 
 /// An error and its causes on one line; reqwest's own message hides the interesting part
 /// ("connection refused", "certificate unknown") in the source chain.
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, skipping causes whose text is already there.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -175,7 +175,7 @@ impl GithubForge {
             };
             let response = sent.map_err(|e| Error::Unreachable {
                 url: format!("{}{path}", self.settings.api_url.trim_end_matches('/')),
-                detail: error_chain(&e),
+                detail: crate::core::llm::error_chain(&e),
             })?;
             let status = response.status();
             let wait = rate_limit_wait(status, response.headers());
@@ -185,7 +185,7 @@ impl GithubForge {
                     .await
                     .map_err(|e| Error::Unreachable {
                         url: path.to_owned(),
-                        detail: error_chain(&e),
+                        detail: crate::core::llm::error_chain(&e),
                     })?;
             if let Some(wait) = wait {
                 if wait > self.settings.max_rate_wait || waits >= RATE_LIMIT_RETRIES {
@@ -309,17 +309,6 @@ impl GithubForge {
             _ => Err(Self::fail("GET contents", &a)),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 fn check_state(status: &str, conclusion: Option<&str>) -> CiState {
