@@ -5,20 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
-
-/// A `phoenix` command isolated from the developer's own configuration.
-fn phoenix(home: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("PHOENIX_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .current_dir(home)
-        .stdin(Stdio::null());
-    cmd
-}
+use crate::support::bin::phoenix;
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("phoenix runs")

@@ -2,23 +2,9 @@
 //! file on disk, reveal with the right key, a clear error with the wrong one.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
-
-/// A `phoenix` command isolated from the developer's configuration and vault.
-fn phoenix(home: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("PHOENIX_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .current_dir(home)
-        .stdin(Stdio::null());
-    cmd
-}
+use crate::support::bin::phoenix;
 
 fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
     let mut child = cmd

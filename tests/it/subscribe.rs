@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+use crate::support::bin::phoenix_async as phoenix;
 /// Upper bound on any single wait; tests normally proceed on signals well before it.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -456,21 +456,8 @@ async fn heartbeats_reach_the_collector_without_holding_up_updates() {
     running.finish().await.0.unwrap();
 }
 
-/// The real binary, isolated from the developer's configuration.
-fn phoenix(home: &Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("PHOENIX_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .current_dir(home)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
-
-fn subscribe_args(url: &str, state: &Path) -> Vec<String> {
+/// `phoenix subscribe` as orch-1 at code-gen/rust against `url`, state in `state`.
+pub(crate) fn subscribe_args(url: &str, state: &Path) -> Vec<String> {
     let mut args: Vec<String> = [
         "subscribe",
         "--orch-id",

@@ -10,23 +10,10 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+use crate::subscribe::subscribe_args;
+use crate::support::bin::phoenix_async as phoenix;
 /// Upper bound on any single wait.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The real binary, isolated from the developer's configuration.
-fn phoenix(home: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("PHOENIX_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .current_dir(home)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
 
 async fn output(cmd: &mut Command) -> Output {
     tokio::time::timeout(PATIENCE, cmd.output())
@@ -136,23 +123,6 @@ impl Servers {
         );
         servers
     }
-}
-
-fn subscribe_args(url: &str, state: &Path) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "subscribe",
-        "--orch-id",
-        "orch-1",
-        "--agent-path",
-        "code-gen/rust",
-        "--url",
-        url,
-        "--state",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.push(state.display().to_string());
-    args
 }
 
 fn assert_untrusted(out: &Output) {

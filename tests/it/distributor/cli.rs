@@ -9,20 +9,7 @@ use tokio::process::{Child, Command};
 
 use super::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
-
-fn phoenix(home: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("PHOENIX_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .current_dir(home)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
+use crate::support::bin::phoenix_async as phoenix;
 
 async fn run(cmd: &mut Command) -> Output {
     tokio::time::timeout(GUARD, cmd.output())

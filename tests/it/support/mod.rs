@@ -1,3 +1,4 @@
+pub mod bin;
 pub mod collector;
 pub mod distributor;
 pub mod fake_github;
