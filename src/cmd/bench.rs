@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::Context;
 use super::output::{self, num, pct};
+use super::{Context, UsageError};
 use crate::core::bench::fanout::{self, FanoutOptions, FanoutReport, FanoutTarget};
 use crate::core::bench::{
     self, BenchOptions, BenchReport, Bound, LoadFigures, Round, Target, TargetCheck, WriterActivity,
@@ -98,9 +98,10 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
             eprintln!("bench: {step}");
         }
     };
-    let report = bench::run(&opts, &progress)
-        .await
-        .context("running the ingest benchmark")?;
+    let report = match bench::run(&opts, &progress).await {
+        Err(bench::Error::Options(problem)) => return Err(UsageError(problem).into()),
+        other => other.context("running the ingest benchmark")?,
+    };
     warn_if_busy(report.machine.load_before);
     if ctx.json {
         output::print_json(&report)?;
@@ -149,9 +150,10 @@ async fn fanout(args: FanoutArgs, ctx: &Context) -> anyhow::Result<()> {
             eprintln!("bench: {step}");
         }
     };
-    let report = fanout::run(&opts, &progress)
-        .await
-        .context("running the fan-out benchmark")?;
+    let report = match fanout::run(&opts, &progress).await {
+        Err(fanout::Error::Options(problem)) => return Err(UsageError(problem).into()),
+        other => other.context("running the fan-out benchmark")?,
+    };
     warn_if_busy(report.machine.load_before);
     if ctx.json {
         output::print_json(&report)?;

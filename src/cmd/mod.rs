@@ -138,16 +138,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(code) = forge_exit_code(cause) {
             return code;
         }
-        if cause.is::<UsageError>()
-            || matches!(
-                cause.downcast_ref::<crate::core::bench::Error>(),
-                Some(crate::core::bench::Error::Options(_))
-            )
-            || matches!(
-                cause.downcast_ref::<crate::core::bench::fanout::Error>(),
-                Some(crate::core::bench::fanout::Error::Options(_))
-            )
-        {
+        if cause.is::<UsageError>() {
             return exit::USAGE;
         }
         if cause.is::<PartialFailure>() {
