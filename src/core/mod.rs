@@ -8,6 +8,7 @@ pub mod client;
 pub mod codegen;
 pub mod collector;
 pub mod config;
+pub mod conversation;
 pub mod distributor;
 pub mod evolve;
 pub mod forge;

@@ -170,6 +170,17 @@ pub enum ParseError {
 
 /// Splits a body into envelopes, collecting every record error.
 pub fn parse_body(body: &[u8], format: BodyFormat) -> Result<Vec<TelemetryEnvelope>, ParseError> {
+    parse_records(body, format, decode_envelope)
+}
+
+/// Splits a body (one JSON object, a JSON array or NDJSON) into records with `decode`,
+/// which gets each record's text, its zero-based index and, for NDJSON, its line. Every
+/// record error is collected; any error refuses the whole batch.
+pub fn parse_records<T>(
+    body: &[u8],
+    format: BodyFormat,
+    decode: impl Fn(&str, usize, Option<usize>) -> Result<T, RecordError>,
+) -> Result<Vec<T>, ParseError> {
     let first = body.iter().position(|b| !b.is_ascii_whitespace());
     let Some(first) = first else {
         return Err(ParseError::Empty);
@@ -187,12 +198,15 @@ pub fn parse_body(body: &[u8], format: BodyFormat) -> Result<Vec<TelemetryEnvelo
         other => other,
     };
     match format {
-        BodyFormat::Ndjson => parse_ndjson(body),
-        _ => parse_json(body),
+        BodyFormat::Ndjson => parse_ndjson(body, decode),
+        _ => parse_json(body, decode),
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
+fn parse_json<T>(
+    body: &[u8],
+    decode: impl Fn(&str, usize, Option<usize>) -> Result<T, RecordError>,
+) -> Result<Vec<T>, ParseError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     if first == Some(b'[') {
         let items: Vec<&RawValue> = serde_json::from_slice(body)
@@ -204,7 +218,7 @@ fn parse_json(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
         let mut out = Vec::with_capacity(items.len());
         let mut errors = Vec::new();
         for (index, raw) in items.into_iter().enumerate() {
-            match decode_envelope(raw.get(), index, None) {
+            match decode(raw.get(), index, None) {
                 Ok(env) if errors.is_empty() => out.push(env),
                 Ok(_) => {}
                 Err(e) => errors.push(e),
@@ -221,7 +235,7 @@ fn parse_json(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
         // Check it is one JSON document before blaming a field.
         serde_json::from_str::<&RawValue>(text)
             .map_err(|e| ParseError::Malformed(format!("body is not valid JSON: {e}")))?;
-        decode_envelope(text, 0, None)
+        decode(text, 0, None)
             .map(|e| vec![e])
             .map_err(|e| ParseError::Records {
                 errors: vec![e],
@@ -230,7 +244,10 @@ fn parse_json(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
     }
 }
 
-fn parse_ndjson(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
+fn parse_ndjson<T>(
+    body: &[u8],
+    decode: impl Fn(&str, usize, Option<usize>) -> Result<T, RecordError>,
+) -> Result<Vec<T>, ParseError> {
     let mut out = Vec::with_capacity(body.len() / 128 + 1);
     let mut errors = Vec::new();
     let mut index = 0;
@@ -240,7 +257,7 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<TelemetryEnvelope>, ParseError> {
             continue;
         }
         let result = match std::str::from_utf8(line) {
-            Ok(text) => decode_envelope(text, index, Some(n + 1)),
+            Ok(text) => decode(text, index, Some(n + 1)),
             Err(_) => Err(RecordError {
                 index,
                 line: Some(n + 1),
@@ -283,7 +300,8 @@ pub fn decode_envelope(
         let msg = e.to_string();
         // serde_json says "missing field `kind`" / "invalid type: ..., expected i64" and
         // names fields in backticks; pull the field name out when it does.
-        let field = field_from_serde_message(&msg, text).unwrap_or_else(|| "(record)".to_owned());
+        let field = field_from_serde_message(&msg, text, ENVELOPE_FIELDS)
+            .unwrap_or_else(|| "(record)".to_owned());
         err(&field, strip_position(&msg))
     })?;
     validate(&mut env).map_err(|(field, message)| err(field, message))?;
@@ -345,14 +363,27 @@ impl<'de> serde::de::Visitor<'de> for CheckedJsonVisitor {
     }
 }
 
-fn strip_position(msg: &str) -> String {
+/// A serde_json message without its "at line L column C" suffix.
+pub(crate) fn strip_position(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(pos) => msg[..pos].to_owned(),
         None => msg.to_owned(),
     }
 }
 
-fn field_from_serde_message(msg: &str, text: &str) -> Option<String> {
+/// The fields of an envelope, for naming the one a serde error is about.
+const ENVELOPE_FIELDS: &[&str] = &[
+    "orch_id",
+    "agent_path",
+    "ts_unix",
+    "kind",
+    "level",
+    "tags",
+    "payload",
+];
+
+/// The field (one of `fields`) a serde_json error message is about, when it can tell.
+pub(crate) fn field_from_serde_message(msg: &str, text: &str, fields: &[&str]) -> Option<String> {
     if let Some(rest) = msg.strip_prefix("missing field `") {
         return rest.split('`').next().map(str::to_owned);
     }
@@ -377,20 +408,12 @@ fn field_from_serde_message(msg: &str, text: &str) -> Option<String> {
             .ok()?;
         let line = text.lines().nth(line_no.checked_sub(1)?)?;
         let upto = &line[..col.min(line.len())];
-        for field in [
-            "orch_id",
-            "agent_path",
-            "ts_unix",
-            "kind",
-            "level",
-            "tags",
-            "payload",
-        ] {
+        for field in fields {
             let key = format!("\"{field}\"");
             if let Some(pos) = upto.rfind(&key) {
                 let after = &upto[pos + key.len()..];
                 if !after.contains("\":") {
-                    return Some(field.to_owned());
+                    return Some((*field).to_owned());
                 }
             }
         }
