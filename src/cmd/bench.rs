@@ -317,6 +317,20 @@ fn print_report(r: &BenchReport) {
         "-",
         None,
     );
+    for (name, scenario) in [
+        (
+            "health",
+            (|round| &round.health) as fn(&Round) -> &LoadFigures,
+        ),
+        ("single", |round| &round.ingest_single),
+    ] {
+        row(
+            format!("  {name} cpu: µs/request, cores (writer, checkpoint)"),
+            cpu(r, scenario),
+            "-",
+            None,
+        );
+    }
     row(
         format!(
             "POST /ingest NDJSON ×{}, {} conns",
@@ -430,6 +444,25 @@ fn writer(r: &BenchReport, scenario: fn(&Round) -> &LoadFigures) -> String {
         num(med(|w| w.commits_per_sec).round()),
         num(med(|w| w.records_per_commit).round()),
         pct(med(|w| w.busy))
+    )
+}
+
+/// CPU of one scenario, medians over rounds: `31.2 · 1.97 (0.41, 0.05)`.
+fn cpu(r: &BenchReport, scenario: fn(&Round) -> &LoadFigures) -> String {
+    let med = |f: fn(&bench::cpu::CpuUse) -> f64| {
+        bench::median(
+            &r.rounds
+                .iter()
+                .map(|x| f(&scenario(x).cpu))
+                .collect::<Vec<_>>(),
+        )
+    };
+    format!(
+        "{:.1} · {:.2} ({:.2}, {:.2})",
+        med(|c| c.us_per_request),
+        med(|c| c.cores),
+        med(|c| c.writer_cores),
+        med(|c| c.checkpoint_cores)
     )
 }
 

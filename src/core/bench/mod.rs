@@ -4,6 +4,7 @@
 //!
 //! Speed targets live here and are checked by this benchmark, never by timed tests.
 
+pub mod cpu;
 pub mod fanout;
 
 use std::net::SocketAddr;
@@ -176,6 +177,8 @@ pub struct LoadFigures {
     pub first_failure: Option<String>,
     /// What the store's single writer did during the window.
     pub writer: WriterActivity,
+    /// Where the process's CPU went during the window.
+    pub cpu: cpu::CpuUse,
 }
 
 /// The store writer's group commits during a measured window, from the collector's metrics:
@@ -924,8 +927,10 @@ async fn load(
     }
     tokio::time::sleep_until(start.into()).await;
     let before = WriterTotals::read(metrics);
+    let cpu_before = cpu::CpuTicks::now();
     tokio::time::sleep_until(end.into()).await;
     let after = WriterTotals::read(metrics);
+    let cpu_after = cpu::CpuTicks::now();
     let mut total = Tally::default();
     while let Some(done) = tasks.join_next().await {
         let t = done.map_err(|e| Error::Io {
@@ -952,6 +957,10 @@ async fn load(
         events_per_sec: rps * template.events_per_request as f64,
         first_failure: total.first_failure,
         writer: after.since(&before, seconds),
+        cpu: match (cpu_before, cpu_after) {
+            (Some(b), Some(a)) => a.since(&b, seconds, total.ok),
+            _ => cpu::CpuUse::unknown(),
+        },
     })
 }
 

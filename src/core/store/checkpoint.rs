@@ -44,7 +44,7 @@ impl Checkpointer {
         let catch_up = Arc::new(AtomicBool::new(false));
         let flag = catch_up.clone();
         let thread = std::thread::Builder::new()
-            .name("phoenix-sqlite-checkpoint".to_owned())
+            .name(super::sqlite::CHECKPOINT_THREAD.to_owned())
             .spawn(move || run(conn, rx, flag))
             .map_err(|e| Error::Open {
                 path: path.to_owned(),

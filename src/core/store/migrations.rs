@@ -53,6 +53,21 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO orchs (orch_hash, first_seq, last_seq, last_heartbeat_ts)
         SELECT orch_hash, MIN(seq), MAX(seq), MAX(CASE WHEN kind = 'orch_heartbeat' THEN ts_unix END)
         FROM telemetry WHERE orch_hash IS NOT NULL GROUP BY orch_hash;",
+    // 3: the recent tail (store/tail.rs). Small group commits insert here, where a commit
+    // dirties one leaf instead of a hot leaf in every index; the writer moves the rows into
+    // `telemetry` in bulk. Same columns; `seq` is handed out by the writer.
+    "CREATE TABLE telemetry_recent (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        ts_unix INTEGER NOT NULL,
+        received_unix INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        level TEXT,
+        orch_hash TEXT,
+        agent_path TEXT,
+        tags TEXT,
+        payload TEXT NOT NULL
+    );",
 ];
 
 /// The partial index condition of `telemetry_level`: a query filtering on one of these

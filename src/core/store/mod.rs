@@ -7,6 +7,7 @@
 mod checkpoint;
 mod migrations;
 mod sqlite;
+mod tail;
 mod writer;
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use crate::core::insight::Insight;
 use crate::core::telemetry::{NewRecord, StoredTelemetry};
 
 pub use migrations::{SCHEMA_VERSION, migrate};
-pub use sqlite::{SqliteStore, StoreOptions, insert_statement};
+pub use sqlite::{CHECKPOINT_THREAD, SqliteStore, StoreOptions, WRITER_THREAD, insert_statement};
 
 /// Storage failures a caller can act on.
 #[derive(Debug, thiserror::Error)]

@@ -10,12 +10,18 @@ use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
 use super::migrations::{INDEXED_LEVELS, INDEXED_LEVELS_CONDITION};
+use super::tail::TABLE as TAIL;
 use super::writer::{self, InsightRow, Job};
 use super::{Commit, Error, Page, StoreMetrics, TelemetryFilter, TelemetryStore, migrate};
 use crate::core::config::SyncMode;
 use crate::core::insight::Insight;
 use crate::core::sqlite::{self as db, ReaderPool, WriterThread};
-use crate::core::telemetry::{NewRecord, StoredTelemetry};
+use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord, StoredTelemetry};
+
+/// The writer thread's name; thread names show in `top -H` and `/proc` cut to 15 bytes.
+pub const WRITER_THREAD: &str = "phx-store-write";
+/// The WAL checkpoint thread's name.
+pub const CHECKPOINT_THREAD: &str = "phx-store-ckpt";
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -85,7 +91,7 @@ impl SqliteStore {
         let checkpointer = Checkpointer::start(&conn, &opts.path)?;
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = queued.clone();
-        let writer = WriterThread::spawn("phoenix-sqlite-writer", &opts.path, move |rx| {
+        let writer = WriterThread::spawn(WRITER_THREAD, &opts.path, move |rx| {
             writer::run(conn, rx, writer_queued, metrics, checkpointer)
         })?;
         Ok(SqliteStore {
@@ -142,39 +148,58 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> Result<(i64, StoredTelemetry), Erro
     Ok((row.get(0)?, record))
 }
 
-/// Builds the WHERE clause of a filter; the agent prefix uses an index range, not LIKE.
-fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> (String, Vec<Value>) {
-    let mut conds = Vec::new();
+/// The WHERE clauses of a filter for `telemetry` and for the recent tail, over one list of
+/// numbered parameters that both share. The agent prefix is an index range, not LIKE.
+struct WhereClause {
+    /// For `telemetry` (may lean on its indexes and on `orchs`).
+    main: String,
+    /// For the tail, which `orchs` does not cover yet.
+    tail: String,
+    /// Values of `?1`, `?2`, ...
+    args: Vec<Value>,
+}
+
+fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> WhereClause {
+    let mut main = Vec::new();
+    let mut tail = Vec::new();
     let mut args: Vec<Value> = Vec::new();
-    // Each `?` in a condition becomes a numbered parameter, in order.
-    let mut push = |cond: &str, vals: Vec<Value>| {
-        let mut c = String::with_capacity(cond.len() + 8);
-        let mut vals = vals.into_iter();
-        for ch in cond.chars() {
-            if ch == '?' {
-                args.push(vals.next().expect("one value per placeholder"));
-                c.push_str(&format!("?{}", args.len()));
-            } else {
-                c.push(ch);
+    // Each `?N` in a condition is the N-th of its values, which get the next free numbers;
+    // `tail_cond` is the condition for the tail (None: the same as for `telemetry`).
+    let mut push = |cond: &str, tail_cond: Option<&str>, vals: Vec<Value>| {
+        let base = args.len();
+        let number = |c: &str| {
+            let mut out = c.to_owned();
+            // From the highest so `?1` does not clobber `?10`.
+            for k in (1..=vals.len()).rev() {
+                out = out.replace(&format!("?{k}"), &format!("?#{}", base + k));
             }
-        }
-        conds.push(c);
+            out.replace("?#", "?")
+        };
+        main.push(number(cond));
+        tail.push(number(tail_cond.unwrap_or(cond)));
+        args.extend(vals);
     };
     if let Some(k) = &filter.kind {
-        push("kind = ?", vec![k.clone().into()]);
+        push("kind = ?1", None, vec![k.clone().into()]);
     }
     if let Some(l) = &filter.level {
-        push("level = ?", vec![l.clone().into()]);
         if INDEXED_LEVELS.contains(&l.as_str()) {
             // Repeats the partial index's condition so the planner may use the index.
-            push(INDEXED_LEVELS_CONDITION, vec![]);
+            push(
+                &format!("level = ?1 AND {INDEXED_LEVELS_CONDITION}"),
+                Some("level = ?1"),
+                vec![l.clone().into()],
+            );
+        } else {
+            push("level = ?1", None, vec![l.clone().into()]);
         }
     }
     if let Some(p) = &filter.agent_prefix {
         let p = p.trim_end_matches('/').to_owned();
         // Children of `p` sort between "p/" and "p0" ('0' follows '/').
         push(
-            "(agent_path = ? OR (agent_path >= ? AND agent_path < ?))",
+            "(agent_path = ?1 OR (agent_path >= ?2 AND agent_path < ?3))",
+            None,
             vec![
                 p.clone().into(),
                 format!("{p}/").into(),
@@ -183,29 +208,37 @@ fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> (String, Vec<V
         );
     }
     if let Some(o) = &filter.orch_hash {
-        // `orchs` knows the seq range an ORCH's records lie in; an unknown ORCH has none
-        // (NULL bounds match nothing). The range keeps the scan to the ORCH's lifetime.
+        // `orchs` knows the seq range an ORCH's records lie in within `telemetry`; an unknown
+        // ORCH has none (NULL bounds match nothing). The range keeps the scan to the ORCH's
+        // lifetime. The tail is small and not in `orchs` yet: a plain comparison.
         push(
-            "orch_hash = ? AND seq BETWEEN (SELECT first_seq FROM orchs WHERE orch_hash = ?) \
-             AND (SELECT last_seq FROM orchs WHERE orch_hash = ?)",
-            vec![o.clone().into(), o.clone().into(), o.clone().into()],
+            "orch_hash = ?1 AND seq BETWEEN (SELECT first_seq FROM orchs WHERE orch_hash = ?1) \
+             AND (SELECT last_seq FROM orchs WHERE orch_hash = ?1)",
+            Some("orch_hash = ?1"),
+            vec![o.clone().into()],
         );
     }
     if let Some(s) = filter.since {
-        push("ts_unix >= ?", vec![s.into()]);
+        push("ts_unix >= ?1", None, vec![s.into()]);
     }
     if let Some(u) = filter.until {
-        push("ts_unix < ?", vec![u.into()]);
+        push("ts_unix < ?1", None, vec![u.into()]);
     }
     if let Some(c) = cursor {
-        push("seq < ?", vec![c.into()]);
+        push("seq < ?1", None, vec![c.into()]);
     }
-    let sql = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
+    let clause = |conds: Vec<String>| {
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        }
     };
-    (sql, args)
+    WhereClause {
+        main: clause(main),
+        tail: clause(tail),
+        args,
+    }
 }
 
 impl TelemetryStore for SqliteStore {
@@ -260,10 +293,18 @@ impl TelemetryStore for SqliteStore {
         limit: usize,
         cursor: Option<i64>,
     ) -> Result<Page, Error> {
-        let (clause, mut args) = where_clause(filter, cursor);
+        let WhereClause {
+            main,
+            tail,
+            mut args,
+        } = where_clause(filter, cursor);
         args.push((limit as i64 + 1).into());
+        // The recent tail and the indexed table, merged by seq in one statement: one
+        // snapshot, so a tail flush between two reads can neither hide nor repeat a record.
+        // Both arms use the same numbered parameters.
         let sql = format!(
-            "SELECT {COLUMNS} FROM telemetry {clause} ORDER BY seq DESC LIMIT ?{}",
+            "SELECT {COLUMNS} FROM {TAIL} {tail} UNION ALL SELECT {COLUMNS} FROM telemetry {main} \
+             ORDER BY seq DESC LIMIT ?{}",
             args.len()
         );
         self.with_reader(|conn| {
@@ -290,15 +331,31 @@ impl TelemetryStore for SqliteStore {
 
     fn last_heartbeats(&self, orch_hashes: &[String]) -> Result<HashMap<String, i64>, Error> {
         self.with_reader(|conn| {
+            // The tail first, `orchs` second: a flush between the two reads moves heartbeats
+            // into `orchs`, where the second read still finds them.
+            let wanted: std::collections::HashSet<&str> =
+                orch_hashes.iter().map(String::as_str).collect();
+            let mut out: HashMap<String, i64> = HashMap::with_capacity(orch_hashes.len());
+            let mut recent = conn.prepare_cached(&format!(
+                "SELECT orch_hash, max(ts_unix) FROM {TAIL} \
+                 WHERE kind = '{HEARTBEAT_KIND}' AND orch_hash IS NOT NULL GROUP BY orch_hash"
+            ))?;
+            let mut rows = recent.query([])?;
+            while let Some(row) = rows.next()? {
+                let orch: String = row.get(0)?;
+                if wanted.contains(orch.as_str()) {
+                    out.insert(orch, row.get(1)?);
+                }
+            }
             let mut stmt =
                 conn.prepare_cached(
                     "SELECT last_heartbeat_ts FROM orchs WHERE orch_hash = ?1 AND last_heartbeat_ts IS NOT NULL",
                 )?;
-            let mut out = HashMap::with_capacity(orch_hashes.len());
             for h in orch_hashes {
                 let ts: Option<i64> = stmt.query_row([h], |r| r.get(0)).optional()?;
                 if let Some(ts) = ts {
-                    out.insert(h.clone(), ts);
+                    let latest = out.entry(h.clone()).or_insert(ts);
+                    *latest = (*latest).max(ts);
                 }
             }
             Ok(out)
@@ -324,10 +381,11 @@ impl TelemetryStore for SqliteStore {
 
     fn count(&self) -> Result<u64, Error> {
         self.with_reader(|conn| {
-            Ok(
-                conn.query_row("SELECT COUNT(*) FROM telemetry", [], |r| r.get::<_, i64>(0))?
-                    as u64,
-            )
+            Ok(conn.query_row(
+                &format!("SELECT (SELECT COUNT(*) FROM telemetry) + (SELECT COUNT(*) FROM {TAIL})"),
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
         })
     }
 
@@ -465,6 +523,138 @@ mod tests {
         assert_eq!(store.count().unwrap(), 50);
     }
 
+    /// Rows in (tail, telemetry), read with a fresh connection.
+    fn rows_where(path: &Path) -> (i64, i64) {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM telemetry_recent), (SELECT COUNT(*) FROM telemetry)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn small_commits_go_through_the_tail_and_stay_in_order() {
+        use super::super::tail::{DIRECT_RECORDS, FLUSH_ROWS};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&StoreOptions::new(&path), StoreMetrics::default()).unwrap();
+        let mut next = 0;
+        let mut batch = |n: usize| {
+            let rows: Vec<_> = (next..next + n).map(|i| rec(i, "k", None, 1)).collect();
+            next += n;
+            rows
+        };
+        // Small commits land in the tail and are readable at once.
+        for _ in 0..3 {
+            store.submit(batch(2)).unwrap().wait().await.unwrap();
+        }
+        assert_eq!(rows_where(&path), (6, 0));
+        let page = store.query(&TelemetryFilter::default(), 4, None).unwrap();
+        let ids: Vec<_> = page.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["id-5", "id-4", "id-3", "id-2"]);
+        // A large group moves the tail first, then goes straight into `telemetry`.
+        store
+            .submit(batch(DIRECT_RECORDS))
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(rows_where(&path), (0, 6 + DIRECT_RECORDS as i64));
+        // Filling the tail flushes it.
+        let per = DIRECT_RECORDS - 1;
+        for _ in 0..FLUSH_ROWS.div_ceil(per) {
+            store.submit(batch(per)).unwrap().wait().await.unwrap();
+        }
+        // The flush follows the commit that filled the tail, before the writer's next job.
+        store.submit(batch(1)).unwrap().wait().await.unwrap();
+        assert_eq!(rows_where(&path).0, 1, "the full tail was not flushed");
+        // Whatever table a record sits in, newest-first paging sees each once, in order.
+        let total = store.count().unwrap() as usize;
+        assert_eq!(total, next);
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .query(&TelemetryFilter::default(), 300, cursor)
+                .unwrap();
+            seen.extend(page.records.into_iter().map(|r| r.id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..next).rev().map(|i| format!("id-{i}")).collect();
+        assert_eq!(seen, expected);
+        store.close().await;
+        assert_eq!(
+            rows_where(&path),
+            (0, next as i64),
+            "shutdown leaves the tail empty"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_flushes_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&StoreOptions::new(&path), StoreMetrics::default()).unwrap();
+        store
+            .submit(vec![rec(1, "k", None, 1)])
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(rows_where(&path), (1, 0));
+        // The writer flushes after IDLE_FLUSH of quiet; allow a slow machine plenty more.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while rows_where(&path) != (0, 1) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle tail was never flushed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn tail_rows_left_by_a_crash_are_served_and_numbered_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            // A previous run that died with rows in the tail.
+            let mut conn = Connection::open(&path).unwrap();
+            migrate(&mut conn).unwrap();
+            conn.execute_batch(
+                "INSERT INTO telemetry (seq, id, ts_unix, received_unix, kind, payload) VALUES (1, 'old', 1, 1, 'k', '{}');
+                 INSERT INTO telemetry_recent (seq, id, ts_unix, received_unix, kind, payload) VALUES (2, 'tail', 1, 1, 'k', '{}');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&StoreOptions::new(&path), StoreMetrics::default()).unwrap();
+        store
+            .submit(vec![rec(3, "k", None, 1)])
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        let page = store.query(&TelemetryFilter::default(), 10, None).unwrap();
+        let ids: Vec<_> = page.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["id-3", "tail", "old"]);
+        store.close().await;
+        let conn = Connection::open(&path).unwrap();
+        let seqs: Vec<i64> = conn
+            .prepare("SELECT seq FROM telemetry ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    }
+
     #[tokio::test]
     async fn heartbeats_keep_the_latest_even_out_of_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -491,6 +681,57 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test]
+    async fn orchs_see_records_in_the_tail_and_after_a_flush() {
+        use super::super::tail::DIRECT_RECORDS;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&StoreOptions::new(&path), StoreMetrics::default()).unwrap();
+        let orch = "orch_0000000000000000".to_owned();
+        let by_orch = TelemetryFilter {
+            orch_hash: Some(orch.clone()),
+            ..Default::default()
+        };
+        // A heartbeat at 300 in the tail, then a direct batch (no heartbeats) that flushes it.
+        store
+            .submit(vec![rec(0, HEARTBEAT_KIND, None, 300)])
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(
+            store.last_heartbeats(std::slice::from_ref(&orch)).unwrap()[&orch],
+            300
+        );
+        let direct: Vec<_> = (1..=DIRECT_RECORDS)
+            .map(|i| rec(i, "skill", None, 1))
+            .collect();
+        store.submit(direct).unwrap().wait().await.unwrap();
+        assert_eq!(rows_where(&path).0, 0);
+        // An older heartbeat in the tail does not hide the flushed one; a newer one wins.
+        for (i, ts) in [(DIRECT_RECORDS + 2, 200), (DIRECT_RECORDS + 5, 400)] {
+            let hb = store.last_heartbeats(std::slice::from_ref(&orch)).unwrap();
+            assert_eq!(hb[&orch], 300);
+            store
+                .submit(vec![rec(i, HEARTBEAT_KIND, None, ts)])
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.last_heartbeats(std::slice::from_ref(&orch)).unwrap()[&orch],
+            400
+        );
+        // The ORCH filter finds its records on both sides of the flush, newest first.
+        let page = store.query(&by_orch, 1000, None).unwrap();
+        let expected = 2 + 1 + DIRECT_RECORDS / 3;
+        assert_eq!(page.records.len(), expected);
+        assert_eq!(page.records[0].id, format!("id-{}", DIRECT_RECORDS + 5));
+        assert_eq!(page.records.last().unwrap().id, "id-0");
+        store.close().await;
+    }
+
     #[test]
     fn level_filters_use_the_partial_level_index() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -500,7 +741,9 @@ mod tests {
                 level: Some(level.to_owned()),
                 ..Default::default()
             };
-            let (cond, args) = where_clause(&f, None);
+            let WhereClause {
+                main: cond, args, ..
+            } = where_clause(&f, None);
             let sql = format!("EXPLAIN QUERY PLAN SELECT seq FROM telemetry {cond}");
             let mut stmt = conn.prepare(&sql).unwrap();
             let rows = stmt
@@ -569,7 +812,9 @@ mod tests {
                 .is_empty()
         );
 
-        let (cond, args) = where_clause(&by("orch_0000000000000002"), None);
+        let WhereClause {
+            main: cond, args, ..
+        } = where_clause(&by("orch_0000000000000002"), None);
         let plan = store
             .with_reader(|conn| {
                 let sql = format!(

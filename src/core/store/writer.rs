@@ -1,17 +1,19 @@
 //! The single writer: one thread owns the write connection and group-commits whatever is
-//! queued in one transaction, so concurrent requests share one commit.
+//! queued in one transaction, so concurrent requests share one commit. Small groups go to
+//! the recent tail, which it moves into `telemetry` in bulk (store/tail.rs).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Instant;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
-use super::{Error, StoreMetrics, sqlite::insert_statement};
+use super::tail::{self, Tail};
+use super::{Error, StoreMetrics};
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord};
 
 /// Most records one group commit takes before it commits and starts another.
@@ -49,6 +51,10 @@ impl Job {
     }
 }
 
+/// How long a failed tail flush waits before it is tried again (the rows stay readable and
+/// durable in the tail meanwhile).
+const FLUSH_RETRY: Duration = Duration::from_secs(1);
+
 /// Runs until a `Shutdown` job or until every sender is gone.
 pub(super) fn run(
     mut conn: Connection,
@@ -57,9 +63,32 @@ pub(super) fn run(
     metrics: StoreMetrics,
     checkpointer: Checkpointer,
 ) {
+    let mut tail = match Tail::load(&conn) {
+        Ok(tail) => tail,
+        Err(e) => {
+            // Without the next seq nothing can be written: fail every job instead of guessing.
+            tracing::error!(error = %e, "cannot read the telemetry tail; refusing writes");
+            refuse_all(rx, &e);
+            return;
+        }
+    };
+    let mut flusher = Flusher::default();
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() {
-        let Ok(first) = rx.recv() else { break };
+        let first = if tail.rows > 0 {
+            match rx.recv_timeout(tail::IDLE_FLUSH) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    flusher.flush(&mut conn, &mut tail, true);
+                    checkpointer.committed(&conn);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            let Ok(job) = rx.recv() else { break };
+            job
+        };
         let mut group = Vec::with_capacity(64);
         let mut records = first.records();
         match first {
@@ -77,7 +106,10 @@ pub(super) fn run(
             }
         }
         if !group.is_empty() {
-            commit_group(&mut conn, group, records, &queued, &metrics);
+            commit_group(&mut conn, &mut tail, group, records, &queued, &metrics);
+            if tail.is_full() {
+                flusher.flush(&mut conn, &mut tail, false);
+            }
             checkpointer.committed(&conn);
         }
     }
@@ -89,10 +121,12 @@ pub(super) fn run(
             }
             job => {
                 let n = job.records();
-                commit_group(&mut conn, vec![job], n, &queued, &metrics);
+                commit_group(&mut conn, &mut tail, vec![job], n, &queued, &metrics);
             }
         }
     }
+    // Leave the database at rest with everything in `telemetry`.
+    flusher.flush(&mut conn, &mut tail, true);
     checkpointer.stop();
     if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "final WAL checkpoint failed; SQLite replays the WAL on the next open");
@@ -103,8 +137,58 @@ pub(super) fn run(
     }
 }
 
+/// Answers every job with `e` until the channel closes.
+fn refuse_all(rx: mpsc::Receiver<Job>, e: &rusqlite::Error) {
+    let refusal = || Error::Corrupt(format!("the telemetry tail is unreadable: {e}"));
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Telemetry(_, reply) | Job::Insight(_, reply) => {
+                let _ = reply.send(Err(refusal()));
+            }
+            Job::Purge { reply, .. } => {
+                let _ = reply.send(Err(refusal()));
+            }
+            Job::Shutdown(done) => {
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
+/// Flushes the tail in its own transaction, backing off after a failure.
+#[derive(Default)]
+struct Flusher {
+    not_before: Option<Instant>,
+}
+
+impl Flusher {
+    /// Moves the tail into `telemetry`; `force` ignores the back-off (idle and shutdown).
+    fn flush(&mut self, conn: &mut Connection, tail: &mut Tail, force: bool) {
+        if tail.rows == 0 || (!force && self.not_before.is_some_and(|t| Instant::now() < t)) {
+            return;
+        }
+        let mut after = *tail;
+        let result = conn.transaction().and_then(|tx| {
+            after.flush(&tx)?;
+            tx.commit()
+        });
+        match result {
+            Ok(()) => {
+                *tail = after;
+                self.not_before = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, rows = tail.rows, "moving the telemetry tail failed; its rows stay readable there");
+                self.not_before = Some(Instant::now() + FLUSH_RETRY);
+            }
+        }
+    }
+}
+
 fn commit_group(
     conn: &mut Connection,
+    tail: &mut Tail,
     group: Vec<Job>,
     records: usize,
     queued: &AtomicUsize,
@@ -115,15 +199,19 @@ fn commit_group(
     // copies every page it touches once more). Records are validated before they are queued,
     // so a job fails only when the database does; then each job is retried alone, so one
     // failing job cannot fail the others.
-    let outcomes = match run_jobs(conn, &group) {
+    let direct = records >= tail::DIRECT_RECORDS;
+    let outcomes = match run_jobs(conn, tail, &group, direct) {
         Ok(outcomes) => outcomes,
         Err(e) => {
             tracing::warn!(error = %e, jobs = group.len(), "group commit failed; retrying its jobs one by one");
             group
                 .iter()
-                .map(|job| match run_jobs(conn, std::slice::from_ref(job)) {
-                    Ok(mut one) => one.pop().expect("one outcome per job"),
-                    Err(e) => Outcome::Failed(e),
+                .map(|job| {
+                    let direct = job.records() >= tail::DIRECT_RECORDS;
+                    match run_jobs(conn, tail, std::slice::from_ref(job), direct) {
+                        Ok(mut one) => one.pop().expect("one outcome per job"),
+                        Err(e) => Outcome::Failed(e),
+                    }
                 })
                 .collect()
         }
@@ -167,37 +255,55 @@ impl Outcome {
     }
 }
 
-/// Runs `jobs` in one transaction; on any error nothing of them is committed.
-fn run_jobs(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Outcome>, rusqlite::Error> {
+/// Runs `jobs` in one transaction; on any error nothing of them is committed and `tail` is
+/// left as it was. Records go to the tail, or with `direct` straight into `telemetry` after
+/// the tail (which keeps every tail seq above every `telemetry` seq).
+fn run_jobs(
+    conn: &mut Connection,
+    tail: &mut Tail,
+    jobs: &[Job],
+    direct: bool,
+) -> Result<Vec<Outcome>, rusqlite::Error> {
     let tx = conn.transaction()?;
+    let mut after = *tail;
+    if direct {
+        after.flush(&tx)?;
+    }
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut orchs: HashMap<&str, OrchSeen> = HashMap::new();
     for job in jobs {
         let n = match job {
             Job::Telemetry(rows, _) => {
-                insert_records(&tx, rows, &mut orchs)?;
+                insert_records(&tx, &mut after, rows, direct, &mut orchs)?;
                 rows.len()
             }
             Job::Insight(row, _) => tx.execute(
                 "INSERT INTO insights (id, ts_unix, tier, focus, source, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![row.id, row.ts_unix, row.tier, row.focus, row.source, row.body],
             )?,
-            Job::Purge { cutoff, limit, .. } => tx.execute(
-                "DELETE FROM telemetry WHERE seq IN (SELECT seq FROM telemetry WHERE ts_unix < ?1 LIMIT ?2)",
-                params![cutoff, *limit as i64],
-            )?,
+            Job::Purge { cutoff, limit, .. } => {
+                let old = tx.execute(
+                    "DELETE FROM telemetry WHERE seq IN (SELECT seq FROM telemetry WHERE ts_unix < ?1 LIMIT ?2)",
+                    params![cutoff, *limit as i64],
+                )?;
+                // The tail is small and unindexed: a scan of it is cheap.
+                let recent = tx.execute(
+                    "DELETE FROM telemetry_recent WHERE seq IN \
+                     (SELECT seq FROM telemetry_recent WHERE ts_unix < ?1 LIMIT ?2)",
+                    params![cutoff, (*limit - old) as i64],
+                )?;
+                after.rows -= recent;
+                old + recent
+            }
             Job::Shutdown(_) => unreachable!("shutdown jobs never enter a group"),
         };
         outcomes.push(Outcome::Done(n));
     }
     if !orchs.is_empty() {
-        // max(coalesce(a, b), coalesce(b, a)) is the larger of the two, ignoring a NULL.
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO orchs (orch_hash, first_seq, last_seq, last_heartbeat_ts) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (orch_hash) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
-             last_heartbeat_ts = max(coalesce(last_heartbeat_ts, excluded.last_heartbeat_ts), \
-                                     coalesce(excluded.last_heartbeat_ts, last_heartbeat_ts))",
-        )?;
+        let mut stmt = tx.prepare_cached(&format!(
+            "INSERT INTO orchs (orch_hash, first_seq, last_seq, last_heartbeat_ts) VALUES (?1, ?2, ?3, ?4) {}",
+            tail::ORCHS_MERGE
+        ))?;
         for (orch, seen) in orchs {
             stmt.execute(params![
                 orch,
@@ -208,10 +314,11 @@ fn run_jobs(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Outcome>, rusqlit
         }
     }
     tx.commit()?;
+    *tail = after;
     Ok(outcomes)
 }
 
-/// What one group wrote for one ORCH, merged into the `orchs` table before the commit.
+/// What one direct group wrote for one ORCH, merged into the `orchs` table before the commit.
 struct OrchSeen {
     first_seq: i64,
     last_seq: i64,
@@ -220,12 +327,22 @@ struct OrchSeen {
 
 fn insert_records<'a>(
     conn: &Connection,
+    tail: &mut Tail,
     rows: &'a [NewRecord],
+    direct: bool,
     orchs: &mut HashMap<&'a str, OrchSeen>,
 ) -> Result<(), rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(insert_statement())?;
+    let mut stmt = conn.prepare_cached(if direct {
+        "INSERT INTO telemetry (seq, id, ts_unix, received_unix, kind, level, orch_hash, agent_path, tags, payload) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    } else {
+        "INSERT INTO telemetry_recent (seq, id, ts_unix, received_unix, kind, level, orch_hash, agent_path, tags, payload) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    })?;
     for r in rows {
+        let seq = tail.take_seq();
         stmt.execute(params![
+            seq,
             r.id,
             r.ts_unix,
             r.received_unix,
@@ -236,8 +353,12 @@ fn insert_records<'a>(
             r.tags_json,
             r.payload_json
         ])?;
+        if !direct {
+            // `orchs` learns about tail rows when they are flushed.
+            tail.rows += 1;
+            continue;
+        }
         if let Some(orch) = &r.orch_hash {
-            let seq = conn.last_insert_rowid();
             let heartbeat = (r.kind == HEARTBEAT_KIND).then_some(r.ts_unix);
             let seen = orchs.entry(orch).or_insert(OrchSeen {
                 first_seq: seq,
@@ -297,14 +418,26 @@ mod tests {
             Job::Telemetry(vec![record(3)], last),
         ];
         let queued = AtomicUsize::new(3);
-        commit_group(&mut conn, group, 3, &queued, &StoreMetrics::default());
+        let mut tail = Tail::load(&conn).unwrap();
+        commit_group(
+            &mut conn,
+            &mut tail,
+            group,
+            3,
+            &queued,
+            &StoreMetrics::default(),
+        );
         assert_eq!(queued.load(Ordering::Acquire), 0);
         assert!(first_rx.blocking_recv().unwrap().is_ok());
         assert!(dup1_rx.blocking_recv().unwrap().is_ok());
         assert!(dup2_rx.blocking_recv().unwrap().is_err());
         assert!(last_rx.blocking_recv().unwrap().is_ok());
         let rows: i64 = conn
-            .query_row("SELECT COUNT(*) FROM telemetry", [], |r| r.get(0))
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM telemetry) + (SELECT COUNT(*) FROM telemetry_recent)",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         let insights: i64 = conn
             .query_row("SELECT COUNT(*) FROM insights", [], |r| r.get(0))

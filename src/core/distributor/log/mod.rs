@@ -167,7 +167,7 @@ impl UpdateLog {
         schema::migrate(&mut conn)?;
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = queued.clone();
-        let writer = WriterThread::spawn("phoenix-update-log-writer", &opts.path, move |rx| {
+        let writer = WriterThread::spawn("phx-updates-wr", &opts.path, move |rx| {
             writer::run(conn, rx, writer_queued)
         })?;
         Ok(UpdateLog {
