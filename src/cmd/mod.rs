@@ -210,7 +210,11 @@ pub struct CollectorClientArgs {
 impl CollectorClientArgs {
     /// A client for the collector, flags over settings.
     pub fn client(&self, settings: &Settings) -> anyhow::Result<ApiClient> {
-        self.build(&settings.collector.url, settings.collector.token.as_deref(), settings)
+        self.build(
+            &settings.collector.url,
+            settings.collector.token.as_deref(),
+            settings,
+        )
     }
 
     /// A client for the collector's conversation endpoint: flags over the Telemetrist's
@@ -243,25 +247,38 @@ impl CollectorClientArgs {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed by this call,
+/// not when the future is first polled, so a signal right after it is not missed (and does
+/// not kill the process the default way).
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (int, term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(int) => {},
+                () = wait(term) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -99,8 +99,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let sender = conversation_sender(&args.client, args.batch_size, args.retries, settings)?;
     let mut edge = open_edge(settings, args.session.clone())?;
     let (stop_tx, mut stop) = watch::channel(false);
+    let stop_requested = stop_signal();
     let signal = tokio::spawn(async move {
-        stop_signal().await;
+        stop_requested.await;
         tracing::info!("stop requested; finishing the spool commit under way");
         stop_tx.send_replace(true);
     });
@@ -205,8 +206,8 @@ pub(crate) fn print_report(r: &Report) {
         eprintln!("(only the first {} problems are listed)", r.errors.len());
     }
     println!(
-        "read {} conversation(s); {} invalid, {} already sent, {} already spooled",
-        r.read, r.invalid, r.already_sent, r.already_spooled
+        "read {} conversation(s); {} invalid, {} already sent, {} already spooled, {} already quarantined",
+        r.read, r.invalid, r.already_sent, r.already_spooled, r.already_quarantined
     );
     let by_type: Vec<String> = r.redacted.iter().map(|(k, n)| format!("{k} {n}")).collect();
     if by_type.is_empty() {
@@ -248,7 +249,9 @@ fn quarantine(args: &Args, ctx: &Context) -> anyhow::Result<()> {
                 spool: path,
             });
         }
-        println!("{requeued} conversation(s) moved back to the spool {path}; the next run sends them");
+        println!(
+            "{requeued} conversation(s) moved back to the spool {path}; the next run sends them"
+        );
         return Ok(());
     }
     let entries = spool.quarantined()?;

@@ -655,10 +655,7 @@ impl Settings {
                 .string("telemetrist.telemetry_endpoint", Some(&collector.url))
                 .unwrap_or_default(),
             telemetry_stream_key: r
-                .raw(
-                    "telemetrist.telemetry_stream_key",
-                    collector.token.clone(),
-                )
+                .raw("telemetrist.telemetry_stream_key", collector.token.clone())
                 .map(|(v, _)| v),
             spool_path: PathBuf::from(
                 r.string(

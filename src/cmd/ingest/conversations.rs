@@ -64,9 +64,7 @@ pub(super) async fn run(input: &Path, args: &Args, ctx: &Context) -> anyhow::Res
     failure = deliver(&mut edge, &sender, &mut report, failure).await?;
     progress.finish_and_clear();
     edge.finish(&mut report)?;
-    report.delivery_error = failure
-        .as_ref()
-        .map(|e| crate::core::llm::error_chain(e));
+    report.delivery_error = failure.as_ref().map(|e| crate::core::llm::error_chain(e));
     if ctx.json {
         print_json(&report)?;
     } else {

@@ -334,19 +334,12 @@ impl Vault {
     ) -> Result<Vec<T>, Error> {
         self.in_write_transaction(|v| {
             let mut out = Vec::with_capacity(sessions.len());
-            let mut current: Option<(&str, Redactor)> = None;
-            for (i, session) in sessions.iter().enumerate() {
-                if current.as_ref().is_none_or(|(s, _)| s != session) {
-                    if let Some((s, mut r)) = current.take() {
-                        v.insert(s, &r.take_new_mappings())?;
-                    }
-                    current = Some((session, Redactor::from_mappings(v.load_session(session)?)));
+            for run in sessions.chunk_by(|a, b| a == b) {
+                let mut redactor = Redactor::from_mappings(v.load_session(&run[0])?);
+                for _ in run {
+                    out.push(f(out.len(), &mut redactor));
                 }
-                let (_, redactor) = current.as_mut().expect("set just above");
-                out.push(f(i, redactor));
-            }
-            if let Some((s, mut r)) = current {
-                v.insert(s, &r.take_new_mappings())?;
+                v.insert(&run[0], &redactor.take_new_mappings())?;
             }
             Ok(out)
         })
@@ -572,7 +565,10 @@ mod tests {
             .unwrap();
         assert_eq!(out, ["USER_A", "USER_A", "USER_A again", "USER_B"]);
         let a = v.load_session("a").unwrap();
-        assert_eq!(crate::core::pii::reveal("USER_A USER_B", &a).0, "Dan Johnson Priya Patel");
+        assert_eq!(
+            crate::core::pii::reveal("USER_A USER_B", &a).0,
+            "Dan Johnson Priya Patel"
+        );
     }
 
     #[test]

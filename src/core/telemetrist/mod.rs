@@ -74,8 +74,10 @@ pub struct Report {
     pub read: usize,
     /// Lines or conversations that could not be used, and were skipped.
     pub invalid: usize,
-    /// Conversations skipped because the ledger says they were sent (or quarantined) before.
+    /// Conversations skipped because the ledger says they were sent before.
     pub already_sent: usize,
+    /// Conversations skipped because they are in the quarantine.
+    pub already_quarantined: usize,
     /// Conversations skipped because they are already waiting in the spool.
     pub already_spooled: usize,
     /// Personal data replaced, by type.
@@ -108,6 +110,15 @@ impl Report {
         self.invalid += 1;
         if self.errors.len() < MAX_LISTED_ERRORS {
             self.errors.push(why);
+        }
+    }
+
+    /// Counts a conversation skipped because the spool already knows it.
+    pub fn skip_known(&mut self, known: Known) {
+        match known {
+            Known::Sent => self.already_sent += 1,
+            Known::Pending => self.already_spooled += 1,
+            Known::Quarantined => self.already_quarantined += 1,
         }
     }
 
@@ -152,8 +163,7 @@ impl Edge {
         let mut seen = HashSet::new();
         for c in conversations {
             match self.spool.known(&c.conversation_id)? {
-                Some(Known::Sent | Known::Quarantined) => report.already_sent += 1,
-                Some(Known::Pending) => report.already_spooled += 1,
+                Some(known) => report.skip_known(known),
                 None if !seen.insert(c.conversation_id.clone()) => report.already_spooled += 1,
                 None => fresh.push(c),
             }
@@ -189,7 +199,11 @@ impl Edge {
     }
 
     /// Sends everything pending through `sender`, counting into `report`.
-    pub async fn deliver(&mut self, sender: &Sender, report: &mut Report) -> Result<(), sender::Error> {
+    pub async fn deliver(
+        &mut self,
+        sender: &Sender,
+        report: &mut Report,
+    ) -> Result<(), sender::Error> {
         sender.deliver(&mut self.spool, &mut report.delivery).await
     }
 
@@ -241,7 +255,8 @@ mod tests {
         assert_eq!(c2.messages[0]["content"], "I'm USER_A", "own session each");
         assert_eq!(c1.orch_id.as_deref(), Some("orch-7"), "passed through");
         let mappings = edge.vault.load_session("c1").unwrap();
-        let back = crate::core::pii::reveal(c1.messages[0]["content"].as_str().unwrap(), &mappings).0;
+        let back =
+            crate::core::pii::reveal(c1.messages[0]["content"].as_str().unwrap(), &mappings).0;
         assert_eq!(back, "I'm Dan Johnson, dan@example.com");
 
         let mut again = Report::default();

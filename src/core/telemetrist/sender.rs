@@ -132,15 +132,14 @@ impl Sender {
         batch: &[Pending],
         out: &mut Delivery,
     ) -> Result<(), Error> {
-        // Ranges still to send, the next one last.
-        let mut todo = vec![0..batch.len()];
-        while let Some(range) = todo.pop() {
-            let part = &batch[range.clone()];
+        // (start, end) of the parts still to send, the next one last.
+        let mut todo = vec![(0, batch.len())];
+        while let Some((start, end)) = todo.pop() {
+            let part = &batch[start..end];
             match self.post(part).await {
                 Ok(accepted) => {
                     out.requests += 1;
-                    let ids: Vec<String> =
-                        part.iter().map(|p| p.conversation_id.clone()).collect();
+                    let ids: Vec<String> = part.iter().map(|p| p.conversation_id.clone()).collect();
                     let new: HashSet<String> = accepted.ids.into_iter().collect();
                     if accepted.accepted + accepted.duplicates != part.len() {
                         tracing::warn!(
@@ -162,9 +161,9 @@ impl Sender {
                 }) => {
                     out.requests += 1;
                     if part.len() > 1 {
-                        let mid = range.start + part.len() / 2;
-                        todo.push(mid..range.end);
-                        todo.push(range.start..mid);
+                        let mid = start + part.len() / 2;
+                        todo.push((mid, end));
+                        todo.push((start, mid));
                         continue;
                     }
                     let id = &part[0].conversation_id;

@@ -61,13 +61,17 @@ pub async fn cycle(
     let mut failure = deliver_unless_stopped(edge, sender, &mut report.run, stop).await?;
     if !stopped(stop) {
         let spool = edge.spool();
-        let scan = source::scan(&opts.source, |id| {
-            spool.known(id).map(|k| k.is_some()).map_err(Error::from)
+        let run = &mut report.run;
+        let scan = source::scan(&opts.source, |id| match spool.known(id)? {
+            Some(known) => {
+                run.skip_known(known);
+                Ok::<_, Error>(true)
+            }
+            None => Ok(false),
         })?;
         report.files = scan.files;
         report.not_ready = scan.not_ready;
         report.incomplete = scan.incomplete.len();
-        report.run.already_sent += scan.known;
         for why in scan.invalid {
             tracing::warn!("skipping conversation {why}");
             report.run.invalid(why);

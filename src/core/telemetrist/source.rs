@@ -181,7 +181,10 @@ mod tests {
         let s = scan_ok(d, &["c3"]);
         assert_eq!(ready_ids(&s), ["a", "c1"]);
         assert_eq!((s.files, s.not_ready, s.known), (3, 2, 1));
-        assert_eq!(s.ready[1].origin, format!("{}:1", d.join("c.jsonl").display()));
+        assert_eq!(
+            s.ready[1].origin,
+            format!("{}:1", d.join("c.jsonl").display())
+        );
         assert!(s.incomplete.is_empty() && s.invalid.is_empty());
     }
 
@@ -209,11 +212,7 @@ mod tests {
         assert!(s.invalid[0].contains("field `messages`"), "{:?}", s.invalid);
 
         std::fs::write(d.join("h.json"), &whole).unwrap();
-        std::fs::write(
-            d.join("l.jsonl"),
-            format!("{}\n{line}\n", conv("l1", true)),
-        )
-        .unwrap();
+        std::fs::write(d.join("l.jsonl"), format!("{}\n{line}\n", conv("l1", true))).unwrap();
         let s = scan_ok(d, &["l1"]);
         assert_eq!(ready_ids(&s), ["h", "l2"]);
         assert!(s.incomplete.is_empty());
@@ -221,8 +220,8 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_an_error_naming_it() {
-        let err = scan::<Error>(Path::new("/nonexistent/conversations"), |_| Ok(false))
-            .unwrap_err();
+        let err =
+            scan::<Error>(Path::new("/nonexistent/conversations"), |_| Ok(false)).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/conversations"));
     }
 }
