@@ -32,12 +32,13 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run Phoenix''s servers (the collector, or everything at once)')
-            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Send telemetry events to the collector, from flags or NDJSON')
+            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Send telemetry events (flags or NDJSON) or conversations (JSONL, redacted here) to the collector')
             [CompletionResult]::new('analyze', 'analyze', [CompletionResultType]::ParameterValue, 'Ask the collector for an insight over the latest telemetry')
             [CompletionResult]::new('insights', 'insights', [CompletionResultType]::ParameterValue, 'List the insights the collector has stored')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Publish hot updates to subscribed agents, and follow their delivery')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Run the agent-side learning pipeline: apply hot updates to a local state file')
             [CompletionResult]::new('redact', 'redact', [CompletionResultType]::ParameterValue, 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault')
+            [CompletionResult]::new('telemetrist', 'telemetrist', [CompletionResultType]::ParameterValue, 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them')
             [CompletionResult]::new('propose', 'propose', [CompletionResultType]::ParameterValue, 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
@@ -153,10 +154,12 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--ts', '--ts', [CompletionResultType]::ParameterName, 'Event time in Unix seconds [default: the collector''s clock]')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'NDJSON file of envelopes, one per line; `-` reads stdin')
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'NDJSON file of envelopes, one per line; `-` reads stdin')
-            [CompletionResult]::new('--batch-size', '--batch-size', [CompletionResultType]::ParameterName, 'Records per request')
+            [CompletionResult]::new('--conversations', '--conversations', [CompletionResultType]::ParameterName, 'JSONL file of conversations, one per line; `-` reads stdin. Each is redacted on this machine (pseudonyms in the local vault), spooled, and sent to POST /ingest/conversations')
+            [CompletionResult]::new('--session', '--session', [CompletionResultType]::ParameterName, 'Pseudonym session for every conversation [default: each conversation''s own id]')
+            [CompletionResult]::new('--batch-size', '--batch-size', [CompletionResultType]::ParameterName, 'Records (or conversations) per request')
             [CompletionResult]::new('--retries', '--retries', [CompletionResultType]::ParameterName, 'Retries per request on 429, 5xx or an unreachable collector')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]')
-            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
@@ -182,7 +185,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Only records at or after: Unix seconds, RFC 3339, or an age like 2h')
             [CompletionResult]::new('--until', '--until', [CompletionResultType]::ParameterName, 'Only records before: Unix seconds, RFC 3339, or an age like 30m')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]')
-            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
@@ -200,7 +203,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         'phoenix;insights' {
             [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'How many insights to show, newest first')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]')
-            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
@@ -546,6 +549,31 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'phoenix;telemetrist' {
+            [CompletionResult]::new('--source', '--source', [CompletionResultType]::ParameterName, 'Directory of completed conversations [default: $PHOENIX_TELEMETRIST_SOURCE]')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Seconds between two cycles [default: $PHOENIX_TELEMETRIST_INTERVAL or 300]')
+            [CompletionResult]::new('--session', '--session', [CompletionResultType]::ParameterName, 'Pseudonym session for every conversation [default: each conversation''s own id]')
+            [CompletionResult]::new('--batch-size', '--batch-size', [CompletionResultType]::ParameterName, 'Conversations per request')
+            [CompletionResult]::new('--retries', '--retries', [CompletionResultType]::ParameterName, 'Retries per request on 429, 5xx or an unreachable collector')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--once', '--once', [CompletionResultType]::ParameterName, 'Run one cycle and exit (for cron and tests)')
+            [CompletionResult]::new('--quarantine', '--quarantine', [CompletionResultType]::ParameterName, 'List the quarantined conversations and exit')
+            [CompletionResult]::new('--requeue-quarantined', '--requeue-quarantined', [CompletionResultType]::ParameterName, 'Move the quarantined conversations back to the spool and exit; the next run sends them')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'phoenix;propose' {
             [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Number of workers, each asking the LLM for one proposal')
             [CompletionResult]::new('--n', '--n', [CompletionResultType]::ParameterName, 'Number of workers, each asking the LLM for one proposal')
@@ -604,7 +632,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'Most records to show')
             [CompletionResult]::new('--cursor', '--cursor', [CompletionResultType]::ParameterName, 'Continue after a previous page (its next_cursor)')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]')
-            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up on one request after this long')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
@@ -892,12 +920,13 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         }
         'phoenix;help' {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run Phoenix''s servers (the collector, or everything at once)')
-            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Send telemetry events to the collector, from flags or NDJSON')
+            [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Send telemetry events (flags or NDJSON) or conversations (JSONL, redacted here) to the collector')
             [CompletionResult]::new('analyze', 'analyze', [CompletionResultType]::ParameterValue, 'Ask the collector for an insight over the latest telemetry')
             [CompletionResult]::new('insights', 'insights', [CompletionResultType]::ParameterValue, 'List the insights the collector has stored')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Publish hot updates to subscribed agents, and follow their delivery')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Run the agent-side learning pipeline: apply hot updates to a local state file')
             [CompletionResult]::new('redact', 'redact', [CompletionResultType]::ParameterValue, 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault')
+            [CompletionResult]::new('telemetrist', 'telemetrist', [CompletionResultType]::ParameterValue, 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them')
             [CompletionResult]::new('propose', 'propose', [CompletionResultType]::ParameterValue, 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
@@ -980,6 +1009,9 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;help;redact' {
+            break
+        }
+        'phoenix;help;telemetrist' {
             break
         }
         'phoenix;help;propose' {

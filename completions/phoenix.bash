@@ -61,6 +61,9 @@ _phoenix() {
             phoenix,subscribe)
                 cmd="phoenix__subcmd__subscribe"
                 ;;
+            phoenix,telemetrist)
+                cmd="phoenix__subcmd__telemetrist"
+                ;;
             phoenix,telemetry)
                 cmd="phoenix__subcmd__telemetry"
                 ;;
@@ -162,6 +165,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__help,subscribe)
                 cmd="phoenix__subcmd__help__subcmd__subscribe"
+                ;;
+            phoenix__subcmd__help,telemetrist)
+                cmd="phoenix__subcmd__help__subcmd__telemetrist"
                 ;;
             phoenix__subcmd__help,telemetry)
                 cmd="phoenix__subcmd__help__subcmd__telemetry"
@@ -341,7 +347,7 @@ _phoenix() {
 
     case "${cmd}" in
         phoenix)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -921,7 +927,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help)
-            opts="serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help"
+            opts="serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1410,6 +1416,20 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        phoenix__subcmd__help__subcmd__telemetrist)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         phoenix__subcmd__help__subcmd__telemetry)
             opts="query"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1439,7 +1459,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__ingest)
-            opts="-f -v -q -h -V --kind --level --tag --payload --orch-id --agent-path --ts --file --batch-size --retries --url --token --ca-cert --timeout --config --json --verbose --quiet --help --version"
+            opts="-f -v -q -h -V --kind --level --tag --payload --orch-id --agent-path --ts --file --conversations --session --batch-size --retries --url --token --ca-cert --timeout --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1478,6 +1498,14 @@ _phoenix() {
                     return 0
                     ;;
                 -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conversations)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2658,6 +2686,60 @@ _phoenix() {
                     return 0
                     ;;
                 --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__telemetrist)
+            opts="-v -q -h -V --source --interval --once --session --batch-size --retries --quarantine --requeue-quarantined --url --token --ca-cert --timeout --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --batch-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -29,12 +29,13 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand serve 'Run Phoenix''s servers (the collector, or everything at once)'
-            cand ingest 'Send telemetry events to the collector, from flags or NDJSON'
+            cand ingest 'Send telemetry events (flags or NDJSON) or conversations (JSONL, redacted here) to the collector'
             cand analyze 'Ask the collector for an insight over the latest telemetry'
             cand insights 'List the insights the collector has stored'
             cand publish 'Publish hot updates to subscribed agents, and follow their delivery'
             cand subscribe 'Run the agent-side learning pipeline: apply hot updates to a local state file'
             cand redact 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
+            cand telemetrist 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them'
             cand propose 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
@@ -140,10 +141,12 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --ts 'Event time in Unix seconds [default: the collector''s clock]'
             cand -f 'NDJSON file of envelopes, one per line; `-` reads stdin'
             cand --file 'NDJSON file of envelopes, one per line; `-` reads stdin'
-            cand --batch-size 'Records per request'
+            cand --conversations 'JSONL file of conversations, one per line; `-` reads stdin. Each is redacted on this machine (pseudonyms in the local vault), spooled, and sent to POST /ingest/conversations'
+            cand --session 'Pseudonym session for every conversation [default: each conversation''s own id]'
+            cand --batch-size 'Records (or conversations) per request'
             cand --retries 'Retries per request on 429, 5xx or an unreachable collector'
             cand --url 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]'
-            cand --token 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]'
+            cand --token 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]'
             cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
             cand --timeout 'Give up on one request after this long'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
@@ -168,7 +171,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --since 'Only records at or after: Unix seconds, RFC 3339, or an age like 2h'
             cand --until 'Only records before: Unix seconds, RFC 3339, or an age like 30m'
             cand --url 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]'
-            cand --token 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]'
+            cand --token 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]'
             cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
             cand --timeout 'Give up on one request after this long'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
@@ -185,7 +188,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;insights'= {
             cand --limit 'How many insights to show, newest first'
             cand --url 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]'
-            cand --token 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]'
+            cand --token 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]'
             cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
             cand --timeout 'Give up on one request after this long'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
@@ -503,6 +506,30 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'phoenix;telemetrist'= {
+            cand --source 'Directory of completed conversations [default: $PHOENIX_TELEMETRIST_SOURCE]'
+            cand --interval 'Seconds between two cycles [default: $PHOENIX_TELEMETRIST_INTERVAL or 300]'
+            cand --session 'Pseudonym session for every conversation [default: each conversation''s own id]'
+            cand --batch-size 'Conversations per request'
+            cand --retries 'Retries per request on 429, 5xx or an unreachable collector'
+            cand --url 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]'
+            cand --token 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]'
+            cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
+            cand --timeout 'Give up on one request after this long'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --once 'Run one cycle and exit (for cron and tests)'
+            cand --quarantine 'List the quarantined conversations and exit'
+            cand --requeue-quarantined 'Move the quarantined conversations back to the spool and exit; the next run sends them'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'phoenix;propose'= {
             cand -n 'Number of workers, each asking the LLM for one proposal'
             cand --n 'Number of workers, each asking the LLM for one proposal'
@@ -559,7 +586,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --limit 'Most records to show'
             cand --cursor 'Continue after a previous page (its next_cursor)'
             cand --url 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]'
-            cand --token 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]'
+            cand --token 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]'
             cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
             cand --timeout 'Give up on one request after this long'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
@@ -819,12 +846,13 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         }
         &'phoenix;help'= {
             cand serve 'Run Phoenix''s servers (the collector, or everything at once)'
-            cand ingest 'Send telemetry events to the collector, from flags or NDJSON'
+            cand ingest 'Send telemetry events (flags or NDJSON) or conversations (JSONL, redacted here) to the collector'
             cand analyze 'Ask the collector for an insight over the latest telemetry'
             cand insights 'List the insights the collector has stored'
             cand publish 'Publish hot updates to subscribed agents, and follow their delivery'
             cand subscribe 'Run the agent-side learning pipeline: apply hot updates to a local state file'
             cand redact 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
+            cand telemetrist 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them'
             cand propose 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
@@ -887,6 +915,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;help;subscribe;show'= {
         }
         &'phoenix;help;redact'= {
+        }
+        &'phoenix;help;telemetrist'= {
         }
         &'phoenix;help;propose'= {
         }

@@ -31,12 +31,13 @@ complete -c phoenix -n "__fish_phoenix_needs_command" -s q -l quiet -d 'Log only
 complete -c phoenix -n "__fish_phoenix_needs_command" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_needs_command" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "serve" -d 'Run Phoenix\'s servers (the collector, or everything at once)'
-complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "ingest" -d 'Send telemetry events to the collector, from flags or NDJSON'
+complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "ingest" -d 'Send telemetry events (flags or NDJSON) or conversations (JSONL, redacted here) to the collector'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "analyze" -d 'Ask the collector for an insight over the latest telemetry'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "insights" -d 'List the insights the collector has stored'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "publish" -d 'Publish hot updates to subscribed agents, and follow their delivery'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "subscribe" -d 'Run the agent-side learning pipeline: apply hot updates to a local state file'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "redact" -d 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
+complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "telemetrist" -d 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "propose" -d 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "telemetry" -d 'Read stored telemetry'
 complete -c phoenix -n "__fish_phoenix_needs_command" -f -a "config" -d 'Inspect the effective configuration'
@@ -105,10 +106,12 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l orch-id -d 'R
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l agent-path -d 'Agent path such as code-gen/rust' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l ts -d 'Event time in Unix seconds [default: the collector\'s clock]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -s f -l file -d 'NDJSON file of envelopes, one per line; `-` reads stdin' -r -F
-complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l batch-size -d 'Records per request' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l conversations -d 'JSONL file of conversations, one per line; `-` reads stdin. Each is redacted on this machine (pseudonyms in the local vault), spooled, and sent to POST /ingest/conversations' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l session -d 'Pseudonym session for every conversation [default: each conversation\'s own id]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l batch-size -d 'Records (or conversations) per request' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l retries -d 'Retries per request on 429, 5xx or an unreachable collector' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l url -d 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]' -r
-complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l timeout -d 'Give up on one request after this long' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand ingest" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
@@ -127,7 +130,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -l orch -d 'Onl
 complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -l since -d 'Only records at or after: Unix seconds, RFC 3339, or an age like 2h' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -l until -d 'Only records before: Unix seconds, RFC 3339, or an age like 30m' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -l url -d 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]' -r
-complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -l timeout -d 'Give up on one request after this long' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
@@ -138,7 +141,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -s h -l help -d
 complete -c phoenix -n "__fish_phoenix_using_subcommand analyze" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -l limit -d 'How many insights to show, newest first' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -l url -d 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]' -r
-complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -l timeout -d 'Give up on one request after this long' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand insights" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
@@ -352,6 +355,24 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s v -l verbose 
 complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s q -l quiet -d 'Log only errors'
 complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l source -d 'Directory of completed conversations [default: $PHOENIX_TELEMETRIST_SOURCE]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l interval -d 'Seconds between two cycles [default: $PHOENIX_TELEMETRIST_INTERVAL or 300]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l session -d 'Pseudonym session for every conversation [default: each conversation\'s own id]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l batch-size -d 'Conversations per request' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l retries -d 'Retries per request on 429, 5xx or an unreachable collector' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l url -d 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l timeout -d 'Give up on one request after this long' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l once -d 'Run one cycle and exit (for cron and tests)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l quarantine -d 'List the quarantined conversations and exit'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l requeue-quarantined -d 'Move the quarantined conversations back to the spool and exit; the next run sends them'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -s n -l n -d 'Number of workers, each asking the LLM for one proposal' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l concurrency -d 'Most workers asking the LLM at the same time [default: N, at most 8]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand propose" -l timeout -d 'Deadline of one attempt of one worker (also of the ranking)' -r
@@ -395,7 +416,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and __fish_se
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and __fish_seen_subcommand_from query" -l limit -d 'Most records to show' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and __fish_seen_subcommand_from query" -l cursor -d 'Continue after a previous page (its next_cursor)' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and __fish_seen_subcommand_from query" -l url -d 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]' -r
-complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and __fish_seen_subcommand_from query" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and __fish_seen_subcommand_from query" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and __fish_seen_subcommand_from query" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and __fish_seen_subcommand_from query" -l timeout -d 'Give up on one request after this long' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetry; and __fish_seen_subcommand_from query" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
@@ -551,22 +572,23 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "serve" -d 'Run Phoenix\'s servers (the collector, or everything at once)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "ingest" -d 'Send telemetry events to the collector, from flags or NDJSON'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "analyze" -d 'Ask the collector for an insight over the latest telemetry'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "insights" -d 'List the insights the collector has stored'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "publish" -d 'Publish hot updates to subscribed agents, and follow their delivery'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "subscribe" -d 'Run the agent-side learning pipeline: apply hot updates to a local state file'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "redact" -d 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "propose" -d 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "telemetry" -d 'Read stored telemetry'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "config" -d 'Inspect the effective configuration'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "completions" -d 'Generate shell completions'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "man" -d 'Generate man pages'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "spawn-agent" -d 'Create an agent repository from Phoenix\'s template, with LLM-generated code'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "evolve-playbook" -d 'Evolve an agent\'s playbook through a branch, a pull request, CI and approval'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "bench" -d 'Measure Phoenix\'s throughput and latency on this machine'
-complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "serve" -d 'Run Phoenix\'s servers (the collector, or everything at once)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "ingest" -d 'Send telemetry events (flags or NDJSON) or conversations (JSONL, redacted here) to the collector'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "analyze" -d 'Ask the collector for an insight over the latest telemetry'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "insights" -d 'List the insights the collector has stored'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "publish" -d 'Publish hot updates to subscribed agents, and follow their delivery'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "subscribe" -d 'Run the agent-side learning pipeline: apply hot updates to a local state file'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "redact" -d 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "telemetrist" -d 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "propose" -d 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "telemetry" -d 'Read stored telemetry'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "config" -d 'Inspect the effective configuration'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "completions" -d 'Generate shell completions'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "man" -d 'Generate man pages'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "spawn-agent" -d 'Create an agent repository from Phoenix\'s template, with LLM-generated code'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "evolve-playbook" -d 'Evolve an agent\'s playbook through a branch, a pull request, CI and approval'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "bench" -d 'Measure Phoenix\'s throughput and latency on this machine'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "collector" -d 'Run the Vital Pulse telemetry collector'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "distributor" -d 'Run the Synaptic Pulse hot-update distributor (WebSocket fan-out to agents)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "all" -d 'Run every service (collector and distributor) in one process on the embedded SQLite default'

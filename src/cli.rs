@@ -53,7 +53,7 @@ pub enum Command {
     /// Run Phoenix's servers (the collector, or everything at once)
     #[command(subcommand)]
     Serve(cmd::serve::Cmd),
-    /// Send telemetry events to the collector, from flags or NDJSON
+    /// Send telemetry events (flags or NDJSON) or conversations (JSONL, redacted here) to the collector
     Ingest(cmd::ingest::Args),
     /// Ask the collector for an insight over the latest telemetry
     Analyze(cmd::analyze::Args),
@@ -66,6 +66,8 @@ pub enum Command {
     Subscribe(cmd::subscribe::Args),
     /// De-identify text or chat messages with session pseudonyms, or reveal them from the vault
     Redact(cmd::redact::Args),
+    /// Edge Telemetrist: pick up completed conversations, redact them here, spool and send them
+    Telemetrist(cmd::telemetrist::Args),
     /// Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them
     Propose(cmd::propose::Args),
     /// Read stored telemetry

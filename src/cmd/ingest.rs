@@ -1,7 +1,10 @@
-//! `phoenix ingest`: send one event from flags, or many from NDJSON (file or stdin).
+//! `phoenix ingest`: send one event from flags, or many from NDJSON (file or stdin); or
+//! conversations from JSONL, redacted here first (`conversations`).
 //!
 //! Lines are validated locally with the collector's own rules so one bad line costs only
 //! itself (it is reported with its line number) instead of its whole batch.
+
+mod conversations;
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -21,7 +24,7 @@ const GZIP_ABOVE: usize = 64 * 1024;
 /// Send telemetry to the collector.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  phoenix ingest --kind skill_execution --level info --orch-id orch-1 --agent-path code-gen/rust \\\n      --payload '{\"response_time\": 840, \"love_score\": 0.93}'\n  phoenix ingest --file events.ndjson\n  producer | phoenix ingest --file -"
+    after_help = "Examples:\n  phoenix ingest --kind skill_execution --level info --orch-id orch-1 --agent-path code-gen/rust \\\n      --payload '{\"response_time\": 840, \"love_score\": 0.93}'\n  phoenix ingest --file events.ndjson\n  producer | phoenix ingest --file -\n  phoenix ingest --conversations chats.jsonl    # redacted here, spooled, sent once each\n\nWith --conversations: exit 3 when the collector stays unreachable (the conversations are kept\nin the spool and the next run sends them), 5 when lines were invalid or conversations were\nquarantined (refused by the collector); see `phoenix telemetrist --help` for the spool."
 )]
 pub struct Args {
     /// Event kind (one event from flags), e.g. orch_heartbeat, skill_execution
@@ -48,7 +51,14 @@ pub struct Args {
     /// NDJSON file of envelopes, one per line; `-` reads stdin
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
-    /// Records per request
+    /// JSONL file of conversations, one per line; `-` reads stdin. Each is redacted on this
+    /// machine (pseudonyms in the local vault), spooled, and sent to POST /ingest/conversations
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kind", "file"])]
+    pub conversations: Option<PathBuf>,
+    /// Pseudonym session for every conversation [default: each conversation's own id]
+    #[arg(long, value_name = "ID", requires = "conversations")]
+    pub session: Option<String>,
+    /// Records (or conversations) per request
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
     /// Retries per request on 429, 5xx or an unreachable collector
@@ -97,6 +107,9 @@ impl Report {
 
 /// Runs `phoenix ingest`.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    if let Some(input) = &args.conversations {
+        return conversations::run(input, &args, ctx).await;
+    }
     let client = args.client.client(&ctx.settings)?;
     let policy = RetryPolicy {
         max_retries: args.retries,

@@ -17,6 +17,7 @@ pub mod redact;
 pub mod serve;
 pub mod spawn_agent;
 pub mod subscribe;
+pub mod telemetrist;
 pub mod telemetry;
 
 use std::io::IsTerminal;
@@ -73,7 +74,7 @@ pub struct Context {
 pub fn init_tracing(cli: &Cli) {
     let default = match (cli.global.quiet, cli.global.verbose, &cli.command) {
         (true, _, _) => "error",
-        (_, 0, Command::Serve(_)) => "info",
+        (_, 0, Command::Serve(_) | Command::Telemetrist(_)) => "info",
         (_, 0, _) => "warn",
         (_, 1, _) => "info",
         (_, 2, _) => "debug",
@@ -113,6 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Redact(a) => redact::run(a, &ctx).await,
         Command::Propose(a) => propose::run(a, &ctx).await,
         Command::Telemetry(c) => telemetry::run(c, &ctx).await,
+        Command::Telemetrist(a) => telemetrist::run(a, &ctx).await,
         Command::Config(c) => config::run(c, &ctx),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),
@@ -194,7 +196,7 @@ pub struct CollectorClientArgs {
     /// Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
-    /// Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN]
+    /// Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]
@@ -208,15 +210,33 @@ pub struct CollectorClientArgs {
 impl CollectorClientArgs {
     /// A client for the collector, flags over settings.
     pub fn client(&self, settings: &Settings) -> anyhow::Result<ApiClient> {
+        self.build(
+            &settings.collector.url,
+            settings.collector.token.as_deref(),
+            settings,
+        )
+    }
+
+    /// A client for the collector's conversation endpoint: flags over the Telemetrist's
+    /// `telemetry_endpoint` / `telemetry_stream_key` (which default to the collector's).
+    pub fn conversation_client(&self, settings: &Settings) -> anyhow::Result<ApiClient> {
+        let t = &settings.telemetrist;
+        self.build(
+            &t.telemetry_endpoint,
+            t.telemetry_stream_key.as_deref(),
+            settings,
+        )
+    }
+
+    fn build(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        settings: &Settings,
+    ) -> anyhow::Result<ApiClient> {
         let opts = ClientOptions {
-            base_url: self
-                .url
-                .clone()
-                .unwrap_or_else(|| settings.collector.url.clone()),
-            token: self
-                .token
-                .clone()
-                .or_else(|| settings.collector.token.clone()),
+            base_url: self.url.clone().unwrap_or_else(|| url.to_owned()),
+            token: self.token.clone().or_else(|| token.map(str::to_owned)),
             ca_cert: self
                 .ca_cert
                 .clone()
@@ -224,6 +244,41 @@ impl CollectorClientArgs {
             timeout: self.timeout,
         };
         ApiClient::new(&opts).context("setting up the collector client")
+    }
+}
+
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed by this call,
+/// not when the future is first polled, so a signal right after it is not missed (and does
+/// not kill the process the default way).
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let (int, term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(int) => {},
+                () = wait(term) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

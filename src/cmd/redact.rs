@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{Context, UsageError, output};
 use crate::core::config::Settings;
-use crate::core::pii::vault::{Vault, VaultKey};
+use crate::core::pii::vault::{Error as VaultError, Vault, VaultKey};
 use crate::core::pii::{EntityType, Mapping, Redactor, Report, reveal};
 
 const AFTER_HELP: &str = "\
@@ -92,16 +92,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .into());
     }
     let input = read_input(&args.input)?;
-    let vault_path = args
-        .vault
-        .clone()
-        .unwrap_or_else(|| ctx.settings.pii.vault_path.clone());
-    if args.reveal && !vault_path.exists() {
-        anyhow::bail!("there is no vault at {}", vault_path.display());
-    }
-    let key = vault_key(&ctx.settings, !args.reveal)?;
-    let mut vault = Vault::open(&vault_path, &key)
-        .with_context(|| format!("opening the vault at {}", vault_path.display()))?;
+    let (mut vault, _) = open_vault(&ctx.settings, args.vault.clone(), !args.reveal)?;
     if args.reveal {
         let session = args.session.as_deref().unwrap_or_default();
         let mappings = vault.load_session(session)?;
@@ -308,19 +299,25 @@ fn reveal_json(v: &mut Value, f: &mut impl FnMut(&str) -> String) {
     }
 }
 
-/// The vault key: `PHOENIX_VAULT_KEY`, else the key file (created when `create`).
-fn vault_key(settings: &Settings, create: bool) -> anyhow::Result<VaultKey> {
-    if let Some(text) = &settings.pii.vault_key {
-        return VaultKey::parse(text).context("PHOENIX_VAULT_KEY (pii.vault_key)");
-    }
-    let path = &settings.pii.vault_key_file;
+/// Opens the configured vault (`path` overrides `pii.vault_path`) with the configured key;
+/// `create` makes the key file and the vault on first use, otherwise both must exist.
+/// Returns the vault and its path. Shared by every command that redacts or reveals.
+pub(crate) fn open_vault(
+    settings: &Settings,
+    path: Option<PathBuf>,
+    create: bool,
+) -> anyhow::Result<(Vault, PathBuf)> {
+    let path = path.unwrap_or_else(|| settings.pii.vault_path.clone());
     if !create && !path.exists() {
-        anyhow::bail!(
-            "the vault key file {} does not exist (set PHOENIX_VAULT_KEY or PHOENIX_VAULT_KEY_FILE to the vault's key)",
-            path.display()
-        );
+        anyhow::bail!("there is no vault at {}", path.display());
     }
-    Ok(VaultKey::load_or_create(path)?)
+    let key = VaultKey::from_settings(&settings.pii, create).map_err(|e| match e {
+        VaultError::BadKey => anyhow::Error::new(e).context("PHOENIX_VAULT_KEY (pii.vault_key)"),
+        e => e.into(),
+    })?;
+    let vault = Vault::open(&path, &key)
+        .with_context(|| format!("opening the vault at {}", path.display()))?;
+    Ok((vault, path))
 }
 
 fn new_session_id() -> String {

@@ -239,6 +239,23 @@ pub struct PiiSettings {
     pub vault_key_file: PathBuf,
 }
 
+/// The edge Telemetrist (seed 000): where completed conversations are picked up, how often,
+/// where they wait until the collector has them, and how the collector is reached.
+#[derive(Debug, Clone)]
+pub struct TelemetristSettings {
+    /// Directory scanned for completed conversations (`*.json`, `*.jsonl`).
+    pub source: Option<PathBuf>,
+    /// Seconds between scans.
+    pub interval_secs: u64,
+    /// Collector base URL the conversations go to (the seed's `telemetry_endpoint`).
+    pub telemetry_endpoint: String,
+    /// Bearer token sent with them (the seed's `telemetry_stream_key`).
+    pub telemetry_stream_key: Option<String>,
+    /// SQLite file of the spool (redacted conversations not yet acknowledged, the ledger of
+    /// those sent, the quarantine).
+    pub spool_path: PathBuf,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -278,6 +295,8 @@ pub struct Settings {
     pub local_ci_command: Option<String>,
     /// Privacy pipeline (redaction vault).
     pub pii: PiiSettings,
+    /// Edge conversation pipeline.
+    pub telemetrist: TelemetristSettings,
     entries: Vec<Entry>,
 }
 
@@ -349,6 +368,19 @@ const KEYS: &[(&str, &str, bool)] = &[
     ("pii.vault_path", "PHOENIX_VAULT_PATH", false),
     ("pii.vault_key", "PHOENIX_VAULT_KEY", true),
     ("pii.vault_key_file", "PHOENIX_VAULT_KEY_FILE", false),
+    ("telemetrist.source", "PHOENIX_TELEMETRIST_SOURCE", false),
+    (
+        "telemetrist.interval_secs",
+        "PHOENIX_TELEMETRIST_INTERVAL",
+        false,
+    ),
+    ("telemetrist.telemetry_endpoint", "TELEMETRIST_URL", false),
+    (
+        "telemetrist.telemetry_stream_key",
+        "PHOENIX_TELEMETRY_STREAM_KEY",
+        true,
+    ),
+    ("telemetrist.spool_path", "PHOENIX_SPOOL_PATH", false),
     ("forge.default", "PHOENIX_FORGE", false),
     ("forge.github_org", "PHOENIX_GITHUB_ORG", false),
     ("forge.github_api_url", "PHOENIX_GITHUB_API_URL", false),
@@ -614,6 +646,25 @@ impl Settings {
                 .unwrap_or_default(),
             ),
         };
+        // The endpoint and key default to the collector's own URL and client token, so one
+        // `[collector]` section (or TELEMETRIST_URL alone) serves both pipelines.
+        let telemetrist = TelemetristSettings {
+            source: r.string("telemetrist.source", None).map(PathBuf::from),
+            interval_secs: r.parsed("telemetrist.interval_secs", 300)?,
+            telemetry_endpoint: r
+                .string("telemetrist.telemetry_endpoint", Some(&collector.url))
+                .unwrap_or_default(),
+            telemetry_stream_key: r
+                .raw("telemetrist.telemetry_stream_key", collector.token.clone())
+                .map(|(v, _)| v),
+            spool_path: PathBuf::from(
+                r.string(
+                    "telemetrist.spool_path",
+                    Some(&data_dir.join("spool.db").display().to_string()),
+                )
+                .unwrap_or_default(),
+            ),
+        };
         let forge_default = match r.raw("forge.default", Some("local".to_owned())) {
             Some((v, origin)) => ForgeChoice::parse(&v).ok_or_else(|| Error::Invalid {
                 key: "forge.default",
@@ -644,6 +695,7 @@ impl Settings {
             require_human_pr_approval,
             testing_mandatory,
             pii,
+            telemetrist,
             forge_default,
             github_org,
             github_api_url,
@@ -874,5 +926,57 @@ mod tests {
         })
         .unwrap();
         assert_eq!(local.llm.client_settings().unwrap().model, "llama");
+    }
+
+    #[test]
+    fn telemetrist_endpoint_and_key_follow_the_collector_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("phoenix.toml");
+        std::fs::write(
+            &file,
+            "[collector]\nurl = \"https://c.example\"\ntoken = \"collector-token-1234\"\n",
+        )
+        .unwrap();
+        let load = |pairs: &[(&str, &str)]| {
+            Settings::load(&LoadOptions {
+                config_file: Some(file.clone()),
+                env: env(pairs),
+                cwd: None,
+            })
+            .unwrap()
+        };
+        let s = load(&[("PHOENIX_HOME", "/d")]);
+        assert_eq!(s.telemetrist.telemetry_endpoint, "https://c.example");
+        assert_eq!(
+            s.telemetrist.telemetry_stream_key.as_deref(),
+            Some("collector-token-1234")
+        );
+        assert_eq!(s.telemetrist.interval_secs, 300);
+        assert_eq!(s.telemetrist.spool_path, PathBuf::from("/d/spool.db"));
+        assert_eq!(s.telemetrist.source, None);
+
+        let s = load(&[
+            ("TELEMETRIST_URL", "http://127.0.0.1:9999"),
+            ("PHOENIX_TELEMETRY_STREAM_KEY", "edge-key-abcdefgh"),
+            ("PHOENIX_TELEMETRIST_INTERVAL", "60"),
+            ("PHOENIX_TELEMETRIST_SOURCE", "/conversations"),
+        ]);
+        assert_eq!(s.telemetrist.telemetry_endpoint, "http://127.0.0.1:9999");
+        assert_eq!(
+            s.telemetrist.telemetry_stream_key.as_deref(),
+            Some("edge-key-abcdefgh")
+        );
+        assert_eq!(s.telemetrist.interval_secs, 60);
+        assert_eq!(
+            s.telemetrist.source.as_deref(),
+            Some(Path::new("/conversations"))
+        );
+        let shown = s
+            .entries()
+            .iter()
+            .find(|e| e.key == "telemetrist.telemetry_stream_key")
+            .unwrap();
+        assert_eq!(shown.value.as_deref(), Some("****efgh"));
+        assert_eq!(shown.source, Source::Env);
     }
 }

@@ -27,6 +27,7 @@ pub mod spawn;
 pub mod sqlite;
 pub mod store;
 pub mod summary;
+pub mod telemetrist;
 pub mod telemetry;
 pub mod tier;
 pub mod tls;

@@ -15,3 +15,4 @@ mod subscribe;
 mod subscribe_tls;
 mod support;
 mod swarm;
+mod telemetrist;

@@ -15,6 +15,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{EntityType, Mapping, Redactor};
+use crate::core::config::PiiSettings;
 
 const KEY_CHECK_PLAINTEXT: &[u8] = b"phoenix vault key check v1";
 const SCHEMA_VERSION: i64 = 1;
@@ -68,6 +69,14 @@ pub enum Error {
         path: PathBuf,
         /// Cause.
         source: rusqlite::Error,
+    },
+    /// Reading an existing vault needs its key, and the key file is not there.
+    #[error(
+        "the vault key file {path} does not exist (set PHOENIX_VAULT_KEY or PHOENIX_VAULT_KEY_FILE to the vault's key)"
+    )]
+    MissingKeyFile {
+        /// File.
+        path: PathBuf,
     },
     /// The vault directory could not be created.
     #[error("vault directory {path}: {source}")]
@@ -125,6 +134,19 @@ impl VaultKey {
         };
         let text = crate::core::keyfile::read_or_create(path).map_err(io)?;
         Self::parse(&text).map_err(|_| corrupt())
+    }
+
+    /// The configured key: `pii.vault_key` (PHOENIX_VAULT_KEY), else the key file, which is
+    /// created on first use only when `create` (reading an existing vault needs its key).
+    pub fn from_settings(pii: &PiiSettings, create: bool) -> Result<Self, Error> {
+        if let Some(text) = &pii.vault_key {
+            return Self::parse(text);
+        }
+        let path = &pii.vault_key_file;
+        if !create && !path.exists() {
+            return Err(Error::MissingKeyFile { path: path.clone() });
+        }
+        Self::load_or_create(path)
     }
 }
 
@@ -298,6 +320,27 @@ impl Vault {
             let mut redactor = Redactor::from_mappings(v.load_session(session)?);
             let out = f(&mut redactor);
             v.insert(session, &redactor.take_new_mappings())?;
+            Ok(out)
+        })
+    }
+
+    /// `with_session` for many items in one transaction: `f(i, redactor)` runs for each
+    /// `sessions[i]` in order with that session's redactor (consecutive items of one session
+    /// share it), and every mapping handed out is stored before the commit.
+    pub fn with_sessions<T>(
+        &mut self,
+        sessions: &[String],
+        mut f: impl FnMut(usize, &mut Redactor) -> T,
+    ) -> Result<Vec<T>, Error> {
+        self.in_write_transaction(|v| {
+            let mut out = Vec::with_capacity(sessions.len());
+            for run in sessions.chunk_by(|a, b| a == b) {
+                let mut redactor = Redactor::from_mappings(v.load_session(&run[0])?);
+                for _ in run {
+                    out.push(f(out.len(), &mut redactor));
+                }
+                v.insert(&run[0], &redactor.take_new_mappings())?;
+            }
             Ok(out)
         })
     }
@@ -508,6 +551,24 @@ mod tests {
         assert_eq!(second, "USER_A and USER_B");
         let third = a.with_session("t", |r| r.redact("Priya Patel").0).unwrap();
         assert_eq!(third, "USER_A", "another session starts again");
+    }
+
+    #[test]
+    fn many_sessions_in_one_transaction_stay_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = VaultKey::from_bytes([5; 32]);
+        let mut v = Vault::open(&dir.path().join("vault.db"), &key).unwrap();
+        let texts = ["Dan Johnson", "Priya Patel", "Priya again", "Priya Patel"];
+        let sessions: Vec<String> = ["a", "b", "b", "a"].map(String::from).to_vec();
+        let out = v
+            .with_sessions(&sessions, |i, r| r.redact(texts[i]).0)
+            .unwrap();
+        assert_eq!(out, ["USER_A", "USER_A", "USER_A again", "USER_B"]);
+        let a = v.load_session("a").unwrap();
+        assert_eq!(
+            crate::core::pii::reveal("USER_A USER_B", &a).0,
+            "Dan Johnson Priya Patel"
+        );
     }
 
     #[test]

@@ -1,0 +1,92 @@
+//! `phoenix ingest --conversations FILE|-`: JSONL conversations, redacted on this machine,
+//! spooled, then sent to the collector's `POST /ingest/conversations`.
+//!
+//! What an earlier run left in the spool is sent first. Input is redacted and spooled a
+//! batch at a time and each batch sent right after, so a long file starts arriving early;
+//! once the collector has failed, the rest of the input is still spooled, not sent.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::super::output::print_json;
+use super::super::telemetrist::{conversation_sender, open_edge, outcome, print_report};
+use super::super::{Context, UsageError};
+use super::{Args, progress_bar};
+use crate::core::conversation::decode_conversation;
+use crate::core::telemetrist::{Edge, Report, Sender, sender};
+
+/// Runs `phoenix ingest --conversations`.
+pub(super) async fn run(input: &Path, args: &Args, ctx: &Context) -> anyhow::Result<()> {
+    let sender = conversation_sender(&args.client, args.batch_size, args.retries, &ctx.settings)?;
+    let mut edge = open_edge(&ctx.settings, args.session.clone())?;
+    let (source, size): (Box<dyn Read + Send>, Option<u64>) = if input.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let file = std::fs::File::open(input)
+            .map_err(|e| UsageError(format!("cannot open {}: {e}", input.display())))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), size)
+    };
+    let mut report = Report::default();
+    let mut failure = deliver(&mut edge, &sender, &mut report, None).await?;
+    let progress = progress_bar(size, ctx);
+    let mut reader = BufReader::with_capacity(256 * 1024, source);
+    let (mut line, mut line_no) = (String::new(), 0usize);
+    let mut batch = Vec::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .with_context(|| format!("reading {}", input.display()))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        progress.inc(n as u64);
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match decode_conversation(text, line_no - 1, Some(line_no)) {
+            Ok(c) => batch.push(c),
+            Err(e) => report.invalid(e.to_string()),
+        }
+        if batch.len() == args.batch_size as usize {
+            report.read += batch.len();
+            edge.admit(std::mem::take(&mut batch), &mut report)?;
+            failure = deliver(&mut edge, &sender, &mut report, failure).await?;
+        }
+    }
+    report.read += batch.len();
+    edge.admit(batch, &mut report)?;
+    failure = deliver(&mut edge, &sender, &mut report, failure).await?;
+    progress.finish_and_clear();
+    edge.finish(&mut report)?;
+    report.delivery_error = failure.as_ref().map(|e| crate::core::llm::error_chain(e));
+    if ctx.json {
+        print_json(&report)?;
+    } else {
+        print_report(&report);
+    }
+    outcome(&report, failure)
+}
+
+/// Sends the spool unless the collector already failed this run; a spool failure is an
+/// error, a collector failure is kept for the summary.
+async fn deliver(
+    edge: &mut Edge,
+    sender: &Sender,
+    report: &mut Report,
+    failure: Option<sender::Error>,
+) -> anyhow::Result<Option<sender::Error>> {
+    if failure.is_some() {
+        return Ok(failure);
+    }
+    match edge.deliver(sender, report).await {
+        Ok(()) => Ok(None),
+        Err(sender::Error::Spool(e)) => Err(e.into()),
+        Err(e) => Ok(Some(e)),
+    }
+}

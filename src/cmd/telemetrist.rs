@@ -1,0 +1,277 @@
+//! `phoenix telemetrist`: the edge service of seed 000. Every interval it picks up completed
+//! conversations from a directory, redacts them on this machine (pseudonyms kept in the local
+//! vault), spools them durably and sends them to the collector, each once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::output::{print_json, table, time};
+use super::{CollectorClientArgs, Context, PartialFailure, UsageError, stop_signal};
+use crate::core::client::RetryPolicy;
+use crate::core::config::Settings;
+use crate::core::telemetrist::service::{self, CycleReport, ServiceOptions};
+use crate::core::telemetrist::spool::Spool;
+use crate::core::telemetrist::{Edge, Report, SendOptions, Sender, SessionPolicy, sender};
+
+const AFTER_HELP: &str = "\
+Conversations: `*.json` files holding one conversation object and `*.jsonl` files holding one
+per line, in the wire shape of POST /ingest/conversations (`conversation_id`, `messages`,
+optional `feedback`, `score`, `orch_id`, `agent_path`, `ts_unix`). Only those with
+`\"ready_to_log\": true` are taken; files that are not complete JSON yet are looked at again
+next cycle. Each conversation is redacted in its own pseudonym session (its id) unless
+--session says otherwise: `phoenix redact --reveal --session <conversation_id>` maps it back.
+
+The spool (telemetrist.spool_path, default <home>/spool.db) keeps redacted conversations until
+the collector has them and a ledger of those sent, so nothing is lost while the collector is
+down and nothing is sent twice. Conversations the collector refuses (400/413/422) go to the
+quarantine: listed by --quarantine, sent again only after --requeue-quarantined.
+
+Exit codes with --once: 0 done; 3 collector unreachable (everything kept in the spool); 4
+refused (auth, endpoint); 5 some conversations invalid or quarantined. Without --once it runs
+until SIGINT/SIGTERM, finishing the spool commit under way, and exits 0.
+
+Examples:
+  phoenix telemetrist --source /var/lib/orch/conversations
+  phoenix telemetrist --source ./conversations --once --json
+  phoenix telemetrist --quarantine";
+
+/// Arguments of `phoenix telemetrist`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// Directory of completed conversations [default: $PHOENIX_TELEMETRIST_SOURCE]
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// Seconds between two cycles [default: $PHOENIX_TELEMETRIST_INTERVAL or 300]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
+    /// Run one cycle and exit (for cron and tests)
+    #[arg(long)]
+    pub once: bool,
+    /// Pseudonym session for every conversation [default: each conversation's own id]
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// Conversations per request
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// Retries per request on 429, 5xx or an unreachable collector
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// List the quarantined conversations and exit
+    #[arg(long, conflicts_with_all = ["once", "requeue_quarantined"])]
+    pub quarantine: bool,
+    /// Move the quarantined conversations back to the spool and exit; the next run sends them
+    #[arg(long, conflicts_with = "once")]
+    pub requeue_quarantined: bool,
+    /// Collector connection [default URL and token: telemetrist.telemetry_endpoint and
+    /// telemetrist.telemetry_stream_key]
+    #[command(flatten)]
+    pub client: CollectorClientArgs,
+}
+
+/// Runs `phoenix telemetrist`.
+pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let settings = &ctx.settings;
+    if args.quarantine || args.requeue_quarantined {
+        return quarantine(&args, ctx);
+    }
+    let source = args
+        .source
+        .clone()
+        .or_else(|| settings.telemetrist.source.clone())
+        .ok_or_else(|| {
+            UsageError(
+                "no conversation source: give --source DIR or set telemetrist.source (PHOENIX_TELEMETRIST_SOURCE)"
+                    .to_owned(),
+            )
+        })?;
+    if !source.is_dir() {
+        return Err(UsageError(format!("{} is not a directory", source.display())).into());
+    }
+    let opts = ServiceOptions {
+        source,
+        interval: Duration::from_secs(args.interval.unwrap_or(settings.telemetrist.interval_secs)),
+    };
+    let sender = conversation_sender(&args.client, args.batch_size, args.retries, settings)?;
+    let mut edge = open_edge(settings, args.session.clone())?;
+    let (stop_tx, mut stop) = watch::channel(false);
+    let stop_requested = stop_signal();
+    let signal = tokio::spawn(async move {
+        stop_requested.await;
+        tracing::info!("stop requested; finishing the spool commit under way");
+        stop_tx.send_replace(true);
+    });
+    let result = if args.once {
+        let (report, failure) = service::cycle(&mut edge, &sender, &opts, 1, &mut stop).await?;
+        print_cycle(&report, ctx)?;
+        outcome(&report.run, failure)
+    } else {
+        tracing::info!(
+            source = %opts.source.display(),
+            interval_secs = opts.interval.as_secs(),
+            spool = %edge.spool().path().display(),
+            "telemetrist started"
+        );
+        let cycles = service::run(&mut edge, &sender, &opts, stop, |report| {
+            if ctx.json {
+                if let Ok(line) = serde_json::to_string(report) {
+                    println!("{line}");
+                }
+            }
+        })
+        .await?;
+        let counts = edge.spool().counts()?;
+        if !ctx.json {
+            println!(
+                "stopped after {cycles} cycle(s); {} conversation(s) pending and {} quarantined in {}",
+                counts.pending,
+                counts.quarantined,
+                edge.spool().path().display()
+            );
+        }
+        Ok(())
+    };
+    signal.abort();
+    result
+}
+
+/// The vault and the spool the settings name, redacting in `session` when given.
+pub(crate) fn open_edge(settings: &Settings, session: Option<String>) -> anyhow::Result<Edge> {
+    let (vault, _) = super::redact::open_vault(settings, None, true)?;
+    let spool = Spool::open(&settings.telemetrist.spool_path).context("opening the spool")?;
+    let policy = session.map_or(SessionPolicy::PerConversation, SessionPolicy::Shared);
+    Ok(Edge::new(vault, spool, policy))
+}
+
+/// A sender to the collector's conversation endpoint.
+pub(crate) fn conversation_sender(
+    client: &CollectorClientArgs,
+    batch_size: u32,
+    retries: u32,
+    settings: &Settings,
+) -> anyhow::Result<Sender> {
+    let options = SendOptions {
+        batch_records: batch_size as usize,
+        retry: RetryPolicy {
+            max_retries: retries,
+            ..RetryPolicy::default()
+        },
+        ..SendOptions::default()
+    };
+    Ok(Sender::new(client.conversation_client(settings)?, options))
+}
+
+/// The exit status of a run: the collector's failure (everything kept in the spool), else
+/// partial when something was invalid or quarantined.
+pub(crate) fn outcome(report: &Report, failure: Option<sender::Error>) -> anyhow::Result<()> {
+    if let Some(e) = failure {
+        return Err(anyhow::Error::new(e).context(format!(
+            "the collector did not get everything: {} conversation(s) are kept in the spool at {}; the next `phoenix ingest --conversations` or `phoenix telemetrist` run sends them",
+            report.pending, report.spool
+        )));
+    }
+    let quarantined = report.delivery.quarantined.len();
+    if report.invalid + quarantined > 0 {
+        return Err(PartialFailure(format!(
+            "{} conversation(s) skipped as invalid, {quarantined} quarantined",
+            report.invalid
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn print_cycle(report: &CycleReport, ctx: &Context) -> anyhow::Result<()> {
+    if ctx.json {
+        return print_json(report);
+    }
+    println!(
+        "scanned {} file(s): {} conversation(s) not ready yet, {} incomplete file(s) or line(s) left for later",
+        report.files, report.not_ready, report.incomplete
+    );
+    print_report(&report.run);
+    Ok(())
+}
+
+/// The human summary of a run, shared with `phoenix ingest --conversations`.
+pub(crate) fn print_report(r: &Report) {
+    for e in &r.errors {
+        eprintln!("skipped: {e}");
+    }
+    if r.invalid > r.errors.len() {
+        eprintln!("(only the first {} problems are listed)", r.errors.len());
+    }
+    println!(
+        "read {} conversation(s); {} invalid, {} already sent, {} already spooled, {} already quarantined",
+        r.read, r.invalid, r.already_sent, r.already_spooled, r.already_quarantined
+    );
+    let by_type: Vec<String> = r.redacted.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    if by_type.is_empty() {
+        println!("redacted nothing");
+    } else {
+        println!("redacted {} ({})", r.redacted_total(), by_type.join(", "));
+    }
+    println!(
+        "spooled {}, sent {}, duplicates {} in {} request(s)",
+        r.spooled, r.delivery.sent, r.delivery.duplicates, r.delivery.requests
+    );
+    for q in &r.delivery.quarantined {
+        println!(
+            "quarantined {}: {} {}: {}",
+            q.conversation_id, q.status, q.error, q.detail
+        );
+    }
+    println!(
+        "spool {}: {} pending, {} quarantined",
+        r.spool, r.pending, r.quarantine_total
+    );
+}
+
+#[derive(Serialize)]
+struct Requeued {
+    requeued: usize,
+    spool: String,
+}
+
+fn quarantine(args: &Args, ctx: &Context) -> anyhow::Result<()> {
+    let mut spool =
+        Spool::open(&ctx.settings.telemetrist.spool_path).context("opening the spool")?;
+    if args.requeue_quarantined {
+        let requeued = spool.requeue_quarantined()?;
+        let path = spool.path().display().to_string();
+        if ctx.json {
+            return print_json(&Requeued {
+                requeued,
+                spool: path,
+            });
+        }
+        println!(
+            "{requeued} conversation(s) moved back to the spool {path}; the next run sends them"
+        );
+        return Ok(());
+    }
+    let entries = spool.quarantined()?;
+    if ctx.json {
+        return print_json(&entries);
+    }
+    if entries.is_empty() {
+        println!("the quarantine of {} is empty", spool.path().display());
+        return Ok(());
+    }
+    let mut t = table(["conversation", "since", "status", "error", "detail"]);
+    for q in &entries {
+        t.add_row([
+            q.conversation_id.clone(),
+            time(q.quarantined_unix),
+            q.status.to_string(),
+            q.error.clone(),
+            q.detail.clone(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
