@@ -53,7 +53,29 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO orchs (orch_hash, first_seq, last_seq, last_heartbeat_ts)
         SELECT orch_hash, MIN(seq), MAX(seq), MAX(CASE WHEN kind = 'orch_heartbeat' THEN ts_unix END)
         FROM telemetry WHERE orch_hash IS NOT NULL GROUP BY orch_hash;",
+    // 3: de-identified conversations for fine-tuning datasets. `conversation_id` is the
+    // edge's id and UNIQUE, so a resend after a lost acknowledgement stores nothing twice.
+    // `prompt_key` groups conversations that share a prompt (preference pairs); the index
+    // is partial because conversations without a final assistant turn never pair. `messages`
+    // comes last so scans that skip it do not read its overflow pages.
+    "CREATE TABLE conversations (
+        seq INTEGER PRIMARY KEY,
+        conversation_id TEXT NOT NULL UNIQUE,
+        ts_unix INTEGER NOT NULL,
+        received_unix INTEGER NOT NULL,
+        orch_hash TEXT,
+        agent_path TEXT,
+        feedback TEXT,
+        score REAL,
+        prompt_key TEXT,
+        messages TEXT NOT NULL
+    );
+    CREATE INDEX conversations_ts ON conversations(ts_unix);
+    CREATE INDEX conversations_prompt ON conversations(prompt_key, seq) WHERE prompt_key IS NOT NULL;",
 ];
+
+/// The first schema version that has the `conversations` table.
+pub const CONVERSATIONS_SINCE: i64 = 3;
 
 /// The partial index condition of `telemetry_level`: a query filtering on one of these
 /// levels repeats it word for word so SQLite can prove the index covers it.

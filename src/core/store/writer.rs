@@ -11,7 +11,9 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
+use super::conversations::insert_conversations;
 use super::{Error, StoreMetrics, sqlite::insert_statement};
+use crate::core::conversation::NewConversation;
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord};
 
 /// Most records one group commit takes before it commits and starts another.
@@ -27,11 +29,24 @@ pub(super) struct InsightRow {
     pub body: String,
 }
 
+/// What retention deletes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    Telemetry,
+    Conversations,
+}
+
 /// Work for the writer.
 pub(super) enum Job {
     Telemetry(Vec<NewRecord>, oneshot::Sender<Result<(), Error>>),
+    /// Replies with one flag per row: stored (true) or a duplicate of a stored id (false).
+    Conversations(
+        Vec<NewConversation>,
+        oneshot::Sender<Result<Vec<bool>, Error>>,
+    ),
     Insight(InsightRow, oneshot::Sender<Result<(), Error>>),
     Purge {
+        table: Table,
         cutoff: i64,
         limit: usize,
         reply: oneshot::Sender<Result<usize, Error>>,
@@ -44,6 +59,7 @@ impl Job {
     fn records(&self) -> usize {
         match self {
             Job::Telemetry(r, _) => r.len(),
+            Job::Conversations(r, _) => r.len(),
             _ => 0,
         }
     }
@@ -140,6 +156,9 @@ fn commit_group(
             (Job::Telemetry(_, reply) | Job::Insight(_, reply), outcome) => {
                 let _ = reply.send(outcome.unit());
             }
+            (Job::Conversations(_, reply), outcome) => {
+                let _ = reply.send(outcome.stored());
+            }
             (Job::Purge { reply, .. }, outcome) => {
                 let _ = reply.send(outcome.count());
             }
@@ -151,6 +170,7 @@ fn commit_group(
 /// What one job did, known only once its transaction committed.
 enum Outcome {
     Done(usize),
+    Stored(Vec<bool>),
     Failed(rusqlite::Error),
 }
 
@@ -162,6 +182,15 @@ impl Outcome {
     fn count(self) -> Result<usize, Error> {
         match self {
             Outcome::Done(n) => Ok(n),
+            Outcome::Stored(flags) => Ok(flags.len()),
+            Outcome::Failed(e) => Err(Error::from(e)),
+        }
+    }
+
+    fn stored(self) -> Result<Vec<bool>, Error> {
+        match self {
+            Outcome::Stored(flags) => Ok(flags),
+            Outcome::Done(_) => Ok(Vec::new()),
             Outcome::Failed(e) => Err(Error::from(e)),
         }
     }
@@ -173,22 +202,35 @@ fn run_jobs(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Outcome>, rusqlit
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut orchs: HashMap<&str, OrchSeen> = HashMap::new();
     for job in jobs {
-        let n = match job {
+        let outcome = match job {
             Job::Telemetry(rows, _) => {
                 insert_records(&tx, rows, &mut orchs)?;
-                rows.len()
+                Outcome::Done(rows.len())
             }
-            Job::Insight(row, _) => tx.execute(
+            Job::Conversations(rows, _) => Outcome::Stored(insert_conversations(&tx, rows)?),
+            Job::Insight(row, _) => Outcome::Done(tx.execute(
                 "INSERT INTO insights (id, ts_unix, tier, focus, source, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![row.id, row.ts_unix, row.tier, row.focus, row.source, row.body],
-            )?,
-            Job::Purge { cutoff, limit, .. } => tx.execute(
-                "DELETE FROM telemetry WHERE seq IN (SELECT seq FROM telemetry WHERE ts_unix < ?1 LIMIT ?2)",
-                params![cutoff, *limit as i64],
-            )?,
+            )?),
+            Job::Purge {
+                table,
+                cutoff,
+                limit,
+                ..
+            } => {
+                let sql = match table {
+                    Table::Telemetry => {
+                        "DELETE FROM telemetry WHERE seq IN (SELECT seq FROM telemetry WHERE ts_unix < ?1 LIMIT ?2)"
+                    }
+                    Table::Conversations => {
+                        "DELETE FROM conversations WHERE seq IN (SELECT seq FROM conversations WHERE ts_unix < ?1 LIMIT ?2)"
+                    }
+                };
+                Outcome::Done(tx.execute(sql, params![cutoff, *limit as i64])?)
+            }
             Job::Shutdown(_) => unreachable!("shutdown jobs never enter a group"),
         };
-        outcomes.push(Outcome::Done(n));
+        outcomes.push(outcome);
     }
     if !orchs.is_empty() {
         // max(coalesce(a, b), coalesce(b, a)) is the larger of the two, ignoring a NULL.

@@ -3,3 +3,4 @@ pub mod collector;
 pub mod distributor;
 pub mod fake_github;
 pub mod fake_llm;
+pub mod full_queue;
