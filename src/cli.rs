@@ -66,6 +66,8 @@ pub enum Command {
     Subscribe(cmd::subscribe::Args),
     /// De-identify text or chat messages with session pseudonyms, or reveal them from the vault
     Redact(cmd::redact::Args),
+    /// Write fine-tuning datasets (TRL or OpenAI JSONL, SFT or DPO pairs) from stored conversations
+    Export(cmd::export::Args),
     /// Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them
     Propose(cmd::propose::Args),
     /// Read stored telemetry
