@@ -185,26 +185,28 @@ impl Lines<'_> {
         let messages = match format {
             Format::OpenaiSft => {
                 let mut converted = openai::Counts::new();
-                match openai::chat_example(&messages, &mut converted) {
-                    Ok(m) => {
-                        merge(&mut self.summary.converted, converted);
-                        m
-                    }
-                    Err(reason) => return Ok(self.skip(reason)),
-                }
+                openai::chat_example(&messages, &mut converted).inspect(|_| {
+                    merge(&mut self.summary.converted, converted);
+                })
             }
             _ if !messages.iter().any(|m| prompt::role(m) == "assistant") => {
-                return Ok(self.skip("no_assistant_message"));
+                Err("no_assistant_message")
             }
-            _ => messages,
+            _ => Ok(messages),
         };
-        self.line(&json!({ "messages": messages }))
+        match messages {
+            Ok(messages) => self.line(&json!({ "messages": messages })),
+            Err(reason) => {
+                self.skip(reason);
+                Ok(())
+            }
+        }
     }
 
     /// Pairs one group of conversations with the same prompt key.
     fn pairs(&mut self, format: Format, group: Vec<StoredConversation>) -> Result<(), Error> {
         // The key is a hash: split on the canonical prompts themselves, never trusting it alone.
-        let mut prompts: Vec<(Vec<Value>, Vec<(Vec<Value>, Rating)>)> = Vec::new();
+        let mut prompts: Vec<SharedPrompt> = Vec::new();
         for c in group {
             let messages = canonical_messages(&c.messages);
             let Some((prompt, turn)) = split_final_turn(&messages) else {
@@ -217,20 +219,30 @@ impl Lines<'_> {
                 ts_unix: c.ts_unix,
                 seq: c.seq,
             };
-            let member = (turn.to_vec(), rating);
-            match prompts.iter_mut().find(|(p, _)| p.as_slice() == prompt) {
-                Some((_, members)) => members.push(member),
-                None => prompts.push((prompt.to_vec(), vec![member])),
+            match prompts.iter_mut().find(|g| g.prompt == prompt) {
+                Some(g) => {
+                    g.turns.push(turn.to_vec());
+                    g.ratings.push(rating);
+                }
+                None => prompts.push(SharedPrompt {
+                    prompt: prompt.to_vec(),
+                    turns: vec![turn.to_vec()],
+                    ratings: vec![rating],
+                }),
             }
         }
-        for (prompt, members) in prompts {
-            let ratings: Vec<Rating> = members.iter().map(|(_, r)| *r).collect();
-            let (pairs, unpaired) = best_against_worse(&ratings);
-            for (_, why) in unpaired {
+        for SharedPrompt {
+            prompt,
+            turns,
+            ratings,
+        } in prompts
+        {
+            let pairing = best_against_worse(&ratings);
+            for (_, why) in pairing.unpaired {
                 self.skip(why.as_str());
             }
-            for (chosen, rejected) in pairs {
-                let (chosen, rejected) = (&members[chosen].0, &members[rejected].0);
+            for (chosen, rejected) in pairing.pairs {
+                let (chosen, rejected) = (&turns[chosen], &turns[rejected]);
                 let line = match format {
                     Format::OpenaiDpo => {
                         let mut converted = openai::Counts::new();
@@ -254,6 +266,13 @@ impl Lines<'_> {
         }
         Ok(())
     }
+}
+
+/// Conversations with one canonical prompt: each one's final turn and rating, in read order.
+struct SharedPrompt {
+    prompt: Vec<Value>,
+    turns: Vec<Vec<Value>>,
+    ratings: Vec<Rating>,
 }
 
 fn merge(into: &mut BTreeMap<&'static str, u64>, from: openai::Counts) {

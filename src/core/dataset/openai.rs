@@ -96,7 +96,9 @@ fn convert(messages: &[Value], converted: &mut Counts) -> Result<Vec<Value>, &'s
             _ => &["role", "content", "name"],
         };
         for key in obj.keys() {
-            if !kept.contains(&key.as_str()) && !(role == "tool" && key == "name") {
+            // A legacy `function` result names its function; the `tool_call_id` replaces it.
+            let legacy_name = role == "tool" && key == "name";
+            if !(kept.contains(&key.as_str()) || legacy_name) {
                 bump(converted, "fields_dropped");
             }
         }

@@ -64,16 +64,24 @@ impl Unpaired {
     }
 }
 
-/// The pairs of one group: `(chosen, rejected)` indices into `group`, in group order of the
-/// rejected ones, and the reason for every index in no pair.
-pub fn best_against_worse(group: &[Rating]) -> (Vec<(usize, usize)>, Vec<(usize, Unpaired)>) {
+/// The pairs of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pairing {
+    /// `(chosen, rejected)` indices into the group, in group order of the rejected ones.
+    pub pairs: Vec<(usize, usize)>,
+    /// Every index in no pair, with the reason.
+    pub unpaired: Vec<(usize, Unpaired)>,
+}
+
+/// Pairs one group of conversations sharing a prompt by the rule above.
+pub fn best_against_worse(group: &[Rating]) -> Pairing {
     if group.len() < 2 {
-        return (
-            Vec::new(),
-            (0..group.len())
+        return Pairing {
+            pairs: Vec::new(),
+            unpaired: (0..group.len())
                 .map(|i| (i, Unpaired::OnlyOneWithPrompt))
                 .collect(),
-        );
+        };
     }
     let beats = |i: usize| {
         (0..group.len())
@@ -96,7 +104,7 @@ pub fn best_against_worse(group: &[Rating]) -> (Vec<(usize, usize)>, Vec<(usize,
             (i, why)
         })
         .collect();
-    (pairs, unpaired)
+    Pairing { pairs, unpaired }
 }
 
 #[cfg(test)]
@@ -140,7 +148,7 @@ mod tests {
             r(None, Some(Positive), 4),
             r(None, None, 5),
         ];
-        let (pairs, unpaired) = best_against_worse(&group);
+        let Pairing { pairs, unpaired } = best_against_worse(&group);
         // Two positives tie; the last stored is chosen, the other positive is no worse.
         assert_eq!(pairs, [(3, 0), (3, 2)]);
         assert_eq!(
@@ -151,13 +159,14 @@ mod tests {
 
     #[test]
     fn equal_or_lonely_conversations_make_no_pair() {
-        let (pairs, unpaired) = best_against_worse(&[r(Some(3.0), None, 1), r(Some(3.0), None, 2)]);
+        let Pairing { pairs, unpaired } =
+            best_against_worse(&[r(Some(3.0), None, 1), r(Some(3.0), None, 2)]);
         assert!(pairs.is_empty());
         assert_eq!(
             unpaired,
             [(0, Unpaired::NoPreference), (1, Unpaired::NoPreference)]
         );
-        let (pairs, unpaired) = best_against_worse(&[r(Some(5.0), None, 1)]);
+        let Pairing { pairs, unpaired } = best_against_worse(&[r(Some(5.0), None, 1)]);
         assert!(pairs.is_empty());
         assert_eq!(unpaired, [(0, Unpaired::OnlyOneWithPrompt)]);
     }
