@@ -189,14 +189,17 @@ fn human_summary(s: &Summary, out: Option<&Path>) -> String {
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     let to = out.map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
+    let plural = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     let pairs = if s.format.is_preference() {
-        format!(" ({} pairs)", s.pairs)
+        format!(" ({})", plural(s.pairs, "pair"))
     } else {
         String::new()
     };
     let mut text = format!(
-        "{format}: wrote {} lines{pairs} to {to} from {} of {} stored conversations",
-        s.written, s.read, s.stored
+        "{format}: wrote {}{pairs} to {to} from {} of {} stored conversations",
+        plural(s.written, "line"),
+        s.read,
+        s.stored
     );
     let list = |m: &std::collections::BTreeMap<&'static str, u64>| {
         m.iter()
