@@ -501,3 +501,37 @@ async fn the_served_binary_never_logs_the_values_it_refuses() {
         );
     }
 }
+
+#[tokio::test]
+async fn retention_deletes_old_conversations_in_the_background() {
+    let c = TestCollector::start(CollectorConfig {
+        retention_days: Some(7),
+        retention_interval: std::time::Duration::from_millis(20),
+        ..CollectorConfig::default()
+    })
+    .await;
+    let now = phoenix::core::telemetry::now_unix();
+    let mut old = conversation("old");
+    old["ts_unix"] = json!(now - 10 * 86_400);
+    let mut recent = conversation("recent");
+    recent["ts_unix"] = json!(now - 86_400);
+    let answer = c.ingest_conversations(&json!([old, recent])).await;
+    assert_eq!(answer.1["accepted"], 2, "{}", answer.1);
+    // The task runs every 20 ms; poll until it has reported its work (bounded).
+    let mut deleted = None;
+    for _ in 0..500 {
+        let text = c.metrics_text().await;
+        deleted = metric_value(&text, "phoenix_retention_deleted_conversations_total", "");
+        if deleted == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        deleted,
+        Some(1.0),
+        "retention did not delete the old conversation"
+    );
+    assert_eq!(stored_ids(&c), ["recent"]);
+    c.stop().await;
+}
