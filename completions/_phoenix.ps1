@@ -39,6 +39,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Run the agent-side learning pipeline: apply hot updates to a local state file')
             [CompletionResult]::new('redact', 'redact', [CompletionResultType]::ParameterValue, 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault')
             [CompletionResult]::new('telemetrist', 'telemetrist', [CompletionResultType]::ParameterValue, 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write fine-tuning datasets (TRL or OpenAI JSONL, SFT or DPO pairs) from stored conversations')
             [CompletionResult]::new('propose', 'propose', [CompletionResultType]::ParameterValue, 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
@@ -574,6 +575,25 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'phoenix;export' {
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Dataset format')
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Only conversations completed at or after this time: RFC 3339, Unix seconds, or an age such as 12h or 7d')
+            [CompletionResult]::new('--min-score', '--min-score', [CompletionResultType]::ParameterName, 'Only conversations with a score of at least S (unscored ones are left out)')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the JSONL to FILE (a temporary file renamed into place when complete) instead of stdout')
+            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Write the JSONL to FILE (a temporary file renamed into place when complete) instead of stdout')
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'Collector database [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'phoenix;propose' {
             [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Number of workers, each asking the LLM for one proposal')
             [CompletionResult]::new('--n', '--n', [CompletionResultType]::ParameterName, 'Number of workers, each asking the LLM for one proposal')
@@ -927,6 +947,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Run the agent-side learning pipeline: apply hot updates to a local state file')
             [CompletionResult]::new('redact', 'redact', [CompletionResultType]::ParameterValue, 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault')
             [CompletionResult]::new('telemetrist', 'telemetrist', [CompletionResultType]::ParameterValue, 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write fine-tuning datasets (TRL or OpenAI JSONL, SFT or DPO pairs) from stored conversations')
             [CompletionResult]::new('propose', 'propose', [CompletionResultType]::ParameterValue, 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
@@ -1012,6 +1033,9 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;help;telemetrist' {
+            break
+        }
+        'phoenix;help;export' {
             break
         }
         'phoenix;help;propose' {

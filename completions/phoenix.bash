@@ -31,6 +31,9 @@ _phoenix() {
             phoenix,evolve-playbook)
                 cmd="phoenix__subcmd__evolve__subcmd__playbook"
                 ;;
+            phoenix,export)
+                cmd="phoenix__subcmd__export"
+                ;;
             phoenix,help)
                 cmd="phoenix__subcmd__help"
                 ;;
@@ -135,6 +138,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__help,evolve-playbook)
                 cmd="phoenix__subcmd__help__subcmd__evolve__subcmd__playbook"
+                ;;
+            phoenix__subcmd__help,export)
+                cmd="phoenix__subcmd__help__subcmd__export"
                 ;;
             phoenix__subcmd__help,help)
                 cmd="phoenix__subcmd__help__subcmd__help"
@@ -347,7 +353,7 @@ _phoenix() {
 
     case "${cmd}" in
         phoenix)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config completions man spawn-agent evolve-playbook bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -926,8 +932,50 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        phoenix__subcmd__export)
+            opts="-o -v -q -h -V --format --since --min-score --out --db --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "sft dpo openai-sft openai-dpo" -- "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-score)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         phoenix__subcmd__help)
-            opts="serve ingest analyze insights publish subscribe redact telemetrist propose telemetry config completions man spawn-agent evolve-playbook bench help"
+            opts="serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config completions man spawn-agent evolve-playbook bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1083,6 +1131,20 @@ _phoenix() {
         phoenix__subcmd__help__subcmd__evolve__subcmd__playbook__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

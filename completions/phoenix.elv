@@ -36,6 +36,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand subscribe 'Run the agent-side learning pipeline: apply hot updates to a local state file'
             cand redact 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
             cand telemetrist 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them'
+            cand export 'Write fine-tuning datasets (TRL or OpenAI JSONL, SFT or DPO pairs) from stored conversations'
             cand propose 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
@@ -530,6 +531,24 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'phoenix;export'= {
+            cand --format 'Dataset format'
+            cand --since 'Only conversations completed at or after this time: RFC 3339, Unix seconds, or an age such as 12h or 7d'
+            cand --min-score 'Only conversations with a score of at least S (unscored ones are left out)'
+            cand -o 'Write the JSONL to FILE (a temporary file renamed into place when complete) instead of stdout'
+            cand --out 'Write the JSONL to FILE (a temporary file renamed into place when complete) instead of stdout'
+            cand --db 'Collector database [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'phoenix;propose'= {
             cand -n 'Number of workers, each asking the LLM for one proposal'
             cand --n 'Number of workers, each asking the LLM for one proposal'
@@ -853,6 +872,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand subscribe 'Run the agent-side learning pipeline: apply hot updates to a local state file'
             cand redact 'De-identify text or chat messages with session pseudonyms, or reveal them from the vault'
             cand telemetrist 'Edge Telemetrist: pick up completed conversations, redact them here, spool and send them'
+            cand export 'Write fine-tuning datasets (TRL or OpenAI JSONL, SFT or DPO pairs) from stored conversations'
             cand propose 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
@@ -917,6 +937,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;help;redact'= {
         }
         &'phoenix;help;telemetrist'= {
+        }
+        &'phoenix;help;export'= {
         }
         &'phoenix;help;propose'= {
         }

@@ -68,6 +68,8 @@ pub enum Command {
     Redact(cmd::redact::Args),
     /// Edge Telemetrist: pick up completed conversations, redact them here, spool and send them
     Telemetrist(cmd::telemetrist::Args),
+    /// Write fine-tuning datasets (TRL or OpenAI JSONL, SFT or DPO pairs) from stored conversations
+    Export(cmd::export::Args),
     /// Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them
     Propose(cmd::propose::Args),
     /// Read stored telemetry

@@ -6,6 +6,7 @@ pub mod bench_pii;
 pub mod completions;
 pub mod config;
 pub mod evolve_playbook;
+pub mod export;
 pub mod forge_args;
 pub mod ingest;
 pub mod insights;
@@ -112,6 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(c) => publish::run(c, &ctx).await,
         Command::Subscribe(a) => subscribe::run(a, &ctx).await,
         Command::Redact(a) => redact::run(a, &ctx).await,
+        Command::Export(a) => export::run(a, &ctx).await,
         Command::Propose(a) => propose::run(a, &ctx).await,
         Command::Telemetry(c) => telemetry::run(c, &ctx).await,
         Command::Telemetrist(a) => telemetrist::run(a, &ctx).await,

@@ -128,6 +128,56 @@ impl std::fmt::Display for Feedback {
     }
 }
 
+/// A conversation as the writer stores it: anonymised, messages as JSON text, and the key
+/// its prompt is grouped by for preference pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewConversation {
+    /// The edge's id; unique in the store.
+    pub conversation_id: String,
+    /// When it completed (the collector's clock when the edge did not say).
+    pub ts_unix: i64,
+    /// When the collector received it.
+    pub received_unix: i64,
+    /// Keyed hash of the ORCH id; the raw id is never stored.
+    pub orch_hash: Option<String>,
+    /// Agent path.
+    pub agent_path: Option<String>,
+    /// The user's verdict.
+    pub feedback: Option<Feedback>,
+    /// Numeric rating.
+    pub score: Option<f64>,
+    /// `messages` as a JSON array text, as received.
+    pub messages_json: String,
+    /// Hash of the canonical prompt (see `dataset::prompt_key`); `None` when the conversation
+    /// does not end with an assistant turn after a prompt.
+    pub prompt_key: Option<String>,
+}
+
+/// A stored conversation, as dataset exports read it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredConversation {
+    /// Insertion order.
+    pub seq: i64,
+    /// The edge's id.
+    pub conversation_id: String,
+    /// When it completed.
+    pub ts_unix: i64,
+    /// When the collector received it.
+    pub received_unix: i64,
+    /// Keyed hash of the ORCH id.
+    pub orch_hash: Option<String>,
+    /// Agent path.
+    pub agent_path: Option<String>,
+    /// The user's verdict.
+    pub feedback: Option<Feedback>,
+    /// Numeric rating.
+    pub score: Option<f64>,
+    /// The messages.
+    pub messages: Vec<Value>,
+    /// Grouping key of the prompt.
+    pub prompt_key: Option<String>,
+}
+
 /// Splits a request body (one object, a JSON array or NDJSON) into validated conversations,
 /// naming every bad record; any bad record refuses the whole batch.
 pub fn parse_conversations(

@@ -9,6 +9,7 @@ pub mod codegen;
 pub mod collector;
 pub mod config;
 pub mod conversation;
+pub mod dataset;
 pub mod distributor;
 pub mod evolve;
 pub mod forge;

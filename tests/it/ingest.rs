@@ -2,17 +2,11 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use phoenix::core::collector::{CollectorConfig, Limits};
-use phoenix::core::insight::Insight;
-use phoenix::core::store::{
-    Commit, Error as StoreError, Page, StoreOptions, TelemetryFilter, TelemetryStore,
-};
-use phoenix::core::telemetry::NewRecord;
+use phoenix::core::store::StoreOptions;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::collector::{
     DB_FILE, TestCollector, expect_error, metric_value, status_and_json,
 };
+use crate::support::full_queue::FullQueueStore;
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
@@ -441,72 +436,11 @@ async fn chunked_body_over_the_limit_is_413() {
     c.stop().await;
 }
 
-/// A store whose write queue can be declared full; everything else goes to the real store.
-struct FullQueueStore {
-    inner: Arc<dyn TelemetryStore>,
-    full: AtomicBool,
-}
-
-impl TelemetryStore for FullQueueStore {
-    fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, StoreError> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(StoreError::QueueFull {
-                queued: 1000,
-                capacity: 1000,
-            });
-        }
-        self.inner.submit(records)
-    }
-    fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, StoreError> {
-        self.inner.save_insight(insight)
-    }
-    fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, StoreError> {
-        self.inner.purge_before(cutoff, limit)
-    }
-    fn query(
-        &self,
-        filter: &TelemetryFilter,
-        limit: usize,
-        cursor: Option<i64>,
-    ) -> Result<Page, StoreError> {
-        self.inner.query(filter, limit, cursor)
-    }
-    fn last_heartbeats(
-        &self,
-        orch_hashes: &[String],
-    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-        self.inner.last_heartbeats(orch_hashes)
-    }
-    fn insights(&self, limit: usize) -> Result<Vec<Insight>, StoreError> {
-        self.inner.insights(limit)
-    }
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth()
-    }
-    fn count(&self) -> Result<u64, StoreError> {
-        self.inner.count()
-    }
-    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        self.inner.shutdown()
-    }
-}
-
 #[tokio::test]
 async fn full_write_queue_is_429_with_retry_after_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions::new(dir.path().join(DB_FILE));
-    let double = Arc::new(std::sync::OnceLock::<Arc<FullQueueStore>>::new());
-    let slot = double.clone();
-    let c = TestCollector::start_with(dir, CollectorConfig::default(), options, move |inner| {
-        let store = Arc::new(FullQueueStore {
-            inner,
-            full: AtomicBool::new(true),
-        });
-        let _ = slot.set(store.clone());
-        store
-    })
-    .await;
-    let store = double.get().unwrap().clone();
+    let (c, store) = FullQueueStore::start(dir, options).await;
 
     let body = json!([{"kind": "pressed"}, {"kind": "pressed"}, {"kind": "pressed"}]);
     let resp = c
@@ -531,7 +465,7 @@ async fn full_write_queue_is_429_with_retry_after_and_stores_nothing() {
     assert!(c.telemetry("kind=pressed").await.is_empty());
 
     // Once the queue drains, the same request goes through.
-    store.full.store(false, Ordering::SeqCst);
+    store.set_full(false);
     let answer = c.ingest_json(&body).await;
     assert_accepted(&c, &answer, 3, "pressed").await;
 

@@ -40,6 +40,14 @@ pub struct Metrics {
     pub analyze: Family<AnalyzeLabels, Counter>,
     /// Records deleted by retention.
     pub retention_deleted: Counter,
+    /// Conversations newly stored by `POST /ingest/conversations`.
+    pub conversations_ingested: Counter,
+    /// Conversations resent with an id already stored (acknowledged, nothing stored).
+    pub conversations_duplicate: Counter,
+    /// Conversations (or requests, when the body could not be split) refused, by reason.
+    pub conversations_rejected: Family<Reason, Counter>,
+    /// Conversations deleted by retention.
+    pub retention_deleted_conversations: Counter,
     /// Writer-side commit metrics.
     pub store: StoreMetrics,
 }
@@ -59,6 +67,10 @@ impl Default for Metrics {
         let queue_depth = Gauge::default();
         let analyze = Family::<AnalyzeLabels, Counter>::default();
         let retention_deleted = Counter::default();
+        let conversations_ingested = Counter::default();
+        let conversations_duplicate = Counter::default();
+        let conversations_rejected = Family::<Reason, Counter>::default();
+        let retention_deleted_conversations = Counter::default();
         let store = StoreMetrics::default();
         registry.register(
             "ingest_records",
@@ -100,6 +112,26 @@ impl Default for Metrics {
             "Records deleted by retention",
             retention_deleted.clone(),
         );
+        registry.register(
+            "ingest_conversations",
+            "Conversations newly stored",
+            conversations_ingested.clone(),
+        );
+        registry.register(
+            "ingest_conversation_duplicates",
+            "Conversations resent with an id already stored (nothing stored)",
+            conversations_duplicate.clone(),
+        );
+        registry.register(
+            "ingest_conversations_rejected",
+            "Conversations rejected, by reason (pii_detected: raw personal data found)",
+            conversations_rejected.clone(),
+        );
+        registry.register(
+            "retention_deleted_conversations",
+            "Conversations deleted by retention",
+            retention_deleted_conversations.clone(),
+        );
         Metrics {
             registry,
             ingested,
@@ -108,6 +140,10 @@ impl Default for Metrics {
             queue_depth,
             analyze,
             retention_deleted,
+            conversations_ingested,
+            conversations_duplicate,
+            conversations_rejected,
+            retention_deleted_conversations,
             store,
         }
     }
@@ -117,6 +153,13 @@ impl Metrics {
     /// Counts `n` rejected records under `reason`.
     pub fn reject(&self, reason: &'static str, n: usize) {
         self.rejected
+            .get_or_create(&Reason { reason })
+            .inc_by(n as u64);
+    }
+
+    /// Counts `n` rejected conversations under `reason`.
+    pub fn reject_conversations(&self, reason: &'static str, n: usize) {
+        self.conversations_rejected
             .get_or_create(&Reason { reason })
             .inc_by(n as u64);
     }

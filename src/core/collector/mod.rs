@@ -6,6 +6,8 @@
 
 mod analyze;
 mod auth;
+mod body;
+mod conversations;
 mod ingest;
 pub mod metrics;
 mod query;
@@ -28,8 +30,9 @@ use crate::core::llm::{LlmClient, LlmSettings};
 use crate::core::store::TelemetryStore;
 
 pub use analyze::AnalyzeRequest;
+pub use conversations::{ConversationsResponse, PiiRecord};
 pub use metrics::Metrics;
-pub use retention::purge_expired;
+pub use retention::{purge_expired, purge_expired_conversations};
 
 /// Request size limits.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +68,7 @@ pub struct CollectorConfig {
     pub llm: Result<LlmSettings, String>,
     /// An orch whose last heartbeat is older than this is stale.
     pub stale_after: Duration,
-    /// Delete records older than this many days.
+    /// Delete records and conversations older than this many days.
     pub retention_days: Option<u32>,
     /// How often retention runs.
     pub retention_interval: Duration,
@@ -146,6 +149,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/ingest", post(ingest::ingest))
+        .route(
+            "/ingest/conversations",
+            post(conversations::ingest_conversations),
+        )
         .route("/analyze", post(analyze::analyze))
         .route("/insights", get(query::insights))
         .route("/telemetry", get(query::telemetry))

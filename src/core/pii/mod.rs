@@ -11,6 +11,8 @@ pub mod eval;
 mod messages;
 mod names;
 mod redactor;
+mod renumber;
+mod scan;
 mod validate;
 pub mod vault;
 
@@ -18,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 pub use detect::detect;
 pub use messages::ConversationShape;
-pub use redactor::{Mapping, Redactor, Report, reveal};
+pub use redactor::{Mapping, Redactor, Report, is_pseudonym, reveal};
+pub use renumber::Renumbering;
+pub use scan::{Finding, scan_messages};
 
 /// A kind of personal data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -143,9 +147,14 @@ impl Span {
 }
 
 /// The kinds of personal data in `text`, each once, in report order: what the collector's
-/// guard needs to refuse a payload that was not redacted.
+/// guard needs to refuse a payload that was not redacted. Phoenix's own pseudonyms are not
+/// personal data, whatever a detector makes of them.
 pub fn contains_pii(text: &str) -> Vec<EntityType> {
-    let mut kinds: Vec<EntityType> = detect(text).into_iter().map(|s| s.entity).collect();
+    let mut kinds: Vec<EntityType> = detect(text)
+        .into_iter()
+        .filter(|s| !is_pseudonym(&text[s.start..s.end]))
+        .map(|s| s.entity)
+        .collect();
     kinds.sort();
     kinds.dedup();
     kinds

@@ -647,7 +647,7 @@ fn title_case(w: &str) -> String {
 }
 
 /// 0 → A, 25 → Z, 26 → AA.
-fn letters(mut n: usize) -> String {
+pub(super) fn letters(mut n: usize) -> String {
     let mut out = Vec::new();
     loop {
         out.push(b'A' + (n % 26) as u8);

@@ -68,7 +68,29 @@ const MIGRATIONS: &[&str] = &[
         tags TEXT,
         payload TEXT NOT NULL
     );",
+    // 4: de-identified conversations for fine-tuning datasets. `conversation_id` is the
+    // edge's id and UNIQUE, so a resend after a lost acknowledgement stores nothing twice.
+    // `prompt_key` groups conversations that share a prompt (preference pairs); the index
+    // is partial because conversations without a final assistant turn never pair. `messages`
+    // comes last so scans that skip it do not read its overflow pages.
+    "CREATE TABLE conversations (
+        seq INTEGER PRIMARY KEY,
+        conversation_id TEXT NOT NULL UNIQUE,
+        ts_unix INTEGER NOT NULL,
+        received_unix INTEGER NOT NULL,
+        orch_hash TEXT,
+        agent_path TEXT,
+        feedback TEXT,
+        score REAL,
+        prompt_key TEXT,
+        messages TEXT NOT NULL
+    );
+    CREATE INDEX conversations_ts ON conversations(ts_unix);
+    CREATE INDEX conversations_prompt ON conversations(prompt_key, seq) WHERE prompt_key IS NOT NULL;",
 ];
+
+/// The first schema version that has the `conversations` table.
+pub const CONVERSATIONS_SINCE: i64 = 4;
 
 /// The partial index condition of `telemetry_level`: a query filtering on one of these
 /// levels repeats it word for word so SQLite can prove the index covers it.

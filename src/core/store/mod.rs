@@ -5,6 +5,7 @@
 //! bound. Reads are blocking calls meant for `spawn_blocking`.
 
 mod checkpoint;
+mod conversations;
 mod migrations;
 mod sqlite;
 mod tail;
@@ -16,9 +17,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::core::conversation::NewConversation;
 use crate::core::insight::Insight;
 use crate::core::telemetry::{NewRecord, StoredTelemetry};
 
+pub use conversations::{ConversationFilter, ConversationReader, FilterCounts, ReadOrder};
 pub use migrations::{SCHEMA_VERSION, migrate};
 pub use sqlite::{CHECKPOINT_THREAD, SqliteStore, StoreOptions, WRITER_THREAD, insert_statement};
 
@@ -142,10 +145,20 @@ impl<T> Commit<T> {
 pub trait TelemetryStore: Send + Sync + 'static {
     /// Queues records for the writer. Fails at once with `QueueFull` under back-pressure.
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, Error>;
+    /// Queues conversations for the writer; the commit says, per conversation, whether it was
+    /// stored (false: its `conversation_id` was already stored). Shares the write queue's
+    /// back-pressure with telemetry.
+    fn submit_conversations(
+        &self,
+        conversations: Vec<NewConversation>,
+    ) -> Result<Commit<Vec<bool>>, Error>;
     /// Queues an insight for the writer.
     fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, Error>;
     /// Deletes at most `limit` records older than `cutoff`; returns how many were deleted.
     fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, Error>;
+    /// Deletes at most `limit` conversations older than `cutoff`; returns how many.
+    fn purge_conversations_before(&self, cutoff: i64, limit: usize)
+    -> Result<Commit<usize>, Error>;
     /// The newest records matching `filter`, at most `limit`, older than `cursor` if given.
     fn query(
         &self,

@@ -11,9 +11,10 @@ use tokio::sync::oneshot;
 use super::checkpoint::Checkpointer;
 use super::migrations::{INDEXED_LEVELS, INDEXED_LEVELS_CONDITION};
 use super::tail::TABLE as TAIL;
-use super::writer::{self, InsightRow, Job};
+use super::writer::{self, InsightRow, Job, Table};
 use super::{Commit, Error, Page, StoreMetrics, TelemetryFilter, TelemetryStore, migrate};
 use crate::core::config::SyncMode;
+use crate::core::conversation::NewConversation;
 use crate::core::insight::Insight;
 use crate::core::sqlite::{self as db, ReaderPool, WriterThread};
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord, StoredTelemetry};
@@ -115,6 +116,32 @@ impl SqliteStore {
 
     fn send(&self, job: Job) -> Result<(), Error> {
         self.writer.send(job).map_err(|_| Error::Closed)
+    }
+
+    /// Queues a job of `n` records unless the queue is full. An empty queue always takes one
+    /// job, however large, so big batches cannot starve.
+    fn enqueue(&self, n: usize, job: Job) -> Result<(), Error> {
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > self.capacity {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(Error::QueueFull {
+                queued: before,
+                capacity: self.capacity,
+            });
+        }
+        self.send(job)
+            .inspect_err(|_| _ = self.queued.fetch_sub(n, Ordering::AcqRel))
+    }
+
+    fn purge(&self, table: Table, cutoff: i64, limit: usize) -> Result<Commit<usize>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Purge {
+            table,
+            cutoff,
+            limit,
+            reply,
+        })?;
+        Ok(Commit(rx))
     }
 
     fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Error>) -> Result<R, Error> {
@@ -243,21 +270,20 @@ fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> WhereClause {
 
 impl TelemetryStore for SqliteStore {
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, Error> {
-        let n = records.len();
-        let before = self.queued.fetch_add(n, Ordering::AcqRel);
-        // An empty queue always takes one batch, however large, so big batches cannot starve.
-        if before > 0 && before + n > self.capacity {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            return Err(Error::QueueFull {
-                queued: before,
-                capacity: self.capacity,
-            });
-        }
         let (reply, rx) = oneshot::channel();
-        if let Err(e) = self.send(Job::Telemetry(records, reply)) {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            return Err(e);
-        }
+        self.enqueue(records.len(), Job::Telemetry(records, reply))?;
+        Ok(Commit(rx))
+    }
+
+    fn submit_conversations(
+        &self,
+        conversations: Vec<NewConversation>,
+    ) -> Result<Commit<Vec<bool>>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(
+            conversations.len(),
+            Job::Conversations(conversations, reply),
+        )?;
         Ok(Commit(rx))
     }
 
@@ -278,13 +304,15 @@ impl TelemetryStore for SqliteStore {
     }
 
     fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Purge {
-            cutoff,
-            limit,
-            reply,
-        })?;
-        Ok(Commit(rx))
+        self.purge(Table::Telemetry, cutoff, limit)
+    }
+
+    fn purge_conversations_before(
+        &self,
+        cutoff: i64,
+        limit: usize,
+    ) -> Result<Commit<usize>, Error> {
+        self.purge(Table::Conversations, cutoff, limit)
     }
 
     fn query(

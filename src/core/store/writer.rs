@@ -12,8 +12,10 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
+use super::conversations::insert_conversations;
 use super::tail::{self, Tail};
 use super::{Error, StoreMetrics};
+use crate::core::conversation::NewConversation;
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord};
 
 /// Most records one group commit takes before it commits and starts another.
@@ -29,11 +31,24 @@ pub(super) struct InsightRow {
     pub body: String,
 }
 
+/// What retention deletes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    Telemetry,
+    Conversations,
+}
+
 /// Work for the writer.
 pub(super) enum Job {
     Telemetry(Vec<NewRecord>, oneshot::Sender<Result<(), Error>>),
+    /// Replies with one flag per row: stored (true) or a duplicate of a stored id (false).
+    Conversations(
+        Vec<NewConversation>,
+        oneshot::Sender<Result<Vec<bool>, Error>>,
+    ),
     Insight(InsightRow, oneshot::Sender<Result<(), Error>>),
     Purge {
+        table: Table,
         cutoff: i64,
         limit: usize,
         reply: oneshot::Sender<Result<usize, Error>>,
@@ -43,9 +58,18 @@ pub(super) enum Job {
 }
 
 impl Job {
+    /// Telemetry records: what decides between the tail and a direct insert.
+    fn telemetry_records(&self) -> usize {
+        match self {
+            Job::Telemetry(r, _) => r.len(),
+            _ => 0,
+        }
+    }
+
     fn records(&self) -> usize {
         match self {
             Job::Telemetry(r, _) => r.len(),
+            Job::Conversations(r, _) => r.len(),
             _ => 0,
         }
     }
@@ -145,6 +169,9 @@ fn refuse_all(rx: mpsc::Receiver<Job>, e: &rusqlite::Error) {
             Job::Telemetry(_, reply) | Job::Insight(_, reply) => {
                 let _ = reply.send(Err(refusal()));
             }
+            Job::Conversations(_, reply) => {
+                let _ = reply.send(Err(refusal()));
+            }
             Job::Purge { reply, .. } => {
                 let _ = reply.send(Err(refusal()));
             }
@@ -199,7 +226,7 @@ fn commit_group(
     // copies every page it touches once more). Records are validated before they are queued,
     // so a job fails only when the database does; then each job is retried alone, so one
     // failing job cannot fail the others.
-    let direct = records >= tail::DIRECT_RECORDS;
+    let direct = group.iter().map(Job::telemetry_records).sum::<usize>() >= tail::DIRECT_RECORDS;
     let outcomes = match run_jobs(conn, tail, &group, direct) {
         Ok(outcomes) => outcomes,
         Err(e) => {
@@ -207,7 +234,7 @@ fn commit_group(
             group
                 .iter()
                 .map(|job| {
-                    let direct = job.records() >= tail::DIRECT_RECORDS;
+                    let direct = job.telemetry_records() >= tail::DIRECT_RECORDS;
                     match run_jobs(conn, tail, std::slice::from_ref(job), direct) {
                         Ok(mut one) => one.pop().expect("one outcome per job"),
                         Err(e) => Outcome::Failed(e),
@@ -228,6 +255,9 @@ fn commit_group(
             (Job::Telemetry(_, reply) | Job::Insight(_, reply), outcome) => {
                 let _ = reply.send(outcome.unit());
             }
+            (Job::Conversations(_, reply), outcome) => {
+                let _ = reply.send(outcome.stored());
+            }
             (Job::Purge { reply, .. }, outcome) => {
                 let _ = reply.send(outcome.count());
             }
@@ -239,6 +269,7 @@ fn commit_group(
 /// What one job did, known only once its transaction committed.
 enum Outcome {
     Done(usize),
+    Stored(Vec<bool>),
     Failed(rusqlite::Error),
 }
 
@@ -250,6 +281,15 @@ impl Outcome {
     fn count(self) -> Result<usize, Error> {
         match self {
             Outcome::Done(n) => Ok(n),
+            Outcome::Stored(flags) => Ok(flags.len()),
+            Outcome::Failed(e) => Err(Error::from(e)),
+        }
+    }
+
+    fn stored(self) -> Result<Vec<bool>, Error> {
+        match self {
+            Outcome::Stored(flags) => Ok(flags),
+            Outcome::Done(_) => Ok(Vec::new()),
             Outcome::Failed(e) => Err(Error::from(e)),
         }
     }
@@ -272,16 +312,22 @@ fn run_jobs(
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut orchs: HashMap<&str, OrchSeen> = HashMap::new();
     for job in jobs {
-        let n = match job {
+        let outcome = match job {
             Job::Telemetry(rows, _) => {
                 insert_records(&tx, &mut after, rows, direct, &mut orchs)?;
-                rows.len()
+                Outcome::Done(rows.len())
             }
-            Job::Insight(row, _) => tx.execute(
+            Job::Conversations(rows, _) => Outcome::Stored(insert_conversations(&tx, rows)?),
+            Job::Insight(row, _) => Outcome::Done(tx.execute(
                 "INSERT INTO insights (id, ts_unix, tier, focus, source, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![row.id, row.ts_unix, row.tier, row.focus, row.source, row.body],
-            )?,
-            Job::Purge { cutoff, limit, .. } => {
+            )?),
+            Job::Purge {
+                table: Table::Telemetry,
+                cutoff,
+                limit,
+                ..
+            } => {
                 let old = tx.execute(
                     "DELETE FROM telemetry WHERE seq IN (SELECT seq FROM telemetry WHERE ts_unix < ?1 LIMIT ?2)",
                     params![cutoff, *limit as i64],
@@ -293,11 +339,20 @@ fn run_jobs(
                     params![cutoff, (*limit - old) as i64],
                 )?;
                 after.rows -= recent;
-                old + recent
+                Outcome::Done(old + recent)
             }
+            Job::Purge {
+                table: Table::Conversations,
+                cutoff,
+                limit,
+                ..
+            } => Outcome::Done(tx.execute(
+                "DELETE FROM conversations WHERE seq IN (SELECT seq FROM conversations WHERE ts_unix < ?1 LIMIT ?2)",
+                params![cutoff, *limit as i64],
+            )?),
             Job::Shutdown(_) => unreachable!("shutdown jobs never enter a group"),
         };
-        outcomes.push(Outcome::Done(n));
+        outcomes.push(outcome);
     }
     if !orchs.is_empty() {
         let mut stmt = tx.prepare_cached(&format!(

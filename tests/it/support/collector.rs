@@ -114,6 +114,19 @@ impl TestCollector {
         status_and_json(resp).await
     }
 
+    /// POSTs `body` (one conversation or an array) to `/ingest/conversations` as JSON and
+    /// returns status and JSON body.
+    pub async fn ingest_conversations(&self, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.endpoint("/ingest/conversations"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /ingest/conversations");
+        status_and_json(resp).await
+    }
+
     /// POSTs `body` to `/ingest` and panics unless it is accepted; returns the record ids.
     pub async fn ingest_ok(&self, body: &Value) -> Vec<String> {
         let (status, answer) = self.ingest_json(body).await;

@@ -4,3 +4,4 @@ pub mod distributor;
 pub mod fake_conversations;
 pub mod fake_github;
 pub mod fake_llm;
+pub mod full_queue;

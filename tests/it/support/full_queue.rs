@@ -1,0 +1,112 @@
+//! A store whose write queue can be declared full (every submit refused with `QueueFull`);
+//! everything else goes to the real SQLite store. For the 429 paths of both ingest endpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use phoenix::core::collector::CollectorConfig;
+use phoenix::core::conversation::NewConversation;
+use phoenix::core::insight::Insight;
+use phoenix::core::store::{
+    Commit, Error as StoreError, Page, StoreOptions, TelemetryFilter, TelemetryStore,
+};
+use phoenix::core::telemetry::NewRecord;
+use tempfile::TempDir;
+
+use super::collector::TestCollector;
+
+/// The double; `full` starts true.
+pub struct FullQueueStore {
+    inner: Arc<dyn TelemetryStore>,
+    full: AtomicBool,
+}
+
+impl FullQueueStore {
+    /// A collector over `dir` whose store is this double (queue full), and the double.
+    pub async fn start(
+        dir: TempDir,
+        options: StoreOptions,
+    ) -> (TestCollector, Arc<FullQueueStore>) {
+        let double = Arc::new(std::sync::OnceLock::<Arc<FullQueueStore>>::new());
+        let slot = double.clone();
+        let c = TestCollector::start_with(dir, CollectorConfig::default(), options, move |inner| {
+            let store = Arc::new(FullQueueStore {
+                inner,
+                full: AtomicBool::new(true),
+            });
+            let _ = slot.set(store.clone());
+            store
+        })
+        .await;
+        let store = double.get().expect("the collector built its store").clone();
+        (c, store)
+    }
+
+    /// Declares the queue full or drained.
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::SeqCst);
+    }
+
+    fn refuse(&self) -> Result<(), StoreError> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(StoreError::QueueFull {
+                queued: 1000,
+                capacity: 1000,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl TelemetryStore for FullQueueStore {
+    fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, StoreError> {
+        self.refuse()?;
+        self.inner.submit(records)
+    }
+    fn submit_conversations(
+        &self,
+        conversations: Vec<NewConversation>,
+    ) -> Result<Commit<Vec<bool>>, StoreError> {
+        self.refuse()?;
+        self.inner.submit_conversations(conversations)
+    }
+    fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, StoreError> {
+        self.inner.save_insight(insight)
+    }
+    fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, StoreError> {
+        self.inner.purge_before(cutoff, limit)
+    }
+    fn purge_conversations_before(
+        &self,
+        cutoff: i64,
+        limit: usize,
+    ) -> Result<Commit<usize>, StoreError> {
+        self.inner.purge_conversations_before(cutoff, limit)
+    }
+    fn query(
+        &self,
+        filter: &TelemetryFilter,
+        limit: usize,
+        cursor: Option<i64>,
+    ) -> Result<Page, StoreError> {
+        self.inner.query(filter, limit, cursor)
+    }
+    fn last_heartbeats(
+        &self,
+        orch_hashes: &[String],
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        self.inner.last_heartbeats(orch_hashes)
+    }
+    fn insights(&self, limit: usize) -> Result<Vec<Insight>, StoreError> {
+        self.inner.insights(limit)
+    }
+    fn queue_depth(&self) -> usize {
+        self.inner.queue_depth()
+    }
+    fn count(&self) -> Result<u64, StoreError> {
+        self.inner.count()
+    }
+    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        self.inner.shutdown()
+    }
+}
