@@ -28,6 +28,10 @@ use crate::core::git::{self, RefSpec};
 use crate::core::scaffold;
 
 const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// How often a branch whose ref another process holds locked is tried again, and how long
+/// apart: git holds a ref's `.lock` file only while it writes the ref.
+const REF_LOCK_RETRIES: u32 = 50;
+const REF_LOCK_WAIT: Duration = Duration::from_millis(20);
 
 /// Bare repositories under a directory.
 #[derive(Debug, Clone)]
@@ -296,13 +300,24 @@ impl Forge for LocalForge {
         let r = self.open(repo)?;
         let oid =
             git::commit_replacing_file(&r, Oid::from_str(base_sha)?, path, contents, message)?;
-        match r.reference(&format!("refs/heads/{branch}"), oid, false, message) {
-            Ok(_) => Ok(oid.to_string()),
-            Err(e) if e.code() == git2::ErrorCode::Exists => Err(Error::BranchExists {
-                repo: repo.name.clone(),
-                branch: branch.to_owned(),
-            }),
-            Err(e) => Err(e.into()),
+        let mut attempts = 0;
+        loop {
+            match r.reference(&format!("refs/heads/{branch}"), oid, false, message) {
+                Ok(_) => return Ok(oid.to_string()),
+                Err(e) if e.code() == git2::ErrorCode::Exists => {
+                    return Err(Error::BranchExists {
+                        repo: repo.name.clone(),
+                        branch: branch.to_owned(),
+                    });
+                }
+                // Another process is writing this very ref (its `.lock` file exists for a
+                // moment): look again, and it either exists or is free by then.
+                Err(e) if e.code() == git2::ErrorCode::Locked && attempts < REF_LOCK_RETRIES => {
+                    attempts += 1;
+                    tokio::time::sleep(REF_LOCK_WAIT).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
