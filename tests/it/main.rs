@@ -11,6 +11,7 @@ mod forge;
 mod github;
 mod ingest;
 mod llm;
+mod privacy_pipeline;
 mod propose;
 mod redact;
 mod subscribe;
