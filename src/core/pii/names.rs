@@ -277,8 +277,11 @@ fn tokenize(text: &str) -> Vec<Tok<'_>> {
 /// How the words before a candidate name say it is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cue {
-    /// "my name is", "call me", "Dear", "Hi", "Thanks,", "Regards,\n": any non-word.
+    /// "my name is", "call me", "signed": any non-word.
     Strong,
+    /// "Dear", "Hi", "Thanks,", "Regards,\n": a capitalised non-word or a known name, so
+    /// "Thanks, noted." keeps its "noted".
+    Greeting,
     /// "my colleague": a capitalised word is enough.
     Relation,
     /// "I'm", "ask", "with", "cc": only a known name.
@@ -332,7 +335,7 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
     ) || (matches!(p, "best" | "yours" | "love" | "warmly") && gap.contains(['\n', ',']))
         || (w(2) == "thank" && p == "you")
     {
-        return Cue::Strong;
+        return Cue::Greeting;
     }
     if prev.role & RELATION != 0
         && matches!(
@@ -457,6 +460,12 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
     match cue {
         Cue::Title if t.cap => return take(false),
         Cue::Strong if (!common || (known && t.cap)) && t.text.chars().all(char::is_alphabetic) => {
+            return take(true);
+        }
+        Cue::Greeting
+            if ((t.cap && !common) || (known && (t.cap || !common)))
+                && t.text.chars().all(char::is_alphabetic) =>
+        {
             return take(true);
         }
         Cue::Relation if !common && (t.cap || known) => return take(true),
@@ -651,6 +660,9 @@ mod tests {
             "thanks for the help",
             "hi there, the build broke",
             "I'm fine, thanks",
+            "Thanks, noted.",
+            "thanks, understood",
+            "Hi again, the build broke",
             "my name is not important",
             "We use Python with Docker",
         ] {
