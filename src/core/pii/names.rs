@@ -171,8 +171,8 @@ const ORG_SUFFIX: u16 = 1 << 7;
 
 /// Every gazetteer and word list in one map, so that each word of a text costs one hash
 /// look-up rather than one per list.
-static LEXICON: LazyLock<HashMap<String, u16, BuildHasherDefault<Fnv>>> = LazyLock::new(|| {
-    let mut lexicon: HashMap<String, u16, BuildHasherDefault<Fnv>> = HashMap::default();
+static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
+    let mut lexicon = Lexicon::default();
     let files = [
         (include_str!("../../../data/pii/first_names.txt"), FIRST),
         (include_str!("../../../data/pii/surnames.txt"), LAST),
@@ -180,7 +180,7 @@ static LEXICON: LazyLock<HashMap<String, u16, BuildHasherDefault<Fnv>>> = LazyLo
     ];
     for (text, flag) in files {
         for w in gazetteer(text) {
-            *lexicon.entry(w).or_default() |= flag;
+            lexicon.add(&w, flag);
         }
     }
     let lists = [
@@ -192,7 +192,7 @@ static LEXICON: LazyLock<HashMap<String, u16, BuildHasherDefault<Fnv>>> = LazyLo
     ];
     for (words, flag) in lists {
         for w in words {
-            *lexicon.entry(w.to_lowercase()).or_default() |= flag;
+            lexicon.add(&w.to_lowercase(), flag);
         }
     }
     lexicon
@@ -200,7 +200,69 @@ static LEXICON: LazyLock<HashMap<String, u16, BuildHasherDefault<Fnv>>> = LazyLo
 
 /// The flags of a lower-cased word (0 when it is in no list).
 fn lexicon(lower: &str) -> u16 {
-    LEXICON.get(lower).copied().unwrap_or(0)
+    LEXICON.get(lower)
+}
+
+/// Lower-cased words and their flags. Almost every word fits in 15 bytes and is kept packed
+/// into one integer with its length: a look-up then compares integers in the table instead
+/// of following a pointer to each candidate's bytes, which costs a cache miss per word.
+#[derive(Default)]
+struct Lexicon {
+    short: HashMap<u128, u16, BuildHasherDefault<PackedHasher>>,
+    long: HashMap<String, u16, BuildHasherDefault<Fnv>>,
+}
+
+impl Lexicon {
+    fn add(&mut self, word: &str, flag: u16) {
+        match pack(word) {
+            Some(key) => *self.short.entry(key).or_default() |= flag,
+            None => *self.long.entry(word.to_owned()).or_default() |= flag,
+        }
+    }
+
+    fn get(&self, word: &str) -> u16 {
+        match pack(word) {
+            Some(key) => self.short.get(&key),
+            None => self.long.get(word),
+        }
+        .copied()
+        .unwrap_or(0)
+    }
+}
+
+/// `word`'s bytes and, in the last byte, its length, if it has at most 15 bytes.
+fn pack(word: &str) -> Option<u128> {
+    let bytes = word.as_bytes();
+    if bytes.len() > 15 {
+        return None;
+    }
+    let mut packed = [0u8; 16];
+    packed[..bytes.len()].copy_from_slice(bytes);
+    packed[15] = bytes.len() as u8;
+    Some(u128::from_le_bytes(packed))
+}
+
+/// Hashes a packed word with one widening multiply (as rustc's and foldhash's hashers do):
+/// the table's hash then costs a few instructions, not one per byte.
+#[derive(Default)]
+struct PackedHasher(u64);
+
+impl Hasher for PackedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used; this keeps any other input hashed, if slowly.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        let (low, high) = (n as u64, (n >> 64) as u64);
+        let product =
+            u128::from(low ^ 0x243f_6a88_85a3_08d3) * u128::from(high ^ 0x1319_8a2e_0370_7344);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
 }
 
 /// One word of the text.
@@ -239,16 +301,16 @@ fn tokenize<'a>(text: &'a str, lower: &'a mut String) -> Vec<Tok<'a>> {
     // (start, end, end of the lower-case form in `lower`) of each word.
     let mut words: Vec<(usize, usize, usize)> = Vec::new();
     let mut i = 0;
-    while let Some(c) = text[i..].chars().next() {
+    while let Some(c) = char_at(text, i) {
         if !c.is_alphabetic() {
             i += c.len_utf8();
             continue;
         }
         let start = i;
         let mut end = i + c.len_utf8();
-        while let Some(c) = text[end..].chars().next() {
+        while let Some(c) = char_at(text, end) {
             let joined = matches!(c, '\'' | '’' | '-')
-                && text[end + c.len_utf8()..].starts_with(char::is_alphabetic);
+                && char_at(text, end + c.len_utf8()).is_some_and(char::is_alphabetic);
             // Identifiers ("USER_A", "dan_johnson", "v2beta") stay one word, and no name.
             let ident = c == '_' || c.is_ascii_digit();
             if c.is_alphabetic() || joined || ident {
@@ -301,6 +363,16 @@ fn tokenize<'a>(text: &'a str, lower: &'a mut String) -> Vec<Tok<'a>> {
         prev_end = end;
     }
     toks
+}
+
+/// The character that starts at byte `i` of `text` (a character boundary), decoded only
+/// when it is not ASCII.
+fn char_at(text: &str, i: usize) -> Option<char> {
+    match text.as_bytes().get(i) {
+        Some(&b) if b.is_ascii() => Some(char::from(b)),
+        Some(_) => text[i..].chars().next(),
+        None => None,
+    }
 }
 
 /// How the words before a candidate name say it is one.
@@ -479,6 +551,11 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
     if t.role & TITLE != 0 || t.text.len() < 2 {
         return None;
     }
+    // Most words are lower-case common words that are no known name: no cue below takes
+    // one, and no name starts with one.
+    if !t.cap && t.common() && !t.first() && !t.last() {
+        return None;
+    }
     let cue = cue_before(toks, i);
     let (first, common) = (t.first(), t.common());
     let known = first || t.last();
@@ -507,6 +584,11 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
             return Some(i);
         }
         _ => {}
+    }
+    // Without a cue, a name starts with a known first name, or with an unknown capitalised
+    // word before a surname.
+    if !first && (common || !t.cap) {
+        return None;
     }
     let next = continuation(toks, i, !t.cap);
     let surname_follows = (1..=next).any(|k| toks[i + k].last() && !toks[i + k].common());
@@ -572,6 +654,9 @@ fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
             }
         }
         // "I work at Initech", "employed by Globex".
+        if !(t.cap && !t.common() && !t.first() && t.gap == " ") {
+            continue;
+        }
         let p = i.checked_sub(1).map(|k| toks[k].lower).unwrap_or("");
         let pp = i.checked_sub(2).map(|k| toks[k].lower).unwrap_or("");
         let cue = matches!(p, "at" | "for" | "by")
@@ -592,7 +677,7 @@ fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
             )
             || matches!(p, "joined" | "employer" | "company")
             || (pp == "company" && matches!(p, "called" | "named" | "is"));
-        if cue && t.cap && !t.common() && !t.first() && t.gap == " " {
+        if cue {
             let mut last = i;
             while last + 1 < toks.len()
                 && last - i < 2
