@@ -5,6 +5,7 @@
 //! A name that is also a common word ("Will", "May", "Mark", "can") needs more than its
 //! capital letter: a surname after it, a title before it, or a context that names people.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
@@ -214,31 +215,49 @@ struct Lexicon {
 
 impl Lexicon {
     fn add(&mut self, word: &str, flag: u16) {
-        match pack(word) {
+        match pack(word.as_bytes()) {
             Some(key) => *self.short.entry(key).or_default() |= flag,
             None => *self.long.entry(word.to_owned()).or_default() |= flag,
         }
     }
 
-    fn get(&self, word: &str) -> u16 {
-        match pack(word) {
+    fn get(&self, lower: &str) -> u16 {
+        match pack(lower.as_bytes()) {
             Some(key) => self.short.get(&key),
-            None => self.long.get(word),
+            None => self.long.get(lower),
         }
         .copied()
         .unwrap_or(0)
     }
+
+    /// `get` for an ASCII word in any case, lower-cased as it is packed.
+    fn get_ascii(&self, word: &str) -> u16 {
+        match pack_lower(word.as_bytes()) {
+            Some(key) => self.short.get(&key).copied().unwrap_or(0),
+            None => self.get(&word.to_ascii_lowercase()),
+        }
+    }
 }
 
 /// `word`'s bytes and, in the last byte, its length, if it has at most 15 bytes.
-fn pack(word: &str) -> Option<u128> {
-    let bytes = word.as_bytes();
-    if bytes.len() > 15 {
+fn pack(word: &[u8]) -> Option<u128> {
+    pack_with(word, |b| b)
+}
+
+/// `pack` of `word` ASCII-lower-cased.
+fn pack_lower(word: &[u8]) -> Option<u128> {
+    pack_with(word, |b| b.to_ascii_lowercase())
+}
+
+fn pack_with(word: &[u8], map: impl Fn(u8) -> u8) -> Option<u128> {
+    if word.len() > 15 {
         return None;
     }
     let mut packed = [0u8; 16];
-    packed[..bytes.len()].copy_from_slice(bytes);
-    packed[15] = bytes.len() as u8;
+    for (p, &b) in packed.iter_mut().zip(word) {
+        *p = map(b);
+    }
+    packed[15] = word.len() as u8;
     Some(u128::from_le_bytes(packed))
 }
 
@@ -271,7 +290,8 @@ struct Tok<'a> {
     start: usize,
     end: usize,
     text: &'a str,
-    lower: &'a str,
+    /// `text` lower-cased, kept only when it is not all ASCII (see `lower`).
+    unicode_lower: Option<Box<str>>,
     /// Starts with an upper-case letter and is not all capitals (acronyms are not names).
     cap: bool,
     /// The text between the previous word and this one.
@@ -292,14 +312,25 @@ impl Tok<'_> {
     fn common(&self) -> bool {
         self.role & COMMON != 0
     }
+    /// The word lower-cased, for comparing with the cue words. Only the few words next to a
+    /// candidate name are compared, so ASCII words are lower-cased here, when asked, rather
+    /// than all of them up front.
+    fn lower(&self) -> Cow<'_, str> {
+        match &self.unicode_lower {
+            Some(lower) => Cow::Borrowed(lower),
+            None if self.text.bytes().any(|b| b.is_ascii_uppercase()) => {
+                Cow::Owned(self.text.to_ascii_lowercase())
+            }
+            None => Cow::Borrowed(self.text),
+        }
+    }
 }
 
-/// Splits `text` into words. Their lower-case forms are written one after another into
-/// `lower`, so that a text costs one buffer rather than one allocation per word.
-fn tokenize<'a>(text: &'a str, lower: &'a mut String) -> Vec<Tok<'a>> {
-    lower.clear();
-    // (start, end, end of the lower-case form in `lower`) of each word.
-    let mut words: Vec<(usize, usize, usize)> = Vec::new();
+/// Splits `text` into words and looks each up in the lexicon.
+fn tokenize(text: &str) -> Vec<Tok<'_>> {
+    let bytes = text.as_bytes();
+    let mut toks = Vec::with_capacity(bytes.len() / 4);
+    let mut prev_end = 0;
     let mut i = 0;
     while let Some(c) = char_at(text, i) {
         if !c.is_alphabetic() {
@@ -308,12 +339,16 @@ fn tokenize<'a>(text: &'a str, lower: &'a mut String) -> Vec<Tok<'a>> {
         }
         let start = i;
         let mut end = i + c.len_utf8();
-        while let Some(c) = char_at(text, end) {
+        while let Some(&b) = bytes.get(end) {
+            // Identifiers ("USER_A", "dan_johnson", "v2beta") stay one word, and no name.
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                end += 1;
+                continue;
+            }
+            let Some(c) = char_at(text, end) else { break };
             let joined = matches!(c, '\'' | '’' | '-')
                 && char_at(text, end + c.len_utf8()).is_some_and(char::is_alphabetic);
-            // Identifiers ("USER_A", "dan_johnson", "v2beta") stay one word, and no name.
-            let ident = c == '_' || c.is_ascii_digit();
-            if c.is_alphabetic() || joined || ident {
+            if c.is_alphabetic() || joined {
                 end += c.len_utf8();
             } else {
                 break;
@@ -322,31 +357,35 @@ fn tokenize<'a>(text: &'a str, lower: &'a mut String) -> Vec<Tok<'a>> {
         i = end;
         let mut word = &text[start..end];
         // Possessives: "Dan's" is Dan.
-        for s in ["'s", "’s", "'S"] {
-            if word.len() > s.len() + 1 && word.ends_with(s) {
-                word = &word[..word.len() - s.len()];
+        if word.ends_with(['s', 'S']) {
+            for s in ["'s", "’s", "'S"] {
+                if word.len() > s.len() + 1 && word.ends_with(s) {
+                    word = &word[..word.len() - s.len()];
+                }
             }
         }
-        let at = lower.len();
-        if word.is_ascii() {
-            lower.push_str(word);
-            lower[at..].make_ascii_lowercase();
+        let end = start + word.len();
+        let (first_upper, rest_lower, one_letter, unicode_lower, mut role) = if word.is_ascii() {
+            let b = word.as_bytes();
+            (
+                b[0].is_ascii_uppercase(),
+                b[1..].iter().any(u8::is_ascii_lowercase),
+                b.len() == 1,
+                None,
+                LEXICON.get_ascii(word),
+            )
         } else {
-            lower.push_str(&word.to_lowercase());
-        }
-        words.push((start, start + word.len(), lower.len()));
-    }
-    let lower: &'a str = lower;
-    let mut toks = Vec::with_capacity(words.len());
-    let (mut prev_end, mut lower_start) = (0, 0);
-    for (start, end, lower_end) in words {
-        let word = &text[start..end];
-        let word_lower = &lower[lower_start..lower_end];
-        lower_start = lower_end;
-        let first_upper = word.chars().next().is_some_and(char::is_uppercase);
-        let rest_lower = word.chars().skip(1).any(char::is_lowercase);
+            let lower = word.to_lowercase();
+            let role = lexicon(&lower);
+            (
+                word.chars().next().is_some_and(char::is_uppercase),
+                word.chars().skip(1).any(char::is_lowercase),
+                word.chars().count() == 1,
+                Some(lower.into_boxed_str()),
+                role,
+            )
+        };
         let ident = word.bytes().any(|b| b == b'_' || b.is_ascii_digit());
-        let mut role = lexicon(word_lower);
         if ident {
             role = (role & !(FIRST | LAST)) | COMMON;
         }
@@ -354,8 +393,8 @@ fn tokenize<'a>(text: &'a str, lower: &'a mut String) -> Vec<Tok<'a>> {
             start,
             end,
             text: word,
-            lower: word_lower,
-            cap: !ident && first_upper && (rest_lower || word.chars().count() == 1),
+            unicode_lower,
+            cap: !ident && first_upper && (rest_lower || one_letter),
             gap: &text[prev_end..start],
             org_suffix: role & ORG_SUFFIX != 0 && ORG_SUFFIXES.contains(&word),
             role,
@@ -397,8 +436,12 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
         return Cue::None;
     };
     let gap = toks[i].gap;
-    let w = |back: usize| i.checked_sub(back).map(|k| toks[k].lower).unwrap_or("");
-    let p = prev.lower;
+    // The word before and the one before that, lower-cased.
+    let before_prev = i
+        .checked_sub(2)
+        .map_or(Cow::Borrowed(""), |k| toks[k].lower());
+    let prev_lower = prev.lower();
+    let (w2, p) = (&*before_prev, &*prev_lower);
     // Only spaces, a comma or a line break between the cue and the name.
     if !gap
         .chars()
@@ -409,8 +452,8 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
     if prev.role & TITLE != 0 && prev.cap {
         return Cue::Title;
     }
-    if (w(2) == "name" && p == "is")
-        || (w(2) == "call" && p == "me")
+    if (w2 == "name" && p == "is")
+        || (w2 == "call" && p == "me")
         || p == "named"
         || (p == "name" && gap.contains(':'))
         || (p == "signed" && gap.contains(['\n', ',', ':']))
@@ -430,15 +473,12 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
             | "thx"
             | "ty"
     ) || (matches!(p, "best" | "yours" | "love" | "warmly") && gap.contains(['\n', ',']))
-        || (w(2) == "thank" && p == "you")
+        || (w2 == "thank" && p == "you")
     {
         return Cue::Greeting;
     }
     if prev.role & RELATION != 0
-        && matches!(
-            w(2),
-            "my" | "our" | "your" | "his" | "her" | "their" | "the"
-        )
+        && matches!(w2, "my" | "our" | "your" | "his" | "her" | "their" | "the")
     {
         return Cue::Relation;
     }
@@ -485,9 +525,9 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
             | "called"
             | "ping"
             | "via"
-    ) || (w(2) == "i" && p == "am")
-        || (w(2) == "this" && p == "is")
-        || (w(2) == "it" && p == "is")
+    ) || (w2 == "i" && p == "am")
+        || (w2 == "this" && p == "is")
+        || (w2 == "it" && p == "is")
         || p == "it's"
     {
         return Cue::Weak;
@@ -526,8 +566,7 @@ fn continuation(toks: &[Tok<'_>], i: usize, lowercase_ok: bool) -> usize {
 
 /// Adds person and organisation spans found in `text` to `found`.
 pub fn detect_people_and_orgs(text: &str, found: &mut Vec<Span>) {
-    let mut lower = String::with_capacity(text.len());
-    let toks = tokenize(text, &mut lower);
+    let toks = tokenize(text);
     orgs(&toks, found);
     let mut i = 0;
     while i < toks.len() {
@@ -578,8 +617,8 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
             if !common
                 && toks
                     .get(i + 1)
-                    .is_some_and(|n| n.lower == "from" && n.gap == " ")
-                && matches!(toks[i - 1].lower, "i'm" | "im" | "am" | "is") =>
+                    .is_some_and(|n| n.lower() == "from" && n.gap == " ")
+                && matches!(&*toks[i - 1].lower(), "i'm" | "im" | "am" | "is") =>
         {
             return Some(i);
         }
@@ -657,8 +696,12 @@ fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
         if !(t.cap && !t.common() && !t.first() && t.gap == " ") {
             continue;
         }
-        let p = i.checked_sub(1).map(|k| toks[k].lower).unwrap_or("");
-        let pp = i.checked_sub(2).map(|k| toks[k].lower).unwrap_or("");
+        let lower = |back: usize| {
+            i.checked_sub(back)
+                .map_or(Cow::Borrowed(""), |k| toks[k].lower())
+        };
+        let (p, pp) = (lower(1), lower(2));
+        let (p, pp) = (&*p, &*pp);
         let cue = matches!(p, "at" | "for" | "by")
             && matches!(
                 pp,
