@@ -7,7 +7,7 @@ use std::hash::BuildHasherDefault;
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use memchr::memmem::Finder;
+use memchr::memchr_iter;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -82,16 +82,16 @@ struct Person {
 }
 
 /// Known surface forms. A session usually knows a handful, and they change with every
-/// message that reveals a new one, so they are searched one by one (memchr-fast substring
-/// search); only a session that knows many builds an Aho-Corasick automaton.
+/// message that reveals a new one, so they are searched one by one (see `occurrences`);
+/// only a session that knows many builds an Aho-Corasick automaton.
 #[derive(Debug, Default)]
 struct KnownMatcher {
     /// ASCII-lower-cased forms matched ignoring ASCII case.
-    folded: Vec<Finder<'static>>,
+    folded: Vec<Box<[u8]>>,
     /// Names that are also common words ("Will", "May") and very short ones: as written.
-    exact: Vec<Finder<'static>>,
-    /// How many of the redactor's `known_exact` forms have a finder: forms are only ever
-    /// added, so a new one costs one finder rather than a rebuild of all.
+    exact: Vec<Box<[u8]>>,
+    /// How many of the redactor's `known_exact` forms the matcher has: forms are only ever
+    /// added, so a new one is added rather than all rebuilt.
     forms: usize,
     /// Both sets in one automaton (pattern ids: folded first), when they are large.
     automaton: Option<(AhoCorasick, AhoCorasick)>,
@@ -293,13 +293,11 @@ impl Redactor {
                     lower.push_str(text);
                     lower.make_ascii_lowercase();
                     for f in &self.matcher.folded {
-                        let n = f.needle().len();
-                        hits.extend(f.find_iter(lower.as_bytes()).map(|i| (i, i + n)));
+                        hits.extend(occurrences(lower.as_bytes(), f).map(|i| (i, i + f.len())));
                     }
                 }
                 for f in &self.matcher.exact {
-                    let n = f.needle().len();
-                    hits.extend(f.find_iter(text.as_bytes()).map(|i| (i, i + n)));
+                    hits.extend(occurrences(text.as_bytes(), f).map(|i| (i, i + f.len())));
                 }
             }
         }
@@ -324,25 +322,24 @@ impl Redactor {
         }
     }
 
-    /// Gives the matcher a finder for each form learned since it last ran.
+    /// Adds the forms learned since the matcher last ran.
     fn update_matcher(&mut self) {
         let m = &mut self.matcher;
         for s in &self.known_exact[m.forms..] {
             let lower = s.to_lowercase();
             if lower.chars().count() < 3 || is_common_word(&lower) {
-                m.exact.push(Finder::new(s.as_bytes()).into_owned());
+                m.exact.push(s.as_bytes().into());
             } else {
-                let folded = s.to_ascii_lowercase();
-                m.folded.push(Finder::new(folded.as_bytes()).into_owned());
+                m.folded.push(s.to_ascii_lowercase().into_bytes().into());
             }
         }
         m.forms = self.known_exact.len();
         m.automaton = (m.folded.len() + m.exact.len() >= AUTOMATON_FROM).then(|| {
-            let build = |finders: &[Finder<'static>], fold: bool| {
+            let build = |forms: &[Box<[u8]>], fold: bool| {
                 AhoCorasick::builder()
                     .ascii_case_insensitive(fold)
                     .match_kind(MatchKind::LeftmostLongest)
-                    .build(finders.iter().map(Finder::needle))
+                    .build(forms)
                     .expect("literal patterns always build")
             };
             (build(&m.folded, true), build(&m.exact, false))
@@ -576,6 +573,20 @@ pub fn reveal(text: &str, mappings: &[Mapping]) -> (String, Vec<String>) {
         }
     });
     (out.into_owned(), unknown)
+}
+
+/// Where `needle` (not empty) occurs in `haystack`, left to right and not overlapping, as
+/// memmem's `find_iter` has it: a memchr for its first byte, then a comparison. Forms are
+/// short and texts are chat messages, so this beats building a substring finder per form.
+fn occurrences<'a>(haystack: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    let mut free_from = 0;
+    memchr_iter(needle[0], haystack).filter(move |&i| {
+        let found = i >= free_from && haystack[i..].starts_with(needle);
+        if found {
+            free_from = i + needle.len();
+        }
+        found
+    })
 }
 
 /// `s` lower-cased into `buf`, reusing its allocation.
