@@ -6,6 +6,7 @@
 //! OpenAI/TRL chat messages, tool-call arguments included; `vault` keeps the mapping back to
 //! the originals, encrypted, on this machine; `eval` measures all of it on a generated corpus.
 
+mod cues;
 mod detect;
 pub mod eval;
 mod messages;
