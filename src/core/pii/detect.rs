@@ -1,6 +1,10 @@
 //! Pattern detectors (emails, phones, cards, IBANs, IPs, SSNs, secrets, credential URLs,
 //! street addresses), each regex compiled once, plus the entry point that adds the name and
 //! organisation detectors and resolves overlaps.
+//!
+//! Chat messages are short, so a regex call costs more to start than to scan: one pass over
+//! the bytes of a text first counts what the patterns cannot match without (digits, `@`,
+//! dots, colons), and only the patterns that can match are run.
 
 use std::sync::LazyLock;
 
@@ -42,12 +46,15 @@ static TOKENS: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 /// A value assigned to a name that says it is secret: `DB_PASSWORD=...`, `"api_key": "..."`,
-/// `my password is ...`. Group 1 is the value.
+/// `my password is ...`. Group 1 is the value, at most `SECRET_VALUE_CHARS` characters of it
+/// (see `assigned_secrets`).
 static ASSIGNED_SECRET: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r#"(?i)\b[A-Za-z0-9_.-]*(?:password|passwd|passwort|pwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?|bearer)[A-Za-z0-9_]*["']?(?:\s*[:=]\s*|\s*=>\s*|\s+(?:is|was|to|of)\s+(?:now\s+)?|\s+)["'`]?([^\s"'`,;<>(){}\[\]]{6,400})"#,
+        r#"(?i)\b[A-Za-z0-9_.-]*(?:password|passwd|passwort|pwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?|bearer)[A-Za-z0-9_]*["']?(?:\s*[:=]\s*|\s*=>\s*|\s+(?:is|was|to|of)\s+(?:now\s+)?|\s+)["'`]?([^\s"'`,;<>(){}\[\]]{6,})"#,
     )
 });
+/// The longest assigned value taken as one secret, in characters.
+const SECRET_VALUE_CHARS: usize = 400;
 static CARD: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d(?:[ -]?\d){11,18}\b"));
 static IBAN: LazyLock<Regex> = LazyLock::new(|| re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"));
 static SSN: LazyLock<Regex> = LazyLock::new(|| {
@@ -99,13 +106,42 @@ pub fn detect(text: &str) -> Vec<Span> {
     resolve(found)
 }
 
+/// What one pass over a text's bytes says about which patterns can match in it.
+struct Cues {
+    /// ASCII digits: the number patterns are run only on texts with enough of them.
+    digits: usize,
+    /// `.` bytes: an IPv4 address has three.
+    dots: usize,
+    /// `:` bytes: an IPv6 address has two.
+    colons: usize,
+    at: bool,
+}
+
+impl Cues {
+    fn of(text: &str) -> Cues {
+        let mut cues = Cues {
+            digits: 0,
+            dots: 0,
+            colons: 0,
+            at: false,
+        };
+        for &b in text.as_bytes() {
+            match b {
+                b'0'..=b'9' => cues.digits += 1,
+                b'.' => cues.dots += 1,
+                b':' => cues.colons += 1,
+                b'@' => cues.at = true,
+                _ => {}
+            }
+        }
+        cues
+    }
+}
+
 /// The pattern detectors alone (no names), unresolved.
 pub(super) fn detect_patterns(text: &str, found: &mut Vec<Span>) {
-    let bytes = text.as_bytes();
-    // Most messages have few digits: skip the number patterns that cannot match, since with
-    // chat-sized messages the per-pattern call, not the scan, is most of the cost.
-    let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
-    if bytes.contains(&b'@') {
+    let cues = Cues::of(text);
+    if cues.at {
         push_all(&EMAIL, text, EntityType::Email, found);
         if text.contains("://") {
             for m in URL_CREDENTIALS.find_iter(text) {
@@ -114,7 +150,9 @@ pub(super) fn detect_patterns(text: &str, found: &mut Vec<Span>) {
             }
         }
     }
-    secrets(text, found);
+    push_all(&TOKENS, text, EntityType::Secret, found);
+    assigned_secrets(text, found);
+    let digits = cues.digits;
     if digits == 0 {
         return;
     }
@@ -130,8 +168,12 @@ pub(super) fn detect_patterns(text: &str, found: &mut Vec<Span>) {
     if digits >= 7 {
         phones(text, found);
     }
-    if digits >= 4 {
-        ips(text, found);
+    // Three dots between four numbers; two colons at least.
+    if digits >= 4 && cues.dots >= 3 {
+        ipv4s(text, found);
+    }
+    if digits >= 4 && cues.colons >= 2 {
+        ipv6s(text, found);
     }
     for r in [&*ADDRESS_EN, &*ADDRESS_DE, &*ADDRESS_FR, &*PO_BOX] {
         for m in r.find_iter(text) {
@@ -162,14 +204,27 @@ fn trim_trailing_punct(s: &str) -> &str {
     s.trim_end_matches(['.', ',', ';', ':', ')', ']', '!', '?', '"', '\''])
 }
 
-fn secrets(text: &str, found: &mut Vec<Span>) {
-    push_all(&TOKENS, text, EntityType::Secret, found);
-    for c in ASSIGNED_SECRET.captures_iter(text) {
-        let v = c.get(1).expect("group 1 always takes part");
-        let value = v.as_str().trim_end_matches(['.', ',', ';', ':', ')', ']']);
+/// The pattern's value has no upper bound, so that its automaton stays small: a bounded
+/// repetition of a Unicode class compiles to one copy per repetition, and the capture group
+/// is resolved on that automaton for every match. Cutting the value at `SECRET_VALUE_CHARS`
+/// and searching on from the cut finds what the bounded pattern would.
+fn assigned_secrets(text: &str, found: &mut Vec<Span>) {
+    let mut locations = ASSIGNED_SECRET.capture_locations();
+    let mut at = 0;
+    while ASSIGNED_SECRET
+        .captures_read_at(&mut locations, text, at)
+        .is_some()
+    {
+        let (start, end) = locations.get(1).expect("group 1 always takes part");
+        let end = text[start..end]
+            .char_indices()
+            .nth(SECRET_VALUE_CHARS)
+            .map_or(end, |(i, _)| start + i);
+        let value = text[start..end].trim_end_matches(['.', ',', ';', ':', ')', ']']);
         if validate::looks_secret(value) {
-            found.push(span(v.start(), v.start() + value.len(), EntityType::Secret));
+            found.push(span(start, start + value.len(), EntityType::Secret));
         }
+        at = end;
     }
 }
 
@@ -260,7 +315,7 @@ fn phones(text: &str, found: &mut Vec<Span>) {
     }
 }
 
-fn ips(text: &str, found: &mut Vec<Span>) {
+fn ipv4s(text: &str, found: &mut Vec<Span>) {
     for m in IPV4.find_iter(text) {
         let before = &text[..m.start()];
         let after = &text[m.end()..];
@@ -276,9 +331,9 @@ fn ips(text: &str, found: &mut Vec<Span>) {
             found.push(span(m.start(), m.end(), EntityType::IpAddress));
         }
     }
-    if !text.contains(':') {
-        return;
-    }
+}
+
+fn ipv6s(text: &str, found: &mut Vec<Span>) {
     for m in IPV6.find_iter(text) {
         let s = m.as_str();
         let prev = text[..m.start()].chars().next_back();

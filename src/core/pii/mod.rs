@@ -170,18 +170,18 @@ fn resolve(mut candidates: Vec<Span>) -> Vec<Span> {
             .then(a.start.cmp(&b.start))
     });
     // Kept spans never overlap, so a candidate overlaps one of them exactly when it overlaps
-    // the kept span that starts last before the candidate ends: one look-up, not a scan.
-    let mut kept: std::collections::BTreeMap<usize, Span> = std::collections::BTreeMap::new();
+    // the kept span that starts last before the candidate ends: one binary search, not a
+    // scan. A text has a handful of spans, so a sorted vector beats a tree.
+    let mut kept: Vec<Span> = Vec::with_capacity(candidates.len());
     for c in candidates {
-        let clashes = kept
-            .range(..c.end)
-            .next_back()
-            .is_some_and(|(_, k)| k.overlaps(&c));
+        let at = kept.partition_point(|k| k.start < c.end);
+        let clashes = at > 0 && kept[at - 1].overlaps(&c);
         if c.start < c.end && !clashes {
-            kept.insert(c.start, c);
+            // No kept span starts in `c`, so `c` goes right before the first after it.
+            kept.insert(at, c);
         }
     }
-    kept.into_values().collect()
+    kept
 }
 
 #[cfg(test)]

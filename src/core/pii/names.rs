@@ -5,7 +5,7 @@
 //! A name that is also a common word ("Will", "May", "Mark", "can") needs more than its
 //! capital letter: a surname after it, a title before it, or a context that names people.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
@@ -34,36 +34,27 @@ impl Hasher for Fnv {
     }
 }
 
-type WordSet = HashSet<String, BuildHasherDefault<Fnv>>;
-
-fn word_set(text: &'static str) -> WordSet {
+/// Words of a gazetteer file, lower-cased.
+fn gazetteer(text: &'static str) -> impl Iterator<Item = String> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .flat_map(str::split_whitespace)
         .map(str::to_lowercase)
-        .collect()
 }
-
-static FIRST_NAMES: LazyLock<WordSet> =
-    LazyLock::new(|| word_set(include_str!("../../../data/pii/first_names.txt")));
-static LAST_NAMES: LazyLock<WordSet> =
-    LazyLock::new(|| word_set(include_str!("../../../data/pii/surnames.txt")));
-static COMMON_WORDS: LazyLock<WordSet> =
-    LazyLock::new(|| word_set(include_str!("../../../data/pii/common_words.txt")));
 
 /// Whether `lower` (already lower-cased) is a known given name.
 pub fn is_first_name(lower: &str) -> bool {
-    FIRST_NAMES.contains(lower)
+    lexicon(lower) & FIRST != 0
 }
 
 /// Whether `lower` is a known family name.
 pub fn is_last_name(lower: &str) -> bool {
-    LAST_NAMES.contains(lower)
+    lexicon(lower) & LAST != 0
 }
 
 /// Whether `lower` is a common English word (so a capital letter alone does not make a name).
 pub fn is_common_word(lower: &str) -> bool {
-    COMMON_WORDS.contains(lower)
+    lexicon(lower) & COMMON != 0
 }
 
 const TITLES: &[&str] = &[
@@ -166,28 +157,113 @@ const ORG_SUFFIXES: &[&str] = &[
 /// Suffixes that make an organisation even in lower case ("acme corp").
 const LEGAL_SUFFIXES: &[&str] = &["inc", "llc", "ltd", "gmbh", "corp", "plc", "llp"];
 
-const TITLE: u8 = 1;
-const PARTICLE: u8 = 2;
-const RELATION: u8 = 4;
-const LEGAL: u8 = 8;
+// What a lower-cased word is, as bit flags: which gazetteers hold it and which roles it
+// plays in name detection.
+const FIRST: u16 = 1;
+const LAST: u16 = 1 << 1;
+const COMMON: u16 = 1 << 2;
+const TITLE: u16 = 1 << 3;
+const PARTICLE: u16 = 1 << 4;
+const RELATION: u16 = 1 << 5;
+const LEGAL: u16 = 1 << 6;
+/// The lower case of an organisation suffix; the suffix itself must match as written.
+const ORG_SUFFIX: u16 = 1 << 7;
 
-/// What a lower-cased word is for name detection, looked up once per word.
-static ROLES: LazyLock<HashMap<&'static str, u8, BuildHasherDefault<Fnv>>> = LazyLock::new(|| {
-    let mut roles: HashMap<&'static str, u8, BuildHasherDefault<Fnv>> = HashMap::default();
-    for (words, role) in [
+/// Every gazetteer and word list in one map, so that each word of a text costs one hash
+/// look-up rather than one per list.
+static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
+    let mut lexicon = Lexicon::default();
+    let files = [
+        (include_str!("../../../data/pii/first_names.txt"), FIRST),
+        (include_str!("../../../data/pii/surnames.txt"), LAST),
+        (include_str!("../../../data/pii/common_words.txt"), COMMON),
+    ];
+    for (text, flag) in files {
+        for w in gazetteer(text) {
+            lexicon.add(&w, flag);
+        }
+    }
+    let lists = [
         (TITLES, TITLE),
         (PARTICLES, PARTICLE),
         (RELATIONS, RELATION),
         (LEGAL_SUFFIXES, LEGAL),
-    ] {
+        (ORG_SUFFIXES, ORG_SUFFIX),
+    ];
+    for (words, flag) in lists {
         for w in words {
-            *roles.entry(w).or_default() |= role;
+            lexicon.add(&w.to_lowercase(), flag);
         }
     }
-    roles
+    lexicon
 });
-static ORG_SUFFIX_SET: LazyLock<HashSet<&'static str, BuildHasherDefault<Fnv>>> =
-    LazyLock::new(|| ORG_SUFFIXES.iter().copied().collect());
+
+/// The flags of a lower-cased word (0 when it is in no list).
+fn lexicon(lower: &str) -> u16 {
+    LEXICON.get(lower)
+}
+
+/// Lower-cased words and their flags. Almost every word fits in 15 bytes and is kept packed
+/// into one integer with its length: a look-up then compares integers in the table instead
+/// of following a pointer to each candidate's bytes, which costs a cache miss per word.
+#[derive(Default)]
+struct Lexicon {
+    short: HashMap<u128, u16, BuildHasherDefault<PackedHasher>>,
+    long: HashMap<String, u16, BuildHasherDefault<Fnv>>,
+}
+
+impl Lexicon {
+    fn add(&mut self, word: &str, flag: u16) {
+        match pack(word) {
+            Some(key) => *self.short.entry(key).or_default() |= flag,
+            None => *self.long.entry(word.to_owned()).or_default() |= flag,
+        }
+    }
+
+    fn get(&self, word: &str) -> u16 {
+        match pack(word) {
+            Some(key) => self.short.get(&key),
+            None => self.long.get(word),
+        }
+        .copied()
+        .unwrap_or(0)
+    }
+}
+
+/// `word`'s bytes and, in the last byte, its length, if it has at most 15 bytes.
+fn pack(word: &str) -> Option<u128> {
+    let bytes = word.as_bytes();
+    if bytes.len() > 15 {
+        return None;
+    }
+    let mut packed = [0u8; 16];
+    packed[..bytes.len()].copy_from_slice(bytes);
+    packed[15] = bytes.len() as u8;
+    Some(u128::from_le_bytes(packed))
+}
+
+/// Hashes a packed word with one widening multiply (as rustc's and foldhash's hashers do):
+/// the table's hash then costs a few instructions, not one per byte.
+#[derive(Default)]
+struct PackedHasher(u64);
+
+impl Hasher for PackedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used; this keeps any other input hashed, if slowly.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        let (low, high) = (n as u64, (n >> 64) as u64);
+        let product =
+            u128::from(low ^ 0x243f_6a88_85a3_08d3) * u128::from(high ^ 0x1319_8a2e_0370_7344);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
 
 /// One word of the text.
 #[derive(Debug)]
@@ -195,45 +271,46 @@ struct Tok<'a> {
     start: usize,
     end: usize,
     text: &'a str,
-    lower: String,
+    lower: &'a str,
     /// Starts with an upper-case letter and is not all capitals (acronyms are not names).
     cap: bool,
     /// The text between the previous word and this one.
     gap: &'a str,
-    // Gazetteer and role look-ups, done once per word.
-    role: u8,
+    /// `lexicon` flags, looked up once per word; an identifier is no name and counts as a
+    /// common word (it needs evidence nothing gives).
+    role: u16,
     org_suffix: bool,
-    is_first: bool,
-    is_last: bool,
-    is_common: bool,
 }
 
 impl Tok<'_> {
     fn first(&self) -> bool {
-        self.is_first
+        self.role & FIRST != 0
     }
     fn last(&self) -> bool {
-        self.is_last
+        self.role & LAST != 0
     }
     fn common(&self) -> bool {
-        self.is_common
+        self.role & COMMON != 0
     }
 }
 
-fn tokenize(text: &str) -> Vec<Tok<'_>> {
-    let mut toks = Vec::new();
-    let mut prev_end = 0;
+/// Splits `text` into words. Their lower-case forms are written one after another into
+/// `lower`, so that a text costs one buffer rather than one allocation per word.
+fn tokenize<'a>(text: &'a str, lower: &'a mut String) -> Vec<Tok<'a>> {
+    lower.clear();
+    // (start, end, end of the lower-case form in `lower`) of each word.
+    let mut words: Vec<(usize, usize, usize)> = Vec::new();
     let mut i = 0;
-    while let Some(c) = text[i..].chars().next() {
+    while let Some(c) = char_at(text, i) {
         if !c.is_alphabetic() {
             i += c.len_utf8();
             continue;
         }
         let start = i;
         let mut end = i + c.len_utf8();
-        while let Some(c) = text[end..].chars().next() {
+        while let Some(c) = char_at(text, end) {
             let joined = matches!(c, '\'' | '’' | '-')
-                && text[end + c.len_utf8()..].starts_with(char::is_alphabetic);
+                && char_at(text, end + c.len_utf8()).is_some_and(char::is_alphabetic);
             // Identifiers ("USER_A", "dan_johnson", "v2beta") stay one word, and no name.
             let ident = c == '_' || c.is_ascii_digit();
             if c.is_alphabetic() || joined || ident {
@@ -250,28 +327,52 @@ fn tokenize(text: &str) -> Vec<Tok<'_>> {
                 word = &word[..word.len() - s.len()];
             }
         }
-        let end = start + word.len();
+        let at = lower.len();
+        if word.is_ascii() {
+            lower.push_str(word);
+            lower[at..].make_ascii_lowercase();
+        } else {
+            lower.push_str(&word.to_lowercase());
+        }
+        words.push((start, start + word.len(), lower.len()));
+    }
+    let lower: &'a str = lower;
+    let mut toks = Vec::with_capacity(words.len());
+    let (mut prev_end, mut lower_start) = (0, 0);
+    for (start, end, lower_end) in words {
+        let word = &text[start..end];
+        let word_lower = &lower[lower_start..lower_end];
+        lower_start = lower_end;
         let first_upper = word.chars().next().is_some_and(char::is_uppercase);
         let rest_lower = word.chars().skip(1).any(char::is_lowercase);
-        let lower = word.to_lowercase();
         let ident = word.bytes().any(|b| b == b'_' || b.is_ascii_digit());
+        let mut role = lexicon(word_lower);
+        if ident {
+            role = (role & !(FIRST | LAST)) | COMMON;
+        }
         toks.push(Tok {
             start,
             end,
             text: word,
-            role: ROLES.get(lower.as_str()).copied().unwrap_or(0),
-            org_suffix: ORG_SUFFIX_SET.contains(word),
-            is_first: !ident && is_first_name(&lower),
-            is_last: !ident && is_last_name(&lower),
-            // An identifier is treated like a common word: it needs evidence nothing gives.
-            is_common: ident || is_common_word(&lower),
-            lower,
+            lower: word_lower,
             cap: !ident && first_upper && (rest_lower || word.chars().count() == 1),
             gap: &text[prev_end..start],
+            org_suffix: role & ORG_SUFFIX != 0 && ORG_SUFFIXES.contains(&word),
+            role,
         });
         prev_end = end;
     }
     toks
+}
+
+/// The character that starts at byte `i` of `text` (a character boundary), decoded only
+/// when it is not ASCII.
+fn char_at(text: &str, i: usize) -> Option<char> {
+    match text.as_bytes().get(i) {
+        Some(&b) if b.is_ascii() => Some(char::from(b)),
+        Some(_) => text[i..].chars().next(),
+        None => None,
+    }
 }
 
 /// How the words before a candidate name say it is one.
@@ -296,12 +397,8 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
         return Cue::None;
     };
     let gap = toks[i].gap;
-    let w = |back: usize| {
-        i.checked_sub(back)
-            .map(|k| toks[k].lower.as_str())
-            .unwrap_or("")
-    };
-    let p = prev.lower.as_str();
+    let w = |back: usize| i.checked_sub(back).map(|k| toks[k].lower).unwrap_or("");
+    let p = prev.lower;
     // Only spaces, a comma or a line break between the cue and the name.
     if !gap
         .chars()
@@ -429,7 +526,8 @@ fn continuation(toks: &[Tok<'_>], i: usize, lowercase_ok: bool) -> usize {
 
 /// Adds person and organisation spans found in `text` to `found`.
 pub fn detect_people_and_orgs(text: &str, found: &mut Vec<Span>) {
-    let toks = tokenize(text);
+    let mut lower = String::with_capacity(text.len());
+    let toks = tokenize(text, &mut lower);
     orgs(&toks, found);
     let mut i = 0;
     while i < toks.len() {
@@ -451,6 +549,11 @@ pub fn detect_people_and_orgs(text: &str, found: &mut Vec<Span>) {
 fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
     let t = &toks[i];
     if t.role & TITLE != 0 || t.text.len() < 2 {
+        return None;
+    }
+    // Most words are lower-case common words that are no known name: no cue below takes
+    // one, and no name starts with one.
+    if !t.cap && t.common() && !t.first() && !t.last() {
         return None;
     }
     let cue = cue_before(toks, i);
@@ -476,11 +579,16 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
                 && toks
                     .get(i + 1)
                     .is_some_and(|n| n.lower == "from" && n.gap == " ")
-                && matches!(toks[i - 1].lower.as_str(), "i'm" | "im" | "am" | "is") =>
+                && matches!(toks[i - 1].lower, "i'm" | "im" | "am" | "is") =>
         {
             return Some(i);
         }
         _ => {}
+    }
+    // Without a cue, a name starts with a known first name, or with an unknown capitalised
+    // word before a surname.
+    if !first && (common || !t.cap) {
+        return None;
     }
     let next = continuation(toks, i, !t.cap);
     let surname_follows = (1..=next).any(|k| toks[i + k].last() && !toks[i + k].common());
@@ -546,14 +654,11 @@ fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
             }
         }
         // "I work at Initech", "employed by Globex".
-        let p = i
-            .checked_sub(1)
-            .map(|k| toks[k].lower.as_str())
-            .unwrap_or("");
-        let pp = i
-            .checked_sub(2)
-            .map(|k| toks[k].lower.as_str())
-            .unwrap_or("");
+        if !(t.cap && !t.common() && !t.first() && t.gap == " ") {
+            continue;
+        }
+        let p = i.checked_sub(1).map(|k| toks[k].lower).unwrap_or("");
+        let pp = i.checked_sub(2).map(|k| toks[k].lower).unwrap_or("");
         let cue = matches!(p, "at" | "for" | "by")
             && matches!(
                 pp,
@@ -572,7 +677,7 @@ fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
             )
             || matches!(p, "joined" | "employer" | "company")
             || (pp == "company" && matches!(p, "called" | "named" | "is"));
-        if cue && t.cap && !t.common() && !t.first() && t.gap == " " {
+        if cue {
             let mut last = i;
             while last + 1 < toks.len()
                 && last - i < 2

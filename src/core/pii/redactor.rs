@@ -24,9 +24,13 @@ pub(super) static PSEUDONYM: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Whether `s` is exactly one of Phoenix's pseudonyms.
 pub fn is_pseudonym(s: &str) -> bool {
-    PSEUDONYM
-        .find(s)
-        .is_some_and(|m| m.start() == 0 && m.end() == s.len())
+    // Every pseudonym starts with a capital letter and has an underscore: most detected
+    // values are ruled out without running the pattern.
+    s.as_bytes().first().is_some_and(u8::is_ascii_uppercase)
+        && s.contains('_')
+        && PSEUDONYM
+            .find(s)
+            .is_some_and(|m| m.start() == 0 && m.end() == s.len())
 }
 
 /// One pseudonym and a value it stands for: what the vault stores.
@@ -59,7 +63,13 @@ impl Report {
 
     fn record(&mut self, entity: EntityType, pseudonym: &str) {
         *self.replaced.entry(entity).or_default() += 1;
-        self.pseudonyms.insert(pseudonym.to_owned(), entity);
+        // A pseudonym recurs in a conversation: copy it only the first time.
+        match self.pseudonyms.get_mut(pseudonym) {
+            Some(e) => *e = entity,
+            None => {
+                self.pseudonyms.insert(pseudonym.to_owned(), entity);
+            }
+        }
     }
 }
 
@@ -80,6 +90,9 @@ struct KnownMatcher {
     folded: Vec<Finder<'static>>,
     /// Names that are also common words ("Will", "May") and very short ones: as written.
     exact: Vec<Finder<'static>>,
+    /// How many of the redactor's `known_exact` forms have a finder: forms are only ever
+    /// added, so a new one costs one finder rather than a rebuild of all.
+    forms: usize,
     /// Both sets in one automaton (pattern ids: folded first), when they are large.
     automaton: Option<(AhoCorasick, AhoCorasick)>,
 }
@@ -107,6 +120,10 @@ pub struct Redactor {
     pending: Vec<Mapping>,
     matcher: KnownMatcher,
     dirty: bool,
+    /// Scratch space for lower-casing, kept to save an allocation per look-up.
+    lower: String,
+    /// Scratch space for a text's ASCII-lower-cased copy.
+    folded_text: String,
 }
 
 impl Redactor {
@@ -260,7 +277,7 @@ impl Redactor {
 
     fn known_spans(&mut self, text: &str, found: &mut Vec<Span>) {
         if self.dirty {
-            self.rebuild_matcher();
+            self.update_matcher();
         }
         let mut hits: Vec<(usize, usize)> = Vec::new();
         match &self.matcher.automaton {
@@ -271,7 +288,10 @@ impl Redactor {
             None => {
                 if !self.matcher.folded.is_empty() {
                     // ASCII lower-casing keeps byte offsets.
-                    let lower = text.to_ascii_lowercase();
+                    let lower = &mut self.folded_text;
+                    lower.clear();
+                    lower.push_str(text);
+                    lower.make_ascii_lowercase();
                     for f in &self.matcher.folded {
                         let n = f.needle().len();
                         hits.extend(f.find_iter(lower.as_bytes()).map(|i| (i, i + n)));
@@ -294,7 +314,7 @@ impl Redactor {
             {
                 continue;
             }
-            if let Some((entity, _)) = self.known.get(&s.to_lowercase()) {
+            if let Some((entity, _)) = self.known.get(lower_into(&mut self.lower, s)) {
                 found.push(Span {
                     start,
                     end,
@@ -304,56 +324,53 @@ impl Redactor {
         }
     }
 
-    fn rebuild_matcher(&mut self) {
-        let mut folded: Vec<String> = Vec::new();
-        let mut exact: Vec<String> = Vec::new();
-        for s in &self.known_exact {
+    /// Gives the matcher a finder for each form learned since it last ran.
+    fn update_matcher(&mut self) {
+        let m = &mut self.matcher;
+        for s in &self.known_exact[m.forms..] {
             let lower = s.to_lowercase();
             if lower.chars().count() < 3 || is_common_word(&lower) {
-                exact.push(s.clone());
+                m.exact.push(Finder::new(s.as_bytes()).into_owned());
             } else {
-                folded.push(s.to_ascii_lowercase());
+                let folded = s.to_ascii_lowercase();
+                m.folded.push(Finder::new(folded.as_bytes()).into_owned());
             }
         }
-        let automaton = (folded.len() + exact.len() >= AUTOMATON_FROM).then(|| {
-            let build = |forms: &[String], fold: bool| {
+        m.forms = self.known_exact.len();
+        m.automaton = (m.folded.len() + m.exact.len() >= AUTOMATON_FROM).then(|| {
+            let build = |finders: &[Finder<'static>], fold: bool| {
                 AhoCorasick::builder()
                     .ascii_case_insensitive(fold)
                     .match_kind(MatchKind::LeftmostLongest)
-                    .build(forms)
+                    .build(finders.iter().map(Finder::needle))
                     .expect("literal patterns always build")
             };
-            (build(&folded, true), build(&exact, false))
+            (build(&m.folded, true), build(&m.exact, false))
         });
-        let finders = |forms: Vec<String>| {
-            forms
-                .iter()
-                .map(|f| Finder::new(f.as_bytes()).into_owned())
-                .collect()
-        };
-        self.matcher = KnownMatcher {
-            folded: finders(folded),
-            exact: finders(exact),
-            automaton,
-        };
         self.dirty = false;
     }
 
     /// Records that `surface` stands for `pseudonym` from now on.
     fn remember(&mut self, surface: &str, entity: EntityType, pseudonym: &str) {
         let lower = surface.to_lowercase();
-        if lower.trim().chars().count() < 2 || self.known.contains_key(&lower) {
+        self.remember_lower(surface, &lower, entity, pseudonym);
+    }
+
+    /// `remember`, given `surface` lower-cased.
+    fn remember_lower(&mut self, surface: &str, lower: &str, entity: EntityType, pseudonym: &str) {
+        if lower.trim().chars().count() < 2 || self.known.contains_key(lower) {
             return;
         }
-        self.known.insert(lower, (entity, pseudonym.to_owned()));
+        self.known
+            .insert(lower.to_owned(), (entity, pseudonym.to_owned()));
         self.known_exact.push(surface.to_owned());
         self.dirty = true;
     }
 
-    /// Records an alias the vault must keep (not derivable from the canonical value).
-    fn learn(&mut self, surface: &str, entity: EntityType, pseudonym: &str) {
-        let lower = surface.to_lowercase();
-        if self.known.contains_key(&lower) {
+    /// Records an alias the vault must keep (not derivable from the canonical value);
+    /// `lower` is `surface` lower-cased.
+    fn learn(&mut self, surface: &str, lower: &str, entity: EntityType, pseudonym: &str) {
+        if self.known.contains_key(lower) {
             return;
         }
         let is_canonical = self
@@ -368,13 +385,14 @@ impl Redactor {
                 canonical: false,
             });
         }
-        self.remember(surface, entity, pseudonym);
+        self.remember_lower(surface, lower, entity, pseudonym);
     }
 
     fn pseudonym_for(&mut self, entity: EntityType, surface: &str) -> String {
-        if let Some((_, p)) = self.known.get(&surface.to_lowercase()) {
+        if let Some((_, p)) = self.known.get(lower_into(&mut self.lower, surface)) {
             return p.clone();
         }
+        let lower = surface.to_lowercase();
         let pseudonym = match entity {
             EntityType::Person => self.person(surface),
             EntityType::Email => self.email(surface),
@@ -398,7 +416,7 @@ impl Redactor {
                 }
             }
         };
-        self.learn(surface, entity, &pseudonym);
+        self.learn(surface, &lower, entity, &pseudonym);
         pseudonym
     }
 
@@ -558,6 +576,18 @@ pub fn reveal(text: &str, mappings: &[Mapping]) -> (String, Vec<String>) {
         }
     });
     (out.into_owned(), unknown)
+}
+
+/// `s` lower-cased into `buf`, reusing its allocation.
+fn lower_into<'a>(buf: &'a mut String, s: &str) -> &'a str {
+    buf.clear();
+    if s.is_ascii() {
+        buf.push_str(s);
+        buf.make_ascii_lowercase();
+    } else {
+        buf.push_str(&s.to_lowercase());
+    }
+    buf
 }
 
 /// Lower-case name words without titles: "Dr. Dan Johnson" → ["dan", "johnson"].

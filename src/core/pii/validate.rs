@@ -281,11 +281,13 @@ pub fn number_context(before: &str) -> NumberContext {
 /// The context is read only for candidates that have a phone's shape: reading it is the
 /// costly part, and most digit runs in text (counts, years, ids) fail on shape alone.
 pub fn phone(candidate: &str, context: impl FnOnce() -> NumberContext) -> bool {
-    let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
-    let n = digits.len();
+    // Most candidates (years, counts, short ids) fail on their digit count: count before
+    // collecting.
+    let n = candidate.bytes().filter(u8::is_ascii_digit).count();
     if !(7..=15).contains(&n) {
         return false;
     }
+    let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
     let seps = candidate
         .chars()
         .filter(|c| matches!(c, ' ' | '-' | '.' | '(' | ')'))
@@ -445,9 +447,7 @@ pub fn looks_secret(v: &str) -> bool {
 
 /// Whether `s` is one of Phoenix's own pseudonyms (so redacting twice changes nothing).
 pub fn is_pseudonym(s: &str) -> bool {
-    super::redactor::PSEUDONYM
-        .find(s)
-        .is_some_and(|m| m.start() == 0 && m.end() == s.len())
+    super::redactor::is_pseudonym(s)
 }
 
 #[cfg(test)]
