@@ -654,7 +654,7 @@ fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
             }
         }
         // "I work at Initech", "employed by Globex".
-        if !(t.cap && !t.common() && !t.first() && t.gap == " ") {
+        if !t.cap || t.common() || t.first() || t.gap != " " {
             continue;
         }
         let p = i.checked_sub(1).map(|k| toks[k].lower).unwrap_or("");
