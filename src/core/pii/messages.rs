@@ -18,8 +18,9 @@ use super::{EntityType, Redactor, Report, validate};
 )]
 pub struct ConversationShape;
 
-/// Message fields that are structure, not content.
-const STRUCTURAL: &[&str] = &[
+/// Message fields that are structure, not content: the redactor leaves them alone and the
+/// collector's guard (`scan`) does not look in them.
+pub(super) const STRUCTURAL: &[&str] = &[
     "role",
     "type",
     "id",

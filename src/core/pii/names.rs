@@ -693,7 +693,7 @@ fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
             }
         }
         // "I work at Initech", "employed by Globex".
-        if !(t.cap && !t.common() && !t.first() && t.gap == " ") {
+        if !t.cap || t.common() || t.first() || t.gap != " " {
             continue;
         }
         let lower = |back: usize| {

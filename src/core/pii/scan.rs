@@ -10,18 +10,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::messages::STRUCTURAL;
 use super::{EntityType, contains_pii};
-
-/// Message fields that are structure, not content (the redactor leaves them alone too).
-const STRUCTURAL: &[&str] = &[
-    "role",
-    "type",
-    "id",
-    "tool_call_id",
-    "model",
-    "finish_reason",
-    "index",
-];
 
 /// Personal data found in one field of a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
