@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use memchr::memchr_iter;
@@ -73,9 +73,13 @@ impl Report {
     }
 }
 
+/// A pseudonym, shared by the session's maps and forms that stand for it: cloning one is
+/// cheap, and a text with a dozen spans clones a few dozen.
+type Pseudonym = Arc<str>;
+
 #[derive(Debug, Clone)]
 struct Person {
-    pseudonym: String,
+    pseudonym: Pseudonym,
     /// Lower-case name words of the longest form seen.
     words: Vec<String>,
     emails: usize,
@@ -87,14 +91,38 @@ struct Person {
 #[derive(Debug, Default)]
 struct KnownMatcher {
     /// ASCII-lower-cased forms matched ignoring ASCII case.
-    folded: Vec<Box<[u8]>>,
+    folded: Forms,
     /// Names that are also common words ("Will", "May") and very short ones: as written.
-    exact: Vec<Box<[u8]>>,
+    exact: Forms,
     /// How many of the redactor's `known_exact` forms the matcher has: forms are only ever
     /// added, so a new one is added rather than all rebuilt.
     forms: usize,
     /// Both sets in one automaton (pattern ids: folded first), when they are large.
     automaton: Option<(AhoCorasick, AhoCorasick)>,
+}
+
+/// Byte strings kept end to end in one buffer: a form costs no allocation of its own.
+#[derive(Debug, Default)]
+struct Forms {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Forms {
+    fn push(&mut self, form: &[u8]) {
+        self.bytes.extend_from_slice(form);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The forms from the `from`th on.
+    fn iter_from(&self, from: usize) -> impl Iterator<Item = &[u8]> {
+        let start = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] };
+        (from..self.ends.len()).map(move |i| &self.bytes[start(i)..self.ends[i]])
+    }
 }
 
 /// Above this many known forms, one automaton beats one search per form.
@@ -109,21 +137,30 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 pub struct Redactor {
     persons: Vec<Person>,
     /// Lower-cased surface form → pseudonym and type.
-    known: FastMap<String, (EntityType, String)>,
+    known: FastMap<Box<str>, (EntityType, Pseudonym)>,
     /// Surface forms as first written, for the exact matcher.
-    known_exact: Vec<String>,
+    known_exact: Vec<Box<str>>,
     /// (type, normalised value) → pseudonym: `+1 415 555 0132` and `(415) 555-0132` are one.
-    normalised: FastMap<(EntityType, String), String>,
+    normalised: FastMap<(EntityType, String), Pseudonym>,
     /// Pseudonym → canonical value.
-    canonical: HashMap<String, (EntityType, String)>,
-    counters: HashMap<EntityType, usize>,
+    canonical: FastMap<Pseudonym, (EntityType, String)>,
+    /// Pseudonyms handed out, by type (indexed by `EntityType as usize`).
+    counters: [usize; EntityType::ALL.len()],
     pending: Vec<Mapping>,
     matcher: KnownMatcher,
     dirty: bool,
+    /// The known forms' spans in the text being redacted, from the search `spans` made
+    /// before the text's own values were learned: the search after it needs only the new
+    /// forms (see `redact_with_spans`).
+    known_hits: Vec<Span>,
     /// Scratch space for lower-casing, kept to save an allocation per look-up.
     lower: String,
+    /// Scratch space for lower-casing a form to remember.
+    remember_buf: String,
     /// Scratch space for a text's ASCII-lower-cased copy.
     folded_text: String,
+    /// Scratch space for the places known forms occur.
+    hits: Vec<(usize, usize)>,
 }
 
 impl Redactor {
@@ -142,12 +179,13 @@ impl Redactor {
                 continue;
             }
             r.bump_counter_past(&m.pseudonym, m.entity);
+            let pseudonym: Pseudonym = m.pseudonym.as_str().into();
             match m.entity {
                 EntityType::Person => {
                     let words = name_words(&m.value);
-                    r.remember_name_words(&words, &m.pseudonym);
+                    r.remember_name_words(&words, &pseudonym);
                     r.persons.push(Person {
-                        pseudonym: m.pseudonym.clone(),
+                        pseudonym: pseudonym.clone(),
                         words,
                         emails: 0,
                     });
@@ -159,23 +197,20 @@ impl Redactor {
                         .next()
                         .filter(|_| m.pseudonym.contains("_EMAIL"))
                     {
-                        if let Some(p) = r.persons.iter_mut().find(|p| p.pseudonym == owner) {
+                        if let Some(p) = r.persons.iter_mut().find(|p| &*p.pseudonym == owner) {
                             p.emails += 1;
                         }
                     }
                 }
                 _ => {}
             }
-            r.normalised.insert(
-                (m.entity, normalise(m.entity, &m.value)),
-                m.pseudonym.clone(),
-            );
-            r.canonical
-                .insert(m.pseudonym.clone(), (m.entity, m.value.clone()));
-            r.remember(&m.value, m.entity, &m.pseudonym);
+            r.normalised
+                .insert((m.entity, normalise(m.entity, &m.value)), pseudonym.clone());
+            r.remember(&m.value, m.entity, &pseudonym);
+            r.canonical.insert(pseudonym, (m.entity, m.value));
         }
         for a in aliases {
-            r.remember(&a.value, a.entity, &a.pseudonym);
+            r.remember(&a.value, a.entity, &a.pseudonym.as_str().into());
         }
         r.pending.clear();
         r
@@ -184,14 +219,20 @@ impl Redactor {
     /// Mappings created since the last call, for the vault.
     pub fn take_new_mappings(&mut self) -> Vec<Mapping> {
         // A pseudonym's canonical value may have grown ("Dan" → "Dan Johnson"): keep the last.
-        let mut seen = std::collections::HashSet::new();
-        let mut out: Vec<Mapping> = std::mem::take(&mut self.pending)
-            .into_iter()
+        let pending = std::mem::take(&mut self.pending);
+        let mut seen = FastMap::<&str, ()>::default();
+        let mut keep: Vec<bool> = pending
+            .iter()
             .rev()
-            .filter(|m| !m.canonical || seen.insert(m.pseudonym.clone()))
+            .map(|m| !m.canonical || seen.insert(&m.pseudonym, ()).is_none())
             .collect();
-        out.reverse();
-        out
+        drop(seen);
+        keep.reverse();
+        pending
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(m, keep)| keep.then_some(m))
+            .collect()
     }
 
     /// Every canonical mapping of the session so far.
@@ -200,7 +241,7 @@ impl Redactor {
             .canonical
             .iter()
             .map(|(p, (e, v))| Mapping {
-                pseudonym: p.clone(),
+                pseudonym: p.to_string(),
                 entity: *e,
                 value: v.clone(),
                 canonical: true,
@@ -230,21 +271,38 @@ impl Redactor {
         }
         // Learn this text's values first, so that a later mention in the same text which
         // the detectors miss ("Dan Johnson ... dan said") is replaced too.
-        for s in &spans {
-            self.pseudonym_for(s.entity, &text[s.start..s.end]);
-        }
+        let learned: Vec<Pseudonym> = spans
+            .iter()
+            .map(|s| self.pseudonym_for(s.entity, &text[s.start..s.end]))
+            .collect();
+        let mut resolved = false;
         if self.dirty {
+            // The forms known before this text were searched by `spans`; what they found
+            // (before overlaps were resolved) is in `known_hits`. One search of the new forms
+            // and those hits give what searching every form again would.
+            let (folded_from, exact_from) = (self.matcher.folded.len(), self.matcher.exact.len());
             let before = spans.len();
-            self.known_spans(text, &mut spans);
+            self.update_matcher();
+            if self.matcher.automaton.is_some() {
+                self.known_spans(text, (0, 0), &mut spans);
+            } else {
+                spans.extend_from_slice(&self.known_hits);
+                self.known_spans(text, (folded_from, exact_from), &mut spans);
+            }
             if spans.len() > before {
                 spans = resolve(spans);
+                resolved = true;
             }
         }
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
-        for s in &spans {
+        for (k, s) in spans.iter().enumerate() {
             out.push_str(&text[at..s.start]);
-            let pseudonym = self.pseudonym_for(s.entity, &text[s.start..s.end]);
+            // Unless known forms changed the spans, each has its pseudonym from above.
+            let pseudonym = match resolved {
+                false => learned[k].clone(),
+                true => self.pseudonym_for(s.entity, &text[s.start..s.end]),
+            };
             report.record(s.entity, &pseudonym);
             out.push_str(&pseudonym);
             at = s.end;
@@ -261,47 +319,54 @@ impl Redactor {
         }
         let pseudonym = self.pseudonym_for(entity, trimmed);
         report.record(entity, &pseudonym);
-        pseudonym
+        pseudonym.to_string()
     }
 
     /// What would be replaced in `text`: the detectors' spans plus known values.
     pub fn spans(&mut self, text: &str) -> Vec<Span> {
         let mut found = detect(text);
+        self.known_hits.clear();
         if !self.known.is_empty() {
-            self.known_spans(text, &mut found);
+            if self.dirty {
+                self.update_matcher();
+            }
+            let mut hits = std::mem::take(&mut self.known_hits);
+            self.known_spans(text, (0, 0), &mut hits);
+            found.extend_from_slice(&hits);
+            self.known_hits = hits;
             found = resolve(found);
         }
         found.retain(|s| !is_pseudonym(&text[s.start..s.end]));
         found
     }
 
-    fn known_spans(&mut self, text: &str, found: &mut Vec<Span>) {
-        if self.dirty {
-            self.update_matcher();
-        }
-        let mut hits: Vec<(usize, usize)> = Vec::new();
+    /// Adds to `found` the places where known forms occur as whole words, searching the
+    /// folded and exact forms from the given indexes on (all of them with the automaton).
+    fn known_spans(&mut self, text: &str, from: (usize, usize), found: &mut Vec<Span>) {
+        let mut hits = std::mem::take(&mut self.hits);
+        hits.clear();
         match &self.matcher.automaton {
             Some((folded, exact)) => {
                 hits.extend(folded.find_iter(text).map(|m| (m.start(), m.end())));
                 hits.extend(exact.find_iter(text).map(|m| (m.start(), m.end())));
             }
             None => {
-                if !self.matcher.folded.is_empty() {
+                if self.matcher.folded.len() > from.0 {
                     // ASCII lower-casing keeps byte offsets.
                     let lower = &mut self.folded_text;
                     lower.clear();
                     lower.push_str(text);
                     lower.make_ascii_lowercase();
-                    for f in &self.matcher.folded {
+                    for f in self.matcher.folded.iter_from(from.0) {
                         hits.extend(occurrences(lower.as_bytes(), f).map(|i| (i, i + f.len())));
                     }
                 }
-                for f in &self.matcher.exact {
+                for f in self.matcher.exact.iter_from(from.1) {
                     hits.extend(occurrences(text.as_bytes(), f).map(|i| (i, i + f.len())));
                 }
             }
         }
-        for (start, end) in hits {
+        for &(start, end) in &hits {
             let s = &text[start..end];
             let prev = text[..start].chars().next_back();
             let next = text[end..].chars().next();
@@ -320,26 +385,30 @@ impl Redactor {
                 });
             }
         }
+        self.hits = hits;
     }
 
     /// Adds the forms learned since the matcher last ran.
     fn update_matcher(&mut self) {
         let m = &mut self.matcher;
         for s in &self.known_exact[m.forms..] {
-            let lower = s.to_lowercase();
-            if lower.chars().count() < 3 || is_common_word(&lower) {
-                m.exact.push(s.as_bytes().into());
+            let lower = lower_into(&mut self.remember_buf, s);
+            if lower.chars().count() < 3 || is_common_word(lower) {
+                m.exact.push(s.as_bytes());
             } else {
-                m.folded.push(s.to_ascii_lowercase().into_bytes().into());
+                // ASCII lower-casing only: the text searched is lower-cased the same way.
+                let at = m.folded.bytes.len();
+                m.folded.push(s.as_bytes());
+                m.folded.bytes[at..].make_ascii_lowercase();
             }
         }
         m.forms = self.known_exact.len();
         m.automaton = (m.folded.len() + m.exact.len() >= AUTOMATON_FROM).then(|| {
-            let build = |forms: &[Box<[u8]>], fold: bool| {
+            let build = |forms: &Forms, fold: bool| {
                 AhoCorasick::builder()
                     .ascii_case_insensitive(fold)
                     .match_kind(MatchKind::LeftmostLongest)
-                    .build(forms)
+                    .build(forms.iter_from(0))
                     .expect("literal patterns always build")
             };
             (build(&m.folded, true), build(&m.exact, false))
@@ -348,35 +417,42 @@ impl Redactor {
     }
 
     /// Records that `surface` stands for `pseudonym` from now on.
-    fn remember(&mut self, surface: &str, entity: EntityType, pseudonym: &str) {
-        let lower = surface.to_lowercase();
+    fn remember(&mut self, surface: &str, entity: EntityType, pseudonym: &Pseudonym) {
+        let mut lower = std::mem::take(&mut self.remember_buf);
+        lower_into(&mut lower, surface);
         self.remember_lower(surface, &lower, entity, pseudonym);
+        self.remember_buf = lower;
     }
 
     /// `remember`, given `surface` lower-cased.
-    fn remember_lower(&mut self, surface: &str, lower: &str, entity: EntityType, pseudonym: &str) {
-        if lower.trim().chars().count() < 2 || self.known.contains_key(lower) {
+    fn remember_lower(
+        &mut self,
+        surface: &str,
+        lower: &str,
+        entity: EntityType,
+        pseudonym: &Pseudonym,
+    ) {
+        if lower.trim().chars().nth(1).is_none() || self.known.contains_key(lower) {
             return;
         }
-        self.known
-            .insert(lower.to_owned(), (entity, pseudonym.to_owned()));
-        self.known_exact.push(surface.to_owned());
+        self.known.insert(lower.into(), (entity, pseudonym.clone()));
+        self.known_exact.push(surface.into());
         self.dirty = true;
     }
 
     /// Records an alias the vault must keep (not derivable from the canonical value);
     /// `lower` is `surface` lower-cased.
-    fn learn(&mut self, surface: &str, lower: &str, entity: EntityType, pseudonym: &str) {
+    fn learn(&mut self, surface: &str, lower: &str, entity: EntityType, pseudonym: &Pseudonym) {
         if self.known.contains_key(lower) {
             return;
         }
         let is_canonical = self
             .canonical
-            .get(pseudonym)
-            .is_some_and(|(_, v)| v.to_lowercase() == lower);
+            .get(&**pseudonym)
+            .is_some_and(|(_, v)| lower_eq(v, lower));
         if !is_canonical {
             self.pending.push(Mapping {
-                pseudonym: pseudonym.to_owned(),
+                pseudonym: pseudonym.to_string(),
                 entity,
                 value: surface.to_owned(),
                 canonical: false,
@@ -385,11 +461,13 @@ impl Redactor {
         self.remember_lower(surface, lower, entity, pseudonym);
     }
 
-    fn pseudonym_for(&mut self, entity: EntityType, surface: &str) -> String {
+    fn pseudonym_for(&mut self, entity: EntityType, surface: &str) -> Pseudonym {
         if let Some((_, p)) = self.known.get(lower_into(&mut self.lower, surface)) {
             return p.clone();
         }
-        let lower = surface.to_lowercase();
+        // `lower` holds `surface` lower-cased; borrowed for the call, so that the look-ups
+        // below can use the scratch space.
+        let lower = std::mem::take(&mut self.lower);
         let pseudonym = match entity {
             EntityType::Person => self.person(surface),
             EntityType::Email => self.email(surface),
@@ -414,14 +492,15 @@ impl Redactor {
             }
         };
         self.learn(surface, &lower, entity, &pseudonym);
+        self.lower = lower;
         pseudonym
     }
 
-    fn set_canonical(&mut self, pseudonym: &str, entity: EntityType, value: &str) {
+    fn set_canonical(&mut self, pseudonym: &Pseudonym, entity: EntityType, value: &str) {
         self.canonical
-            .insert(pseudonym.to_owned(), (entity, value.to_owned()));
+            .insert(pseudonym.clone(), (entity, value.to_owned()));
         self.pending.push(Mapping {
-            pseudonym: pseudonym.to_owned(),
+            pseudonym: pseudonym.to_string(),
             entity,
             value: value.to_owned(),
             canonical: true,
@@ -429,15 +508,20 @@ impl Redactor {
         self.remember(value, entity, pseudonym);
     }
 
-    fn next_pseudonym(&mut self, entity: EntityType) -> String {
-        let n = self.counters.entry(entity).or_default();
+    fn next_pseudonym(&mut self, entity: EntityType) -> Pseudonym {
+        let n = &mut self.counters[entity as usize];
         *n += 1;
+        let mut p = String::with_capacity(24);
+        p.push_str(entity.pseudonym_prefix());
+        p.push('_');
         match entity {
-            EntityType::Person | EntityType::Organization => {
-                format!("{}_{}", entity.pseudonym_prefix(), letters(*n - 1))
+            EntityType::Person | EntityType::Organization => push_letters(&mut p, *n - 1),
+            _ => {
+                use std::fmt::Write as _;
+                write!(p, "{n}").expect("writing to a String cannot fail");
             }
-            _ => format!("{}_{}", entity.pseudonym_prefix(), n),
         }
+        p.into()
     }
 
     fn bump_counter_past(&mut self, pseudonym: &str, entity: EntityType) {
@@ -450,13 +534,13 @@ impl Redactor {
             _ => tail.parse().ok(),
         };
         if let Some(n) = n {
-            let c = self.counters.entry(entity).or_default();
+            let c = &mut self.counters[entity as usize];
             *c = (*c).max(n);
         }
     }
 
     /// The person `surface` names: an earlier one whose name words it shares, or a new one.
-    fn person(&mut self, surface: &str) -> String {
+    fn person(&mut self, surface: &str) -> Pseudonym {
         let words = name_words(surface);
         if words.is_empty() {
             return self.next_pseudonym(EntityType::Person);
@@ -479,7 +563,7 @@ impl Redactor {
         }
     }
 
-    fn new_person(&mut self, canonical: &str, words: Vec<String>) -> String {
+    fn new_person(&mut self, canonical: &str, words: Vec<String>) -> Pseudonym {
         let p = self.next_pseudonym(EntityType::Person);
         self.set_canonical(&p, EntityType::Person, canonical);
         self.remember_name_words(&words, &p);
@@ -492,12 +576,12 @@ impl Redactor {
     }
 
     /// "Dan Johnson" makes "Dan" and "Johnson" known too.
-    fn remember_name_words(&mut self, words: &[String], pseudonym: &str) {
+    fn remember_name_words(&mut self, words: &[String], pseudonym: &Pseudonym) {
         if words.len() < 2 {
             return;
         }
         for w in words {
-            if w.chars().count() >= 3 {
+            if w.chars().nth(2).is_some() {
                 let shown = title_case(w);
                 self.remember(&shown, EntityType::Person, pseudonym);
             }
@@ -506,7 +590,7 @@ impl Redactor {
 
     /// An email whose local part names a known person becomes `USER_A_EMAIL`; one that names
     /// a new person (`first.last@`) creates that person.
-    fn email(&mut self, surface: &str) -> String {
+    fn email(&mut self, surface: &str) -> Pseudonym {
         let key = (EntityType::Email, normalise(EntityType::Email, surface));
         if let Some(p) = self.normalised.get(&key) {
             return p.clone();
@@ -534,7 +618,7 @@ impl Redactor {
             }
             None => None,
         };
-        let p = match owner {
+        let p: Pseudonym = match owner {
             Some(i) => {
                 let person = &mut self.persons[i];
                 person.emails += 1;
@@ -542,6 +626,7 @@ impl Redactor {
                     1 => format!("{}_EMAIL", person.pseudonym),
                     n => format!("{}_EMAIL_{n}", person.pseudonym),
                 }
+                .into()
             }
             None => self.next_pseudonym(EntityType::Email),
         };
@@ -599,6 +684,19 @@ fn lower_into<'a>(buf: &'a mut String, s: &str) -> &'a str {
         buf.push_str(&s.to_lowercase());
     }
     buf
+}
+
+/// Whether `s` lower-cased is `lower` (`s.to_lowercase() == lower`, without allocating for
+/// ASCII).
+fn lower_eq(s: &str, lower: &str) -> bool {
+    if s.is_ascii() {
+        s.len() == lower.len()
+            && s.bytes()
+                .zip(lower.bytes())
+                .all(|(a, b)| a.to_ascii_lowercase() == b)
+    } else {
+        s.to_lowercase() == lower
+    }
 }
 
 /// Lower-case name words without titles: "Dr. Dan Johnson" → ["dan", "johnson"].
@@ -688,17 +786,26 @@ fn title_case(w: &str) -> String {
 }
 
 /// 0 → A, 25 → Z, 26 → AA.
-pub(super) fn letters(mut n: usize) -> String {
-    let mut out = Vec::new();
+pub(super) fn letters(n: usize) -> String {
+    let mut out = String::new();
+    push_letters(&mut out, n);
+    out
+}
+
+/// Appends `letters(n)` to `out`.
+fn push_letters(out: &mut String, mut n: usize) {
+    // Bijective base 26, least significant first; a usize has at most 14 such digits.
+    let mut digits = [0u8; 16];
+    let mut len = 0;
     loop {
-        out.push(b'A' + (n % 26) as u8);
+        digits[len] = b'A' + (n % 26) as u8;
+        len += 1;
         if n < 26 {
             break;
         }
         n = n / 26 - 1;
     }
-    out.reverse();
-    String::from_utf8(out).expect("ASCII")
+    out.extend(digits[..len].iter().rev().map(|&d| char::from(d)));
 }
 
 fn letters_index(s: &str) -> Option<usize> {
