@@ -136,7 +136,7 @@ pub(super) fn detect_patterns(text: &str, found: &mut Vec<Span>) {
     if digits >= 10 && numbers.is_none_or(|n| n.iban_start) {
         ibans(text, found);
     }
-    if digits >= 9 && numbers.is_none_or(|n| n.grouped_digits >= 9) {
+    if digits >= 9 && numbers.is_none_or(|n| n.ssn) {
         ssns(text, found);
     }
     if digits >= 7 {
