@@ -5,7 +5,6 @@
 //! A name that is also a common word ("Will", "May", "Mark", "can") needs more than its
 //! capital letter: a surname after it, a title before it, or a context that names people.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
@@ -284,6 +283,9 @@ impl Hasher for PackedHasher {
     }
 }
 
+/// Longer than any word `cue_before`, `person_at` and `orgs` compare a word with.
+const CUE_WORD_MAX: usize = 16;
+
 /// One word of the text.
 #[derive(Debug)]
 struct Tok<'a> {
@@ -314,14 +316,20 @@ impl Tok<'_> {
     }
     /// The word lower-cased, for comparing with the cue words. Only the few words next to a
     /// candidate name are compared, so ASCII words are lower-cased here, when asked, rather
-    /// than all of them up front.
-    fn lower(&self) -> Cow<'_, str> {
+    /// than all of them up front, and into `buf`, not a new string. No cue word is longer
+    /// than `buf`: a longer word comes back as written, which equals none of them.
+    fn lower<'b>(&'b self, buf: &'b mut [u8; CUE_WORD_MAX]) -> &'b str {
+        let b = self.text.as_bytes();
         match &self.unicode_lower {
-            Some(lower) => Cow::Borrowed(lower),
-            None if self.text.bytes().any(|b| b.is_ascii_uppercase()) => {
-                Cow::Owned(self.text.to_ascii_lowercase())
+            Some(lower) => lower,
+            None if b.len() <= CUE_WORD_MAX && b.iter().any(u8::is_ascii_uppercase) => {
+                let buf = &mut buf[..b.len()];
+                buf.copy_from_slice(b);
+                buf.make_ascii_lowercase();
+                // Without a Unicode lower case the word is ASCII.
+                std::str::from_utf8(buf).unwrap_or(self.text)
             }
-            None => Cow::Borrowed(self.text),
+            None => self.text,
         }
     }
 }
@@ -437,11 +445,9 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
     };
     let gap = toks[i].gap;
     // The word before and the one before that, lower-cased.
-    let before_prev = i
-        .checked_sub(2)
-        .map_or(Cow::Borrowed(""), |k| toks[k].lower());
-    let prev_lower = prev.lower();
-    let (w2, p) = (&*before_prev, &*prev_lower);
+    let (mut b2, mut b1) = ([0; CUE_WORD_MAX], [0; CUE_WORD_MAX]);
+    let w2 = i.checked_sub(2).map_or("", |k| toks[k].lower(&mut b2));
+    let p = prev.lower(&mut b1);
     // Only spaces, a comma or a line break between the cue and the name.
     if !gap
         .chars()
@@ -617,8 +623,11 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
             if !common
                 && toks
                     .get(i + 1)
-                    .is_some_and(|n| n.lower() == "from" && n.gap == " ")
-                && matches!(&*toks[i - 1].lower(), "i'm" | "im" | "am" | "is") =>
+                    .is_some_and(|n| n.lower(&mut [0; CUE_WORD_MAX]) == "from" && n.gap == " ")
+                && matches!(
+                    toks[i - 1].lower(&mut [0; CUE_WORD_MAX]),
+                    "i'm" | "im" | "am" | "is"
+                ) =>
         {
             return Some(i);
         }
@@ -696,12 +705,9 @@ fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
         if !t.cap || t.common() || t.first() || t.gap != " " {
             continue;
         }
-        let lower = |back: usize| {
-            i.checked_sub(back)
-                .map_or(Cow::Borrowed(""), |k| toks[k].lower())
-        };
-        let (p, pp) = (lower(1), lower(2));
-        let (p, pp) = (&*p, &*pp);
+        let (mut b1, mut b2) = ([0; CUE_WORD_MAX], [0; CUE_WORD_MAX]);
+        let p = i.checked_sub(1).map_or("", |k| toks[k].lower(&mut b1));
+        let pp = i.checked_sub(2).map_or("", |k| toks[k].lower(&mut b2));
         let cue = matches!(p, "at" | "for" | "by")
             && matches!(
                 pp,
