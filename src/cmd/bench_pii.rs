@@ -119,10 +119,12 @@ fn print_report(r: &EvalReport, examples: bool) {
     let t = &r.throughput;
     let (goal, pass) = target_cells(check(PiiTarget::Throughput));
     println!(
-        "throughput: {} MB/s on one thread ({} passes over {} KB in {} s); target {goal}: {pass}",
+        "throughput: {} MB/s on one thread (median of {} passes over {} KB; {} MB/s over all \
+         {} s); target {goal}: {pass}",
         num((t.mb_per_sec * 10.0).round() / 10.0),
         t.passes,
         num((r.bytes as f64 / 1e3).round()),
+        num((t.mean_mb_per_sec * 10.0).round() / 10.0),
         num((t.seconds * 100.0).round() / 100.0),
     );
     let m = &r.machine;
