@@ -405,9 +405,14 @@ mod tests {
         assert!(Cues::of("PO BOX 123").po_box);
         assert!(!Cues::of("two boxes 12").po_box);
         assert!(!Cues::of("PO Box").po_box, "no digits, no street");
+        // SSNs: the dashed shape, or a word that names one, with nine grouped digits.
+        let ssn = |t: &str| Cues::of(t).numbers.is_some_and(|n| n.ssn);
+        assert!(ssn("ref 759-12-5044 ok") && ssn("SSN 759 12 5044") && ssn("Soc. Sec. 759125044"));
+        assert!(!ssn("order 759125044 shipped") && !ssn("call 415 555 0132 now"));
+        assert!(!ssn("ssn 12-34"), "too few digits");
         // Not all ASCII: the patterns with Unicode letters or case folding always run.
         let c = Cues::of("8 Ma\u{df}weg 5 and 203.0.113.9");
         assert!(c.street_de && c.street_fr && c.po_box && c.secret_name && !c.token);
-        assert_eq!((c.digits, c.dots), (12, 3));
+        assert_eq!((c.digits, c.dots), (10, 3));
     }
 }

@@ -558,6 +558,9 @@ mod tests {
             "IBAN DE89370400440532013000, card 4111-1111-1111-1111 and 378282246310005",
             "numbers 12 345 678 and 1.2.3 and 2024-03-15 and (415) 555-0132",
             "٤١٥ ٥٥٥ ٠١٣٢ and 415 555 0132 and ۱۲۳-۴۵-۶۷۸۹",
+            "SSN: 123-45-6789; Social Security Number 123 45 6789; soc. sec. 123456789",
+            "SOC SEC#: 078 05 1120, my SsN is 219099999, ref A123-45-6789",
+            "order 123456789 and 12-345-6789 and 123-456-789 ship 2024-03-15-0001",
         ];
         let corpus = crate::core::pii::eval::generate(7, 1500);
         let texts = corpus

@@ -876,6 +876,23 @@ mod tests {
     }
 
     #[test]
+    fn a_text_that_teaches_new_forms_keeps_the_known_ones() {
+        // The second search of a text looks only at the forms it taught; what the forms
+        // known before found must still be replaced.
+        let mut r = Redactor::new();
+        r.redact("Dan Johnson, +1 415 555 0132");
+        let (a, _) = r.redact("dan, 415 555 0132: meet Priya Patel; priya and dan agree");
+        assert_eq!(a, "USER_A, PHONE_1: meet USER_B; USER_B and USER_A agree");
+        // Past the automaton's threshold every form is searched again.
+        let mut r = Redactor::new();
+        for i in 0..50 {
+            r.redact(&format!("call me on +1 415 555 {:04}", 1000 + i));
+        }
+        let (b, _) = r.redact("+1 415 555 1000 and Dan Johnson; dan and 415 555 1049");
+        assert_eq!(b, "PHONE_1 and USER_A; USER_A and PHONE_50");
+    }
+
+    #[test]
     fn common_word_names_stay_words_after_they_are_known() {
         let mut r = Redactor::new();
         let (a, _) = r.redact("Will Smith called");
