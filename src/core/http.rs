@@ -1,8 +1,11 @@
 //! HTTP pieces the collector and the distributor share: request spans, bearer tokens,
-//! the OpenMetrics answer and the JSON answers for unknown routes and methods.
+//! request bodies within limits (gzip, 413, 415), the OpenMetrics answer and the JSON
+//! answers for unknown routes and methods.
 
+use std::io::Read;
 use std::time::Instant;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
@@ -68,6 +71,102 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+/// Reads a whole request body of at most `max_body` bytes, gunzipping it (to at most
+/// `max_decoded` bytes) when its `Content-Encoding` says gzip: 413 past a limit, 415 for
+/// another encoding, 400 for a body that cannot be read or is not gzip.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_body: usize,
+    max_decoded: usize,
+) -> Result<Bytes, ApiError> {
+    let gzip = is_gzip(headers)?;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > max_body {
+            return Err(too_large(format!(
+                "body is {len} bytes; the limit is {max_body} bytes"
+            )));
+        }
+    }
+    let bytes = axum::body::to_bytes(body, max_body).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large(format!("body exceeds the limit of {max_body} bytes"))
+        } else {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("could not read the request body: {e}"),
+            )
+        }
+    })?;
+    if !gzip {
+        return Ok(bytes);
+    }
+    // A few KiB of gzip can inflate to the decoded limit: never on an async worker.
+    off_the_workers(false, move || gunzip(&bytes, max_decoded)).await?
+}
+
+/// Runs `work` here when `inline`, else on the blocking pool so that parsing or scanning a
+/// large body does not stall the async workers.
+pub async fn off_the_workers<T: Send + 'static>(
+    inline: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if inline {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    })
+}
+
+/// The 413 answer.
+pub fn too_large(detail: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", detail)
+}
+
+fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(enc) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    match enc
+        .to_str()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "gzip" | "x-gzip" => Ok(true),
+        "identity" | "" => Ok(false),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding {other:?} is not accepted; send gzip or no encoding"),
+        )),
+    }
+}
+
+fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+    let mut out = Vec::with_capacity((bytes.len() * 4).min(limit));
+    let mut decoder = flate2::read::MultiGzDecoder::new(bytes).take(limit as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("body is not valid gzip: {e}"))
+    })?;
+    if out.len() > limit {
+        return Err(too_large(format!(
+            "decompressed body exceeds the limit of {limit} bytes"
+        )));
+    }
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]

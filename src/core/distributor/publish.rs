@@ -3,12 +3,10 @@
 //! Bodies are read as JSON whatever `Content-Type` says (`curl -d` sends form encoding and
 //! the seed's examples rely on it); errors name the field at fault.
 
-use std::io::Read;
-
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -230,62 +228,11 @@ fn invalid_update(e: FieldError) -> ApiError {
     ApiError::bad_request("invalid_update", e.to_string())
 }
 
-/// Reads the body up to the limit, undoing gzip; any `Content-Type` is read as JSON.
+/// Reads the body up to the limit, undoing gzip (decoded, also up to the limit); any
+/// `Content-Type` is read as JSON.
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.config.max_body_bytes;
-    let too_large = |what: String| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", what);
-    let gzip = match headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
-        .as_deref()
-    {
-        None | Some("") | Some("identity") => false,
-        Some("gzip") | Some("x-gzip") => true,
-        Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                format!("Content-Encoding {other:?} is not accepted; send gzip or no encoding"),
-            ));
-        }
-    };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(too_large(format!(
-                "body is {len} bytes; the limit is {limit} bytes"
-            )));
-        }
-    }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            too_large(format!("body exceeds the limit of {limit} bytes"))
-        } else {
-            ApiError::bad_request(
-                "invalid_body",
-                format!("could not read the request body: {e}"),
-            )
-        }
-    })?;
-    if !gzip {
-        return Ok(bytes);
-    }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(&bytes[..])
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("body is not valid gzip: {e}"))
-        })?;
-    if out.len() > limit {
-        return Err(too_large(format!(
-            "decompressed body exceeds the limit of {limit} bytes"
-        )));
-    }
-    Ok(Bytes::from(out))
+    crate::core::http::read_body(headers, body, limit, limit).await
 }
 
 /// Parses a JSON object body, or says why it is not one.
