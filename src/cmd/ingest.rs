@@ -220,26 +220,12 @@ async fn stream(
     policy: RetryPolicy,
     ctx: &Context,
 ) -> anyhow::Result<Report> {
-    let progress = progress_bar(size, ctx);
-    let mut reader = BufReader::with_capacity(256 * 1024, source);
+    let mut lines = JsonLines::new(source, progress_bar(size, ctx));
     let mut report = Report::default();
     let mut batch = Vec::with_capacity(256 * 1024);
-    let (mut in_batch, mut first_line) = (0usize, 1usize);
-    let (mut line_no, mut line) = (0usize, String::new());
-    loop {
-        line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .context("reading telemetry input")?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        progress.inc(n as u64);
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
+    let (mut in_batch, mut first_line, mut line_no) = (0usize, 1usize, 0usize);
+    while let Some((n, text)) = lines.next_line().context("reading telemetry input")? {
+        line_no = n;
         match decode_envelope(text, line_no - 1, Some(line_no)) {
             Ok(_) => {
                 if in_batch == 0 {
@@ -275,8 +261,44 @@ async fn stream(
         )
         .await?;
     }
-    progress.finish_and_clear();
+    lines.progress.finish_and_clear();
     Ok(report)
+}
+
+/// The non-blank lines of JSON-lines input, trimmed and numbered from 1, moving a progress
+/// bar by the bytes read.
+struct JsonLines {
+    reader: BufReader<Box<dyn Read + Send>>,
+    line: String,
+    line_no: usize,
+    progress: ProgressBar,
+}
+
+impl JsonLines {
+    fn new(source: Box<dyn Read + Send>, progress: ProgressBar) -> Self {
+        JsonLines {
+            reader: BufReader::with_capacity(256 * 1024, source),
+            line: String::new(),
+            line_no: 0,
+            progress,
+        }
+    }
+
+    /// The next non-blank line and its number, or `None` at the end of the input.
+    fn next_line(&mut self) -> std::io::Result<Option<(usize, &str)>> {
+        loop {
+            self.line.clear();
+            let n = self.reader.read_line(&mut self.line)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            self.progress.inc(n as u64);
+            if !self.line.trim().is_empty() {
+                return Ok(Some((self.line_no, self.line.trim())));
+            }
+        }
+    }
 }
 
 async fn send_batch(

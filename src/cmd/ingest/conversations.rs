@@ -5,7 +5,7 @@
 //! batch at a time and each batch sent right after, so a long file starts arriving early;
 //! once the collector has failed, the rest of the input is still spooled, not sent.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use super::super::output::print_json;
 use super::super::telemetrist::{conversation_sender, open_edge, outcome, print_report};
 use super::super::{Context, UsageError};
-use super::{Args, progress_bar};
+use super::{Args, JsonLines, progress_bar};
 use crate::core::conversation::decode_conversation;
 use crate::core::telemetrist::{Edge, Report, Sender, sender};
 
@@ -31,24 +31,12 @@ pub(super) async fn run(input: &Path, args: &Args, ctx: &Context) -> anyhow::Res
     };
     let mut report = Report::default();
     let mut failure = deliver(&mut edge, &sender, &mut report, None).await?;
-    let progress = progress_bar(size, ctx);
-    let mut reader = BufReader::with_capacity(256 * 1024, source);
-    let (mut line, mut line_no) = (String::new(), 0usize);
+    let mut lines = JsonLines::new(source, progress_bar(size, ctx));
     let mut batch = Vec::new();
-    loop {
-        line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .with_context(|| format!("reading {}", input.display()))?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        progress.inc(n as u64);
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
+    while let Some((line_no, text)) = lines
+        .next_line()
+        .with_context(|| format!("reading {}", input.display()))?
+    {
         match decode_conversation(text, line_no - 1, Some(line_no)) {
             Ok(c) => batch.push(c),
             Err(e) => report.invalid(e.to_string()),
@@ -62,7 +50,7 @@ pub(super) async fn run(input: &Path, args: &Args, ctx: &Context) -> anyhow::Res
     report.read += batch.len();
     edge.admit(batch, &mut report)?;
     failure = deliver(&mut edge, &sender, &mut report, failure).await?;
-    progress.finish_and_clear();
+    lines.progress.finish_and_clear();
     edge.finish(&mut report)?;
     report.delivery_error = failure.as_ref().map(|e| crate::core::llm::error_chain(e));
     if ctx.json {
