@@ -185,6 +185,29 @@ fn resolve(mut candidates: Vec<Span>) -> Vec<Span> {
     kept
 }
 
+/// Adds `more` to `kept`, spans that `resolve` returned, and resolves again: unless each of
+/// `more` lies inside a kept span that outranks it (a known name inside the full name it was
+/// learned from). `resolve` would drop all of those and keep `kept` as it is, so then
+/// nothing is done and `false` says the spans are unchanged.
+fn resolve_with(kept: &mut Vec<Span>, more: &[Span]) -> bool {
+    let outranked = |c: &Span| {
+        let at = kept.partition_point(|k| k.start <= c.start);
+        // Inside `k` with no higher priority, so no longer either: `k` comes first in
+        // `resolve`'s order (or is the same span), is kept, and `c` overlaps it.
+        at > 0 && {
+            let k = &kept[at - 1];
+            c.end <= k.end && k.entity.priority() >= c.entity.priority()
+        }
+    };
+    if more.iter().all(outranked) {
+        return false;
+    }
+    let mut all = std::mem::take(kept);
+    all.extend_from_slice(more);
+    *kept = resolve(all);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +234,46 @@ mod tests {
         assert_eq!(spans.len(), 2);
         assert_eq!(spans[0].entity, EntityType::Email);
         assert_eq!(spans[1].entity, EntityType::Phone);
+    }
+
+    #[test]
+    fn resolving_more_spans_is_resolving_them_all() {
+        let span = |start, end, entity| Span { start, end, entity };
+        let kept = resolve(vec![
+            span(0, 11, EntityType::Person),
+            span(20, 40, EntityType::Email),
+            span(50, 55, EntityType::Organization),
+        ]);
+        let cases = [
+            // Inside a span that outranks them: nothing changes.
+            vec![
+                span(0, 3, EntityType::Person),
+                span(4, 11, EntityType::Person),
+            ],
+            vec![
+                span(0, 11, EntityType::Person),
+                span(20, 25, EntityType::Person),
+            ],
+            vec![],
+            // Inside but of higher priority, across a boundary, outside, empty.
+            vec![span(52, 55, EntityType::Phone)],
+            vec![span(8, 14, EntityType::Person)],
+            vec![
+                span(12, 18, EntityType::Person),
+                span(0, 3, EntityType::Person),
+            ],
+            vec![span(45, 60, EntityType::Organization)],
+            vec![span(15, 15, EntityType::Person)],
+        ];
+        for more in cases {
+            let mut with = kept.clone();
+            let changed = resolve_with(&mut with, &more);
+            let all = resolve(kept.iter().chain(&more).copied().collect());
+            assert_eq!(with, all, "{more:?}");
+            if !changed {
+                assert_eq!(with, kept);
+            }
+        }
     }
 
     #[test]

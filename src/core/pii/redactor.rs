@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::detect::re;
 use super::names::{self, Fnv, is_common_word, is_first_name, is_last_name};
-use super::{EntityType, Span, detect, resolve};
+use super::{EntityType, Span, detect, resolve_with};
 
 /// Phoenix's pseudonyms, so that reveal finds them and redaction leaves them alone.
 pub(super) static PSEUDONYM: LazyLock<Regex> = LazyLock::new(|| {
@@ -281,18 +281,17 @@ impl Redactor {
             // (before overlaps were resolved) is in `known_hits`. One search of the new forms
             // and those hits give what searching every form again would.
             let (folded_from, exact_from) = (self.matcher.folded.len(), self.matcher.exact.len());
-            let before = spans.len();
             self.update_matcher();
+            let mut hits = std::mem::take(&mut self.known_hits);
             if self.matcher.automaton.is_some() {
-                self.known_spans(text, (0, 0), &mut spans);
+                hits.clear();
+                self.known_spans(text, (0, 0), &mut hits);
             } else {
-                spans.extend_from_slice(&self.known_hits);
-                self.known_spans(text, (folded_from, exact_from), &mut spans);
+                self.known_spans(text, (folded_from, exact_from), &mut hits);
             }
-            if spans.len() > before {
-                spans = resolve(spans);
-                resolved = true;
-            }
+            // Mostly the new forms are found only where they were learned.
+            resolved = resolve_with(&mut spans, &hits);
+            self.known_hits = hits;
         }
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
@@ -332,9 +331,8 @@ impl Redactor {
             }
             let mut hits = std::mem::take(&mut self.known_hits);
             self.known_spans(text, (0, 0), &mut hits);
-            found.extend_from_slice(&hits);
+            resolve_with(&mut found, &hits);
             self.known_hits = hits;
-            found = resolve(found);
         }
         found.retain(|s| !is_pseudonym(&text[s.start..s.end]));
         found
