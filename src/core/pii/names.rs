@@ -334,24 +334,67 @@ impl Tok<'_> {
     }
 }
 
-/// Splits `text` into words and looks each up in the lexicon.
+// What the tokenizer needs to know of a byte, as bit flags.
+/// `[A-Za-z0-9_]`: goes on with a word ("USER_A", "dan_johnson" and "v2beta" are one word).
+const B_WORD: u8 = 1;
+/// An ASCII letter: starts a word.
+const B_LETTER: u8 = 1 << 1;
+const B_UPPER: u8 = 1 << 2;
+const B_LOWER: u8 = 1 << 3;
+/// A digit or `_`: the word is an identifier, no name.
+const B_IDENT: u8 = 1 << 4;
+/// Not ASCII: decoded as a character.
+const B_HIGH: u8 = 1 << 5;
+
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_uppercase() {
+            B_WORD | B_LETTER | B_UPPER
+        } else if b.is_ascii_lowercase() {
+            B_WORD | B_LETTER | B_LOWER
+        } else if b.is_ascii_digit() || b == b'_' {
+            B_WORD | B_IDENT
+        } else if b >= 0x80 {
+            B_HIGH
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Splits `text` into words and looks each up in the lexicon. ASCII is read a byte class
+/// at a time; other characters are decoded.
 fn tokenize(text: &str) -> Vec<Tok<'_>> {
     let bytes = text.as_bytes();
     let mut toks = Vec::with_capacity(bytes.len() / 4);
     let mut prev_end = 0;
     let mut i = 0;
-    while let Some(c) = char_at(text, i) {
-        if !c.is_alphabetic() {
-            i += c.len_utf8();
-            continue;
+    while let Some(&b) = bytes.get(i) {
+        let class = BYTE_CLASS[usize::from(b)];
+        if class & B_LETTER == 0 {
+            if class & B_HIGH == 0 {
+                i += 1;
+                continue;
+            }
+            let c = char_at(text, i).expect("a character starts here");
+            if !c.is_alphabetic() {
+                i += c.len_utf8();
+                continue;
+            }
         }
         let start = i;
-        let mut end = i + c.len_utf8();
-        while let Some(&b) = bytes.get(end) {
-            // Identifiers ("USER_A", "dan_johnson", "v2beta") stay one word, and no name.
-            if b.is_ascii_alphanumeric() || b == b'_' {
+        let mut end = i + char_at(text, i).map_or(1, char::len_utf8);
+        loop {
+            while bytes
+                .get(end)
+                .is_some_and(|&b| BYTE_CLASS[usize::from(b)] & B_WORD != 0)
+            {
                 end += 1;
-                continue;
             }
             let Some(c) = char_at(text, end) else { break };
             let joined = matches!(c, '\'' | '’' | '-')
@@ -373,27 +416,33 @@ fn tokenize(text: &str) -> Vec<Tok<'_>> {
             }
         }
         let end = start + word.len();
-        let (first_upper, rest_lower, one_letter, unicode_lower, mut role) = if word.is_ascii() {
-            let b = word.as_bytes();
-            (
-                b[0].is_ascii_uppercase(),
-                b[1..].iter().any(u8::is_ascii_lowercase),
-                b.len() == 1,
-                None,
-                LEXICON.get_ascii(word),
-            )
-        } else {
-            let lower = word.to_lowercase();
-            let role = lexicon(&lower);
-            (
-                word.chars().next().is_some_and(char::is_uppercase),
-                word.chars().skip(1).any(char::is_lowercase),
-                word.chars().count() == 1,
-                Some(lower.into_boxed_str()),
-                role,
-            )
-        };
-        let ident = word.bytes().any(|b| b == b'_' || b.is_ascii_digit());
+        let w = word.as_bytes();
+        // The classes of the word's bytes after the first, in one pass.
+        let rest = w[1..]
+            .iter()
+            .fold(0, |acc, &b| acc | BYTE_CLASS[usize::from(b)]);
+        let (first_upper, rest_lower, one_letter, unicode_lower, mut role) =
+            if (BYTE_CLASS[usize::from(w[0])] | rest) & B_HIGH == 0 {
+                (
+                    w[0].is_ascii_uppercase(),
+                    rest & B_LOWER != 0,
+                    w.len() == 1,
+                    None,
+                    LEXICON.get_ascii(word),
+                )
+            } else {
+                let lower = word.to_lowercase();
+                let role = lexicon(&lower);
+                (
+                    word.chars().next().is_some_and(char::is_uppercase),
+                    word.chars().skip(1).any(char::is_lowercase),
+                    word.chars().count() == 1,
+                    Some(lower.into_boxed_str()),
+                    role,
+                )
+            };
+        // The first byte is a letter.
+        let ident = rest & B_IDENT != 0;
         if ident {
             role = (role & !(FIRST | LAST)) | COMMON;
         }
