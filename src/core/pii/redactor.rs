@@ -3,7 +3,6 @@
 //! replaces every later occurrence of a known value even where the detectors would miss it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasherDefault;
 use std::sync::{Arc, LazyLock};
 
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -12,7 +11,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::detect::re;
-use super::names::{self, Fnv, is_common_word, is_first_name, is_last_name};
+use super::names::{self, is_common_word, is_first_name, is_last_name};
 use super::{EntityType, Span, detect, resolve_with};
 
 /// Phoenix's pseudonyms, so that reveal finds them and redaction leaves them alone.
@@ -94,9 +93,6 @@ struct KnownMatcher {
     folded: Forms,
     /// Names that are also common words ("Will", "May") and very short ones: as written.
     exact: Forms,
-    /// How many of the redactor's `known_exact` forms the matcher has: forms are only ever
-    /// added, so a new one is added rather than all rebuilt.
-    forms: usize,
     /// Both sets in one automaton (pattern ids: folded first), when they are large.
     automaton: Option<(AhoCorasick, AhoCorasick)>,
 }
@@ -106,6 +102,21 @@ struct KnownMatcher {
 struct Forms {
     bytes: Vec<u8>,
     ends: Vec<usize>,
+}
+
+impl KnownMatcher {
+    /// Adds a form, `lower` being `surface` lower-cased: names that are also common words
+    /// and very short forms match as written, others in any ASCII case (the text searched
+    /// is ASCII-lower-cased the same way).
+    fn add(&mut self, surface: &str, lower: &str) {
+        if lower.chars().count() < 3 || is_common_word(lower) {
+            self.exact.push(surface.as_bytes());
+        } else {
+            let at = self.folded.bytes.len();
+            self.folded.push(surface.as_bytes());
+            self.folded.bytes[at..].make_ascii_lowercase();
+        }
+    }
 }
 
 impl Forms {
@@ -128,8 +139,9 @@ impl Forms {
 /// Above this many known forms, one automaton beats one search per form.
 const AUTOMATON_FROM: usize = 48;
 
-/// Maps looked up for every span; keys are this session's own values.
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+/// Maps looked up for every span and known form found; keys are this session's own values,
+/// so a hash that reads eight bytes a step serves, not one resistant to chosen keys.
+type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Pseudonymises text for one session. Build it from the vault's mappings to continue a
 /// session; `take_new_mappings` gives what the vault must store afterwards.
@@ -138,8 +150,6 @@ pub struct Redactor {
     persons: Vec<Person>,
     /// Lower-cased surface form → pseudonym and type.
     known: FastMap<Box<str>, (EntityType, Pseudonym)>,
-    /// Surface forms as first written, for the exact matcher.
-    known_exact: Vec<Box<str>>,
     /// (type, normalised value) → pseudonym: `+1 415 555 0132` and `(415) 555-0132` are one.
     normalised: FastMap<(EntityType, String), Pseudonym>,
     /// Pseudonym → canonical value.
@@ -271,6 +281,7 @@ impl Redactor {
         }
         // Learn this text's values first, so that a later mention in the same text which
         // the detectors miss ("Dan Johnson ... dan said") is replaced too.
+        let (folded_from, exact_from) = (self.matcher.folded.len(), self.matcher.exact.len());
         let learned: Vec<Pseudonym> = spans
             .iter()
             .map(|s| self.pseudonym_for(s.entity, &text[s.start..s.end]))
@@ -280,7 +291,6 @@ impl Redactor {
             // The forms known before this text were searched by `spans`; what they found
             // (before overlaps were resolved) is in `known_hits`. One search of the new forms
             // and those hits give what searching every form again would.
-            let (folded_from, exact_from) = (self.matcher.folded.len(), self.matcher.exact.len());
             self.update_matcher();
             let mut hits = std::mem::take(&mut self.known_hits);
             if self.matcher.automaton.is_some() {
@@ -386,21 +396,9 @@ impl Redactor {
         self.hits = hits;
     }
 
-    /// Adds the forms learned since the matcher last ran.
+    /// Builds the automaton for the forms known now, if there are many.
     fn update_matcher(&mut self) {
         let m = &mut self.matcher;
-        for s in &self.known_exact[m.forms..] {
-            let lower = lower_into(&mut self.remember_buf, s);
-            if lower.chars().count() < 3 || is_common_word(lower) {
-                m.exact.push(s.as_bytes());
-            } else {
-                // ASCII lower-casing only: the text searched is lower-cased the same way.
-                let at = m.folded.bytes.len();
-                m.folded.push(s.as_bytes());
-                m.folded.bytes[at..].make_ascii_lowercase();
-            }
-        }
-        m.forms = self.known_exact.len();
         m.automaton = (m.folded.len() + m.exact.len() >= AUTOMATON_FROM).then(|| {
             let build = |forms: &Forms, fold: bool| {
                 AhoCorasick::builder()
@@ -434,7 +432,7 @@ impl Redactor {
             return;
         }
         self.known.insert(lower.into(), (entity, pseudonym.clone()));
-        self.known_exact.push(surface.into());
+        self.matcher.add(surface, lower);
         self.dirty = true;
     }
 
@@ -719,26 +717,53 @@ fn same_person(a: &[String], b: &[String]) -> bool {
 }
 
 fn normalise(entity: EntityType, value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
     match entity {
         EntityType::Phone => {
-            let d: String = value.chars().filter(char::is_ascii_digit).collect();
+            out.extend(value.chars().filter(char::is_ascii_digit));
             // The national part: `+1 415 555 0132` and `(415) 555-0132` are one number.
-            d.chars().skip(d.len().saturating_sub(9)).collect()
+            out.drain(..out.len().saturating_sub(9));
         }
         EntityType::CreditCard | EntityType::Ssn => {
-            value.chars().filter(char::is_ascii_digit).collect()
+            out.extend(value.chars().filter(char::is_ascii_digit));
         }
-        EntityType::Iban => value
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect::<String>()
-            .to_uppercase(),
-        EntityType::Organization => org_base(value).to_lowercase(),
-        _ => value
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase(),
+        EntityType::Iban => {
+            out.extend(value.chars().filter(|c| !c.is_whitespace()));
+            out = upper(out);
+        }
+        EntityType::Organization => out = org_base(value).to_lowercase(),
+        _ => {
+            for w in value.split_whitespace() {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(w);
+            }
+            out = lower(out);
+        }
+    }
+    out
+}
+
+/// `s` lower-cased, in place when it is ASCII.
+fn lower(mut s: String) -> String {
+    match s.is_ascii() {
+        true => {
+            s.make_ascii_lowercase();
+            s
+        }
+        false => s.to_lowercase(),
+    }
+}
+
+/// `s` upper-cased, in place when it is ASCII.
+fn upper(mut s: String) -> String {
+    match s.is_ascii() {
+        true => {
+            s.make_ascii_uppercase();
+            s
+        }
+        false => s.to_uppercase(),
     }
 }
 
