@@ -154,6 +154,62 @@ const ORG_SUFFIXES: &[&str] = &[
     "Pharmaceuticals",
     "Insurance",
 ];
+/// Every word `cue_before` takes, lower-cased, as the word before a name (besides titles
+/// and relations): a word that is none of these says nothing, which the lexicon tells at
+/// once. Keep in step with `cue_before`.
+const CUE_WORDS: &[&str] = &[
+    "is",
+    "me",
+    "named",
+    "name",
+    "signed",
+    "dear",
+    "hi",
+    "hello",
+    "hey",
+    "thanks",
+    "cheers",
+    "regards",
+    "sincerely",
+    "thx",
+    "ty",
+    "best",
+    "yours",
+    "love",
+    "warmly",
+    "you",
+    "ask",
+    "asked",
+    "tell",
+    "told",
+    "cc",
+    "ping",
+    "pinged",
+    "remind",
+    "reminded",
+    "thank",
+    "thanked",
+    "invite",
+    "invited",
+    "introduce",
+    "introduced",
+    "i'm",
+    "im",
+    "with",
+    "met",
+    "meet",
+    "contact",
+    "from",
+    "to",
+    "and",
+    "by",
+    "for",
+    "emailed",
+    "called",
+    "via",
+    "am",
+    "it's",
+];
 /// Suffixes that make an organisation even in lower case ("acme corp").
 const LEGAL_SUFFIXES: &[&str] = &["inc", "llc", "ltd", "gmbh", "corp", "plc", "llp"];
 
@@ -168,6 +224,8 @@ const RELATION: u16 = 1 << 5;
 const LEGAL: u16 = 1 << 6;
 /// The lower case of an organisation suffix; the suffix itself must match as written.
 const ORG_SUFFIX: u16 = 1 << 7;
+/// One of `CUE_WORDS`.
+const CUE: u16 = 1 << 8;
 
 /// Every gazetteer and word list in one map, so that each word of a text costs one hash
 /// look-up rather than one per list.
@@ -189,6 +247,7 @@ static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
         (RELATIONS, RELATION),
         (LEGAL_SUFFIXES, LEGAL),
         (ORG_SUFFIXES, ORG_SUFFIX),
+        (CUE_WORDS, CUE),
     ];
     for (words, flag) in lists {
         for w in words {
@@ -492,6 +551,10 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
     let Some(prev) = i.checked_sub(1).map(|p| &toks[p]) else {
         return Cue::None;
     };
+    // Each cue below is a title, a relation or one of `CUE_WORDS` (as `p`).
+    if prev.role & (TITLE | RELATION | CUE) == 0 {
+        return Cue::None;
+    }
     let gap = toks[i].gap;
     // The word before and the one before that, lower-cased.
     let (mut b2, mut b1) = ([0; CUE_WORD_MAX], [0; CUE_WORD_MAX]);
