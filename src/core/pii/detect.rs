@@ -101,7 +101,7 @@ static PO_BOX: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bP\.? ?O\.? Box \d{1
 
 /// Every piece of personal data in `text`, non-overlapping, in order.
 pub fn detect(text: &str) -> Vec<Span> {
-    let mut found = Vec::new();
+    let mut found = Vec::with_capacity(8);
     detect_patterns(text, &mut found);
     names::detect_people_and_orgs(text, &mut found);
     resolve(found)

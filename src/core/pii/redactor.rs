@@ -121,6 +121,10 @@ impl KnownMatcher {
 
 impl Forms {
     fn push(&mut self, form: &[u8]) {
+        if self.ends.is_empty() {
+            self.bytes.reserve(SCRATCH * 4);
+            self.ends.reserve(SESSION_VALUES);
+        }
         self.bytes.extend_from_slice(form);
         self.ends.push(self.bytes.len());
     }
@@ -135,6 +139,11 @@ impl Forms {
         (from..self.ends.len()).map(move |i| &self.bytes[start(i)..self.ends[i]])
     }
 }
+
+/// The room a session's scratch buffers and maps start with when first used: enough for
+/// most sessions, so that they are allocated once rather than grown step by step.
+const SCRATCH: usize = 64;
+const SESSION_VALUES: usize = 16;
 
 /// Above this many known forms, one automaton beats one search per form.
 const AUTOMATON_FROM: usize = 48;
@@ -171,6 +180,8 @@ pub struct Redactor {
     folded_text: String,
     /// Scratch space for the places known forms occur.
     hits: Vec<(usize, usize)>,
+    /// Scratch space for a new pseudonym, before it is shared.
+    pseudonym_buf: String,
 }
 
 impl Redactor {
@@ -431,7 +442,7 @@ impl Redactor {
         if lower.trim().chars().nth(1).is_none() || self.known.contains_key(lower) {
             return;
         }
-        self.known.insert(lower.into(), (entity, pseudonym.clone()));
+        reserve(&mut self.known).insert(lower.into(), (entity, pseudonym.clone()));
         self.matcher.add(surface, lower);
         self.dirty = true;
     }
@@ -473,7 +484,7 @@ impl Redactor {
                     Some(p) => p.clone(),
                     None => {
                         let p = self.next_pseudonym(entity);
-                        self.normalised.insert(key, p.clone());
+                        reserve(&mut self.normalised).insert(key, p.clone());
                         self.set_canonical(&p, entity, surface);
                         if entity == EntityType::Organization {
                             // "Acme" alone later is the same organisation as "Acme Corp".
@@ -493,8 +504,7 @@ impl Redactor {
     }
 
     fn set_canonical(&mut self, pseudonym: &Pseudonym, entity: EntityType, value: &str) {
-        self.canonical
-            .insert(pseudonym.clone(), (entity, value.to_owned()));
+        reserve(&mut self.canonical).insert(pseudonym.clone(), (entity, value.to_owned()));
         self.pending.push(Mapping {
             pseudonym: pseudonym.to_string(),
             entity,
@@ -507,17 +517,18 @@ impl Redactor {
     fn next_pseudonym(&mut self, entity: EntityType) -> Pseudonym {
         let n = &mut self.counters[entity as usize];
         *n += 1;
-        let mut p = String::with_capacity(24);
+        let p = &mut self.pseudonym_buf;
+        p.clear();
         p.push_str(entity.pseudonym_prefix());
         p.push('_');
         match entity {
-            EntityType::Person | EntityType::Organization => push_letters(&mut p, *n - 1),
+            EntityType::Person | EntityType::Organization => push_letters(p, *n - 1),
             _ => {
                 use std::fmt::Write as _;
                 write!(p, "{n}").expect("writing to a String cannot fail");
             }
         }
-        p.into()
+        Pseudonym::from(p.as_str())
     }
 
     fn bump_counter_past(&mut self, pseudonym: &str, entity: EntityType) {
@@ -626,7 +637,7 @@ impl Redactor {
             }
             None => self.next_pseudonym(EntityType::Email),
         };
-        self.normalised.insert(key, p.clone());
+        reserve(&mut self.normalised).insert(key, p.clone());
         self.set_canonical(&p, EntityType::Email, surface);
         p
     }
@@ -670,9 +681,19 @@ fn occurrences<'a>(haystack: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item =
     })
 }
 
+/// `map`, with room for a session's usual number of values if it has none yet.
+fn reserve<K: Eq + std::hash::Hash, V>(map: &mut FastMap<K, V>) -> &mut FastMap<K, V> {
+    if map.capacity() == 0 {
+        map.reserve(SESSION_VALUES);
+    }
+    map
+}
+
 /// `s` lower-cased into `buf`, reusing its allocation.
 fn lower_into<'a>(buf: &'a mut String, s: &str) -> &'a str {
     buf.clear();
+    // Room for most values at once, rather than growing with each longer one.
+    buf.reserve(s.len().max(SCRATCH));
     if s.is_ascii() {
         buf.push_str(s);
         buf.make_ascii_lowercase();
