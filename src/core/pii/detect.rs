@@ -206,16 +206,22 @@ fn assigned_secrets(text: &str, found: &mut Vec<Span>) {
                 locations.get(1).expect("group 1 always takes part")
             }
         };
-        let end = text[start..end]
-            .char_indices()
-            .nth(SECRET_VALUE_CHARS)
-            .map_or(end, |(i, _)| start + i);
-        let value = text[start..end].trim_end_matches(['.', ',', ';', ':', ')', ']']);
-        if validate::looks_secret(value) {
-            found.push(span(start, start + value.len(), EntityType::Secret));
-        }
-        at = end;
+        at = push_secret_value(text, start, end, found);
     }
+}
+
+/// Adds the assigned value `text[start..end]`, cut at `SECRET_VALUE_CHARS` characters and
+/// trailing punctuation, if it looks secret; returns where the cut value ends.
+fn push_secret_value(text: &str, start: usize, end: usize, found: &mut Vec<Span>) -> usize {
+    let end = text[start..end]
+        .char_indices()
+        .nth(SECRET_VALUE_CHARS)
+        .map_or(end, |(i, _)| start + i);
+    let value = text[start..end].trim_end_matches(['.', ',', ';', ':', ')', ']']);
+    if validate::looks_secret(value) {
+        found.push(span(start, start + value.len(), EntityType::Secret));
+    }
+    end
 }
 
 /// Where group 1 of the `ASSIGNED_SECRET` match `text[start..end]` is, when its bytes say
@@ -540,15 +546,7 @@ mod tests {
             .is_some()
         {
             let (start, end) = locations.get(1).expect("group 1 always takes part");
-            let end = text[start..end]
-                .char_indices()
-                .nth(SECRET_VALUE_CHARS)
-                .map_or(end, |(i, _)| start + i);
-            let value = text[start..end].trim_end_matches(['.', ',', ';', ':', ')', ']']);
-            if validate::looks_secret(value) {
-                found.push(span(start, start + value.len(), EntityType::Secret));
-            }
-            at = end;
+            at = push_secret_value(text, start, end, found);
         }
     }
 
