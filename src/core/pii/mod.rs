@@ -244,32 +244,43 @@ mod tests {
             span(20, 40, EntityType::Email),
             span(50, 55, EntityType::Organization),
         ]);
+        // Each case, and whether it can change the kept spans.
         let cases = [
-            // Inside a span that outranks them: nothing changes.
-            vec![
-                span(0, 3, EntityType::Person),
-                span(4, 11, EntityType::Person),
-            ],
-            vec![
-                span(0, 11, EntityType::Person),
-                span(20, 25, EntityType::Person),
-            ],
-            vec![],
+            // Inside a span that outranks them: resolved without another pass.
+            (
+                vec![
+                    span(0, 3, EntityType::Person),
+                    span(4, 11, EntityType::Person),
+                ],
+                false,
+            ),
+            (
+                vec![
+                    span(0, 11, EntityType::Person),
+                    span(20, 25, EntityType::Person),
+                ],
+                false,
+            ),
+            (vec![], false),
             // Inside but of higher priority, across a boundary, outside, empty.
-            vec![span(52, 55, EntityType::Phone)],
-            vec![span(8, 14, EntityType::Person)],
-            vec![
-                span(12, 18, EntityType::Person),
-                span(0, 3, EntityType::Person),
-            ],
-            vec![span(45, 60, EntityType::Organization)],
-            vec![span(15, 15, EntityType::Person)],
+            (vec![span(52, 55, EntityType::Phone)], true),
+            (vec![span(8, 14, EntityType::Person)], true),
+            (
+                vec![
+                    span(12, 18, EntityType::Person),
+                    span(0, 3, EntityType::Person),
+                ],
+                true,
+            ),
+            (vec![span(45, 60, EntityType::Organization)], true),
+            (vec![span(15, 15, EntityType::Person)], true),
         ];
-        for more in cases {
+        for (more, can_change) in cases {
             let mut with = kept.clone();
             let changed = resolve_with(&mut with, &more);
             let all = resolve(kept.iter().chain(&more).copied().collect());
             assert_eq!(with, all, "{more:?}");
+            assert_eq!(changed, can_change, "{more:?}");
             if !changed {
                 assert_eq!(with, kept);
             }

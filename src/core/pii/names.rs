@@ -154,15 +154,9 @@ const ORG_SUFFIXES: &[&str] = &[
     "Pharmaceuticals",
     "Insurance",
 ];
-/// Every word `cue_before` takes, lower-cased, as the word before a name (besides titles
-/// and relations): a word that is none of these says nothing, which the lexicon tells at
-/// once. Keep in step with `cue_before`.
-const CUE_WORDS: &[&str] = &[
-    "is",
-    "me",
-    "named",
-    "name",
-    "signed",
+// The words before a name that say it is one (see `cue_before`), lower-cased.
+/// "Dear", "Hi", "Thanks,".
+const GREETINGS: &[&str] = &[
     "dear",
     "hi",
     "hello",
@@ -173,11 +167,11 @@ const CUE_WORDS: &[&str] = &[
     "sincerely",
     "thx",
     "ty",
-    "best",
-    "yours",
-    "love",
-    "warmly",
-    "you",
+];
+/// "Best,\n", "Love,": only with a comma or a line break after them.
+const SIGN_OFFS: &[&str] = &["best", "yours", "love", "warmly"];
+/// Verbs whose object is a person: "ask Sjoerd", "cc Aoife".
+const PERSON_VERBS: &[&str] = &[
     "ask",
     "asked",
     "tell",
@@ -193,23 +187,15 @@ const CUE_WORDS: &[&str] = &[
     "invited",
     "introduce",
     "introduced",
-    "i'm",
-    "im",
-    "with",
-    "met",
-    "meet",
-    "contact",
-    "from",
-    "to",
-    "and",
-    "by",
-    "for",
-    "emailed",
-    "called",
-    "via",
-    "am",
-    "it's",
 ];
+/// "I'm", "with", "from": only a known name after them.
+const WEAK_CUES: &[&str] = &[
+    "i'm", "im", "with", "met", "meet", "contact", "from", "to", "and", "by", "for", "emailed",
+    "called", "via", "it's",
+];
+/// The words `cue_before` compares in pairs or with the gap after them ("my name is",
+/// "call me", "named", "name:", "signed,", "thank you", "I am", "this is").
+const PAIRED_CUES: &[&str] = &["is", "me", "named", "name", "signed", "you", "am"];
 /// Suffixes that make an organisation even in lower case ("acme corp").
 const LEGAL_SUFFIXES: &[&str] = &["inc", "llc", "ltd", "gmbh", "corp", "plc", "llp"];
 
@@ -224,8 +210,13 @@ const RELATION: u16 = 1 << 5;
 const LEGAL: u16 = 1 << 6;
 /// The lower case of an organisation suffix; the suffix itself must match as written.
 const ORG_SUFFIX: u16 = 1 << 7;
-/// One of `CUE_WORDS`.
-const CUE: u16 = 1 << 8;
+const GREETING: u16 = 1 << 8;
+const SIGN_OFF: u16 = 1 << 9;
+const PERSON_VERB: u16 = 1 << 10;
+const WEAK_CUE: u16 = 1 << 11;
+const PAIRED_CUE: u16 = 1 << 12;
+/// Whatever `cue_before` takes as the word before a name.
+const CUE: u16 = TITLE | RELATION | GREETING | SIGN_OFF | PERSON_VERB | WEAK_CUE | PAIRED_CUE;
 
 /// Every gazetteer and word list in one map, so that each word of a text costs one hash
 /// look-up rather than one per list.
@@ -247,7 +238,11 @@ static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
         (RELATIONS, RELATION),
         (LEGAL_SUFFIXES, LEGAL),
         (ORG_SUFFIXES, ORG_SUFFIX),
-        (CUE_WORDS, CUE),
+        (GREETINGS, GREETING),
+        (SIGN_OFFS, SIGN_OFF),
+        (PERSON_VERBS, PERSON_VERB),
+        (WEAK_CUES, WEAK_CUE),
+        (PAIRED_CUES, PAIRED_CUE),
     ];
     for (words, flag) in lists {
         for w in words {
@@ -551,15 +546,12 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
     let Some(prev) = i.checked_sub(1).map(|p| &toks[p]) else {
         return Cue::None;
     };
-    // Each cue below is a title, a relation or one of `CUE_WORDS` (as `p`).
-    if prev.role & (TITLE | RELATION | CUE) == 0 {
+    // The lexicon said what the word before is; most words are no cue at all.
+    let role = prev.role;
+    if role & CUE == 0 {
         return Cue::None;
     }
     let gap = toks[i].gap;
-    // The word before and the one before that, lower-cased.
-    let (mut b2, mut b1) = ([0; CUE_WORD_MAX], [0; CUE_WORD_MAX]);
-    let w2 = i.checked_sub(2).map_or("", |k| toks[k].lower(&mut b2));
-    let p = prev.lower(&mut b1);
     // Only spaces, a comma or a line break between the cue and the name.
     if !gap
         .chars()
@@ -567,9 +559,13 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
     {
         return Cue::None;
     }
-    if prev.role & TITLE != 0 && prev.cap {
+    if role & TITLE != 0 && prev.cap {
         return Cue::Title;
     }
+    // The word before and the one before that, lower-cased, for the pairs.
+    let (mut b2, mut b1) = ([0; CUE_WORD_MAX], [0; CUE_WORD_MAX]);
+    let w2 = i.checked_sub(2).map_or("", |k| toks[k].lower(&mut b2));
+    let p = prev.lower(&mut b1);
     if (w2 == "name" && p == "is")
         || (w2 == "call" && p == "me")
         || p == "named"
@@ -578,75 +574,23 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
     {
         return Cue::Strong;
     }
-    if matches!(
-        p,
-        "dear"
-            | "hi"
-            | "hello"
-            | "hey"
-            | "thanks"
-            | "cheers"
-            | "regards"
-            | "sincerely"
-            | "thx"
-            | "ty"
-    ) || (matches!(p, "best" | "yours" | "love" | "warmly") && gap.contains(['\n', ',']))
+    if role & GREETING != 0
+        || (role & SIGN_OFF != 0 && gap.contains(['\n', ',']))
         || (w2 == "thank" && p == "you")
     {
         return Cue::Greeting;
     }
-    if prev.role & RELATION != 0
-        && matches!(w2, "my" | "our" | "your" | "his" | "her" | "their" | "the")
+    if role & RELATION != 0 && matches!(w2, "my" | "our" | "your" | "his" | "her" | "their" | "the")
     {
         return Cue::Relation;
     }
-    // Verbs whose object is a person: "ask Sjoerd", "cc Aoife".
-    if matches!(
-        p,
-        "ask"
-            | "asked"
-            | "tell"
-            | "told"
-            | "cc"
-            | "ping"
-            | "pinged"
-            | "remind"
-            | "reminded"
-            | "thank"
-            | "thanked"
-            | "invite"
-            | "invited"
-            | "introduce"
-            | "introduced"
-    ) {
+    if role & PERSON_VERB != 0 {
         return Cue::Relation;
     }
-    if matches!(
-        p,
-        "i'm"
-            | "im"
-            | "with"
-            | "ask"
-            | "asked"
-            | "tell"
-            | "told"
-            | "cc"
-            | "met"
-            | "meet"
-            | "contact"
-            | "from"
-            | "to"
-            | "and"
-            | "by"
-            | "for"
-            | "emailed"
-            | "called"
-            | "ping"
-            | "via"
-    ) || (w2 == "i" && p == "am")
+    if role & WEAK_CUE != 0
+        || (w2 == "i" && p == "am")
         || (w2 == "this" && p == "is")
         || (w2 == "it" && p == "is")
-        || p == "it's"
     {
         return Cue::Weak;
     }
