@@ -84,7 +84,7 @@ impl NumberRuns {
                 (phone_start, phone_digits) = (i + 1, 0);
             }
             window = (window << 4) | u16::from(class);
-            runs.iban_start |= window & IBAN_MASK == IBAN_START;
+            runs.iban_start |= window & IBAN_START == IBAN_START;
         }
         if phone_digits >= 7 {
             runs.phones.push(phone_start..bytes.len());
@@ -102,9 +102,8 @@ const GROUPS: u8 = 1 << 1;
 const PHONE: u8 = 1 << 2;
 const UPPER: u8 = 1 << 3;
 /// Two capital letters and two digits in the last four bytes' classes.
-const IBAN_MASK: u16 =
+const IBAN_START: u16 =
     ((UPPER as u16) << 12) | ((UPPER as u16) << 8) | ((DIGIT as u16) << 4) | DIGIT as u16;
-const IBAN_START: u16 = IBAN_MASK;
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];

@@ -200,8 +200,9 @@ fn assigned_secrets(text: &str, found: &mut Vec<Span>) {
         let (start, end) = match assigned_value(text, m.start(), m.end()) {
             Some(value) => value,
             None => {
+                // The match found is the one that starts there.
                 ASSIGNED_SECRET
-                    .captures_read_at(&mut locations, text, at)
+                    .captures_read_at(&mut locations, text, m.start())
                     .expect("the same search found a match");
                 locations.get(1).expect("group 1 always takes part")
             }
