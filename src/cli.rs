@@ -78,6 +78,9 @@ pub enum Command {
     /// Inspect the effective configuration
     #[command(subcommand)]
     Config(cmd::config::Cmd),
+    /// Issue agent credentials: the per-ORCH tokens subscribers and heartbeats present
+    #[command(subcommand)]
+    Agents(cmd::agents::Cmd),
     /// Generate shell completions
     Completions(cmd::completions::Args),
     /// Generate man pages

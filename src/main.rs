@@ -13,7 +13,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     quiet_broken_pipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(cmd::report_usage_error(&e)),
+    };
+    let json = cli.global.json;
     cmd::init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -41,6 +45,9 @@ fn main() -> ExitCode {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
+            }
+            if json && !cmd::output::document_printed() {
+                println!("{}", cmd::error_document(&err));
             }
             ExitCode::from(cmd::exit_code(&err))
         }

@@ -1,5 +1,6 @@
 //! Subcommands: each module parses its arguments, calls `core`, and prints the result.
 
+pub mod agents;
 pub mod analyze;
 pub mod bench;
 pub mod bench_pii;
@@ -118,12 +119,89 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Telemetry(c) => telemetry::run(c, &ctx).await,
         Command::Telemetrist(a) => telemetrist::run(a, &ctx).await,
         Command::Config(c) => config::run(c, &ctx),
-        Command::Completions(a) => completions::run(a),
-        Command::Man(a) => man::run(a),
+        Command::Agents(c) => agents::run(c, &ctx),
+        Command::Completions(a) => {
+            not_json(&ctx, "completions", "shell scripts")?;
+            completions::run(a)
+        }
+        Command::Man(a) => {
+            not_json(&ctx, "man", "roff man pages")?;
+            man::run(a)
+        }
         Command::SpawnAgent(a) => spawn_agent::run(a, &ctx).await,
         Command::EvolvePlaybook(a) => evolve_playbook::run(a, &ctx).await,
         Command::Bench(c) => bench::run(c, &ctx).await,
     }
+}
+
+/// Prints clap's verdict on the command line (help and version as clap prints them, a usage
+/// error also as the `--json` error document when `--json` was asked for); returns the exit code.
+pub fn report_usage_error(e: &clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    let wants_json = std::env::args_os().skip(1).any(|a| a == "--json");
+    if wants_json
+        && !matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        )
+    {
+        let message = e.to_string();
+        let detail = message
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        println!(
+            "{}",
+            serde_json::json!({ "error": "usage", "detail": detail, "exit_code": exit::USAGE })
+        );
+    }
+    let _ = e.print();
+    e.exit_code() as u8
+}
+
+/// `--json` is refused, not ignored, by commands whose output has a format of its own.
+fn not_json(ctx: &Context, command: &str, what: &str) -> Result<(), UsageError> {
+    if ctx.json {
+        return Err(UsageError(format!(
+            "--json does not apply to `phoenix {command}`: it writes {what}"
+        )));
+    }
+    Ok(())
+}
+
+/// The one JSON document `--json` prints on stdout when a command fails, so scripts can
+/// parse failures too: `{"error": code, "detail": sentence, "exit_code": n}` (plus the
+/// server's `status` when it refused the request).
+pub fn error_document(err: &anyhow::Error) -> serde_json::Value {
+    let exit_code = exit_code(err);
+    let detail = err
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    let server = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<client::Error>())
+        .and_then(|e| match e {
+            client::Error::Rejected { status, code, .. } => Some((*status, code.clone())),
+            _ => None,
+        });
+    let error = match (exit_code, &server) {
+        (_, Some((_, code))) => code.clone(),
+        (exit::USAGE, _) => "usage".to_owned(),
+        (exit::UNREACHABLE, _) => "unreachable".to_owned(),
+        (exit::REJECTED, _) => "rejected".to_owned(),
+        (exit::PARTIAL, _) => "partial_failure".to_owned(),
+        _ => "failed".to_owned(),
+    };
+    let mut doc = serde_json::json!({ "error": error, "detail": detail, "exit_code": exit_code });
+    if let Some((status, _)) = server {
+        doc["status"] = status.into();
+    }
+    doc
 }
 
 /// Chooses the exit code from the first error in the chain that says what kind it is.

@@ -1,15 +1,25 @@
 //! Printing helpers shared by the commands: JSON documents, tables, numbers and times.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
+static DOCUMENT_PRINTED: AtomicBool = AtomicBool::new(false);
+
 /// Prints one pretty JSON document on stdout.
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
+    DOCUMENT_PRINTED.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// Whether the command already printed its JSON document (a partial success reports
+/// itself there), so a failure must not add a second one.
+pub fn document_printed() -> bool {
+    DOCUMENT_PRINTED.load(Ordering::Relaxed)
 }
 
 /// A table with Phoenix's look and the given header.

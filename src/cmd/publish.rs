@@ -19,7 +19,7 @@ const EXAMPLES: &str = "\
 Examples:
   phoenix publish prompt-tweak --prompt \"You are Phoenix, warm and caring.\" --target-prefix code-gen
   phoenix publish model-tweak --model anthropic/claude-3-haiku --rollout-percent 10
-  phoenix publish widen <id> --percent 100
+  phoenix publish widen <id> --rollout-percent 100
   phoenix publish status <id>
   phoenix publish rollback <id>";
 
@@ -238,9 +238,9 @@ pub struct WidenArgs {
     /// Id (or seq) of the update
     #[arg(value_name = "ID")]
     pub id: String,
-    /// New rollout percentage, above the current one (100 reaches every targeted ORCH)
-    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub percent: u8,
+    /// New rollout percentage, above the current one (100 reaches every targeted ORCH); `--percent` is an older name
+    #[arg(long, visible_alias = "percent", value_name = "P", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub rollout_percent: u8,
     /// Distributor connection.
     #[command(flatten)]
     pub client: DistributorClientArgs,
@@ -517,7 +517,11 @@ async fn widen(ctx: &Context, args: &WidenArgs) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
     let path = format!("/updates/{}/widen", check_id(&args.id)?);
     let w: Widened = client
-        .post_json(&path, &json!({ "percent": args.percent }), &[])
+        .post_json(
+            &path,
+            &json!({ "rollout_percent": args.rollout_percent }),
+            &[],
+        )
         .await?;
     if ctx.json {
         return print_json(&w);

@@ -11,6 +11,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use super::{Context, UsageError};
+use crate::core::agent_token::AgentKeys;
 use crate::core::anonymize::Anonymizer;
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
 use crate::core::config::Settings;
@@ -258,9 +259,17 @@ impl Distributor {
             .context("loading the orch hash key")?;
         let log = UpdateLog::open(&LogOptions::new(&d.db_path))
             .with_context(|| format!("opening the update log at {}", d.db_path.display()))?;
+        let agent_keys =
+            AgentKeys::load_or_create(&d.agent_key_file).context("loading the agent token key")?;
+        // Off loopback every read and every subscriber needs a credential, unless the
+        // operator said --insecure-no-auth.
+        let exposed = !addr.ip().is_loopback() && !insecure_no_auth;
         let config = DistributorConfig {
             premium_key: settings.x402_premium_key.clone(),
             admin_token: settings.admin_token.clone(),
+            reads_need_token: exposed,
+            agent_keys: Some(agent_keys),
+            require_agent_tokens: exposed || d.require_agent_tokens,
             ..DistributorConfig::default()
         };
         let metrics = Arc::new(distributor::Metrics::default());
@@ -353,6 +362,11 @@ impl Collector {
             },
             premium_key: settings.x402_premium_key.clone(),
             ingest_tokens: c.ingest_tokens.clone(),
+            admin_token: settings.admin_token.clone(),
+            agent_keys: Some(
+                AgentKeys::load_or_create(&settings.distributor.agent_key_file)
+                    .context("loading the agent token key")?,
+            ),
             llm: settings.llm.client_settings(),
             stale_after: c.stale_after,
             retention_days: c.retention_days,

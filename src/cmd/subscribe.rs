@@ -72,6 +72,9 @@ pub struct RunArgs {
     /// Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]
     #[arg(long, value_name = "KEY")]
     pub premium_key: Option<String>,
+    /// This ORCH's agent token, sent in hello and as the heartbeats' bearer (issued by `phoenix agents token ORCH_ID`; required by a distributor off loopback) [default: $PHOENIX_AGENT_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// Collector that receives heartbeats [default: $TELEMETRIST_URL or http://127.0.0.1:5002]
     #[arg(long, value_name = "URL")]
     pub telemetrist_url: Option<String>,
@@ -143,6 +146,7 @@ async fn subscribe(args: RunArgs, ctx: &Context) -> anyhow::Result<()> {
     // One CA for both connections: the distributor's wss:// and the collector's https://.
     let ca_cert = args.ca_cert.or_else(|| settings.collector.ca_cert.clone());
     let tls = tls::client_config(ca_cert.as_deref()).map_err(|e| UsageError(e.to_string()))?;
+    let agent_token = args.token.or_else(|| settings.agent_token.clone());
     let heartbeat = if args.no_heartbeat || args.once {
         None
     } else {
@@ -156,7 +160,10 @@ async fn subscribe(args: RunArgs, ctx: &Context) -> anyhow::Result<()> {
             base_url: args
                 .telemetrist_url
                 .unwrap_or_else(|| settings.collector.url.clone()),
-            token: settings.collector.token.clone(),
+            // The agent token proves the heartbeat's orch_id; the collector checks it.
+            token: agent_token
+                .clone()
+                .or_else(|| settings.collector.token.clone()),
             ca_cert,
             timeout: interval.min(Duration::from_secs(10)),
         })
@@ -175,6 +182,7 @@ async fn subscribe(args: RunArgs, ctx: &Context) -> anyhow::Result<()> {
     opts.premium_key = args
         .premium_key
         .or_else(|| settings.x402_premium_key.clone());
+    opts.agent_token = agent_token;
     opts.exec = args.exec;
     opts.exec_timeout = args.exec_timeout;
     opts.once = args.once;

@@ -2,6 +2,7 @@
 //! private CA, typed errors that map onto exit codes, and retries with backoff.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{
@@ -132,11 +133,10 @@ impl ApiClient {
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("phoenix/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &opts.ca_cert {
-            for der in tls::read_ca_certs(ca).map_err(|e| Error::Config(e.to_string()))? {
-                let cert = reqwest::Certificate::from_der(&der)
-                    .map_err(|e| Error::Config(format!("CA certificate {}: {e}", ca.display())))?;
-                builder = builder.add_root_certificate(cert);
-            }
+            // One trust policy for every client: the WebSocket's and this one (roots plus
+            // the --ca-cert file, whose exact server certificates are pinned).
+            let config = tls::client_config(Some(ca)).map_err(|e| Error::Config(e.to_string()))?;
+            builder = builder.use_preconfigured_tls(Arc::unwrap_or_clone(config));
         }
         let http = builder
             .build()

@@ -150,6 +150,12 @@ pub struct DistributorSettings {
     pub bind: String,
     /// SQLite file of the update log.
     pub db_path: PathBuf,
+    /// File holding the server secret agent tokens are derived from (shared with the
+    /// collector, which checks heartbeats with it).
+    pub agent_key_file: PathBuf,
+    /// Refuse subscribers without a valid agent token even on a loopback bind (always
+    /// required off loopback).
+    pub require_agent_tokens: bool,
 }
 
 /// LLM endpoint settings as configured (possibly incomplete).
@@ -275,6 +281,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Seconds between ORCH heartbeats.
     pub orch_sync_interval: u64,
+    /// The agent token `phoenix subscribe` presents (in hello and on heartbeats).
+    pub agent_token: Option<String>,
     /// GitHub token.
     pub github_pat: Option<String>,
     /// GitHub user.
@@ -347,6 +355,16 @@ const KEYS: &[(&str, &str, bool)] = &[
     ("distributor.bind", "PULSE_DISTRIBUTOR_BIND", false),
     ("distributor.db_path", "PHOENIX_DISTRIBUTOR_DB_PATH", false),
     ("distributor.admin_token", "PHOENIX_ADMIN_TOKEN", true),
+    (
+        "distributor.agent_key_file",
+        "PHOENIX_AGENT_KEY_FILE",
+        false,
+    ),
+    (
+        "distributor.require_agent_tokens",
+        "PHOENIX_REQUIRE_AGENT_TOKENS",
+        false,
+    ),
     ("llm.base_url", "PHOENIX_LLM_BASE_URL", false),
     ("llm.model", "PHOENIX_LLM_MODEL", false),
     ("llm.openrouter_api_key", "OPENROUTER_API_KEY", true),
@@ -356,6 +374,7 @@ const KEYS: &[(&str, &str, bool)] = &[
     ("llm.referer", "PHOENIX_LLM_REFERER", false),
     ("llm.title", "PHOENIX_LLM_TITLE", false),
     ("orch.sync_interval_secs", "ORCH_SLAVE_SYNC_INTERVAL", false),
+    ("orch.agent_token", "PHOENIX_AGENT_TOKEN", true),
     ("forge.github_pat", "GITHUB_PAT", true),
     ("forge.github_username", "GITHUB_USERNAME", false),
     ("forge.mandate_github_ci", "MANDATE_GITHUB_CI", false),
@@ -599,8 +618,17 @@ impl Settings {
                 r.string("distributor.db_path", Some(&dist_db_default))
                     .unwrap_or_default(),
             ),
+            agent_key_file: PathBuf::from(
+                r.string(
+                    "distributor.agent_key_file",
+                    Some(&data_dir.join("agent_token.key").display().to_string()),
+                )
+                .unwrap_or_default(),
+            ),
+            require_agent_tokens: r.flag("distributor.require_agent_tokens", false)?,
         };
         let admin_token = r.string("distributor.admin_token", None);
+        let agent_token = r.string("orch.agent_token", None);
         let base_url = r
             .string("llm.base_url", Some(OPENROUTER_BASE_URL))
             .unwrap_or_default();
@@ -689,6 +717,7 @@ impl Settings {
             x402_premium_key,
             admin_token,
             orch_sync_interval,
+            agent_token,
             github_pat,
             github_username,
             mandate_github_ci,

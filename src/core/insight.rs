@@ -79,6 +79,13 @@ pub struct InsightList {
     pub count: usize,
     /// Newest first.
     pub insights: Vec<Insight>,
+    /// Premium insights left out: the caller sent neither the X402 key nor the admin token.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub withheld: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The `limit` newest insights the collector has stored, newest first.

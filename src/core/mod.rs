@@ -1,5 +1,7 @@
 //! The domain: everything Phoenix does, with no clap, no stdout and no process exit.
 
+pub mod access;
+pub mod agent_token;
 pub mod analysis;
 pub mod anonymize;
 pub mod api_error;

@@ -1,7 +1,7 @@
 //! The distributor's WebSocket protocol (DESIGN.md), as JSON text frames:
 //!
 //! ```text
-//! → {"type":"hello","orch_id":"…","agent_path":"…","last_seq":41,"x402":"…"}
+//! → {"type":"hello","orch_id":"…","agent_path":"…","last_seq":41,"x402":"…","token":"…"}
 //! ← {"type":"hello_ack","orch_hash":"orch_…","tier":"free","server_seq":48,"replay":3}
 //! ← {"type":"update","update":{…UpdateEnvelope…}}
 //! → {"type":"ack","update_id":"…","seq":42,"status":"applied|rejected|skipped","error":null}
@@ -32,6 +32,9 @@ pub enum ClientFrame {
         /// Premium key, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         x402: Option<String>,
+        /// The ORCH's agent token (`phoenix agents token ORCH_ID`); required off loopback.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Outcome of one update.
     Ack {
@@ -115,7 +118,8 @@ mod tests {
                 orch_id: "o".into(),
                 agent_path: "a".into(),
                 last_seq: 41,
-                x402: Some("k".into())
+                x402: Some("k".into()),
+                token: None,
             }
         );
         let ack: ClientFrame = serde_json::from_str(

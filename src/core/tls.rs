@@ -128,23 +128,128 @@ pub fn read_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error>
 
 /// A client configuration trusting the webpki (Mozilla) roots, which is what reqwest trusts
 /// in this build, plus every certificate in `ca_cert`.
+///
+/// A certificate in `ca_cert` that is exactly the one the server presents is also pinned:
+/// a self-signed certificate made the usual way (`openssl req -x509 …`) carries
+/// `CA:TRUE`, which webpki refuses as a server's own (`CaUsedAsEndEntity`), while curl
+/// `--cacert` accepts it. The pin compares the whole certificate, byte for byte, and its
+/// validity period; anything else goes through webpki as before.
 pub fn client_config(ca_cert: Option<&Path>) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut pinned = Vec::new();
     if let Some(path) = ca_cert {
         for cert in read_ca_certs(path)? {
-            roots.add(cert).map_err(|source| Error::BadCa {
-                path: path.to_owned(),
-                source,
-            })?;
+            // A leaf that cannot be a root (say, a server certificate without CA:TRUE) is
+            // still good as a pin.
+            let as_root = roots.add(cert.clone());
+            if let Err(source) = as_root {
+                if !pinnable(&cert) {
+                    return Err(Error::BadCa {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+            }
+            pinned.push(cert);
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let config = if pinned.is_empty() {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| Error::Rustls(rustls::Error::General(e.to_string())))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinningVerifier { webpki, pinned }))
+            .with_no_client_auth()
+    };
     Ok(Arc::new(config))
+}
+
+/// Whether `cert` parses as an X.509 certificate whose validity period covers now.
+fn pinnable(cert: &CertificateDer<'_>) -> bool {
+    validity(cert).is_some()
+}
+
+/// The (not before, not after) of a DER certificate, Unix seconds.
+fn validity(cert: &CertificateDer<'_>) -> Option<(i64, i64)> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let v = parsed.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// webpki first; an exact, unexpired copy of a `--ca-cert` certificate second.
+#[derive(Debug)]
+struct PinningVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let err = match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(ok) => return Ok(ok),
+            Err(e) => e,
+        };
+        if !self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return Err(err);
+        }
+        let now = now.as_secs() as i64;
+        match validity(end_entity) {
+            Some((from, until)) if from <= now && now <= until => {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            Some(_) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired,
+            )),
+            None => Err(err),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// The rustls error behind a failed connection, if TLS is what failed. It arrives wrapped in
@@ -311,6 +416,102 @@ mod tests {
         }
         let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
         assert!(handshake_error(&refused).is_none());
+        server.abort();
+    }
+
+    /// A self-signed certificate the way `openssl req -x509` makes one: `CA:TRUE`, with the
+    /// server's address as a subject alternative name.
+    fn openssl_style(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[tokio::test]
+    async fn a_self_signed_ca_certificate_given_with_ca_cert_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = openssl_style(dir.path());
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = TlsListener::new(tcp, server_config(&cert, &key).unwrap()).unwrap();
+        let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        // webpki alone refuses it as a server's own certificate…
+        let plain =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates({
+                    let mut r = RootCertStore::empty();
+                    r.add(read_ca_certs(&cert).unwrap().remove(0)).unwrap();
+                    r
+                })
+                .with_no_client_auth();
+        let e = reqwest::Client::builder()
+            .use_preconfigured_tls(plain)
+            .build()
+            .unwrap()
+            .get(format!("https://{addr}/health"))
+            .send()
+            .await
+            .unwrap_err();
+        let why = handshake_error(&e)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(why.contains("CaUsedAsEndEntity"), "{e:?}");
+
+        // …the pin accepts exactly that certificate, for HTTPS and for WSS alike.
+        let pinned = client_config(Some(&cert)).unwrap();
+        let body = reqwest::Client::builder()
+            .use_preconfigured_tls(Arc::unwrap_or_clone(pinned.clone()))
+            .build()
+            .unwrap()
+            .get(format!("https://{addr}/health"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "ok");
+        let ws = tokio_tungstenite::connect_async_tls_with_config(
+            format!("wss://{addr}/subscribe"),
+            None,
+            false,
+            Some(tokio_tungstenite::Connector::Rustls(pinned)),
+        )
+        .await;
+        assert!(
+            matches!(&ws, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 404),
+            "{ws:?}"
+        );
+
+        // Another self-signed certificate in the file is no pin for this server.
+        let other = tempfile::tempdir().unwrap();
+        let (other_cert, _) = openssl_style(other.path());
+        let e = reqwest::Client::builder()
+            .use_preconfigured_tls(Arc::unwrap_or_clone(
+                client_config(Some(&other_cert)).unwrap(),
+            ))
+            .build()
+            .unwrap()
+            .get(format!("https://{addr}/health"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            handshake_error(&e).is_some_and(is_untrusted_certificate),
+            "{e:?}"
+        );
         server.abort();
     }
 }

@@ -5,10 +5,11 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
+use super::auth::AgentBearer;
 use super::{AppState, body};
 use crate::core::api_error::ApiError;
 use crate::core::telemetry::{NewRecord, TelemetryEnvelope, now_unix, parse_body};
@@ -27,10 +28,12 @@ pub struct IngestResponse {
 
 pub(super) async fn ingest(
     State(state): State<AppState>,
+    agent: Option<Extension<AgentBearer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let result = accept(&state, &headers, body).await;
+    let agent = agent.map(|Extension(AgentBearer(token))| token);
+    let result = accept(&state, agent.as_deref(), &headers, body).await;
     if let Err(e) = &result {
         // Record-level rejections are counted where the records are known.
         if e.code != "invalid_record" && e.code != "queue_full" {
@@ -42,6 +45,7 @@ pub(super) async fn ingest(
 
 async fn accept(
     state: &AppState,
+    agent_token: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IngestResponse, ApiError> {
@@ -61,6 +65,9 @@ async fn accept(
             limits.max_batch_records
         )));
     }
+    if let Some(token) = agent_token {
+        check_agent_token(state, token, &envelopes)?;
+    }
 
     let now = now_unix();
     let records: Vec<NewRecord> = envelopes
@@ -77,6 +84,32 @@ async fn accept(
     state.metrics.ingested.inc_by(n as u64);
     state.metrics.batch_size.observe(n as f64);
     Ok(IngestResponse { accepted: n, ids })
+}
+
+/// An agent token speaks for one ORCH: every record must carry that ORCH's `orch_id`.
+fn check_agent_token(
+    state: &AppState,
+    token: &str,
+    envelopes: &[TelemetryEnvelope],
+) -> Result<(), ApiError> {
+    let keys = state.config.agent_keys.as_ref();
+    let bad = envelopes
+        .iter()
+        .position(|e| match (keys, e.orch_id.as_deref()) {
+            (Some(keys), Some(orch_id)) => !keys.verify(orch_id, token),
+            _ => true,
+        });
+    match bad {
+        None => Ok(()),
+        Some(i) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "record {i}: the agent token is not the token of this record's orch_id \
+                 (an agent token only authorises its own ORCH's records); nothing was stored"
+            ),
+        )),
+    }
 }
 
 fn to_record(state: &AppState, env: TelemetryEnvelope, now: i64) -> NewRecord {

@@ -24,6 +24,7 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::serve::Listener;
 
+use crate::core::agent_token::AgentKeys;
 use crate::core::anonymize::Anonymizer;
 use crate::core::http;
 use crate::core::llm::{LlmClient, LlmSettings};
@@ -64,6 +65,10 @@ pub struct CollectorConfig {
     pub premium_key: Option<String>,
     /// Bearer tokens accepted; empty means no authentication.
     pub ingest_tokens: Vec<String>,
+    /// The admin token: accepted as a bearer everywhere, and shows premium insights.
+    pub admin_token: Option<String>,
+    /// Checks agent tokens presented on `POST /ingest` (heartbeats); `None`: refused.
+    pub agent_keys: Option<AgentKeys>,
     /// The LLM for summaries, or why there is none.
     pub llm: Result<LlmSettings, String>,
     /// An orch whose last heartbeat is older than this is stale.
@@ -80,6 +85,8 @@ impl Default for CollectorConfig {
             limits: Limits::default(),
             premium_key: None,
             ingest_tokens: Vec::new(),
+            admin_token: None,
+            agent_keys: None,
             llm: Err("no LLM configured".to_owned()),
             stale_after: Duration::from_secs(900),
             retention_days: None,

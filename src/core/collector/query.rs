@@ -2,17 +2,19 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use crate::core::access::ReadPolicy;
 use crate::core::anonymize::is_orch_hash;
 use crate::core::api_error::ApiError;
 use crate::core::http;
-use crate::core::insight::Insight;
+use crate::core::insight::InsightList;
 use crate::core::store::TelemetryFilter;
 use crate::core::telemetry::{StoredTelemetry, normalize_level, validate_agent_path};
+use crate::core::tier::Tier;
 
 /// Most records one `GET /telemetry` page returns.
 pub const MAX_QUERY_LIMIT: usize = 5000;
@@ -158,16 +160,18 @@ pub struct InsightParams {
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct InsightList {
-    count: usize,
-    insights: Vec<Insight>,
-}
-
 pub(super) async fn insights(
     State(state): State<AppState>,
+    headers: HeaderMap,
     params: Result<Query<InsightParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // The auth layer has admitted the bearer; this only decides what the caller may see.
+    let viewer = ReadPolicy {
+        admin_token: state.config.admin_token.clone(),
+        premium_key: state.config.premium_key.clone(),
+        need_admin: false,
+    }
+    .viewer(&headers, true)?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let limit = p.limit.unwrap_or(10);
     if limit == 0 || limit > 1000 {
@@ -186,8 +190,14 @@ pub(super) async fn insights(
                 e.to_string(),
             )
         })??;
+    let total = insights.len();
+    let insights: Vec<_> = insights
+        .into_iter()
+        .filter(|i| viewer.premium || i.tier != Tier::Premium)
+        .collect();
     Ok(Json(InsightList {
         count: insights.len(),
+        withheld: total - insights.len(),
         insights,
     }))
 }

@@ -30,6 +30,7 @@ use axum::routing::{get, post};
 use axum::serve::Listener;
 use tokio::sync::{Notify, Semaphore, watch};
 
+use crate::core::agent_token::AgentKeys;
 use crate::core::anonymize::Anonymizer;
 use crate::core::api_error::ApiError;
 use crate::core::http;
@@ -46,7 +47,15 @@ pub struct DistributorConfig {
     /// `X402` value (header or `x402` in hello) that unlocks premium updates.
     pub premium_key: Option<String>,
     /// Bearer token required by `POST /publish` and `POST /updates/{id}/widen`; `None`: open.
+    /// It also shows every read in full (premium payloads included).
     pub admin_token: Option<String>,
+    /// Whether `GET /updates*` and `GET /metrics` need the admin token (set off loopback).
+    pub reads_need_token: bool,
+    /// Checks the agent tokens that subscribers present in hello; `None`: a presented token
+    /// cannot be checked and is refused.
+    pub agent_keys: Option<AgentKeys>,
+    /// Whether a hello without a valid agent token is refused (set off loopback).
+    pub require_agent_tokens: bool,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Live items the broadcast channel holds; a subscriber further behind is caught up from
@@ -74,6 +83,9 @@ impl Default for DistributorConfig {
         DistributorConfig {
             premium_key: None,
             admin_token: None,
+            reads_need_token: false,
+            agent_keys: None,
+            require_agent_tokens: false,
             max_body_bytes: 1024 * 1024,
             live_capacity: 1024,
             hello_timeout: Duration::from_secs(10),
@@ -155,7 +167,7 @@ impl From<Error> for ApiError {
         match e {
             Error::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             Error::NotWider { .. } => {
-                ApiError::bad_request("invalid_request", format!("field `percent`: {e}"))
+                ApiError::bad_request("invalid_request", format!("field `rollout_percent`: {e}"))
             }
             Error::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -34,11 +34,12 @@ const PUBLISH_FIELDS: [&str; 7] = [
     "rollout_percent",
 ];
 
-/// Body of `POST /updates/{id}/widen`.
+/// Body of `POST /updates/{id}/widen` (`percent` is still read, as an older name).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct WidenRequest {
     /// New rollout percentage: above the current one, at most 100.
-    pub percent: u8,
+    #[serde(alias = "percent")]
+    pub rollout_percent: u8,
 }
 
 /// Answer of `POST /updates/{id}/widen`: the envelope at its new percentage.
@@ -286,16 +287,25 @@ pub(super) fn parse_publish(bytes: &[u8]) -> Result<PublishRequest, ApiError> {
 
 fn parse_widen(bytes: &[u8]) -> Result<u8, ApiError> {
     let map = json_object(bytes)?;
-    if let Some(unknown) = map.keys().find(|k| k.as_str() != "percent") {
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "rollout_percent" | "percent"))
+    {
         return Err(ApiError::bad_request(
             "invalid_request",
-            format!("field `{unknown}`: unknown field; send {{\"percent\": P}}"),
+            format!("field `{unknown}`: unknown field; send {{\"rollout_percent\": P}}"),
         ));
     }
-    match map.get("percent") {
+    if map.len() > 1 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "field `rollout_percent`: given twice (as `rollout_percent` and `percent`)",
+        ));
+    }
+    match map.get("rollout_percent").or_else(|| map.get("percent")) {
         None => Err(ApiError::bad_request(
             "invalid_request",
-            "field `percent`: is required",
+            "field `rollout_percent`: is required",
         )),
         Some(v) => v
             .as_u64()
@@ -304,7 +314,7 @@ fn parse_widen(bytes: &[u8]) -> Result<u8, ApiError> {
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_request",
-                    format!("field `percent`: {v} is not an integer from 1 to 100"),
+                    format!("field `rollout_percent`: {v} is not an integer from 1 to 100"),
                 )
             }),
     }
@@ -330,13 +340,21 @@ mod tests {
 
     #[test]
     fn widen_percent_must_be_1_to_100() {
+        assert_eq!(parse_widen(br#"{"rollout_percent": 50}"#).unwrap(), 50);
         assert_eq!(parse_widen(br#"{"percent": 50}"#).unwrap(), 50);
+        let e = parse_widen(br#"{"rollout_percent": 0}"#).unwrap_err();
+        assert!(
+            e.detail.starts_with("field `rollout_percent`"),
+            "{}",
+            e.detail
+        );
         for bad in [
             r#"{"percent": 0}"#,
             r#"{"percent": 101}"#,
             r#"{"percent": "x"}"#,
             r#"{}"#,
             r#"{"percent":5,"x":1}"#,
+            r#"{"percent":5,"rollout_percent":6}"#,
         ] {
             assert_eq!(
                 parse_widen(bad.as_bytes()).unwrap_err().code,

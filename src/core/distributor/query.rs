@@ -4,14 +4,17 @@ use std::collections::HashSet;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::log::{AckError, Counts, KnownSubscriber, StoredUpdate, WideningRecord};
+use crate::core::access::{ReadPolicy, Viewer};
 use crate::core::api_error::ApiError;
 use crate::core::http;
-use crate::core::update::{Audience, UpdateEnvelope};
+use crate::core::tier::Tier;
+use crate::core::update::UpdateEnvelope;
 
 /// Most updates one `GET /updates` returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -24,6 +27,10 @@ pub struct UpdateSummary {
     /// The update, `rollout_percent` as of now.
     #[serde(flatten)]
     pub update: UpdateEnvelope,
+    /// True when `payload` is withheld (`null`): a premium update read without the X402 key
+    /// or the admin token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_withheld: bool,
     /// Known subscribers (distinct orchs seen in a hello) the update now goes to.
     pub targeted: u64,
     /// Delivered / applied / rejected / skipped.
@@ -48,6 +55,10 @@ pub struct UpdateStatus {
     /// The update, `rollout_percent` as of now.
     #[serde(flatten)]
     pub update: UpdateEnvelope,
+    /// True when `payload` is withheld (`null`): a premium update read without the X402 key
+    /// or the admin token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_withheld: bool,
     /// Known subscribers (distinct orchs seen in a hello) the update now goes to.
     pub targeted: u64,
     /// Delivered / applied / rejected / skipped.
@@ -68,21 +79,36 @@ pub(super) struct ListParams {
     limit: Option<usize>,
 }
 
-/// Whether `update`, at its current percentage, goes to a known subscriber. Only the hash of
-/// the subscriber's orch id is known, so a raw `target_orch` is compared by its hash.
+/// Whether `update`, at its current percentage, goes to a known subscriber.
 pub fn delivers_to_known(update: &StoredUpdate, sub: &KnownSubscriber) -> bool {
-    let env = &update.envelope;
-    let orch_id = match (&env.target_orch, &update.target_orch_hash) {
-        (Some(raw), Some(hash)) if *hash == sub.orch_hash => Some(raw.as_str()),
-        _ => None,
+    let who = update.audience(&sub.orch_hash, &sub.agent_path, sub.tier);
+    update
+        .envelope
+        .delivers_to(&who, update.envelope.rollout_percent)
+}
+
+/// The envelope as `viewer` may see it, and whether its payload was withheld.
+fn shown(mut update: UpdateEnvelope, viewer: Viewer) -> (UpdateEnvelope, bool) {
+    let withhold = update.tier_required == Tier::Premium && !viewer.premium;
+    if withhold {
+        update.payload = serde_json::Value::Null;
+    }
+    (update, withhold)
+}
+
+/// The caller of a read endpoint, under the read policy (README "Security").
+pub(super) fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, ApiError> {
+    let cfg = &state.config;
+    let policy = ReadPolicy {
+        admin_token: cfg.admin_token.clone(),
+        premium_key: cfg.premium_key.clone(),
+        need_admin: cfg.reads_need_token,
     };
-    let who = Audience {
-        orch_id,
-        orch_hash: &sub.orch_hash,
-        agent_path: &sub.agent_path,
-        tier: sub.tier,
-    };
-    env.delivers_to(&who, env.rollout_percent)
+    let v = policy.viewer(headers, false);
+    if let Err(e) = &v {
+        state.metrics.reject(e.code);
+    }
+    v
 }
 
 fn targeted(update: &StoredUpdate, subscribers: &[KnownSubscriber]) -> u64 {
@@ -96,8 +122,10 @@ fn targeted(update: &StoredUpdate, subscribers: &[KnownSubscriber]) -> u64 {
 
 pub(super) async fn list(
     State(state): State<AppState>,
+    headers: HeaderMap,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UpdateList>, ApiError> {
+    let viewer = viewer(&state, &headers)?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let limit = p.limit.unwrap_or(20);
     if limit == 0 || limit > MAX_LIST_LIMIT {
@@ -114,10 +142,14 @@ pub(super) async fn list(
             updates
                 .into_iter()
                 .map(|u| {
+                    let targeted = targeted(&u, &subscribers);
+                    let counts = log.counts(&u.envelope.update_id)?;
+                    let (update, payload_withheld) = shown(u.envelope, viewer);
                     Ok(UpdateSummary {
-                        targeted: targeted(&u, &subscribers),
-                        counts: log.counts(&u.envelope.update_id)?,
-                        update: u.envelope,
+                        targeted,
+                        counts,
+                        update,
+                        payload_withheld,
                     })
                 })
                 .collect::<Result<Vec<_>, super::Error>>()
@@ -132,8 +164,10 @@ pub(super) async fn list(
 
 pub(super) async fn status(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<UpdateStatus>, ApiError> {
+    let viewer = viewer(&state, &headers)?;
     let key = id.clone();
     let status = state
         .read_log(move |log| {
@@ -142,13 +176,16 @@ pub(super) async fn status(
             };
             let update_id = u.envelope.update_id.clone();
             let subscribers = log.subscribers()?;
+            let targeted = targeted(&u, &subscribers);
+            let (update, payload_withheld) = shown(u.envelope, viewer);
             Ok(Some(UpdateStatus {
-                targeted: targeted(&u, &subscribers),
+                targeted,
                 counts: log.counts(&update_id)?,
                 initial_rollout_percent: u.initial_percent,
                 widenings: log.widenings(&update_id)?,
                 errors: log.errors(&update_id, MAX_ERRORS)?,
-                update: u.envelope,
+                update,
+                payload_withheld,
             }))
         })
         .await?;
@@ -180,13 +217,17 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     })
 }
 
-pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    viewer(&state, &headers)?;
     state
         .metrics
         .write_queue
         .set(state.log.queue_depth() as i64);
     state.metrics.write_dropped.set(state.log.dropped() as i64);
-    http::openmetrics(state.metrics.encode())
+    Ok(http::openmetrics(state.metrics.encode()))
 }
 
 pub(super) async fn not_found() -> ApiError {

@@ -92,9 +92,9 @@ fn violation(code: &'static str, detail: impl Into<String>) -> End {
     }
 }
 
-/// A subscriber after its hello, and how far it has been served.
+/// A subscriber after its hello, and how far it has been served. Only the hash of its orch
+/// id is kept: targeting on the server goes through hashes alone.
 struct Subscriber {
-    orch_id: Box<str>,
     orch_hash: Arc<str>,
     agent_path: Box<str>,
     tier: Tier,
@@ -105,25 +105,20 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn audience(&self) -> Audience<'_> {
-        Audience {
-            orch_id: Some(&self.orch_id),
-            orch_hash: &self.orch_hash,
-            agent_path: &self.agent_path,
-            tier: self.tier,
-        }
+    fn audience<'a>(&'a self, u: &'a StoredUpdate) -> Audience<'a> {
+        u.audience(&self.orch_hash, &self.agent_path, self.tier)
     }
 
     /// Whether `u`, at its percentage as read, goes to this subscriber.
     fn wants(&self, u: &StoredUpdate) -> bool {
         u.envelope
-            .delivers_to(&self.audience(), u.envelope.rollout_percent)
+            .delivers_to(&self.audience(u), u.envelope.rollout_percent)
     }
 
     /// Whether raising `u` from `from` to its current percentage newly admits this subscriber.
     fn newly_admitted(&self, u: &StoredUpdate, from: Option<u8>) -> bool {
         let env = &u.envelope;
-        env.targets(&self.audience())
+        env.targets(&self.audience(u))
             && env.tier_allows(self.tier)
             && !env.admits(&self.orch_hash, from)
             && env.admits(&self.orch_hash, env.rollout_percent)
@@ -132,7 +127,6 @@ impl Subscriber {
     /// A copy that closures on the blocking pool can own.
     fn snapshot(&self) -> Subscriber {
         Subscriber {
-            orch_id: self.orch_id.clone(),
             orch_hash: self.orch_hash.clone(),
             agent_path: self.agent_path.clone(),
             tier: self.tier,
@@ -238,14 +232,17 @@ async fn wait_hello(
                 agent_path,
                 last_seq,
                 x402,
+                token,
             } => {
-                // Hashed as sent, exactly as the collector hashes telemetry's orch_id.
+                // Hashed as sent, exactly as the collector hashes telemetry's orch_id — also
+                // when it looks like a hash: `orch_…` in a hello is an id, never a hash.
                 if orch_id.trim().is_empty() || orch_id.len() > MAX_ORCH_ID {
                     return Err(violation(
                         "invalid_hello",
                         format!("orch_id must be 1 to {MAX_ORCH_ID} bytes"),
                     ));
                 }
+                check_agent_token(state, &orch_id, token.as_deref())?;
                 let agent_path = agent_path.trim().trim_end_matches('/');
                 validate_agent_path(agent_path)
                     .map_err(|m| violation("invalid_hello", format!("agent_path {m}")))?;
@@ -259,7 +256,6 @@ async fn wait_hello(
                 };
                 let sub = Subscriber {
                     orch_hash: Arc::from(state.anonymizer.orch_hash(&orch_id)),
-                    orch_id: orch_id.into(),
                     agent_path: agent_path.into(),
                     tier,
                     seq: 0,
@@ -274,6 +270,25 @@ async fn wait_hello(
                 ));
             }
         }
+    }
+}
+
+/// Refuses a hello whose agent token is wrong, or missing where tokens are required.
+fn check_agent_token(state: &AppState, orch_id: &str, token: Option<&str>) -> Result<(), End> {
+    let cfg = &state.config;
+    match (token, &cfg.agent_keys) {
+        (Some(token), Some(keys)) if keys.verify(orch_id, token) => Ok(()),
+        (Some(_), _) => Err(violation(
+            "forbidden",
+            "the agent token is not valid for this orch_id; ask the operator for a new one \
+             (`phoenix agents token ORCH_ID`)",
+        )),
+        (None, _) if cfg.require_agent_tokens => Err(violation(
+            "unauthorized",
+            "this distributor requires an agent token: send it as `token` in hello \
+             (the operator issues it with `phoenix agents token ORCH_ID`)",
+        )),
+        (None, _) => Ok(()),
     }
 }
 

@@ -86,6 +86,8 @@ pub struct SubscribeOptions {
     pub agent_path: String,
     /// Premium key sent as `x402` in hello.
     pub premium_key: Option<String>,
+    /// Agent token sent as `token` in hello (`phoenix agents token ORCH_ID`).
+    pub agent_token: Option<String>,
     /// TLS for `wss://` URLs ([`tls::client_config`]); `None` trusts the webpki roots only.
     pub tls: Option<Arc<ClientConfig>>,
     /// State file.
@@ -121,6 +123,7 @@ impl SubscribeOptions {
             orch_id: orch_id.into(),
             agent_path: agent_path.into(),
             premium_key: None,
+            agent_token: None,
             tls: None,
             state_path,
             exec: None,
@@ -393,6 +396,7 @@ impl<F: FnMut(&UpdateReport)> Run<F> {
             agent_path: self.opts.agent_path.clone(),
             last_seq: self.state.last_seq,
             x402: self.opts.premium_key.clone(),
+            token: self.opts.agent_token.clone(),
         };
         ws.send(Message::text(to_json(&hello)))
             .await

@@ -186,6 +186,7 @@ async fn handshake(url: &str, index: usize) -> Result<Socket, String> {
         agent_path: AGENT_PATH.to_owned(),
         last_seq: 0,
         x402: None,
+        token: None,
     };
     ws.send(Message::text(to_json(&hello)))
         .await

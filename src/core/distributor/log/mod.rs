@@ -22,7 +22,7 @@ use crate::core::config::SyncMode;
 use crate::core::protocol::AckStatus;
 use crate::core::sqlite::{self as db, ReaderPool, WriterThread};
 use crate::core::tier::Tier;
-use crate::core::update::UpdateEnvelope;
+use crate::core::update::{Audience, UpdateEnvelope};
 
 pub use schema::SCHEMA_VERSION;
 use writer::{AckRow, Job};
@@ -62,6 +62,29 @@ pub struct StoredUpdate {
     pub initial_percent: Option<u8>,
     /// Keyed hash of `target_orch` (or `target_orch` itself when it already was a hash).
     pub target_orch_hash: Option<String>,
+}
+
+impl StoredUpdate {
+    /// The audience targeting compares against for a subscriber known by its hash. The
+    /// server matches `target_orch` only through the stored hash: a hello's `orch_id` is
+    /// always hashed, so an id that merely looks like someone's hash is not that hash.
+    pub fn audience<'a>(
+        &'a self,
+        orch_hash: &'a str,
+        agent_path: &'a str,
+        tier: Tier,
+    ) -> Audience<'a> {
+        let orch_id = match (&self.envelope.target_orch, &self.target_orch_hash) {
+            (Some(raw), Some(hash)) if hash == orch_hash => Some(raw.as_str()),
+            _ => None,
+        };
+        Audience {
+            orch_id,
+            orch_hash,
+            agent_path,
+            tier,
+        }
+    }
 }
 
 /// The result of raising an update's rollout.
