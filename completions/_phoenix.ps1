@@ -43,6 +43,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('propose', 'propose', [CompletionResultType]::ParameterValue, 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
+            [CompletionResult]::new('agents', 'agents', [CompletionResultType]::ParameterValue, 'Issue agent credentials: the per-ORCH tokens subscribers and heartbeats present')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Generate shell completions')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Generate man pages')
             [CompletionResult]::new('spawn-agent', 'spawn-agent', [CompletionResultType]::ParameterValue, 'Create an agent repository from Phoenix''s template, with LLM-generated code')
@@ -416,7 +417,8 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;publish;widen' {
-            [CompletionResult]::new('--percent', '--percent', [CompletionResultType]::ParameterName, 'New rollout percentage, above the current one (100 reaches every targeted ORCH)')
+            [CompletionResult]::new('--rollout-percent', '--rollout-percent', [CompletionResultType]::ParameterName, 'New rollout percentage, above the current one (100 reaches every targeted ORCH); `--percent` is an older name')
+            [CompletionResult]::new('--percent', '--percent', [CompletionResultType]::ParameterName, 'New rollout percentage, above the current one (100 reaches every targeted ORCH); `--percent` is an older name')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
@@ -485,6 +487,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Distributor WebSocket URL [default: $PULSE_DISTRIBUTOR_URL or ws://127.0.0.1:5003/subscribe]')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]')
             [CompletionResult]::new('--premium-key', '--premium-key', [CompletionResultType]::ParameterName, 'Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'This ORCH''s agent token, sent in hello and as the heartbeats'' bearer (issued by `phoenix agents token ORCH_ID`; required by a distributor off loopback) [default: $PHOENIX_AGENT_TOKEN]')
             [CompletionResult]::new('--telemetrist-url', '--telemetrist-url', [CompletionResultType]::ParameterName, 'Collector that receives heartbeats [default: $TELEMETRIST_URL or http://127.0.0.1:5002]')
             [CompletionResult]::new('--heartbeat-interval', '--heartbeat-interval', [CompletionResultType]::ParameterName, 'Time between heartbeats, e.g. 30s or 5m [default: $ORCH_SLAVE_SYNC_INTERVAL seconds, 300]')
             [CompletionResult]::new('--template-version', '--template-version', [CompletionResultType]::ParameterName, 'Agent template version reported in heartbeats')
@@ -715,6 +718,45 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;config;help;help' {
+            break
+        }
+        'phoenix;agents' {
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Print the agent token of an ORCH (sent in its hello and on its heartbeats)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'phoenix;agents;token' {
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;agents;help' {
+            [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Print the agent token of an ORCH (sent in its hello and on its heartbeats)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'phoenix;agents;help;token' {
+            break
+        }
+        'phoenix;agents;help;help' {
             break
         }
         'phoenix;completions' {
@@ -951,6 +993,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('propose', 'propose', [CompletionResultType]::ParameterValue, 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them')
             [CompletionResult]::new('telemetry', 'telemetry', [CompletionResultType]::ParameterValue, 'Read stored telemetry')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Inspect the effective configuration')
+            [CompletionResult]::new('agents', 'agents', [CompletionResultType]::ParameterValue, 'Issue agent credentials: the per-ORCH tokens subscribers and heartbeats present')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Generate shell completions')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Generate man pages')
             [CompletionResult]::new('spawn-agent', 'spawn-agent', [CompletionResultType]::ParameterValue, 'Create an agent repository from Phoenix''s template, with LLM-generated code')
@@ -1053,6 +1096,13 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;help;config;show' {
+            break
+        }
+        'phoenix;help;agents' {
+            [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Print the agent token of an ORCH (sent in its hello and on its heartbeats)')
+            break
+        }
+        'phoenix;help;agents;token' {
             break
         }
         'phoenix;help;completions' {

@@ -16,6 +16,9 @@ _phoenix() {
             ",$1")
                 cmd="phoenix"
                 ;;
+            phoenix,agents)
+                cmd="phoenix__subcmd__agents"
+                ;;
             phoenix,analyze)
                 cmd="phoenix__subcmd__analyze"
                 ;;
@@ -69,6 +72,18 @@ _phoenix() {
                 ;;
             phoenix,telemetry)
                 cmd="phoenix__subcmd__telemetry"
+                ;;
+            phoenix__subcmd__agents,help)
+                cmd="phoenix__subcmd__agents__subcmd__help"
+                ;;
+            phoenix__subcmd__agents,token)
+                cmd="phoenix__subcmd__agents__subcmd__token"
+                ;;
+            phoenix__subcmd__agents__subcmd__help,help)
+                cmd="phoenix__subcmd__agents__subcmd__help__subcmd__help"
+                ;;
+            phoenix__subcmd__agents__subcmd__help,token)
+                cmd="phoenix__subcmd__agents__subcmd__help__subcmd__token"
                 ;;
             phoenix__subcmd__bench,fanout)
                 cmd="phoenix__subcmd__bench__subcmd__fanout"
@@ -124,6 +139,9 @@ _phoenix() {
             phoenix__subcmd__evolve__subcmd__playbook__subcmd__help,status)
                 cmd="phoenix__subcmd__evolve__subcmd__playbook__subcmd__help__subcmd__status"
                 ;;
+            phoenix__subcmd__help,agents)
+                cmd="phoenix__subcmd__help__subcmd__agents"
+                ;;
             phoenix__subcmd__help,analyze)
                 cmd="phoenix__subcmd__help__subcmd__analyze"
                 ;;
@@ -177,6 +195,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__help,telemetry)
                 cmd="phoenix__subcmd__help__subcmd__telemetry"
+                ;;
+            phoenix__subcmd__help__subcmd__agents,token)
+                cmd="phoenix__subcmd__help__subcmd__agents__subcmd__token"
                 ;;
             phoenix__subcmd__help__subcmd__bench,fanout)
                 cmd="phoenix__subcmd__help__subcmd__bench__subcmd__fanout"
@@ -353,8 +374,86 @@ _phoenix() {
 
     case "${cmd}" in
         phoenix)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config completions man spawn-agent evolve-playbook bench help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config agents completions man spawn-agent evolve-playbook bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__agents)
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version token help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__agents__subcmd__help)
+            opts="token help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__agents__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__agents__subcmd__help__subcmd__token)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__agents__subcmd__token)
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -975,8 +1074,36 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help)
-            opts="serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config completions man spawn-agent evolve-playbook bench help"
+            opts="serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config agents completions man spawn-agent evolve-playbook bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__agents)
+            opts="token"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__agents__subcmd__token)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2255,12 +2382,16 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__publish__subcmd__widen)
-            opts="-v -q -h -V --percent --url --token --ca-cert --timeout --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --percent --rollout-percent --url --token --ca-cert --timeout --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --rollout-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --percent)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2629,7 +2760,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__subscribe)
-            opts="-v -q -h -V --orch-id --agent-path --state --exec --exec-timeout --url --ca-cert --premium-key --telemetrist-url --heartbeat-interval --no-heartbeat --master-mode --template-version --once --config --json --verbose --quiet --help --version show help"
+            opts="-v -q -h -V --orch-id --agent-path --state --exec --exec-timeout --url --ca-cert --premium-key --token --telemetrist-url --heartbeat-interval --no-heartbeat --master-mode --template-version --once --config --json --verbose --quiet --help --version show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2664,6 +2795,10 @@ _phoenix() {
                     return 0
                     ;;
                 --premium-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -40,6 +40,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand propose 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
+            cand agents 'Issue agent credentials: the per-ORCH tokens subscribers and heartbeats present'
             cand completions 'Generate shell completions'
             cand man 'Generate man pages'
             cand spawn-agent 'Create an agent repository from Phoenix''s template, with LLM-generated code'
@@ -391,7 +392,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --version 'Print version'
         }
         &'phoenix;publish;widen'= {
-            cand --percent 'New rollout percentage, above the current one (100 reaches every targeted ORCH)'
+            cand --rollout-percent 'New rollout percentage, above the current one (100 reaches every targeted ORCH); `--percent` is an older name'
+            cand --percent 'New rollout percentage, above the current one (100 reaches every targeted ORCH); `--percent` is an older name'
             cand --url 'Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]'
             cand --token 'Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]'
             cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
@@ -448,6 +450,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --url 'Distributor WebSocket URL [default: $PULSE_DISTRIBUTOR_URL or ws://127.0.0.1:5003/subscribe]'
             cand --ca-cert 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]'
             cand --premium-key 'Key that unlocks premium-tier updates, sent in hello [default: $X402_PREMIUM_KEY]'
+            cand --token 'This ORCH''s agent token, sent in hello and as the heartbeats'' bearer (issued by `phoenix agents token ORCH_ID`; required by a distributor off loopback) [default: $PHOENIX_AGENT_TOKEN]'
             cand --telemetrist-url 'Collector that receives heartbeats [default: $TELEMETRIST_URL or http://127.0.0.1:5002]'
             cand --heartbeat-interval 'Time between heartbeats, e.g. 30s or 5m [default: $ORCH_SLAVE_SYNC_INTERVAL seconds, 300]'
             cand --template-version 'Agent template version reported in heartbeats'
@@ -660,6 +663,40 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;config;help;show'= {
         }
         &'phoenix;config;help;help'= {
+        }
+        &'phoenix;agents'= {
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand token 'Print the agent token of an ORCH (sent in its hello and on its heartbeats)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'phoenix;agents;token'= {
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;agents;help'= {
+            cand token 'Print the agent token of an ORCH (sent in its hello and on its heartbeats)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'phoenix;agents;help;token'= {
+        }
+        &'phoenix;agents;help;help'= {
         }
         &'phoenix;completions'= {
             cand --out-dir 'Write the completions of every supported shell into this directory instead'
@@ -876,6 +913,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand propose 'Ask N concurrent LLM workers for improvement proposals (the hive), rank and publish them'
             cand telemetry 'Read stored telemetry'
             cand config 'Inspect the effective configuration'
+            cand agents 'Issue agent credentials: the per-ORCH tokens subscribers and heartbeats present'
             cand completions 'Generate shell completions'
             cand man 'Generate man pages'
             cand spawn-agent 'Create an agent repository from Phoenix''s template, with LLM-generated code'
@@ -951,6 +989,11 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand show 'Print every setting, its value (secrets masked) and its source'
         }
         &'phoenix;help;config;show'= {
+        }
+        &'phoenix;help;agents'= {
+            cand token 'Print the agent token of an ORCH (sent in its hello and on its heartbeats)'
+        }
+        &'phoenix;help;agents;token'= {
         }
         &'phoenix;help;completions'= {
         }

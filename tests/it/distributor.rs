@@ -275,7 +275,7 @@ async fn every_bad_input_gets_its_status_and_names_the_field() {
             400,
             "invalid_request",
         );
-        assert!(detail.contains("`percent`"), "{bad}: {detail}");
+        assert!(detail.contains("`rollout_percent`"), "{bad}: {detail}");
     }
     expect_error(
         &d.widen(id(&original), json!(50)).await,
@@ -1075,3 +1075,4 @@ async fn gzip_bodies_are_accepted() {
 }
 
 mod cli;
+mod access;

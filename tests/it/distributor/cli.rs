@@ -395,3 +395,58 @@ async fn serve_all_runs_the_collector_and_the_distributor_in_one_process() {
         .collect();
     assert_eq!(ids.len(), 2);
 }
+
+#[tokio::test]
+async fn off_loopback_the_distributor_wants_agent_tokens_and_a_token_for_reads() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config/phoenix");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("phoenix.toml"),
+        "[distributor]\nadmin_token = \"admin-token-0123456789\"\n",
+    )
+    .unwrap();
+    let (child, events) = serve(
+        home.path(),
+        &["distributor", "--bind", "0.0.0.0:0", "--json"],
+        1,
+    )
+    .await;
+    let port = events[0]["url"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .trim_end_matches("/subscribe")
+        .to_owned();
+    let ws_url = format!("ws://127.0.0.1:{port}/subscribe");
+    let http_url = format!("http://127.0.0.1:{port}");
+
+    let mut anonymous = Subscriber::connect(&ws_url, None, None).await;
+    anonymous
+        .send_json(&json!({"type": "hello", "orch_id": "orch-9", "agent_path": "root"}))
+        .await;
+    anonymous.expect_error_and_close("unauthorized").await;
+    let (status, _) = status_and_json(reqwest::get(format!("{http_url}/updates")).await.unwrap()).await;
+    assert_eq!(status, 401, "reads need the admin token off loopback");
+
+    // The operator issues a token; the agent subscribes with it.
+    let out = run(phoenix(home.path()).args(["agents", "token", "orch-9"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let out = run(phoenix(home.path())
+        .args(["subscribe", "--orch-id", "orch-9", "--agent-path", "root", "--once"])
+        .args(["--url", ws_url.as_str(), "--json"])
+        .env("PHOENIX_AGENT_TOKEN", &token))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A wrong token is refused for good (exit 1, the server's reason on stderr).
+    let out = run(phoenix(home.path())
+        .args(["subscribe", "--orch-id", "orch-9", "--agent-path", "root", "--once"])
+        .args(["--url", ws_url.as_str(), "--token", "phx_agent_wrong"]))
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("forbidden"), "{}", text(&out.stderr));
+    assert!(terminate(child).await.success());
+}

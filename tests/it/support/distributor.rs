@@ -135,12 +135,12 @@ impl TestDistributor {
             .await
     }
 
-    /// POSTs `{"percent": percent}` to `/updates/{id}/widen`.
+    /// POSTs `{"rollout_percent": percent}` to `/updates/{id}/widen`.
     pub async fn widen(&self, id: &str, percent: Value) -> (u16, Value) {
         let resp = self
             .client
             .post(self.endpoint(&format!("/updates/{id}/widen")))
-            .json(&json!({ "percent": percent }))
+            .json(&json!({ "rollout_percent": percent }))
             .send()
             .await
             .expect("POST widen");
