@@ -42,9 +42,12 @@ fn main() -> ExitCode {
             ExitCode::from(141)
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            // Causes can quote a server: shown, never interpreted by the terminal.
+            let shown =
+                |e: &dyn std::fmt::Display| cmd::output::printable(&e.to_string()).into_owned();
+            eprintln!("error: {}", shown(&err));
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", shown(cause));
             }
             if json && !cmd::output::document_printed() {
                 println!("{}", cmd::error_document(&err));

@@ -22,6 +22,24 @@ pub fn document_printed() -> bool {
     DOCUMENT_PRINTED.load(Ordering::Relaxed)
 }
 
+/// Text that came from a server or an agent, safe to print on a terminal: control
+/// characters (escape sequences, newlines, carriage returns) are shown escaped, never
+/// interpreted.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A table with Phoenix's look and the given header.
 pub fn table<I, S>(header: I) -> Table
 where

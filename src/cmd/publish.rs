@@ -483,10 +483,14 @@ async fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<()> {
             )
         }
     );
-    println!(
-        "payload   {}",
-        output::shorten(&serde_json::to_string(&u.payload)?, 100)
-    );
+    if s.payload_withheld {
+        println!("payload   (premium: withheld; send the admin token, or the premium key as X402)");
+    } else {
+        println!(
+            "payload   {}",
+            output::shorten(&serde_json::to_string(&u.payload)?, 100)
+        );
+    }
     let c = &s.counts;
     let acked = c.applied + c.rejected + c.skipped;
     println!(
@@ -505,7 +509,7 @@ async fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<()> {
                 e.orch_hash.clone(),
                 e.status.clone(),
                 output::time(e.ts_unix),
-                output::shorten(&e.error, 120),
+                output::shorten(&output::printable(&e.error), 120),
             ]);
         }
         println!("{t}");

@@ -234,13 +234,13 @@ fn print_report(report: &UpdateReport, json: bool) {
     let why = report
         .error
         .as_deref()
-        .map(|e| format!(": {e}"))
+        .map(|e| format!(": {}", output::printable(e)))
         .unwrap_or_default();
     println!(
         "{} {} {} seq {}{why}",
         report.status.as_str(),
-        report.update_type,
-        report.update_id,
+        output::printable(&report.update_type),
+        output::printable(&report.update_id),
         report.seq
     );
 }

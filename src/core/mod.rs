@@ -19,6 +19,7 @@ pub mod git;
 pub mod hive;
 pub mod http;
 pub mod insight;
+pub mod json;
 pub mod keyfile;
 pub mod learning;
 pub mod llm;

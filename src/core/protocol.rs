@@ -16,6 +16,25 @@ use crate::core::update::UpdateEnvelope;
 /// Largest text frame either side accepts.
 pub const MAX_FRAME_BYTES: usize = 512 * 1024;
 
+/// Longest update id either side accepts (the distributor's are UUIDs, 36 bytes).
+pub const MAX_UPDATE_ID_BYTES: usize = 128;
+
+/// Whether `id` can be an update id: 1 to [`MAX_UPDATE_ID_BYTES`] bytes of printable
+/// characters, no whitespace. A server that sends anything else is broken or hostile, and
+/// its id must be neither acked back nor printed.
+pub fn check_update_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_UPDATE_ID_BYTES {
+        return Err(format!(
+            "update_id must be 1 to {MAX_UPDATE_ID_BYTES} bytes, got {}",
+            id.len()
+        ));
+    }
+    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("update_id holds whitespace or control characters".to_owned());
+    }
+    Ok(())
+}
+
 /// Frames a subscriber sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -105,6 +124,16 @@ pub enum ServerFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn update_ids_are_short_and_printable() {
+        assert!(check_update_id("01a2024c-ea04-76b2-bb9e-74079230ca86").is_ok());
+        assert!(check_update_id("").is_err());
+        assert!(check_update_id(&"a".repeat(129)).is_err());
+        assert!(check_update_id("ab\ncd").is_err());
+        assert!(check_update_id("ab\u{1b}[2Jcd").is_err());
+        assert!(check_update_id("a b").is_err());
+    }
 
     #[test]
     fn frames_match_the_documented_json() {

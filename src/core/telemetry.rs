@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::core::json::{self, CheckedJson};
+
 /// Longest accepted `kind`, `orch_id`, tag or level.
 pub const MAX_SHORT_FIELD: usize = 128;
 /// Longest accepted `agent_path`.
@@ -210,7 +212,7 @@ fn parse_json<T>(
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     if first == Some(b'[') {
         let items: Vec<&RawValue> = serde_json::from_slice(body)
-            .map_err(|e| ParseError::Malformed(format!("body is not a JSON array: {e}")))?;
+            .map_err(|e| ParseError::Malformed(json::body_error(&e)))?;
         if items.is_empty() {
             return Err(ParseError::Empty);
         }
@@ -234,7 +236,7 @@ fn parse_json<T>(
             .map_err(|_| ParseError::Malformed("body is not UTF-8".to_owned()))?;
         // Check it is one JSON document before blaming a field.
         serde_json::from_str::<&RawValue>(text)
-            .map_err(|e| ParseError::Malformed(format!("body is not valid JSON: {e}")))?;
+            .map_err(|e| ParseError::Malformed(json::body_error(&e)))?;
         decode(text, 0, None)
             .map(|e| vec![e])
             .map_err(|e| ParseError::Records {
@@ -297,6 +299,9 @@ pub fn decode_envelope(
         message,
     };
     let mut env: TelemetryEnvelope = serde_json::from_str(text).map_err(|e| {
+        if let Some(detail) = json::syntax_detail(&e, line) {
+            return err("(record)", detail);
+        }
         let msg = e.to_string();
         // serde_json says "missing field `kind`" / "invalid type: ..., expected i64" and
         // names fields in backticks; pull the field name out when it does.
@@ -306,61 +311,6 @@ pub fn decode_envelope(
     })?;
     validate(&mut env).map_err(|(field, message)| err(field, message))?;
     Ok(env)
-}
-
-/// Any JSON value, read and dropped: numbers are converted (so out-of-range ones fail) and
-/// strings unescaped (so lone surrogates fail) exactly as a `serde_json::Value` would be,
-/// without building one. Checking each payload this way is a hot path of ingest.
-struct CheckedJson;
-
-impl<'de> Deserialize<'de> for CheckedJson {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(CheckedJsonVisitor)
-    }
-}
-
-struct CheckedJsonVisitor;
-
-impl<'de> serde::de::Visitor<'de> for CheckedJsonVisitor {
-    type Value = CheckedJson;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<CheckedJson, E> {
-        Ok(CheckedJson)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<CheckedJson, E> {
-        Ok(CheckedJson)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<CheckedJson, E> {
-        Ok(CheckedJson)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<CheckedJson, E> {
-        Ok(CheckedJson)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<CheckedJson, E> {
-        Ok(CheckedJson)
-    }
-
-    fn visit_unit<E>(self) -> Result<CheckedJson, E> {
-        Ok(CheckedJson)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CheckedJson, A::Error> {
-        while seq.next_element::<CheckedJson>()?.is_some() {}
-        Ok(CheckedJson)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CheckedJson, A::Error> {
-        while map.next_entry::<CheckedJson, CheckedJson>()?.is_some() {}
-        Ok(CheckedJson)
-    }
 }
 
 /// A serde_json message without its "at line L column C" suffix.

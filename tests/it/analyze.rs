@@ -477,6 +477,42 @@ async fn oversized_analyze_body_is_a_json_error() {
     c.stop().await;
 }
 
+/// `/analyze` reads bodies like the ingest endpoints: gzip is undone, other encodings are
+/// refused, and a key given twice is an error rather than "last one wins".
+#[tokio::test]
+async fn analyze_honours_content_encoding_and_refuses_duplicate_keys() {
+    use std::io::Write as _;
+    let c = TestCollector::start(CollectorConfig::default()).await;
+    c.ingest_ok(&json!({"kind": "skill_execution", "payload": {"response_time": 5}}))
+        .await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(br#"{"last_n": 7, "focus": "performance"}"#).unwrap();
+    let post = |encoding: &'static str, body: Vec<u8>| {
+        let req = c
+            .client()
+            .post(c.endpoint("/analyze"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body);
+        async move { status_and_json(req.send().await.unwrap()).await }
+    };
+    let (status, insight) = post("gzip", gz.finish().unwrap()).await;
+    assert_eq!(status, 200, "{insight}");
+    assert_eq!((insight["requested_last_n"].as_u64(), insight["focus"].as_str()), (Some(7), Some("performance")));
+    expect_error(
+        &post("br", br#"{"last_n": 7}"#.to_vec()).await,
+        415,
+        "unsupported_encoding",
+    );
+    let detail = expect_error(
+        &analyze_raw(&c, Some("application/json"), r#"{"last_n": 5, "last_n": 5000}"#).await,
+        400,
+        "invalid_request",
+    );
+    assert!(detail.contains("duplicate key `last_n`"), "{detail}");
+    c.stop().await;
+}
+
 fn config_with_llm(fake: &FakeLlm) -> CollectorConfig {
     let mut settings = fake.settings();
     settings.timeout = Duration::from_millis(300);

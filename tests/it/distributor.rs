@@ -1055,6 +1055,28 @@ async fn health_and_metrics_report_subscribers_publishes_and_deliveries() {
 }
 
 #[tokio::test]
+async fn a_key_given_twice_is_refused_not_last_one_wins() {
+    let d = TestDistributor::start(DistributorConfig::default()).await;
+    let post = |body: &'static str| {
+        let req = d.client().post(d.endpoint("/publish")).body(body);
+        async move { status_and_json(req.send().await.unwrap()).await }
+    };
+    let detail = expect_error(
+        &post(r#"{"update_type":"notice","payload":{"message":"a"},"tier_required":"premium","tier_required":"free"}"#).await,
+        400,
+        "invalid_json",
+    );
+    assert!(detail.contains("duplicate key `tier_required`"), "{detail}");
+    let detail = expect_error(
+        &post(r#"{"update_type":"json_patch","payload":{"patch":[{"op":"add","op":"remove","path":"/config/a","value":1}]}}"#).await,
+        400,
+        "invalid_json",
+    );
+    assert!(detail.contains("duplicate key `op`"), "{detail}");
+    assert_eq!(d.get_json("/updates").await["count"], 0);
+}
+
+#[tokio::test]
 async fn gzip_bodies_are_accepted() {
     use std::io::Write;
     let d = TestDistributor::start(DistributorConfig::default()).await;
@@ -1074,5 +1096,5 @@ async fn gzip_bodies_are_accepted() {
     assert_eq!(envelope["payload"]["message"], "zipped");
 }
 
-mod cli;
 mod access;
+mod cli;

@@ -279,6 +279,20 @@ async fn malformed_empty_and_unsupported_bodies_are_refused() {
         400,
         "invalid_json",
     );
+    // Where the body stops being JSON, in people's words rather than serde's.
+    let got = post_raw(&c, &json_ct, b"{nope".to_vec()).await;
+    let text = got.1.to_string();
+    assert!(text.contains("not valid JSON at line 1 column 2"), "{text}");
+    assert!(!text.contains("expected ident"), "{text}");
+    // A key given twice, at the top or deep in the payload, is refused, not "last one wins".
+    for twice in [
+        &br#"{"kind":"a","kind":"b"}"#[..],
+        br#"{"kind":"a","payload":{"score":1,"nested":{"x":1,"x":2}}}"#,
+    ] {
+        let got = post_raw(&c, &json_ct, twice.to_vec()).await;
+        assert_eq!(got.0, 400, "{}", got.1);
+        assert!(got.1.to_string().contains("duplicate"), "{}", got.1);
+    }
 
     for empty in [&b""[..], b"   \n", b"[]"] {
         let detail = expect_error(

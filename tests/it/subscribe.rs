@@ -683,3 +683,47 @@ async fn sigterm_stops_the_subscriber_cleanly() {
         Some("m")
     );
 }
+
+#[tokio::test]
+async fn update_ids_a_server_should_never_send_are_neither_acked_nor_printed() {
+    let home = tempfile::tempdir().unwrap();
+    let state_path: PathBuf = home.path().join("state.json");
+    let mut server = FakeDistributor::start().await;
+    let child = phoenix(home.path())
+        .args(subscribe_args(&server.url, &state_path))
+        .arg("--once")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut conn = server.accept().await;
+    conn.handshake("free", 3).await;
+    // A 100 KB id with a newline and a terminal escape, a short id with an escape, then a
+    // sound update: only the last is applied and acked.
+    let long = format!("{}\nFAKE LINE\u{1b}[2J", "x".repeat(100_000));
+    let mut bad = envelope(1, "notice", json!({"message": "m"}));
+    bad["update_id"] = json!(long);
+    conn.update(bad).await;
+    let mut escape = envelope(2, "prompt_tweak", json!({"default_prompt": "evil"}));
+    escape["update_id"] = json!("u2\u{1b}]0;owned\u{7}");
+    conn.update(escape).await;
+    conn.update(envelope(3, "prompt_tweak", json!({"default_prompt": "good"})))
+        .await;
+    let ack = conn.ack().await;
+    assert_eq!(ack["update_id"], "u3", "the invalid ones are not acked: {ack}");
+    let out = within("phoenix to exit", child.wait_with_output())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for shown in [&stdout, &stderr] {
+        assert!(!shown.contains("FAKE LINE"), "{shown}");
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
+        assert!(shown.len() < 10_000, "the long id is not printed");
+    }
+    assert!(stdout.contains("applied prompt_tweak u3 seq 3"), "{stdout}");
+    let state = read_state(&state_path);
+    assert_eq!(state.overrides.default_prompt.as_deref(), Some("good"));
+    assert_eq!(state.last_seq, 3);
+}

@@ -7,7 +7,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::support::bin::phoenix_async;
 use crate::support::fake_conversations::FakeConversations;
@@ -491,18 +491,43 @@ async fn telemetrist_stops_on_sigterm_after_its_cycle() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = child;
     fake.wait_stored(1, Duration::from_secs(60)).await;
+    // The collector has it; the cycle is over once the telemetrist says so (a send still in
+    // flight when the stop comes is abandoned by design, so waiting on the fake is not enough).
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logged = String::new();
+    let cycle_done = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            logged.push_str(&line);
+            logged.push('\n');
+            if line.contains("telemetrist cycle done") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(cycle_done, Ok(true), "{logged}");
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     assert!(killed.success());
+    let rest = tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            logged.push_str(&line);
+            logged.push('\n');
+        }
+        logged
+    });
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .expect("telemetrist stops within 30 s of SIGTERM")
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let logged = rest.await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{logged}");
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("stopped after 1 cycle(s); 0 conversation(s) pending"),

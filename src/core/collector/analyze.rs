@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -19,6 +19,10 @@ use crate::core::insight::{Insight, SummarySource};
 use crate::core::summary;
 use crate::core::telemetry::now_unix;
 use crate::core::tier::Tier;
+use crate::core::{http, json};
+
+/// Largest `/analyze` body, before and after gzip: a request is a handful of filters.
+const MAX_ANALYZE_BODY: usize = 64 * 1024;
 
 /// The request body. Unknown fields are refused so a typo (`lastn`) is not silently ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -62,24 +66,23 @@ fn time_field(field: &str, v: Option<serde_json::Value>) -> Result<Option<i64>, 
 pub(super) async fn analyze(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> Result<Json<Insight>, ApiError> {
-    let body = body.map_err(|e| {
-        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            "too_large"
-        } else {
-            "invalid_body"
-        };
-        ApiError::new(e.status(), code, e.body_text())
-    })?;
+    // Gzip is undone and other encodings refused (415), as on the ingest endpoints.
+    let body = http::read_body(&headers, body, MAX_ANALYZE_BODY, MAX_ANALYZE_BODY).await?;
     // The seed's curl examples omit Content-Type (curl then says form-urlencoded): the body is
     // JSON whatever the header claims, and an empty body means "all defaults".
-    let req: AnalyzeRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        AnalyzeRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
+    let req: AnalyzeRequest = match json::parse_object(&body) {
+        Err(json::ObjectError::Empty) => AnalyzeRequest::default(),
+        Err(e) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("analyze request: {e}"),
+            ));
+        }
+        Ok(map) => serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
             ApiError::bad_request("invalid_request", format!("analyze request: {e}"))
-        })?
+        })?,
     };
     let presented = headers.get("x402").and_then(|v| v.to_str().ok());
     let tier = Tier::from_key(state.config.premium_key.as_deref(), presented);

@@ -19,6 +19,7 @@ use super::metrics::TypeLabel;
 use crate::core::anonymize::is_orch_hash;
 use crate::core::api_error::ApiError;
 use crate::core::http;
+use crate::core::json;
 use crate::core::telemetry::now_unix;
 use crate::core::tier::secrets_equal;
 use crate::core::update::{FieldError, PublishRequest, UpdateEnvelope, UpdateType};
@@ -236,25 +237,15 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     crate::core::http::read_body(headers, body, limit, limit).await
 }
 
-/// Parses a JSON object body, or says why it is not one.
+/// Parses a JSON object body (duplicate keys refused), or says why it is not one.
 fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "empty_body",
-            "the body is empty; send a JSON object",
-        ));
-    }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request(
-            "invalid_json",
-            "the body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::bad_request(
-            "invalid_json",
-            format!("the body is not valid JSON: {e}"),
-        )),
-    }
+    json::parse_object(bytes).map_err(|e| {
+        let code = match e {
+            json::ObjectError::Empty => "empty_body",
+            _ => "invalid_json",
+        };
+        ApiError::bad_request(code, e.to_string())
+    })
 }
 
 /// Parses a publish body, naming the field of any unknown or mistyped entry.

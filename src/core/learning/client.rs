@@ -19,7 +19,9 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use super::heartbeat::{self, HeartbeatConfig, Progress};
 use super::state::LearningPipelineState;
 use super::{Error, exec, state_file};
-use crate::core::protocol::{AckStatus, ClientFrame, MAX_FRAME_BYTES, ServerFrame};
+use crate::core::protocol::{
+    AckStatus, ClientFrame, MAX_FRAME_BYTES, ServerFrame, check_update_id,
+};
 use crate::core::tier::Tier;
 use crate::core::tls;
 use crate::core::update::{Audience, UpdateEnvelope};
@@ -346,7 +348,11 @@ impl<F: FnMut(&UpdateReport)> Run<F> {
             };
             match serde_json::from_str::<ServerFrame>(&text) {
                 Ok(ServerFrame::Update { update }) => {
-                    self.handle_update(&mut ws, &grant, &update).await?;
+                    if let Err(why) = check_update_id(&update.update_id) {
+                        self.skip_unnamed(update.seq, &why).await?;
+                    } else {
+                        self.handle_update(&mut ws, &grant, &update).await?;
+                    }
                 }
                 Ok(ServerFrame::Error { error, detail }) => {
                     tracing::error!(code = %error, %detail, "error from the distributor");
@@ -547,8 +553,13 @@ impl<F: FnMut(&UpdateReport)> Run<F> {
         ) else {
             return Ok(false);
         };
+        if let Err(why) = check_update_id(id) {
+            self.skip_unnamed(seq, &why).await?;
+            return Ok(true);
+        }
         let update_type = update["update_type"]
             .as_str()
+            .filter(|t| t.len() <= 64 && !t.chars().any(char::is_control))
             .unwrap_or("unknown")
             .to_owned();
         let error = format!("cannot read this update: {e}");
@@ -565,6 +576,24 @@ impl<F: FnMut(&UpdateReport)> Run<F> {
         };
         self.ack(ws, &report).await?;
         Ok(true)
+    }
+
+    /// An update whose id cannot be one (too long, control characters): it is neither
+    /// applied nor acked (an ack would send the id back) nor shown; its seq is passed so it
+    /// is not replayed forever.
+    async fn skip_unnamed(&mut self, seq: u64, why: &str) -> Result<(), Failure> {
+        tracing::warn!(
+            seq,
+            why,
+            "ignoring an update with an invalid id from the distributor"
+        );
+        self.state.last_seq = self.state.last_seq.max(seq);
+        self.state.last_error = Some(format!("update at seq {seq} ignored: {why}"));
+        self.save().await?;
+        self.summary.skipped += 1;
+        self.summary.last_seq = self.state.last_seq;
+        self.progress.send_replace(progress_of(&self.state));
+        Ok(())
     }
 
     /// Sends the ack, then tells the caller and the heartbeat.

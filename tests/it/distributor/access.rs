@@ -80,8 +80,16 @@ async fn premium_payloads_are_withheld_without_the_x402_key_or_the_admin_token()
     // bearer is refused rather than downgraded.
     let (_, with_key) = get(&d, &one, &[("x402", PREMIUM)]).await;
     assert_eq!(with_key["payload"]["default_prompt"], secret_prompt);
-    let (_, with_admin) = get(&d, "/updates", &[("authorization", &format!("Bearer {ADMIN}"))]).await;
-    assert_eq!(with_admin["updates"][1]["payload"]["default_prompt"], secret_prompt);
+    let (_, with_admin) = get(
+        &d,
+        "/updates",
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .await;
+    assert_eq!(
+        with_admin["updates"][1]["payload"]["default_prompt"],
+        secret_prompt
+    );
     let (_, wrong_key) = get(&d, &one, &[("x402", "guess")]).await;
     assert_eq!(wrong_key["payload_withheld"], true);
     expect_error(
@@ -108,7 +116,10 @@ async fn off_loopback_reads_need_the_admin_token() {
             "forbidden",
         );
     }
-    assert_eq!(get(&d, "/updates", &[("authorization", &bearer)]).await.0, 200);
+    assert_eq!(
+        get(&d, "/updates", &[("authorization", &bearer)]).await.0,
+        200
+    );
     let resp = d
         .client()
         .get(d.endpoint("/metrics"))
@@ -129,18 +140,26 @@ async fn a_hello_with_a_victims_hash_as_its_orch_id_does_not_receive_the_victims
     assert_eq!(ack["orch_hash"], victim_hash);
     // The attacker read the hash from /updates or /telemetry and presents it as its id.
     let (mut attacker, ack) = d.subscribe(&victim_hash, "root", 0).await;
-    assert_ne!(ack["orch_hash"], victim_hash, "a hash-looking id is hashed like any id");
+    assert_ne!(
+        ack["orch_hash"], victim_hash,
+        "a hash-looking id is hashed like any id"
+    );
 
     let by_hash = d
         .publish_ok(&json!({"update_type": "notice", "target_orch": victim_hash,
                             "payload": {"message": "for the victim only"}}))
         .await;
     let by_raw = d
-        .publish_ok(&json!({"update_type": "notice", "target_orch": "orch-victim",
-                            "payload": {"message": "also for the victim only"}}))
+        .publish_ok(
+            &json!({"update_type": "notice", "target_orch": "orch-victim",
+                            "payload": {"message": "also for the victim only"}}),
+        )
         .await;
     let everyone = d.notice("everyone").await;
-    assert_eq!(victim.updates(3).await, vec![by_hash, by_raw, everyone.clone()]);
+    assert_eq!(
+        victim.updates(3).await,
+        vec![by_hash, by_raw, everyone.clone()]
+    );
     // The attacker's first update is the broadcast: nothing targeted reached it.
     assert_eq!(attacker.next_update().await, everyone);
     // Nor does a replay from seq 0 give it anything targeted.
@@ -159,7 +178,8 @@ fn keyed(keys: &AgentKeys, required: bool) -> DistributorConfig {
 
 async fn hello_with_token(d: &TestDistributor, orch_id: &str, token: Option<&str>) -> Value {
     let mut sub = d.connect().await;
-    let mut hello = json!({"type": "hello", "orch_id": orch_id, "agent_path": "root", "last_seq": 0});
+    let mut hello =
+        json!({"type": "hello", "orch_id": orch_id, "agent_path": "root", "last_seq": 0});
     if let Some(t) = token {
         hello["token"] = t.into();
     }
@@ -190,8 +210,10 @@ async fn where_agent_tokens_are_required_only_the_orchs_own_token_subscribes() {
         "phx_agent_garbage".to_owned(),
     ] {
         let mut sub = d.connect().await;
-        sub.send_json(&json!({"type": "hello", "orch_id": "orch-7", "agent_path": "root", "token": wrong}))
-            .await;
+        sub.send_json(
+            &json!({"type": "hello", "orch_id": "orch-7", "agent_path": "root", "token": wrong}),
+        )
+        .await;
         sub.expect_error_and_close("forbidden").await;
     }
     // The token of a victim's hash is not the victim's token.
@@ -206,15 +228,20 @@ async fn where_agent_tokens_are_required_only_the_orchs_own_token_subscribes() {
 async fn on_loopback_tokens_are_optional_but_a_wrong_one_is_still_refused() {
     let keys = AgentKeys::from_key(&[42; 32]);
     let d = TestDistributor::start(keyed(&keys, false)).await;
-    assert_eq!(hello_with_token(&d, "orch-1", None).await["type"], "hello_ack");
+    assert_eq!(
+        hello_with_token(&d, "orch-1", None).await["type"],
+        "hello_ack"
+    );
     assert_eq!(
         hello_with_token(&d, "orch-1", Some(&keys.token("orch-1"))).await["type"],
         "hello_ack"
     );
     let mut sub = d.connect().await;
-    sub.send_json(&json!({"type": "hello", "orch_id": "orch-1", "agent_path": "root",
-                          "token": keys.token("orch-2")}))
-        .await;
+    sub.send_json(
+        &json!({"type": "hello", "orch_id": "orch-1", "agent_path": "root",
+                          "token": keys.token("orch-2")}),
+    )
+    .await;
     sub.expect_error_and_close("forbidden").await;
 }
 
@@ -240,7 +267,10 @@ async fn the_cli_issues_tokens_the_servers_accept() {
     let keys = AgentKeys::load_or_create(&home.path().join("data/agent_token.key")).unwrap();
     assert!(keys.verify("orch-42", &token));
     let d = TestDistributor::start(keyed(&keys, true)).await;
-    assert_eq!(hello_with_token(&d, "orch-42", Some(&token)).await["type"], "hello_ack");
+    assert_eq!(
+        hello_with_token(&d, "orch-42", Some(&token)).await["type"],
+        "hello_ack"
+    );
 }
 
 #[tokio::test]
@@ -260,7 +290,8 @@ async fn heartbeats_with_an_agent_token_are_accepted_for_that_orch_only() {
             .json(&body);
         async move { status_and_json(req.send().await.unwrap()).await }
     };
-    let beat = |orch: &str| json!({"orch_id": orch, "agent_path": "root", "kind": "orch_heartbeat"});
+    let beat =
+        |orch: &str| json!({"orch_id": orch, "agent_path": "root", "kind": "orch_heartbeat"});
     let (status, body) = post(keys.token("orch-1"), beat("orch-1")).await;
     assert_eq!(status, 200, "{body}");
 
@@ -274,7 +305,11 @@ async fn heartbeats_with_an_agent_token_are_accepted_for_that_orch_only() {
         "forbidden",
     );
     expect_error(
-        &post(AgentKeys::from_key(&[1; 32]).token("orch-1"), beat("orch-1")).await,
+        &post(
+            AgentKeys::from_key(&[1; 32]).token("orch-1"),
+            beat("orch-1"),
+        )
+        .await,
         403,
         "forbidden",
     );
@@ -295,7 +330,10 @@ async fn heartbeats_with_an_agent_token_are_accepted_for_that_orch_only() {
         .await
         .unwrap();
     let (_, stored) = status_and_json(resp).await;
-    assert_eq!(stored["count"], 1, "only the first heartbeat was stored: {stored}");
+    assert_eq!(
+        stored["count"], 1,
+        "only the first heartbeat was stored: {stored}"
+    );
 }
 
 #[tokio::test]
@@ -308,7 +346,10 @@ async fn premium_insights_are_withheld_from_free_readers() {
     .await;
     c.ingest_ok(&json!({"kind": "skill_execution", "payload": {"response_time": 10}}))
         .await;
-    assert_eq!(c.analyze(&json!({"last_n": 10}), Some(PREMIUM)).await.0, 200);
+    assert_eq!(
+        c.analyze(&json!({"last_n": 10}), Some(PREMIUM)).await.0,
+        200
+    );
     assert_eq!(c.analyze(&json!({"last_n": 10}), None).await.0, 200);
     let list = |headers: Vec<(&'static str, String)>| {
         let mut req = c.client().get(c.endpoint("/insights"));

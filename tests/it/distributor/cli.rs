@@ -428,7 +428,8 @@ async fn off_loopback_the_distributor_wants_agent_tokens_and_a_token_for_reads()
         .send_json(&json!({"type": "hello", "orch_id": "orch-9", "agent_path": "root"}))
         .await;
     anonymous.expect_error_and_close("unauthorized").await;
-    let (status, _) = status_and_json(reqwest::get(format!("{http_url}/updates")).await.unwrap()).await;
+    let (status, _) =
+        status_and_json(reqwest::get(format!("{http_url}/updates")).await.unwrap()).await;
     assert_eq!(status, 401, "reads need the admin token off loopback");
 
     // The operator issues a token; the agent subscribes with it.
@@ -436,17 +437,35 @@ async fn off_loopback_the_distributor_wants_agent_tokens_and_a_token_for_reads()
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = text(&out.stdout).trim().to_owned();
     let out = run(phoenix(home.path())
-        .args(["subscribe", "--orch-id", "orch-9", "--agent-path", "root", "--once"])
+        .args([
+            "subscribe",
+            "--orch-id",
+            "orch-9",
+            "--agent-path",
+            "root",
+            "--once",
+        ])
         .args(["--url", ws_url.as_str(), "--json"])
         .env("PHOENIX_AGENT_TOKEN", &token))
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     // A wrong token is refused for good (exit 1, the server's reason on stderr).
     let out = run(phoenix(home.path())
-        .args(["subscribe", "--orch-id", "orch-9", "--agent-path", "root", "--once"])
+        .args([
+            "subscribe",
+            "--orch-id",
+            "orch-9",
+            "--agent-path",
+            "root",
+            "--once",
+        ])
         .args(["--url", ws_url.as_str(), "--token", "phx_agent_wrong"]))
     .await;
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("forbidden"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("forbidden"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(terminate(child).await.success());
 }
