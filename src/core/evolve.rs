@@ -332,7 +332,12 @@ pub async fn evolve<F: Forge>(
         // builds on what main holds now (the forge's own conflict check is the backstop).
         let main_now = forge.branch_head(&repo, &repo.default_branch).await?;
         if main_now.as_deref() != Some(main_sha.as_str()) {
-            let sha = main_now.unwrap_or_default();
+            let sha = main_now.ok_or_else(|| {
+                Error::NoPlaybook(format!(
+                    "{} has no {} branch any more",
+                    repo.name, repo.default_branch
+                ))
+            })?;
             let now = playbook_at(forge, &repo, &sha, &repo.default_branch).await?;
             if !builds_on(&head, &now) {
                 rebuilds += 1;
@@ -357,7 +362,9 @@ pub async fn evolve<F: Forge>(
         loop {
             match forge.merge(&repo, &pr, &pr.head_sha, &message).await {
                 Ok(sha) => {
-                    let _ = forge.delete_branch(&repo, &pr.head_branch).await;
+                    let _ = forge
+                        .delete_branch(&repo, &pr.head_branch, &pr.head_sha)
+                        .await;
                     report.merge_sha = Some(sha);
                     report.status = Status::Merged;
                     report.pull_request = forge.pr(&repo, pr.number).await?;
@@ -485,7 +492,11 @@ async fn prepare<F: Forge>(
         Err(forge::Error::BranchExists { .. }) => {
             // Left by an interrupted run of this very evolution (it died before opening the
             // pull request), or another run's branch.
-            let sha = forge.branch_head(repo, &branch).await?.unwrap_or_default();
+            let Some(sha) = forge.branch_head(repo, &branch).await? else {
+                // Gone already: the run that made it has merged (or given up) since, so look
+                // again from the top.
+                return Ok(None);
+            };
             let existing = playbook_at(forge, repo, &sha, &branch).await?;
             if existing.last_update().as_deref() == Some(req.note.as_str())
                 && builds_on(&existing, main)
@@ -555,7 +566,9 @@ async fn prepare<F: Forge>(
                 ),
             )
             .await?;
-        let _ = forge.delete_branch(repo, &old.head_branch).await;
+        let _ = forge
+            .delete_branch(repo, &old.head_branch, &old.head_sha)
+            .await;
         superseded.push(old.number);
         progress(&format!(
             "closed #{} as superseded by #{}",

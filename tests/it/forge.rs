@@ -1,11 +1,17 @@
 //! `phoenix spawn-agent` and `phoenix evolve-playbook` end to end on the local forge: the real
 //! binary, real git repositories, a fake LLM, and the local CI running real commands.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use phoenix::core::evolve::{self, EvolveRequest, Status};
 use phoenix::core::forge::local::LocalForge;
-use phoenix::core::forge::{Forge, NewPr};
+use phoenix::core::forge::{
+    Approval, CiReport, Error, Forge, ForgeKind, NewPr, NewRepo, PullRequest, Repo,
+};
+use phoenix::core::git::RefSpec;
 use phoenix::core::playbook::Playbook;
 use serde_json::Value;
 
@@ -860,4 +866,123 @@ fn concurrent_evolutions_never_lose_an_update() {
     updates.sort();
     merged.sort();
     assert_eq!(updates, merged, "every reported merge is on main");
+}
+
+/// The local forge, except that the first branch it is asked to create loses the race to
+/// another evolution, which merges (deleting its branch) before the loser looks at it.
+struct LosesTheFirstBranch {
+    inner: LocalForge,
+    lost: Cell<bool>,
+}
+
+impl Forge for LosesTheFirstBranch {
+    fn kind(&self) -> ForgeKind {
+        self.inner.kind()
+    }
+    async fn repo(&self, name: &str) -> Result<Option<Repo>, Error> {
+        self.inner.repo(name).await
+    }
+    async fn create_repo(&self, new: &NewRepo) -> Result<Repo, Error> {
+        self.inner.create_repo(new).await
+    }
+    async fn push(&self, repo: &Repo, local: &Path, specs: &[RefSpec]) -> Result<(), Error> {
+        self.inner.push(repo, local, specs).await
+    }
+    async fn branch_head(&self, repo: &Repo, branch: &str) -> Result<Option<String>, Error> {
+        self.inner.branch_head(repo, branch).await
+    }
+    async fn read_file(&self, repo: &Repo, sha: &str, path: &str) -> Result<Option<String>, Error> {
+        self.inner.read_file(repo, sha, path).await
+    }
+    async fn create_branch_with_file(
+        &self,
+        repo: &Repo,
+        branch: &str,
+        base_sha: &str,
+        path: &str,
+        contents: &str,
+        message: &str,
+    ) -> Result<String, Error> {
+        if self.lost.replace(true) {
+            return (self.inner)
+                .create_branch_with_file(repo, branch, base_sha, path, contents, message)
+                .await;
+        }
+        let theirs = evolve::evolve(&self.inner, &request(&repo.name, "Theirs"), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(theirs.pull_request.head_branch, branch);
+        Err(Error::BranchExists {
+            repo: repo.name.clone(),
+            branch: branch.to_owned(),
+        })
+    }
+    async fn delete_branch(&self, repo: &Repo, branch: &str, sha: &str) -> Result<(), Error> {
+        self.inner.delete_branch(repo, branch, sha).await
+    }
+    async fn open_prs(&self, repo: &Repo, head: Option<&str>) -> Result<Vec<PullRequest>, Error> {
+        self.inner.open_prs(repo, head).await
+    }
+    async fn open_pr(&self, repo: &Repo, new: &NewPr) -> Result<PullRequest, Error> {
+        self.inner.open_pr(repo, new).await
+    }
+    async fn pr(&self, repo: &Repo, number: u64) -> Result<PullRequest, Error> {
+        self.inner.pr(repo, number).await
+    }
+    async fn close_pr(&self, repo: &Repo, number: u64, comment: &str) -> Result<(), Error> {
+        self.inner.close_pr(repo, number, comment).await
+    }
+    async fn ci(&self, repo: &Repo, pr: &PullRequest, budget: Duration) -> Result<CiReport, Error> {
+        self.inner.ci(repo, pr, budget).await
+    }
+    async fn approval(&self, repo: &Repo, pr: &PullRequest) -> Result<Approval, Error> {
+        self.inner.approval(repo, pr).await
+    }
+    async fn approve(&self, repo: &Repo, number: u64, by: &str) -> Result<PullRequest, Error> {
+        self.inner.approve(repo, number, by).await
+    }
+    async fn merge(
+        &self,
+        repo: &Repo,
+        pr: &PullRequest,
+        expected_head: &str,
+        message: &str,
+    ) -> Result<String, Error> {
+        self.inner.merge(repo, pr, expected_head, message).await
+    }
+}
+
+fn request(repo: &str, note: &str) -> EvolveRequest {
+    EvolveRequest {
+        repo: repo.to_owned(),
+        note: note.to_owned(),
+        metrics: Default::default(),
+        require_ci: false,
+        require_approval: false,
+        wait: true,
+        timeout: Duration::from_secs(20),
+        poll_initial: Duration::from_millis(20),
+        poll_max: Duration::from_millis(100),
+    }
+}
+
+/// One interleaving of `concurrent_evolutions_never_lose_an_update`, made deterministic: the
+/// branch this run could not create is gone (merged) by the time it reads it. That used to
+/// read the missing branch as the commit "" ("unable to parse OID - too short").
+#[tokio::test]
+async fn a_run_that_lost_its_branch_to_a_merged_evolution_builds_on_the_merge() {
+    let home = Home::new();
+    home.spawn_placeholder("agent-l");
+    let forge = LosesTheFirstBranch {
+        inner: home.forge(),
+        lost: Cell::new(false),
+    };
+    let report = evolve::evolve(&forge, &request("agent-l", "Mine"), None, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Merged);
+    assert_eq!((report.from_version, report.to_version), (2, 3));
+    let playbook = home.main_playbook("agent-l");
+    assert_eq!(playbook.updates(), vec!["Theirs", "Mine"]);
+    assert_eq!(playbook.version(), 3);
 }

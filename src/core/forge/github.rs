@@ -476,7 +476,13 @@ impl Forge for GithubForge {
         }
     }
 
-    async fn delete_branch(&self, repo: &Repo, branch: &str) -> Result<(), Error> {
+    async fn delete_branch(&self, repo: &Repo, branch: &str, sha: &str) -> Result<(), Error> {
+        // The REST API has no conditional delete, so a branch re-created in the moment
+        // between this read and the DELETE is still lost; one re-created at any other time
+        // is kept.
+        if self.branch_head(repo, branch).await?.as_deref() != Some(sha) {
+            return Ok(());
+        }
         let a = self
             .call(
                 Method::Delete,

@@ -10,13 +10,14 @@
 //! ```
 //!
 //! Ref updates that must not lose a concurrent change (creating a branch, moving `main` in a
-//! merge) are compare-and-swap operations on the ref, so a second writer fails instead of
-//! overwriting.
+//! merge, deleting a merged or superseded branch) are compare-and-swap operations on the ref,
+//! so a second writer fails instead of overwriting, and a delete never takes a newer branch
+//! of the same name with it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use git2::{Oid, Repository};
+use git2::{ErrorCode, Oid, Repository};
 use serde::{Deserialize, Serialize};
 
 use super::lock::{RepoLock, write_atomic};
@@ -28,8 +29,9 @@ use crate::core::git::{self, RefSpec};
 use crate::core::scaffold;
 
 const LOCK_WAIT: Duration = Duration::from_secs(30);
-/// How often a branch whose ref another process holds locked is tried again, and how long
-/// apart: git holds a ref's `.lock` file only while it writes the ref.
+/// How often a branch write that lost a race for the ref's `.lock` file (or its directory)
+/// is tried again, and how long apart: git holds a ref's `.lock` file only while it writes
+/// the ref.
 const REF_LOCK_RETRIES: u32 = 50;
 const REF_LOCK_WAIT: Duration = Duration::from_millis(20);
 
@@ -300,19 +302,21 @@ impl Forge for LocalForge {
         let r = self.open(repo)?;
         let oid =
             git::commit_replacing_file(&r, Oid::from_str(base_sha)?, path, contents, message)?;
+        let name = format!("refs/heads/{branch}");
         let mut attempts = 0;
         loop {
-            match r.reference(&format!("refs/heads/{branch}"), oid, false, message) {
+            // A plain non-forced create checks that the ref is absent before it takes the
+            // ref's lock, so two creators can both pass the check and the second silently
+            // overwrites the first. Expecting the zero id makes libgit2 check under the lock.
+            match r.reference_matching(&name, oid, false, Oid::ZERO_SHA1, message) {
                 Ok(_) => return Ok(oid.to_string()),
-                Err(e) if e.code() == git2::ErrorCode::Exists => {
+                Err(e) if matches!(e.code(), ErrorCode::Exists | ErrorCode::Modified) => {
                     return Err(Error::BranchExists {
                         repo: repo.name.clone(),
                         branch: branch.to_owned(),
                     });
                 }
-                // Another process is writing this very ref (its `.lock` file exists for a
-                // moment): look again, and it either exists or is free by then.
-                Err(e) if e.code() == git2::ErrorCode::Locked && attempts < REF_LOCK_RETRIES => {
+                Err(e) if is_transient_ref_error(&e) && attempts < REF_LOCK_RETRIES => {
                     attempts += 1;
                     tokio::time::sleep(REF_LOCK_WAIT).await;
                 }
@@ -321,13 +325,9 @@ impl Forge for LocalForge {
         }
     }
 
-    async fn delete_branch(&self, repo: &Repo, branch: &str) -> Result<(), Error> {
+    async fn delete_branch(&self, repo: &Repo, branch: &str, sha: &str) -> Result<(), Error> {
         let r = self.open(repo)?;
-        match r.find_reference(&format!("refs/heads/{branch}")) {
-            Ok(mut reference) => Ok(reference.delete()?),
-            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        delete_ref_at(&r, &format!("refs/heads/{branch}"), Oid::from_str(sha)?)
     }
 
     async fn open_prs(
@@ -514,9 +514,159 @@ impl Forge for LocalForge {
         rec.pr.state = PrState::Merged;
         rec.pr.merge_sha = Some(merge.to_string());
         self.save(&repo.name, &rec)?;
-        if let Ok(mut branch) = r.find_reference(&format!("refs/heads/{}", rec.pr.head_branch)) {
-            let _ = branch.delete();
-        }
+        // Only the merged head: by now another run may have made a new branch of this name.
+        let _ = delete_ref_at(&r, &format!("refs/heads/{}", rec.pr.head_branch), head);
         Ok(merge.to_string())
+    }
+}
+
+/// Whether a ref write may succeed when tried again: another process holds the ref's
+/// `.lock` file while it writes the ref, or a concurrent delete of the last ref in a
+/// directory (`refs/heads/playbook/`) removed that directory between libgit2 creating it
+/// and opening the `.lock` file in it.
+fn is_transient_ref_error(e: &git2::Error) -> bool {
+    e.code() == ErrorCode::Locked
+        || (e.code() == ErrorCode::NotFound && e.class() == git2::ErrorClass::Os)
+}
+
+/// Deletes `name` if it points at `at`; a ref that is gone or now points elsewhere belongs to
+/// someone else and is left alone. libgit2 compares the value under the ref's lock.
+fn delete_ref_at(r: &Repository, name: &str, at: Oid) -> Result<(), Error> {
+    let mut reference = match r.find_reference(name) {
+        Ok(reference) => reference,
+        Err(e) if e.code() == ErrorCode::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if reference.target() != Some(at) {
+        return Ok(());
+    }
+    match reference.delete() {
+        // Modified: moved since it was read. NotFound: deleted meanwhile, its directory with
+        // it. Locked: another process holds it this moment; leaving a merged branch behind
+        // is harmless, deleting someone else's is not.
+        Err(e)
+            if !matches!(
+                e.code(),
+                ErrorCode::Modified | ErrorCode::Locked | ErrorCode::NotFound
+            ) =>
+        {
+            Err(e.into())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn forge_with_main() -> (tempfile::TempDir, LocalForge, Repo, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let forge = LocalForge::new(dir.path().join("forge"), None);
+        let repo = forge
+            .create_repo(&NewRepo {
+                name: "agent".into(),
+                description: "test".into(),
+                private: false,
+            })
+            .await
+            .unwrap();
+        let bare = forge.open(&repo).unwrap();
+        let main = git::commit_files(&bare, "main", &[("a.txt", "one")], "first").unwrap();
+        (dir, forge, repo, main.to_string())
+    }
+
+    async fn branch_or_exists(
+        forge: &LocalForge,
+        repo: &Repo,
+        contents: &str,
+        main: &str,
+    ) -> Result<String, Error> {
+        forge
+            .create_branch_with_file(repo, "playbook/v2", main, "a.txt", contents, contents)
+            .await
+    }
+
+    async fn branch(forge: &LocalForge, repo: &Repo, contents: &str, main: &str) -> String {
+        branch_or_exists(forge, repo, contents, main).await.unwrap()
+    }
+
+    /// The race behind issue 13's flaky concurrent evolutions: run A merges `playbook/v2`
+    /// (the merge deletes the branch), run B, still on the old main, creates `playbook/v2`
+    /// again, and A's clean-up after the merge must not delete B's branch.
+    #[tokio::test]
+    async fn deleting_a_merged_branch_leaves_a_new_branch_of_that_name_alone() {
+        let (_dir, forge, repo, main) = forge_with_main().await;
+        let theirs = branch(&forge, &repo, "theirs", &main).await;
+        let new = NewPr {
+            title: "v2".into(),
+            body: String::new(),
+            head: "playbook/v2".into(),
+            base: "main".into(),
+        };
+        let pr = forge.open_pr(&repo, &new).await.unwrap();
+        forge.merge(&repo, &pr, &theirs, "merge").await.unwrap();
+        assert_eq!(forge.branch_head(&repo, "playbook/v2").await.unwrap(), None);
+
+        let mine = branch(&forge, &repo, "mine", &main).await;
+        forge
+            .delete_branch(&repo, "playbook/v2", &theirs)
+            .await
+            .unwrap();
+        assert_eq!(
+            forge.branch_head(&repo, "playbook/v2").await.unwrap(),
+            Some(mine.clone()),
+            "a clean-up of the merged head keeps the new branch"
+        );
+        forge.open_pr(&repo, &new).await.unwrap();
+
+        forge
+            .delete_branch(&repo, "playbook/v2", &mine)
+            .await
+            .unwrap();
+        assert_eq!(forge.branch_head(&repo, "playbook/v2").await.unwrap(), None);
+        forge
+            .delete_branch(&repo, "playbook/v2", &mine)
+            .await
+            .unwrap();
+    }
+
+    /// libgit2's plain non-forced create looks for the ref before it locks it, so of two
+    /// creators both could win and the second would replace the first's commit unseen.
+    #[test]
+    fn of_two_concurrent_creators_of_a_branch_exactly_one_wins() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap()
+        };
+        let (_dir, forge, repo, main) = runtime().block_on(forge_with_main());
+        for _ in 0..200 {
+            let barrier = std::sync::Barrier::new(2);
+            let create = |who: &str| {
+                let runtime = runtime();
+                barrier.wait();
+                match runtime.block_on(branch_or_exists(&forge, &repo, who, &main)) {
+                    Ok(sha) => Some(sha),
+                    Err(Error::BranchExists { .. }) => None,
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            let won: Vec<String> = std::thread::scope(|s| {
+                let left = s.spawn(|| create("left"));
+                let right = s.spawn(|| create("right"));
+                [left, right]
+                    .into_iter()
+                    .filter_map(|h| h.join().unwrap())
+                    .collect()
+            });
+            assert_eq!(won.len(), 1, "exactly one creator wins: {won:?}");
+            let head = runtime().block_on(forge.branch_head(&repo, "playbook/v2"));
+            assert_eq!(head.unwrap().as_ref(), won.first());
+            runtime()
+                .block_on(forge.delete_branch(&repo, "playbook/v2", &won[0]))
+                .unwrap();
+        }
     }
 }

@@ -318,8 +318,10 @@ pub trait Forge {
         message: &str,
     ) -> Result<String, Error>;
 
-    /// Deletes a branch; a missing branch is not an error.
-    async fn delete_branch(&self, repo: &Repo, branch: &str) -> Result<(), Error>;
+    /// Deletes `branch` if it still points at `sha`. A missing branch, or one that points
+    /// elsewhere (another run made a new branch of the same name), is left alone and is not
+    /// an error.
+    async fn delete_branch(&self, repo: &Repo, branch: &str, sha: &str) -> Result<(), Error>;
 
     /// Open pull requests, optionally only those whose head is `head_branch`.
     async fn open_prs(
