@@ -637,6 +637,12 @@ impl Settings {
             .last()
             .is_some_and(|e| e.source != Source::Default);
         let llm_model = r.string("llm.model", None);
+        if llm_model.is_none() && !base_url_explicit {
+            // What the LLM client will use with OpenRouter: show it, not "(unset)".
+            if let Some(e) = r.entries.last_mut() {
+                e.value = Some(DEFAULT_OPENROUTER_MODEL.to_owned());
+            }
+        }
         let openrouter_key = r.string("llm.openrouter_api_key", None);
         let generic_key = r.string("llm.api_key", None);
         let llm = LlmConfig {
@@ -927,6 +933,10 @@ mod tests {
         let llm = s.llm.client_settings().unwrap();
         assert_eq!(llm.base_url, OPENROUTER_BASE_URL);
         assert_eq!(llm.model, DEFAULT_OPENROUTER_MODEL);
+        // `config show` prints the model the client uses, as the default it is.
+        let model = s.entries().iter().find(|e| e.key == "llm.model").unwrap();
+        assert_eq!(model.value.as_deref(), Some(DEFAULT_OPENROUTER_MODEL));
+        assert_eq!(model.source, Source::Default);
 
         let none = Settings::load(&LoadOptions::default()).unwrap();
         assert!(
@@ -955,6 +965,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!(local.llm.client_settings().unwrap().model, "llama");
+        // With an endpoint of one's own there is no default model to show.
+        let model = half.entries().iter().find(|e| e.key == "llm.model").unwrap();
+        assert_eq!(model.value, None);
     }
 
     #[test]

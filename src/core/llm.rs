@@ -307,11 +307,12 @@ impl Error {
     }
 }
 
+/// "3 HTTP requests": an LLM call's own retries, told apart from a hive worker's tries.
 fn plural_attempts(n: u32) -> String {
     if n == 1 {
-        "1 attempt".into()
+        "1 HTTP request".into()
     } else {
-        format!("{n} attempts")
+        format!("{n} HTTP requests")
     }
 }
 
@@ -906,7 +907,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "LLM endpoint failed with HTTP 502 after 3 attempts: bad gateway"
+            "LLM endpoint failed with HTTP 502 after 3 HTTP requests: bad gateway"
         );
         let err = Error::RateLimited {
             retry_after: Some(Duration::from_secs(2)),
@@ -914,7 +915,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "LLM endpoint is rate limiting requests (429) after 1 attempt; server asked to wait 2s"
+            "LLM endpoint is rate limiting requests (429) after 1 HTTP request; server asked to wait 2s"
         );
         let err = Error::Api {
             code: Some("429".into()),

@@ -167,7 +167,7 @@ async fn server_error_forever_gives_up_after_max_retries() {
     assert_eq!(fake.hits(), 3);
     let message = err.to_string();
     assert!(
-        message.contains("internal meltdown") && message.contains("3 attempts"),
+        message.contains("internal meltdown") && message.contains("3 HTTP requests"),
         "{message}"
     );
 }

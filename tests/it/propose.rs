@@ -253,7 +253,7 @@ async fn a_failing_worker_is_retried_and_one_that_always_fails_keeps_its_slot() 
         r[1]["attempt_errors"][0]
             .as_str()
             .unwrap()
-            .contains("HTTP 500 after 1 attempt: transient upstream error"),
+            .contains("HTTP 500 after 1 HTTP request: transient upstream error"),
         "{}",
         r[1]
     );
@@ -263,7 +263,7 @@ async fn a_failing_worker_is_retried_and_one_that_always_fails_keeps_its_slot() 
     );
     assert_eq!(
         r[2]["text"],
-        "(failed) LLM endpoint failed with HTTP 500 after 1 attempt: upstream exploded"
+        "(failed) LLM endpoint failed with HTTP 500 after 1 HTTP request: upstream exploded"
     );
     assert_eq!(r[2]["error_kind"], "llm_server");
     assert_eq!(r[2]["proposal"], Value::Null);

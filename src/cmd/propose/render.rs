@@ -45,8 +45,9 @@ pub(super) fn render_hive(out: &Output<'_>, stdout_tty: bool) {
         n => format!("{n} retries"),
     };
     println!(
-        "Queen ran {} workers on {:?} with {} (concurrency {}, timeout {}, {retries}).",
+        "Queen ran {} worker{} on {:?} with {} (concurrency {}, timeout {}, {retries}).",
         r.workers,
+        if r.workers == 1 { "" } else { "s" },
         r.seed,
         out.model,
         r.concurrency,

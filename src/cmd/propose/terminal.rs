@@ -91,12 +91,12 @@ impl LiveProgress {
         match &p.phase {
             Phase::Waiting => bar.set_message("waiting"),
             Phase::Running { attempt: 1 } => bar.set_message("running"),
-            Phase::Running { attempt } => bar.set_message(format!("running (attempt {attempt})")),
+            Phase::Running { attempt } => bar.set_message(format!("running (try {attempt})")),
             Phase::Retrying {
                 next_attempt,
                 error,
             } => bar.set_message(format!(
-                "retry {next_attempt} after: {}",
+                "try {next_attempt} after: {}",
                 shorten(error, 80)
             )),
             Phase::Done { latency, title } => bar.finish_with_message(format!(

@@ -233,6 +233,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 pub(super) async fn not_found() -> ApiError {
     http::not_found(
         "collector",
-        "POST /ingest, POST /analyze, GET /insights, GET /telemetry, GET /health, GET /metrics",
+        "POST /ingest, POST /ingest/conversations, POST /analyze, GET /insights, GET /telemetry, \
+         GET /health, GET /metrics",
     )
 }
