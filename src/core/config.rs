@@ -966,7 +966,11 @@ mod tests {
         .unwrap();
         assert_eq!(local.llm.client_settings().unwrap().model, "llama");
         // With an endpoint of one's own there is no default model to show.
-        let model = half.entries().iter().find(|e| e.key == "llm.model").unwrap();
+        let model = half
+            .entries()
+            .iter()
+            .find(|e| e.key == "llm.model")
+            .unwrap();
         assert_eq!(model.value, None);
     }
 

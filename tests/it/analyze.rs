@@ -486,7 +486,8 @@ async fn analyze_honours_content_encoding_and_refuses_duplicate_keys() {
     c.ingest_ok(&json!({"kind": "skill_execution", "payload": {"response_time": 5}}))
         .await;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(br#"{"last_n": 7, "focus": "performance"}"#).unwrap();
+    gz.write_all(br#"{"last_n": 7, "focus": "performance"}"#)
+        .unwrap();
     let post = |encoding: &'static str, body: Vec<u8>| {
         let req = c
             .client()
@@ -498,14 +499,25 @@ async fn analyze_honours_content_encoding_and_refuses_duplicate_keys() {
     };
     let (status, insight) = post("gzip", gz.finish().unwrap()).await;
     assert_eq!(status, 200, "{insight}");
-    assert_eq!((insight["requested_last_n"].as_u64(), insight["focus"].as_str()), (Some(7), Some("performance")));
+    assert_eq!(
+        (
+            insight["requested_last_n"].as_u64(),
+            insight["focus"].as_str()
+        ),
+        (Some(7), Some("performance"))
+    );
     expect_error(
         &post("br", br#"{"last_n": 7}"#.to_vec()).await,
         415,
         "unsupported_encoding",
     );
     let detail = expect_error(
-        &analyze_raw(&c, Some("application/json"), r#"{"last_n": 5, "last_n": 5000}"#).await,
+        &analyze_raw(
+            &c,
+            Some("application/json"),
+            r#"{"last_n": 5, "last_n": 5000}"#,
+        )
+        .await,
         400,
         "invalid_request",
     );

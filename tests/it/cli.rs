@@ -375,3 +375,69 @@ fn https_with_a_private_ca() {
     );
     assert!(server.stop().success());
 }
+
+/// `rust-version` is the newest any locked dependency needs (on this platform), and the
+/// README's set-up names the same toolchain: a user on an older one gets cargo's clear
+/// "requires rustc X" instead of a wall of compile errors.
+#[test]
+fn rust_version_covers_the_locked_dependencies_and_readme_names_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let host = text(
+        &Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned()))
+            .arg("-vV")
+            .output()
+            .expect("rustc -vV")
+            .stdout,
+    );
+    let host = host
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc names its host")
+        .to_owned();
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host])
+        .current_dir(root)
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = |s: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = s.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+        v.resize(3, 0);
+        v
+    };
+    let in_build: std::collections::HashSet<&str> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    let mut ours = None;
+    let mut needed: Vec<(Vec<u64>, String)> = Vec::new();
+    for p in meta["packages"].as_array().unwrap() {
+        let Some(rv) = p["rust_version"].as_str() else {
+            continue;
+        };
+        if p["name"] == "phoenix" {
+            ours = Some(rv.to_owned());
+        } else if in_build.contains(p["id"].as_str().unwrap()) {
+            let name = p["name"].as_str().unwrap_or_default();
+            let v = p["version"].as_str().unwrap_or_default();
+            needed.push((version(rv), format!("{name} {v}")));
+        }
+    }
+    let ours = ours.expect("Cargo.toml sets rust-version");
+    needed.sort();
+    let (newest, who) = needed.last().expect("dependencies declare rust-version");
+    assert!(
+        version(&ours) >= *newest,
+        "rust-version {ours} is older than {who} needs ({newest:?})"
+    );
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("Rust toolchain ({ours}+")),
+        "README's set-up must name rust-version {ours}"
+    );
+}

@@ -707,10 +707,17 @@ async fn update_ids_a_server_should_never_send_are_neither_acked_nor_printed() {
     let mut escape = envelope(2, "prompt_tweak", json!({"default_prompt": "evil"}));
     escape["update_id"] = json!("u2\u{1b}]0;owned\u{7}");
     conn.update(escape).await;
-    conn.update(envelope(3, "prompt_tweak", json!({"default_prompt": "good"})))
-        .await;
+    conn.update(envelope(
+        3,
+        "prompt_tweak",
+        json!({"default_prompt": "good"}),
+    ))
+    .await;
     let ack = conn.ack().await;
-    assert_eq!(ack["update_id"], "u3", "the invalid ones are not acked: {ack}");
+    assert_eq!(
+        ack["update_id"], "u3",
+        "the invalid ones are not acked: {ack}"
+    );
     let out = within("phoenix to exit", child.wait_with_output())
         .await
         .unwrap();

@@ -95,10 +95,7 @@ impl LiveProgress {
             Phase::Retrying {
                 next_attempt,
                 error,
-            } => bar.set_message(format!(
-                "try {next_attempt} after: {}",
-                shorten(error, 80)
-            )),
+            } => bar.set_message(format!("try {next_attempt} after: {}", shorten(error, 80))),
             Phase::Done { latency, title } => bar.finish_with_message(format!(
                 "done in {}: {}",
                 seconds(latency.as_secs_f64() * 1000.0),
