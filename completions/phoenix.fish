@@ -63,6 +63,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l retention-days -d 'Delete telemetry older than this many days [default: keep everything]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l shutdown-timeout -d 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l insecure-no-auth -d 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l json -d 'Print machine-readable JSON on stdout instead of tables'
@@ -74,6 +75,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l db -d 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l tls-cert -d 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l shutdown-timeout -d 'After SIGTERM/SIGINT, how long in-flight requests and WebSocket closes may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l insecure-no-auth -d 'Allow a non-loopback address without an admin token (anyone who can connect may publish)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l json -d 'Print machine-readable JSON on stdout instead of tables'
@@ -86,6 +88,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l retention-days -d 'Delete telemetry older than this many days [default: keep everything]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l shutdown-timeout -d 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l distributor-bind -d 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l distributor-db -d 'SQLite file of the distributor\'s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
