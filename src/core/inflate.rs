@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::StatusCode;
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
+use hyper::body::Frame;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::core::api_error::ApiError;
@@ -73,25 +75,36 @@ pub async fn gunzip_body(
     let mut inflater = Some(Inflater::new(max_decoded, budget.clone()));
     let mut batch: Vec<Bytes> = Vec::new();
     let (mut pending, mut received) = (0usize, 0usize);
-    loop {
-        let frame = body.frame().await.transpose().map_err(&read_error)?;
-        let end = match frame {
-            None => true,
-            Some(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    received += data.len();
-                    if received > max_body {
-                        return Err(crate::core::http::too_large(format!(
-                            "body exceeds the limit of {max_body} bytes"
-                        )));
-                    }
-                    pending += data.len();
-                    batch.push(data);
-                }
-                body.is_end_stream()
-            }
+    let mut take = |frame: Option<Result<Frame<Bytes>, axum::Error>>,
+                    batch: &mut Vec<Bytes>,
+                    pending: &mut usize|
+     -> Result<bool, ApiError> {
+        let Some(frame) = frame.transpose().map_err(&read_error)? else {
+            return Ok(true);
         };
-        if pending >= BATCH_BYTES || (end && pending > 0) {
+        if let Ok(data) = frame.into_data() {
+            received += data.len();
+            if received > max_body {
+                return Err(crate::core::http::too_large(format!(
+                    "body exceeds the limit of {max_body} bytes"
+                )));
+            }
+            *pending += data.len();
+            batch.push(data);
+        }
+        Ok(false)
+    };
+    loop {
+        // Wait for some of the body, then take whatever else has already arrived.
+        let mut end = take(body.frame().await, &mut batch, &mut pending)?;
+        while !end && pending < BATCH_BYTES {
+            match body.frame().now_or_never() {
+                Some(frame) => end = take(frame, &mut batch, &mut pending)?,
+                None => break,
+            }
+        }
+        end |= body.is_end_stream();
+        if pending > 0 {
             let mut working = inflater
                 .take()
                 .expect("the inflater is back after each batch");
@@ -110,7 +123,7 @@ pub async fn gunzip_body(
             let done = inflater
                 .take()
                 .expect("the inflater is back after each batch");
-            return if received == 0 {
+            return if done.is_empty() {
                 Ok(Bytes::new())
             } else {
                 tokio::task::spawn_blocking(move || done.finish())
@@ -140,6 +153,7 @@ fn busy(budget: &DecodeBudget) -> ApiError {
 /// A gzip decoder writing into a buffer that charges the budget as it grows.
 struct Inflater {
     decoder: flate2::write::MultiGzDecoder<Sink>,
+    fed: bool,
 }
 
 impl Inflater {
@@ -152,10 +166,17 @@ impl Inflater {
                 charged: None,
                 refused: None,
             }),
+            fed: false,
         }
     }
 
+    /// Whether nothing was fed (an empty body, which is not gzip's business).
+    fn is_empty(&self) -> bool {
+        !self.fed
+    }
+
     fn feed(&mut self, compressed: &[u8]) -> Result<(), ApiError> {
+        self.fed |= !compressed.is_empty();
         let written = self.decoder.write_all(compressed);
         self.check(written)
     }

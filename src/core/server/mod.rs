@@ -44,6 +44,8 @@ use limits::OpenGuard;
 /// Refusals (503 beyond the cap) being written at once; past this a refused connection is
 /// closed without an answer, so refusing never costs more than a few descriptors.
 const MAX_REFUSING: usize = 64;
+/// Bytes of a refused request's head read before the answer.
+const MAX_REFUSED_HEAD: usize = 16 * 1024;
 /// How long a refusal may take to be written and its request drained.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The answer beyond the connection cap: minimal, written before the request is read.
@@ -294,12 +296,20 @@ fn refuse(mut stream: TcpStream, tls: bool, shared: &Arc<Shared>) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+            // Clients expect the answer after their request: read its head first (what is
+            // left is read after the answer, so closing does not reset the connection before
+            // the client has read it).
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REFUSED_HEAD {
+                match stream.read(&mut buf).await? {
+                    0 => break,
+                    n => head.extend_from_slice(&buf[..n]),
+                }
+            }
             stream.write_all(BUSY_RESPONSE).await?;
             stream.shutdown().await?;
-            // Read what the client sent before closing, so the close does not reset the
-            // connection before it has read the answer.
-            let mut sink = [0u8; 4096];
-            while stream.read(&mut sink).await? > 0 {}
+            while stream.read(&mut buf).await? > 0 {}
             io::Result::Ok(())
         })
         .await;
