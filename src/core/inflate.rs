@@ -13,13 +13,15 @@ use axum::http::StatusCode;
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Frame;
+use memmap2::MmapMut;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::core::api_error::ApiError;
 
 /// Compressed bytes handed to the inflater at a time.
 const BATCH_BYTES: usize = 64 * 1024;
-/// The decoded buffer grows by at least this much (and so charges the budget in these steps).
+/// What a gzip body pays from the budget before it is read; what it pays then doubles as it
+/// inflates (within its limit).
 const MIN_GROWTH: usize = 64 * 1024;
 /// Seconds a refused client is asked to wait.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -72,7 +74,10 @@ pub async fn gunzip_body(
     read_error: impl Fn(axum::Error) -> ApiError,
 ) -> Result<Bytes, ApiError> {
     let mut body = body;
-    let mut inflater = Some(Inflater::new(max_decoded, budget.clone()));
+    // Paying for the first chunk up front refuses a body the budget has no room for before it
+    // costs a decoder or a blocking thread.
+    let first = budget.charge(MIN_GROWTH).ok_or_else(|| busy(budget))?;
+    let mut inflater = Some(Inflater::new(max_decoded, budget.clone(), first));
     let mut batch: Vec<Bytes> = Vec::new();
     let (mut pending, mut received) = (0usize, 0usize);
     let mut take = |frame: Option<Result<Frame<Bytes>, axum::Error>>,
@@ -110,13 +115,17 @@ pub async fn gunzip_body(
                 .expect("the inflater is back after each batch");
             let input = std::mem::take(&mut batch);
             pending = 0;
-            let (back, fed) = tokio::task::spawn_blocking(move || {
-                let fed = input.iter().try_for_each(|chunk| working.feed(chunk));
-                (working, fed)
+            // A refused body is dropped here, on the thread that allocated it: the allocator
+            // gives memory freed by its own thread back at once, memory freed by another
+            // thread only once the owner allocates again.
+            let back = tokio::task::spawn_blocking(move || {
+                input
+                    .iter()
+                    .try_for_each(|chunk| working.feed(chunk))
+                    .map(|()| working)
             })
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
-            fed?;
+            .map_err(|e| unavailable(e.to_string()))??;
             inflater = Some(back);
         }
         if end {
@@ -157,13 +166,15 @@ struct Inflater {
 }
 
 impl Inflater {
-    fn new(limit: usize, budget: DecodeBudget) -> Self {
+    fn new(limit: usize, budget: DecodeBudget, prepaid: OwnedSemaphorePermit) -> Self {
         Inflater {
             decoder: flate2::write::MultiGzDecoder::new(Sink {
-                out: Vec::new(),
+                map: None,
+                len: 0,
                 limit,
                 budget,
-                charged: None,
+                paid: prepaid.num_permits(),
+                charged: prepaid,
                 refused: None,
             }),
             fed: false,
@@ -201,12 +212,18 @@ fn invalid(e: std::io::Error) -> ApiError {
     ApiError::bad_request("invalid_body", format!("body is not valid gzip: {e}"))
 }
 
-/// The decoded buffer: refuses to grow past the limit (413) or the budget (503).
+/// The decoded bytes, in an anonymous map as large as the limit (only the pages written are
+/// resident) and paid for from the budget before they are written: refuses to grow past the
+/// limit (413) or the budget (503). A map and not the heap because the allocator keeps memory
+/// freed on a thread other than the one that allocated it until that thread allocates again,
+/// and inflating hops between blocking threads: many bombs would leave their memory behind.
 struct Sink {
-    out: Vec<u8>,
+    map: Option<MmapMut>,
+    len: usize,
     limit: usize,
     budget: DecodeBudget,
-    charged: Option<OwnedSemaphorePermit>,
+    paid: usize,
+    charged: OwnedSemaphorePermit,
     refused: Option<ApiError>,
 }
 
@@ -216,12 +233,25 @@ impl Sink {
         std::io::Error::other("decoded body refused")
     }
 
-    fn into_bytes(mut self) -> Bytes {
-        match self.charged.take() {
-            None => Bytes::from(self.out),
-            Some(permit) => Bytes::from_owner(Charged {
-                bytes: self.out,
-                _permit: permit,
+    /// Pays for room up to `needed` bytes (doubling what is paid, within the limit).
+    fn pay_for(&mut self, needed: usize) -> std::io::Result<()> {
+        let target = needed.max(self.paid * 2).min(self.limit);
+        let Some(permit) = self.budget.charge(target - self.paid) else {
+            let why = busy(&self.budget);
+            return Err(self.refuse(why));
+        };
+        self.charged.merge(permit);
+        self.paid = target;
+        Ok(())
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self.map {
+            None => Bytes::new(),
+            Some(map) => Bytes::from_owner(Charged {
+                map,
+                len: self.len,
+                _permit: self.charged,
             }),
         }
     }
@@ -229,31 +259,29 @@ impl Sink {
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let needed = self.out.len() + buf.len();
+        let needed = self.len + buf.len();
         if needed > self.limit {
             let limit = self.limit;
             return Err(self.refuse(crate::core::http::too_large(format!(
                 "decompressed body exceeds the limit of {limit} bytes"
             ))));
         }
-        if needed > self.out.capacity() {
-            // Grow by doubling, but never past the limit, and pay for the growth first.
-            let target = needed
-                .max(self.out.capacity() * 2)
-                .max(MIN_GROWTH)
-                .min(self.limit);
-            let extra = target - self.out.capacity();
-            let Some(permit) = self.budget.charge(extra) else {
-                let why = busy(&self.budget);
-                return Err(self.refuse(why));
-            };
-            match &mut self.charged {
-                Some(charged) => charged.merge(permit),
-                None => self.charged = Some(permit),
-            }
-            self.out.reserve_exact(target - self.out.len());
+        if needed > self.paid {
+            self.pay_for(needed)?;
         }
-        self.out.extend_from_slice(buf);
+        if self.map.is_none() {
+            // Virtual until written: the limit's worth of address space, not of memory.
+            match MmapMut::map_anon(self.limit.max(1)) {
+                Ok(map) => self.map = Some(map),
+                Err(e) => {
+                    let why = unavailable(format!("cannot map memory for the decoded body: {e}"));
+                    return Err(self.refuse(why));
+                }
+            }
+        }
+        let map = self.map.as_mut().expect("mapped above");
+        map[self.len..needed].copy_from_slice(buf);
+        self.len = needed;
         Ok(buf.len())
     }
 
@@ -264,13 +292,14 @@ impl Write for Sink {
 
 /// Decoded bytes that hold their share of the budget until the last copy is dropped.
 struct Charged {
-    bytes: Vec<u8>,
+    map: MmapMut,
+    len: usize,
     _permit: OwnedSemaphorePermit,
 }
 
 impl AsRef<[u8]> for Charged {
     fn as_ref(&self) -> &[u8] {
-        &self.bytes
+        &self.map[..self.len]
     }
 }
 
