@@ -70,6 +70,9 @@ _phoenix() {
             phoenix,telemetry)
                 cmd="phoenix__subcmd__telemetry"
                 ;;
+            phoenix__subcmd__bench,abuse)
+                cmd="phoenix__subcmd__bench__subcmd__abuse"
+                ;;
             phoenix__subcmd__bench,fanout)
                 cmd="phoenix__subcmd__bench__subcmd__fanout"
                 ;;
@@ -81,6 +84,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__bench,pii)
                 cmd="phoenix__subcmd__bench__subcmd__pii"
+                ;;
+            phoenix__subcmd__bench__subcmd__help,abuse)
+                cmd="phoenix__subcmd__bench__subcmd__help__subcmd__abuse"
                 ;;
             phoenix__subcmd__bench__subcmd__help,fanout)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__fanout"
@@ -177,6 +183,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__help,telemetry)
                 cmd="phoenix__subcmd__help__subcmd__telemetry"
+                ;;
+            phoenix__subcmd__help__subcmd__bench,abuse)
+                cmd="phoenix__subcmd__help__subcmd__bench__subcmd__abuse"
                 ;;
             phoenix__subcmd__help__subcmd__bench,fanout)
                 cmd="phoenix__subcmd__help__subcmd__bench__subcmd__fanout"
@@ -441,12 +450,62 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest fanout pii help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest fanout pii abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__abuse)
+            opts="-v -q -h -V --scenario --slow-clients --shutdown-timeout --slowloris --slowloris-duration --pings --bombs --bomb-decoded-mib --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --scenario)
+                    COMPREPLY=($(compgen -W "shutdown slowloris ping-flood gzip-bombs" -- "${cur}"))
+                    return 0
+                    ;;
+                --slow-clients)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --slowloris)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --slowloris-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pings)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bombs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bomb-decoded-mib)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -493,8 +552,22 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__help)
-            opts="ingest fanout pii help"
+            opts="ingest fanout pii abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__help__subcmd__abuse)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1003,8 +1076,22 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__bench)
-            opts="ingest fanout pii"
+            opts="ingest fanout pii abuse"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__bench__subcmd__abuse)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -541,16 +541,17 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __f
 complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from help" -f -a "approve" -d 'Approve a pull request\'s current head commit (local forge)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show a pull request: state, CI of its head, approvals'
 complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s q -l quiet -d 'Log only errors'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s h -l help -d 'Print help'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s V -l version -d 'Print version'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "abuse" -d 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l duration -d 'Measured time of each load scenario' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l warmup -d 'Unmeasured load before each measurement' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l connections -d 'Keep-alive connections for GET /health and single-event POST /ingest' -r
@@ -586,9 +587,27 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s q -l quiet -d 'Log only errors'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l scenario -d 'Run only this scenario (repeat for several) [default: all of them]' -r -f -a "shutdown\t'SIGTERM to `serve all` with slow clients holding half-sent requests: time to exit, exit code'
+slowloris\t'Connections trickling headers while GET /health is timed'
+ping-flood\t'A WebSocket subscriber sending pings without reading: distributor RSS, peer closed'
+gzip-bombs\t'Concurrent gzip bombs: the collector\'s peak RSS'"
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l slow-clients -d 'Slow clients connected when SIGTERM is sent (shutdown)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l shutdown-timeout -d 'The server\'s --shutdown-timeout, the deadline its exit is judged against (shutdown)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l slowloris -d 'Connections trickling headers (slowloris; each needs an open file here and in the collector)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l slowloris-duration -d 'How long GET /health is timed under the slowloris (past the 10 s header timeout shows the cuts)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l pings -d 'Pings the flooding subscriber tries to send (ping-flood)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l bombs -d 'Gzip bombs sent at once (gzip-bombs)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l bomb-decoded-mib -d 'What each bomb inflates to, in MiB (gzip-bombs)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "abuse" -d 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "serve" -d 'Run Phoenix\'s servers (the collector, or everything at once)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config completions man spawn-agent evolve-playbook bench help" -f -a "ingest" -d 'Send telemetry events (flags or NDJSON) or conversations (JSONL, redacted here) to the collector'
@@ -628,3 +647,4 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_su
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "abuse" -d 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'

@@ -8,7 +8,7 @@
 //! the publisher); when the distributor has *recorded* every ack is polled from
 //! `GET /updates/{id}` and reported per publish.
 
-mod process;
+pub(super) mod process;
 mod report;
 mod subscribers;
 

@@ -4,6 +4,7 @@
 //!
 //! Speed targets live here and are checked by this benchmark, never by timed tests.
 
+pub mod abuse;
 pub mod cpu;
 pub mod fanout;
 
