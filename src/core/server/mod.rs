@@ -102,9 +102,9 @@ pub async fn serve(
 ) -> io::Result<()> {
     let Listener { tcp, tls } = listener;
     let shared = Arc::new(Shared {
+        http: http_builder(limits.header_timeout),
         router,
         limits,
-        http: http_builder(),
         refusing: AtomicUsize::new(0),
         draining: watch::channel(false).0,
     });
@@ -164,9 +164,13 @@ struct Shared {
     draining: watch::Sender<bool>,
 }
 
-fn http_builder() -> hyper::server::conn::http1::Builder {
+/// HTTP/1.1 with keep-alive; the header timeout runs from the connection's start and from the
+/// end of each response, so it is the keep-alive idle timeout too.
+fn http_builder(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new()).keep_alive(true);
+    b.timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(header_timeout);
     b
 }
 
@@ -227,9 +231,8 @@ where
         shared: shared.clone(),
         in_flight: in_flight.clone(),
     };
-    let mut builder = shared.http.clone();
-    builder.header_read_timeout(shared.limits.header_timeout);
-    let conn = builder
+    let conn = shared
+        .http
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
