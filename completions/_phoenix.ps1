@@ -75,6 +75,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--retention-days', '--retention-days', [CompletionResultType]::ParameterName, 'Delete telemetry older than this many days [default: keep everything]')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve HTTPS with this PEM certificate chain (needs --tls-key)')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key (PEM) for --tls-cert')
+            [CompletionResult]::new('--shutdown-timeout', '--shutdown-timeout', [CompletionResultType]::ParameterName, 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--insecure-no-auth', '--insecure-no-auth', [CompletionResultType]::ParameterName, 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
@@ -93,6 +94,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key (PEM) for --tls-cert')
+            [CompletionResult]::new('--shutdown-timeout', '--shutdown-timeout', [CompletionResultType]::ParameterName, 'After SIGTERM/SIGINT, how long in-flight requests and WebSocket closes may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--insecure-no-auth', '--insecure-no-auth', [CompletionResultType]::ParameterName, 'Allow a non-loopback address without an admin token (anyone who can connect may publish)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
@@ -112,6 +114,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--retention-days', '--retention-days', [CompletionResultType]::ParameterName, 'Delete telemetry older than this many days [default: keep everything]')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve HTTPS with this PEM certificate chain (needs --tls-key)')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key (PEM) for --tls-cert')
+            [CompletionResult]::new('--shutdown-timeout', '--shutdown-timeout', [CompletionResultType]::ParameterName, 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]')
             [CompletionResult]::new('--distributor-bind', '--distributor-bind', [CompletionResultType]::ParameterName, 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]')
             [CompletionResult]::new('--distributor-db', '--distributor-db', [CompletionResultType]::ParameterName, 'SQLite file of the distributor''s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
@@ -902,6 +905,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
+            [CompletionResult]::new('abuse', 'abuse', [CompletionResultType]::ParameterValue, 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -961,10 +965,32 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'phoenix;bench;abuse' {
+            [CompletionResult]::new('--scenario', '--scenario', [CompletionResultType]::ParameterName, 'Run only this scenario (repeat for several) [default: all of them]')
+            [CompletionResult]::new('--slow-clients', '--slow-clients', [CompletionResultType]::ParameterName, 'Slow clients connected when SIGTERM is sent (shutdown)')
+            [CompletionResult]::new('--shutdown-timeout', '--shutdown-timeout', [CompletionResultType]::ParameterName, 'The server''s --shutdown-timeout, the deadline its exit is judged against (shutdown)')
+            [CompletionResult]::new('--slowloris', '--slowloris', [CompletionResultType]::ParameterName, 'Connections trickling headers (slowloris; each needs an open file here and in the collector)')
+            [CompletionResult]::new('--slowloris-duration', '--slowloris-duration', [CompletionResultType]::ParameterName, 'How long GET /health is timed under the slowloris (past the 10 s header timeout shows the cuts)')
+            [CompletionResult]::new('--pings', '--pings', [CompletionResultType]::ParameterName, 'Pings the flooding subscriber tries to send (ping-flood)')
+            [CompletionResult]::new('--bombs', '--bombs', [CompletionResultType]::ParameterName, 'Gzip bombs sent at once (gzip-bombs)')
+            [CompletionResult]::new('--bomb-decoded-mib', '--bomb-decoded-mib', [CompletionResultType]::ParameterName, 'What each bomb inflates to, in MiB (gzip-bombs)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'phoenix;bench;help' {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
+            [CompletionResult]::new('abuse', 'abuse', [CompletionResultType]::ParameterValue, 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -975,6 +1001,9 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;bench;help;pii' {
+            break
+        }
+        'phoenix;bench;help;abuse' {
             break
         }
         'phoenix;bench;help;help' {
@@ -1129,6 +1158,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
+            [CompletionResult]::new('abuse', 'abuse', [CompletionResultType]::ParameterValue, 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers')
             break
         }
         'phoenix;help;bench;ingest' {
@@ -1138,6 +1168,9 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;help;bench;pii' {
+            break
+        }
+        'phoenix;help;bench;abuse' {
             break
         }
         'phoenix;help;help' {

@@ -85,6 +85,9 @@ _phoenix() {
             phoenix__subcmd__agents__subcmd__help,token)
                 cmd="phoenix__subcmd__agents__subcmd__help__subcmd__token"
                 ;;
+            phoenix__subcmd__bench,abuse)
+                cmd="phoenix__subcmd__bench__subcmd__abuse"
+                ;;
             phoenix__subcmd__bench,fanout)
                 cmd="phoenix__subcmd__bench__subcmd__fanout"
                 ;;
@@ -96,6 +99,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__bench,pii)
                 cmd="phoenix__subcmd__bench__subcmd__pii"
+                ;;
+            phoenix__subcmd__bench__subcmd__help,abuse)
+                cmd="phoenix__subcmd__bench__subcmd__help__subcmd__abuse"
                 ;;
             phoenix__subcmd__bench__subcmd__help,fanout)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__fanout"
@@ -198,6 +204,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__help__subcmd__agents,token)
                 cmd="phoenix__subcmd__help__subcmd__agents__subcmd__token"
+                ;;
+            phoenix__subcmd__help__subcmd__bench,abuse)
+                cmd="phoenix__subcmd__help__subcmd__bench__subcmd__abuse"
                 ;;
             phoenix__subcmd__help__subcmd__bench,fanout)
                 cmd="phoenix__subcmd__help__subcmd__bench__subcmd__fanout"
@@ -540,12 +549,62 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest fanout pii help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest fanout pii abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__abuse)
+            opts="-v -q -h -V --scenario --slow-clients --shutdown-timeout --slowloris --slowloris-duration --pings --bombs --bomb-decoded-mib --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --scenario)
+                    COMPREPLY=($(compgen -W "shutdown slowloris ping-flood gzip-bombs" -- "${cur}"))
+                    return 0
+                    ;;
+                --slow-clients)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --slowloris)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --slowloris-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pings)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bombs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bomb-decoded-mib)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -592,8 +651,22 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__help)
-            opts="ingest fanout pii help"
+            opts="ingest fanout pii abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__help__subcmd__abuse)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1130,8 +1203,22 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__bench)
-            opts="ingest fanout pii"
+            opts="ingest fanout pii abuse"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__bench__subcmd__abuse)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2526,7 +2613,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__all)
-            opts="-v -q -h -V --bind --db --retention-days --tls-cert --tls-key --insecure-no-auth --distributor-bind --distributor-db --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --distributor-bind --distributor-db --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2549,6 +2636,10 @@ _phoenix() {
                     return 0
                     ;;
                 --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2572,7 +2663,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__collector)
-            opts="-v -q -h -V --bind --db --retention-days --tls-cert --tls-key --insecure-no-auth --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2598,6 +2689,10 @@ _phoenix() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --shutdown-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2610,7 +2705,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__distributor)
-            opts="-v -q -h -V --bind --db --tls-cert --tls-key --insecure-no-auth --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2629,6 +2724,10 @@ _phoenix() {
                     return 0
                     ;;
                 --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -70,6 +70,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --retention-days 'Delete telemetry older than this many days [default: keep everything]'
             cand --tls-cert 'Serve HTTPS with this PEM certificate chain (needs --tls-key)'
             cand --tls-key 'Private key (PEM) for --tls-cert'
+            cand --shutdown-timeout 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --insecure-no-auth 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)'
             cand --json 'Print machine-readable JSON on stdout instead of tables'
@@ -87,6 +88,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --db 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]'
             cand --tls-cert 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)'
             cand --tls-key 'Private key (PEM) for --tls-cert'
+            cand --shutdown-timeout 'After SIGTERM/SIGINT, how long in-flight requests and WebSocket closes may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --insecure-no-auth 'Allow a non-loopback address without an admin token (anyone who can connect may publish)'
             cand --json 'Print machine-readable JSON on stdout instead of tables'
@@ -105,6 +107,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --retention-days 'Delete telemetry older than this many days [default: keep everything]'
             cand --tls-cert 'Serve HTTPS with this PEM certificate chain (needs --tls-key)'
             cand --tls-key 'Private key (PEM) for --tls-cert'
+            cand --shutdown-timeout 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]'
             cand --distributor-bind 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]'
             cand --distributor-db 'SQLite file of the distributor''s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
@@ -831,6 +834,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+            cand abuse 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'phoenix;bench;ingest'= {
@@ -886,10 +890,31 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'phoenix;bench;abuse'= {
+            cand --scenario 'Run only this scenario (repeat for several) [default: all of them]'
+            cand --slow-clients 'Slow clients connected when SIGTERM is sent (shutdown)'
+            cand --shutdown-timeout 'The server''s --shutdown-timeout, the deadline its exit is judged against (shutdown)'
+            cand --slowloris 'Connections trickling headers (slowloris; each needs an open file here and in the collector)'
+            cand --slowloris-duration 'How long GET /health is timed under the slowloris (past the 10 s header timeout shows the cuts)'
+            cand --pings 'Pings the flooding subscriber tries to send (ping-flood)'
+            cand --bombs 'Gzip bombs sent at once (gzip-bombs)'
+            cand --bomb-decoded-mib 'What each bomb inflates to, in MiB (gzip-bombs)'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'phoenix;bench;help'= {
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+            cand abuse 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'phoenix;bench;help;ingest'= {
@@ -897,6 +922,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;bench;help;fanout'= {
         }
         &'phoenix;bench;help;pii'= {
+        }
+        &'phoenix;bench;help;abuse'= {
         }
         &'phoenix;bench;help;help'= {
         }
@@ -1013,12 +1040,15 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+            cand abuse 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
         }
         &'phoenix;help;bench;ingest'= {
         }
         &'phoenix;help;bench;fanout'= {
         }
         &'phoenix;help;bench;pii'= {
+        }
+        &'phoenix;help;bench;abuse'= {
         }
         &'phoenix;help;help'= {
         }

@@ -64,6 +64,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l retention-days -d 'Delete telemetry older than this many days [default: keep everything]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l shutdown-timeout -d 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l insecure-no-auth -d 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l json -d 'Print machine-readable JSON on stdout instead of tables'
@@ -75,6 +76,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l db -d 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l tls-cert -d 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l shutdown-timeout -d 'After SIGTERM/SIGINT, how long in-flight requests and WebSocket closes may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l insecure-no-auth -d 'Allow a non-loopback address without an admin token (anyone who can connect may publish)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l json -d 'Print machine-readable JSON on stdout instead of tables'
@@ -87,6 +89,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l retention-days -d 'Delete telemetry older than this many days [default: keep everything]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l shutdown-timeout -d 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l distributor-bind -d 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l distributor-db -d 'SQLite file of the distributor\'s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
@@ -556,16 +559,17 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __f
 complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from help" -f -a "approve" -d 'Approve a pull request\'s current head commit (local forge)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show a pull request: state, CI of its head, approvals'
 complete -c phoenix -n "__fish_phoenix_using_subcommand evolve-playbook; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s q -l quiet -d 'Log only errors'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s h -l help -d 'Print help'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -s V -l version -d 'Print version'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
-complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -s h -l help -d 'Print help'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "abuse" -d 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and not __fish_seen_subcommand_from ingest fanout pii abuse help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l duration -d 'Measured time of each load scenario' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l warmup -d 'Unmeasured load before each measurement' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l connections -d 'Keep-alive connections for GET /health and single-event POST /ingest' -r
@@ -601,9 +605,27 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s q -l quiet -d 'Log only errors'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s h -l help -d 'Print help'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -s V -l version -d 'Print version'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l scenario -d 'Run only this scenario (repeat for several) [default: all of them]' -r -f -a "shutdown\t'SIGTERM to `serve all` with slow clients holding half-sent requests: time to exit, exit code'
+slowloris\t'Connections trickling headers while GET /health is timed'
+ping-flood\t'A WebSocket subscriber sending pings without reading: distributor RSS, peer closed'
+gzip-bombs\t'Concurrent gzip bombs: the collector\'s peak RSS'"
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l slow-clients -d 'Slow clients connected when SIGTERM is sent (shutdown)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l shutdown-timeout -d 'The server\'s --shutdown-timeout, the deadline its exit is judged against (shutdown)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l slowloris -d 'Connections trickling headers (slowloris; each needs an open file here and in the collector)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l slowloris-duration -d 'How long GET /health is timed under the slowloris (past the 10 s header timeout shows the cuts)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l pings -d 'Pings the flooding subscriber tries to send (ping-flood)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l bombs -d 'Gzip bombs sent at once (gzip-bombs)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l bomb-decoded-mib -d 'What each bomb inflates to, in MiB (gzip-bombs)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -l json -d 'Print machine-readable JSON on stdout instead of tables'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -s q -l quiet -d 'Log only errors'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from abuse" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "abuse" -d 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config agents completions man spawn-agent evolve-playbook bench help" -f -a "serve" -d 'Run Phoenix\'s servers (the collector, or everything at once)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and not __fish_seen_subcommand_from serve ingest analyze insights publish subscribe redact telemetrist export propose telemetry config agents completions man spawn-agent evolve-playbook bench help" -f -a "ingest" -d 'Send telemetry events (flags or NDJSON) or conversations (JSONL, redacted here) to the collector'
@@ -645,3 +667,4 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_su
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "ingest" -d 'Ingest throughput against this machine\'s HTTP and storage ceilings, and /analyze latency'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "fanout" -d 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
 complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "pii" -d 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+complete -c phoenix -n "__fish_phoenix_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "abuse" -d 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'

@@ -20,6 +20,8 @@ pub enum Cmd {
     Fanout(FanoutArgs),
     /// PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s
     Pii(super::bench_pii::PiiArgs),
+    /// Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers
+    Abuse(super::bench_abuse::AbuseArgs),
 }
 
 /// Options of `phoenix bench ingest`.
@@ -77,6 +79,7 @@ pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
         Cmd::Ingest(args) => ingest(args, ctx).await,
         Cmd::Fanout(args) => fanout(args, ctx).await,
         Cmd::Pii(args) => super::bench_pii::run_pii(args, ctx).await,
+        Cmd::Abuse(args) => super::bench_abuse::run_abuse(args, ctx).await,
     }
 }
 
@@ -118,7 +121,7 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn warn_if_unoptimised(benchmark: &str) {
+pub(super) fn warn_if_unoptimised(benchmark: &str) {
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this phoenix is built without optimisations; its figures say little. \
@@ -127,7 +130,7 @@ fn warn_if_unoptimised(benchmark: &str) {
     }
 }
 
-fn warn_if_busy(load_before: Option<f64>) {
+pub(super) fn warn_if_busy(load_before: Option<f64>) {
     if let Some(load) = load_before.filter(|l| *l >= BUSY_LOAD) {
         eprintln!(
             "warning: the load average was {load:.2} when the benchmark started; other work \
@@ -467,7 +470,7 @@ fn cpu(r: &BenchReport, scenario: fn(&Round) -> &LoadFigures) -> String {
 }
 
 /// `≥ 20000`, `< 50`, `≤ 32`, the threshold written by `value`.
-fn goal<T>(c: &TargetCheck<T>, value: impl Fn(f64) -> String) -> String {
+pub(super) fn goal<T>(c: &TargetCheck<T>, value: impl Fn(f64) -> String) -> String {
     let op = match c.bound {
         Bound::AtLeast => "≥",
         Bound::Below => "<",

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod analyze;
 pub mod bench;
+pub mod bench_abuse;
 pub mod bench_pii;
 pub mod completions;
 pub mod config;

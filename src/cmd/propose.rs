@@ -185,12 +185,12 @@ impl Plan {
                 UsageError("targeting flags only apply with --publish-best".to_owned()).into(),
             );
         }
-        if let Some(pick) = args.pick {
-            if pick == 0 || pick > usize::from(args.n) {
-                return Err(
-                    UsageError(format!("--pick {pick} is not a worker (1 to {})", args.n)).into(),
-                );
-            }
+        if let Some(pick) = args.pick
+            && (pick == 0 || pick > usize::from(args.n))
+        {
+            return Err(
+                UsageError(format!("--pick {pick} is not a worker (1 to {})", args.n)).into(),
+            );
         }
         let confirm = publish_as.is_some() && !args.yes;
         if confirm && !(std::io::stdin().is_terminal() && ctx.stderr_tty) {
@@ -318,13 +318,14 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     }
     let mut publish_error = None;
     let mut declined = false;
-    if let Some(update_type) = plan.publish_as {
-        if !report.cancelled && report.succeeded() > 0 {
-            match publish_best(&args, ctx, &plan, &output, update_type, cancel.clone()).await {
-                Ok(Some(p)) => output.published = Some(p),
-                Ok(None) => declined = true,
-                Err(e) => publish_error = Some(e),
-            }
+    if let Some(update_type) = plan.publish_as
+        && !report.cancelled
+        && report.succeeded() > 0
+    {
+        match publish_best(&args, ctx, &plan, &output, update_type, cancel.clone()).await {
+            Ok(Some(p)) => output.published = Some(p),
+            Ok(None) => declined = true,
+            Err(e) => publish_error = Some(e),
         }
     }
     ctrl_c.abort();

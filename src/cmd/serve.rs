@@ -5,9 +5,9 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use super::{Context, UsageError};
@@ -16,8 +16,10 @@ use crate::core::anonymize::Anonymizer;
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
 use crate::core::config::Settings;
 use crate::core::distributor::{self, DistributorConfig, LogOptions, UpdateLog};
+use crate::core::inflate::DecodeBudget;
+use crate::core::server::{self, Listener, ServerLimits};
 use crate::core::store::{SqliteStore, StoreOptions, TelemetryStore};
-use crate::core::tls::{self, TlsListener};
+use crate::core::tls;
 
 /// Which services to run.
 #[derive(Debug, clap::Subcommand)]
@@ -51,6 +53,9 @@ pub struct CollectorArgs {
     /// Allow a non-loopback address without ingest tokens (anyone who can connect may write)
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// Options of the distributor server.
@@ -71,6 +76,9 @@ pub struct DistributorArgs {
     /// Allow a non-loopback address without an admin token (anyone who can connect may publish)
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// After SIGTERM/SIGINT, how long in-flight requests and WebSocket closes may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// Options of `serve all`: the collector's, plus where the distributor listens.
@@ -85,6 +93,48 @@ pub struct AllArgs {
     /// SQLite file of the distributor's update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]
     #[arg(long, value_name = "FILE")]
     pub distributor_db: Option<PathBuf>,
+}
+
+/// Applies `--shutdown-timeout` over the settings.
+fn apply_shutdown_timeout(timeout: Option<Duration>, settings: &mut Settings) {
+    if let Some(t) = timeout {
+        settings.server.shutdown_timeout = t;
+        settings.mark_flag(
+            "server.shutdown_timeout_secs",
+            Some(format!("{}", t.as_secs_f64())),
+        );
+    }
+}
+
+/// The limits both servers share, from the settings (one connection count and one
+/// decompression budget for the whole process).
+fn server_limits(settings: &Settings) -> ServerLimits {
+    let s = &settings.server;
+    ServerLimits {
+        header_timeout: s.header_timeout,
+        body_timeout: s.body_timeout,
+        body_min_rate: s.body_min_rate,
+        max_connections: s
+            .max_connections
+            .unwrap_or_else(server::default_max_connections),
+        shutdown_timeout: s.shutdown_timeout,
+        decode_budget: DecodeBudget::new(
+            s.decode_budget_bytes
+                .max(settings.collector.max_decoded_bytes),
+        ),
+        ..ServerLimits::default()
+    }
+}
+
+/// Raises the open-file limit as far as it goes: every connection is a descriptor.
+fn raise_file_limit() {
+    match server::raise_file_limit() {
+        Ok(l) if l.was != l.now => {
+            tracing::info!(was = ?l.was, now = ?l.now, "raised the open-file limit (RLIMIT_NOFILE)")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
 }
 
 /// Applies the distributor flags over the settings.
@@ -117,25 +167,31 @@ fn apply_flags(args: &CollectorArgs, settings: &mut Settings) {
         settings.collector.tls_cert = Some(c.clone());
         settings.collector.tls_key = Some(k.clone());
     }
+    apply_shutdown_timeout(args.shutdown_timeout, settings);
 }
 
 /// Runs the chosen services until SIGINT/SIGTERM.
 pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
+    raise_file_limit();
     match cmd {
         Cmd::Collector(args) => {
             apply_flags(&args, &mut ctx.settings);
-            let collector = Collector::prepare(&ctx.settings, args.insecure_no_auth).await?;
+            let limits = server_limits(&ctx.settings);
+            let collector =
+                Collector::prepare(&ctx.settings, args.insecure_no_auth, limits).await?;
             announce(&ctx, "collector", &collector.url, None);
             collector.run(shutdown_signal()).await
         }
         Cmd::Distributor(args) => {
             apply_distributor_flags(args.bind.as_ref(), args.db.as_ref(), &mut ctx.settings);
+            apply_shutdown_timeout(args.shutdown_timeout, &mut ctx.settings);
             let tls = match (&args.tls_cert, &args.tls_key) {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
                 _ => None,
             };
+            let limits = server_limits(&ctx.settings);
             let distributor =
-                Distributor::prepare(&ctx.settings, args.insecure_no_auth, tls).await?;
+                Distributor::prepare(&ctx.settings, args.insecure_no_auth, tls, limits).await?;
             announce(
                 &ctx,
                 "distributor",
@@ -159,8 +215,10 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
                 _ => None,
             };
-            let collector = Collector::prepare(&ctx.settings, insecure).await?;
-            let distributor = Distributor::prepare(&ctx.settings, insecure, tls).await?;
+            // One set of limits: both listeners count against one cap and one budget.
+            let limits = server_limits(&ctx.settings);
+            let collector = Collector::prepare(&ctx.settings, insecure, limits.clone()).await?;
+            let distributor = Distributor::prepare(&ctx.settings, insecure, tls, limits).await?;
             // The collector's line comes first: scripts read it for the collector URL.
             announce(&ctx, "collector", &collector.url, None);
             announce(
@@ -233,6 +291,7 @@ impl Distributor {
         settings: &Settings,
         insecure_no_auth: bool,
         tls: Option<(PathBuf, PathBuf)>,
+        limits: ServerLimits,
     ) -> anyhow::Result<Distributor> {
         let d = &settings.distributor;
         let addr: SocketAddr = d.bind.parse().map_err(|e| {
@@ -270,6 +329,7 @@ impl Distributor {
             reads_need_token: exposed,
             agent_keys: Some(agent_keys),
             require_agent_tokens: exposed || d.require_agent_tokens,
+            server: limits,
             ..DistributorConfig::default()
         };
         let metrics = Arc::new(distributor::Metrics::default());
@@ -295,18 +355,11 @@ impl Distributor {
     }
 
     async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        match self.tls {
-            Some(config) => {
-                let listener = TlsListener::new(self.listener, config)?;
-                distributor::serve(listener, self.state, shutdown).await?
-            }
-            None => {
-                let listener = self.listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                distributor::serve(listener, self.state, shutdown).await?
-            }
-        }
+        let listener = match self.tls {
+            Some(config) => Listener::tls(self.listener, config),
+            None => Listener::plain(self.listener),
+        };
+        distributor::serve(listener, self.state, shutdown).await?;
         Ok(())
     }
 }
@@ -320,7 +373,11 @@ struct Collector {
 }
 
 impl Collector {
-    async fn prepare(settings: &Settings, insecure_no_auth: bool) -> anyhow::Result<Collector> {
+    async fn prepare(
+        settings: &Settings,
+        insecure_no_auth: bool,
+        limits: ServerLimits,
+    ) -> anyhow::Result<Collector> {
         let c = &settings.collector;
         let addr: SocketAddr = c.bind.parse().map_err(|e| {
             UsageError(format!(
@@ -370,6 +427,7 @@ impl Collector {
             llm: settings.llm.client_settings(),
             stale_after: c.stale_after,
             retention_days: c.retention_days,
+            server: limits,
             ..CollectorConfig::default()
         };
         match &config.llm {
@@ -398,18 +456,11 @@ impl Collector {
     }
 
     async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        match self.tls {
-            Some(config) => {
-                let listener = TlsListener::new(self.listener, config)?;
-                collector::serve(listener, self.state, shutdown).await?
-            }
-            None => {
-                let listener = self.listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                collector::serve(listener, self.state, shutdown).await?
-            }
-        }
+        let listener = match self.tls {
+            Some(config) => Listener::tls(self.listener, config),
+            None => Listener::plain(self.listener),
+        };
+        collector::serve(listener, self.state, shutdown).await?;
         Ok(())
     }
 }

@@ -117,10 +117,10 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             "telemetrist started"
         );
         let cycles = service::run(&mut edge, &sender, &opts, stop, |report| {
-            if ctx.json {
-                if let Ok(line) = serde_json::to_string(report) {
-                    println!("{line}");
-                }
+            if ctx.json
+                && let Ok(line) = serde_json::to_string(report)
+            {
+                println!("{line}");
             }
         })
         .await?;

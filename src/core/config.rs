@@ -158,6 +158,24 @@ pub struct DistributorSettings {
     pub require_agent_tokens: bool,
 }
 
+/// How the HTTP servers treat slow, numerous or greedy clients, and how long they drain.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Time a client has to send a request's headers (also the keep-alive idle timeout).
+    pub header_timeout: Duration,
+    /// Time a request body may take after its headers, before the minimum-rate allowance.
+    pub body_timeout: Duration,
+    /// Bytes per second a body must keep up (each this many extends its time by a second).
+    pub body_min_rate: u64,
+    /// Open connections per process beyond which new ones get 503; `None`: 80% of the
+    /// open-file limit.
+    pub max_connections: Option<usize>,
+    /// How long shutdown waits for in-flight requests and WebSocket closes.
+    pub shutdown_timeout: Duration,
+    /// Memory all gzip request bodies may inflate into at once.
+    pub decode_budget_bytes: usize,
+}
+
 /// LLM endpoint settings as configured (possibly incomplete).
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
@@ -273,6 +291,8 @@ pub struct Settings {
     pub collector: CollectorSettings,
     /// Distributor.
     pub distributor: DistributorSettings,
+    /// Both servers' connection handling.
+    pub server: ServerSettings,
     /// LLM.
     pub llm: LlmConfig,
     /// Key that unlocks the premium tier (`X402` header).
@@ -363,6 +383,32 @@ const KEYS: &[(&str, &str, bool)] = &[
     (
         "distributor.require_agent_tokens",
         "PHOENIX_REQUIRE_AGENT_TOKENS",
+        false,
+    ),
+    (
+        "server.header_timeout_secs",
+        "PHOENIX_HEADER_TIMEOUT_SECS",
+        false,
+    ),
+    (
+        "server.body_timeout_secs",
+        "PHOENIX_BODY_TIMEOUT_SECS",
+        false,
+    ),
+    (
+        "server.body_min_bytes_per_sec",
+        "PHOENIX_BODY_MIN_RATE",
+        false,
+    ),
+    ("server.max_connections", "PHOENIX_MAX_CONNECTIONS", false),
+    (
+        "server.shutdown_timeout_secs",
+        "PHOENIX_SHUTDOWN_TIMEOUT_SECS",
+        false,
+    ),
+    (
+        "server.decode_budget_bytes",
+        "PHOENIX_DECODE_BUDGET_BYTES",
         false,
     ),
     ("llm.base_url", "PHOENIX_LLM_BASE_URL", false),
@@ -629,6 +675,17 @@ impl Settings {
         };
         let admin_token = r.string("distributor.admin_token", None);
         let agent_token = r.string("orch.agent_token", None);
+        let server = ServerSettings {
+            header_timeout: Duration::from_secs(r.parsed("server.header_timeout_secs", 10)?),
+            body_timeout: Duration::from_secs(r.parsed("server.body_timeout_secs", 20)?),
+            body_min_rate: r.parsed("server.body_min_bytes_per_sec", 4096)?,
+            max_connections: r.optional("server.max_connections")?,
+            shutdown_timeout: Duration::from_secs(r.parsed("server.shutdown_timeout_secs", 10)?),
+            decode_budget_bytes: r.parsed(
+                "server.decode_budget_bytes",
+                collector.max_decoded_bytes.saturating_mul(2),
+            )?,
+        };
         let base_url = r
             .string("llm.base_url", Some(OPENROUTER_BASE_URL))
             .unwrap_or_default();
@@ -719,6 +776,7 @@ impl Settings {
             data_dir,
             collector,
             distributor,
+            server,
             llm,
             x402_premium_key,
             admin_token,

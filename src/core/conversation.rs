@@ -243,18 +243,18 @@ impl Conversation {
         for (i, message) in self.messages.iter().enumerate() {
             validate_message(message).map_err(|(sub, m)| (format!("messages[{i}]{sub}"), m))?;
         }
-        if let Some(score) = self.score {
-            if !score.is_finite() {
-                return field("score", "must be a finite number".to_owned());
-            }
+        if let Some(score) = self.score
+            && !score.is_finite()
+        {
+            return field("score", "must be a finite number".to_owned());
         }
-        if let Some(orch) = &self.orch_id {
-            if orch.is_empty() || orch.len() > MAX_SHORT_FIELD {
-                return field(
-                    "orch_id",
-                    format!("must be 1..={MAX_SHORT_FIELD} bytes when present"),
-                );
-            }
+        if let Some(orch) = &self.orch_id
+            && (orch.is_empty() || orch.len() > MAX_SHORT_FIELD)
+        {
+            return field(
+                "orch_id",
+                format!("must be 1..={MAX_SHORT_FIELD} bytes when present"),
+            );
         }
         if let Some(path) = &self.agent_path {
             validate_agent_path(path).or_else(|m| field("agent_path", m))?;

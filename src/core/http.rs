@@ -2,7 +2,6 @@
 //! request bodies within limits (gzip, 413, 415), the OpenMetrics answer and the JSON
 //! answers for unknown routes and methods.
 
-use std::io::Read;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -13,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use crate::core::api_error::ApiError;
+use crate::core::inflate::{self, DecodeBudget};
+use crate::core::server;
 
 /// Middleware: one span per request, keyed by the matched route rather than the raw path.
 pub async fn request_span(req: Request, next: Next) -> Response {
@@ -73,42 +74,56 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// Reads a whole request body of at most `max_body` bytes, gunzipping it (to at most
-/// `max_decoded` bytes) when its `Content-Encoding` says gzip: 413 past a limit, 415 for
-/// another encoding, 400 for a body that cannot be read or is not gzip.
+/// Reads a whole request body of at most `max_body` bytes, gunzipping it as it arrives (to
+/// at most `max_decoded` bytes, within the process's `budget`) when its `Content-Encoding`
+/// says gzip: 413 past a limit, 503 past the budget, 415 for another encoding, 408 for a body
+/// that does not arrive in time, 400 for a body that cannot be read or is not gzip.
 pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
     max_body: usize,
     max_decoded: usize,
+    budget: &DecodeBudget,
 ) -> Result<Bytes, ApiError> {
     let gzip = is_gzip(headers)?;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > max_body
     {
-        if len > max_body {
-            return Err(too_large(format!(
-                "body is {len} bytes; the limit is {max_body} bytes"
-            )));
-        }
+        return Err(too_large(format!(
+            "body is {len} bytes; the limit is {max_body} bytes"
+        )));
     }
-    let bytes = axum::body::to_bytes(body, max_body).await.map_err(|e| {
+    if gzip {
+        // A few KiB of gzip can inflate to the decoded limit: inflated off the async workers,
+        // as it arrives, so the compressed body is never held whole either.
+        return inflate::gunzip_body(body, max_body, max_decoded, budget, unreadable).await;
+    }
+    axum::body::to_bytes(body, max_body).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {
             too_large(format!("body exceeds the limit of {max_body} bytes"))
         } else {
-            ApiError::bad_request(
-                "invalid_body",
-                format!("could not read the request body: {e}"),
-            )
+            unreadable(e)
         }
-    })?;
-    if !gzip {
-        return Ok(bytes);
+    })
+}
+
+/// The answer to a body that could not be read: 408 when it was too slow, else 400.
+fn unreadable(e: axum::Error) -> ApiError {
+    if server::is_body_timeout(&e) {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("{e}; send the body faster or in smaller requests"),
+        )
+    } else {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("could not read the request body: {e}"),
+        )
     }
-    // A few KiB of gzip can inflate to the decoded limit: never on an async worker.
-    off_the_workers(false, move || gunzip(&bytes, max_decoded)).await?
 }
 
 /// Runs `work` here when `inline`, else on the blocking pool so that parsing or scanning a
@@ -153,20 +168,6 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
             format!("Content-Encoding {other:?} is not accepted; send gzip or no encoding"),
         )),
     }
-}
-
-fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes, ApiError> {
-    let mut out = Vec::with_capacity((bytes.len() * 4).min(limit));
-    let mut decoder = flate2::read::MultiGzDecoder::new(bytes).take(limit as u64 + 1);
-    decoder.read_to_end(&mut out).map_err(|e| {
-        ApiError::bad_request("invalid_body", format!("body is not valid gzip: {e}"))
-    })?;
-    if out.len() > limit {
-        return Err(too_large(format!(
-            "decompressed body exceeds the limit of {limit} bytes"
-        )));
-    }
-    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]

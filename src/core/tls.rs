@@ -1,21 +1,13 @@
-//! TLS with rustls on the ring provider. Servers: load a PEM certificate and key, and a
-//! listener that performs the handshake off the accept loop so one slow client cannot stall
-//! the others. Clients: the roots to trust (webpki's, plus a private CA from `--ca-cert`) and
+//! TLS with rustls on the ring provider. Servers: load a PEM certificate and key (the
+//! handshake runs per connection in `core::server`, with a timeout). Clients: the roots to trust (webpki's, plus a private CA from `--ca-cert`) and
 //! telling an untrusted certificate apart from other handshake failures.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
-use tokio_rustls::server::TlsStream;
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -143,13 +135,13 @@ pub fn client_config(ca_cert: Option<&Path>) -> Result<Arc<ClientConfig>, Error>
             // A leaf that cannot be a root (say, a server certificate without CA:TRUE) is
             // still good as a pin.
             let as_root = roots.add(cert.clone());
-            if let Err(source) = as_root {
-                if !pinnable(&cert) {
-                    return Err(Error::BadCa {
-                        path: path.to_owned(),
-                        source,
-                    });
-                }
+            if let Err(source) = as_root
+                && !pinnable(&cert)
+            {
+                return Err(Error::BadCa {
+                    path: path.to_owned(),
+                    source,
+                });
             }
             pinned.push(cert);
         }
@@ -284,80 +276,10 @@ pub fn is_untrusted_certificate(err: &rustls::Error) -> bool {
     matches!(err, rustls::Error::InvalidCertificate(_))
 }
 
-/// How long a client may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An `axum::serve` listener yielding TLS streams.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor_task: JoinHandle<()>,
-}
-
-impl TlsListener {
-    /// Wraps a bound TCP listener.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(256);
-        let acceptor = TlsAcceptor::from(config);
-        let acceptor_task = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener {
-            ready,
-            local,
-            acceptor_task,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor_task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
 
     /// A self-signed certificate for 127.0.0.1 in `dir`: (certificate, key).
     fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -387,8 +309,13 @@ mod tests {
         let (cert, key) = self_signed(dir.path());
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let listener = TlsListener::new(tcp, server_config(&cert, &key).unwrap()).unwrap();
-        let server = tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await });
+        let listener = crate::core::server::Listener::tls(tcp, server_config(&cert, &key).unwrap());
+        let server = tokio::spawn(crate::core::server::serve(
+            listener,
+            axum::Router::new(),
+            crate::core::server::ServerLimits::default(),
+            std::future::pending(),
+        ));
         let untrusted = |e: &(dyn std::error::Error + 'static)| {
             handshake_error(e).is_some_and(is_untrusted_certificate)
         };
@@ -441,9 +368,14 @@ mod tests {
         let (cert, key) = openssl_style(dir.path());
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let listener = TlsListener::new(tcp, server_config(&cert, &key).unwrap()).unwrap();
+        let listener = crate::core::server::Listener::tls(tcp, server_config(&cert, &key).unwrap());
         let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let server = tokio::spawn(crate::core::server::serve(
+            listener,
+            app,
+            crate::core::server::ServerLimits::default(),
+            std::future::pending(),
+        ));
 
         // webpki alone refuses it as a server's own certificate…
         let plain =

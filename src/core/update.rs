@@ -389,10 +389,11 @@ pub struct Audience<'a> {
 impl UpdateEnvelope {
     /// Whether the orch and agent path are targeted (ignoring tier and rollout).
     pub fn targets(&self, who: &Audience<'_>) -> bool {
-        if let Some(t) = &self.target_orch {
-            if Some(t.as_str()) != who.orch_id && t != who.orch_hash {
-                return false;
-            }
+        if let Some(t) = &self.target_orch
+            && Some(t.as_str()) != who.orch_id
+            && t != who.orch_hash
+        {
+            return false;
         }
         match &self.target_agent_prefix {
             None => true,

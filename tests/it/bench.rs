@@ -1,6 +1,6 @@
-//! `phoenix bench fanout` run for real at a small scale: the binary starts its own distributor
-//! as a child process and drives it with real WebSocket subscribers. No timing is asserted
-//! (machines are noisy); the report's shape and counts are.
+//! `phoenix bench fanout` and `phoenix bench abuse` run for real at a small scale: the binary
+//! starts its own servers as child processes and drives them with real clients. No timing or
+//! memory figure is asserted (machines are noisy); the report's shape and counts are.
 
 use std::process::{Command, Stdio};
 
@@ -81,11 +81,85 @@ fn fanout_benchmark_connects_everyone_and_times_every_ack() {
 }
 
 #[test]
+fn abuse_benchmark_runs_every_scenario_and_reports_what_the_servers_did() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("TMPDIR", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .current_dir(home.path())
+        .stdin(Stdio::null())
+        .args([
+            "bench",
+            "abuse",
+            "--slow-clients",
+            "6",
+            "--shutdown-timeout",
+            "2s",
+            "--slowloris",
+            "20",
+            "--slowloris-duration",
+            "500ms",
+            "--pings",
+            "5000",
+            "--bombs",
+            "3",
+            "--bomb-decoded-mib",
+            "80",
+            "--json",
+        ])
+        .output()
+        .expect("phoenix runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+
+    let shutdown = &report["shutdown"];
+    assert_eq!(shutdown["slow_clients"], 6, "{shutdown}");
+    assert_eq!(shutdown["exit_code"], 0, "{shutdown}");
+    let slowloris = &report["slowloris"];
+    assert_eq!(slowloris["connected"], 20, "{slowloris}");
+    assert_eq!(slowloris["health_failures"], 0, "{slowloris}");
+    assert!(slowloris["health_p99_ms"].is_number(), "{slowloris}");
+    let flood = &report["ping_flood"];
+    assert_eq!(flood["peer_closed"], true, "{flood}");
+    assert_eq!(flood["floods_counted"], 1.0, "{flood}");
+    let bombs = &report["gzip_bombs"];
+    let answered: u64 = ["too_large", "busy", "no_answer"]
+        .iter()
+        .map(|k| bombs[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(answered, 3, "every bomb is refused: {bombs}");
+    assert!(bombs["peak_rss_mb"].as_f64().unwrap() > 0.0, "{bombs}");
+    let targets: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "shutdown_exit_code",
+            "shutdown_seconds",
+            "slowloris_health_p99",
+            "ping_flood_rss_growth",
+            "ping_flood_peer_closed",
+            "gzip_bombs_peak_rss"
+        ]
+    );
+    assert_eq!(report["failures"], serde_json::json!([]));
+}
+
+#[test]
 fn impossible_benchmark_options_are_usage_errors() {
     let home = tempfile::tempdir().unwrap();
     for args in [
         &["bench", "fanout", "--subscribers", "0"][..],
         &["bench", "ingest", "--rounds", "0"][..],
+        &["bench", "abuse", "--bombs", "0"][..],
     ] {
         let out = Command::new(BIN)
             .env("PHOENIX_HOME", home.path())

@@ -85,11 +85,11 @@ impl Home {
                 cmd.env(var, v);
             }
         }
-        if std::env::var("CARGO_HOME").is_err() {
-            if let Ok(h) = std::env::var("HOME") {
-                cmd.env("CARGO_HOME", Path::new(&h).join(".cargo"));
-                cmd.env("RUSTUP_HOME", Path::new(&h).join(".rustup"));
-            }
+        if std::env::var("CARGO_HOME").is_err()
+            && let Ok(h) = std::env::var("HOME")
+        {
+            cmd.env("CARGO_HOME", Path::new(&h).join(".cargo"));
+            cmd.env("RUSTUP_HOME", Path::new(&h).join(".rustup"));
         }
         cmd
     }

@@ -9,6 +9,7 @@ mod distributor;
 mod export;
 mod forge;
 mod github;
+mod hardening;
 mod ingest;
 mod llm;
 mod privacy_pipeline;

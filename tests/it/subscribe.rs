@@ -41,10 +41,10 @@ impl FakeDistributor {
         let (tx, conns) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
-                    if tx.send(Conn { ws }).is_err() {
-                        return;
-                    }
+                if let Ok(ws) = tokio_tungstenite::accept_async(stream).await
+                    && tx.send(Conn { ws }).is_err()
+                {
+                    return;
                 }
             }
         });

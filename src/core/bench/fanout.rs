@@ -8,7 +8,7 @@
 //! the publisher); when the distributor has *recorded* every ack is polled from
 //! `GET /updates/{id}` and reported per publish.
 
-mod process;
+pub(super) mod process;
 mod report;
 mod subscribers;
 
@@ -149,10 +149,10 @@ pub async fn run(
     // Declared after `scratch`, so dropped (killed) before the directory goes.
     let mut distributor = Distributor::start(&scratch.0, &admin_token).await?;
     let measured = measure(opts, machine, &distributor, &admin_token, progress).await;
-    if measured.is_err() {
-        if let Some(why) = distributor.explain() {
-            tracing::warn!("the distributor {why}");
-        }
+    if measured.is_err()
+        && let Some(why) = distributor.explain()
+    {
+        tracing::warn!("the distributor {why}");
     }
     let stopped = distributor.stop().await;
     let report = measured?;

@@ -4,6 +4,7 @@
 //!
 //! Speed targets live here and are checked by this benchmark, never by timed tests.
 
+pub mod abuse;
 pub mod cpu;
 pub mod fanout;
 
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::serve::ListenerExt;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -464,10 +464,6 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(io("reading the bound address"))?;
-    // As `phoenix serve` does: small responses must not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(collector::serve(listener, state, async {
         let _ = stop_rx.await;

@@ -69,7 +69,14 @@ pub(super) async fn analyze(
     body: Body,
 ) -> Result<Json<Insight>, ApiError> {
     // Gzip is undone and other encodings refused (415), as on the ingest endpoints.
-    let body = http::read_body(&headers, body, MAX_ANALYZE_BODY, MAX_ANALYZE_BODY).await?;
+    let body = http::read_body(
+        &headers,
+        body,
+        MAX_ANALYZE_BODY,
+        MAX_ANALYZE_BODY,
+        &state.config.server.decode_budget,
+    )
+    .await?;
     // The seed's curl examples omit Content-Type (curl then says form-urlencoded): the body is
     // JSON whatever the header claims, and an empty body means "all defaults".
     let req: AnalyzeRequest = match json::parse_object(&body) {

@@ -9,12 +9,14 @@ use super::Limits;
 use crate::core::api_error::ApiError;
 use crate::core::http;
 pub(super) use crate::core::http::{off_the_workers, too_large};
+use crate::core::inflate::DecodeBudget;
 use crate::core::telemetry::{BodyFormat, MAX_REPORTED_ERRORS, ParseError};
 
 /// Reads the whole body within the limits, gunzipping it when it says so; returns the bytes
 /// and how they lay out their records.
 pub(super) async fn read(
     limits: Limits,
+    budget: &DecodeBudget,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Bytes, BodyFormat), ApiError> {
@@ -24,6 +26,7 @@ pub(super) async fn read(
         body,
         limits.max_body_bytes,
         limits.max_decoded_bytes,
+        budget,
     )
     .await?;
     Ok((bytes, format))

@@ -86,7 +86,8 @@ async fn accept(
     body: Body,
 ) -> Result<ConversationsResponse, ApiError> {
     let limits = state.config.limits;
-    let (bytes, format) = body::read(limits, headers, body).await?;
+    let (bytes, format) =
+        body::read(limits, &state.config.server.decode_budget, headers, body).await?;
     let inline = bytes.len() <= INLINE_SCAN_BYTES;
     let max = limits.max_batch_records;
     let checked = body::off_the_workers(inline, move || {

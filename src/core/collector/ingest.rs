@@ -50,7 +50,8 @@ async fn accept(
     body: Body,
 ) -> Result<IngestResponse, ApiError> {
     let limits = state.config.limits;
-    let (bytes, format) = body::read(limits, headers, body).await?;
+    let (bytes, format) =
+        body::read(limits, &state.config.server.decode_budget, headers, body).await?;
     let inline = bytes.len() <= INLINE_PARSE_BYTES;
     let envelopes = body::off_the_workers(inline, move || parse_body(&bytes, format)).await?;
     let envelopes = envelopes.map_err(|e| {

@@ -13,7 +13,6 @@ pub mod metrics;
 mod query;
 mod retention;
 
-use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,12 +21,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::middleware;
 use axum::routing::{get, post};
-use axum::serve::Listener;
 
 use crate::core::agent_token::AgentKeys;
 use crate::core::anonymize::Anonymizer;
 use crate::core::http;
 use crate::core::llm::{LlmClient, LlmSettings};
+use crate::core::server::{self, Listener, ServerLimits};
 use crate::core::store::TelemetryStore;
 
 pub use analyze::AnalyzeRequest;
@@ -77,6 +76,8 @@ pub struct CollectorConfig {
     pub retention_days: Option<u32>,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// Timeouts, connection cap, shutdown deadline and decompression budget of the server.
+    pub server: ServerLimits,
 }
 
 impl Default for CollectorConfig {
@@ -91,6 +92,7 @@ impl Default for CollectorConfig {
             stale_after: Duration::from_secs(900),
             retention_days: None,
             retention_interval: Duration::from_secs(300),
+            server: ServerLimits::default(),
         }
     }
 }
@@ -182,17 +184,14 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-/// Serves the collector until `shutdown` resolves, then drains in-flight requests and
-/// commits everything already accepted.
-pub async fn serve<L>(
-    listener: L,
+/// Serves the collector until `shutdown` resolves; then stops accepting, finishes complete
+/// in-flight requests within the shutdown deadline (closing idle and half-sent ones at once)
+/// and commits everything already accepted.
+pub async fn serve(
+    listener: impl Into<Listener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: Listener,
-    L::Addr: Debug,
-{
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let retention = state.config.retention_days.map(|days| {
         tokio::spawn(retention::run(
@@ -202,9 +201,8 @@ where
             stop_rx,
         ))
     });
-    let result = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.config.server.clone();
+    let result = server::serve(listener.into(), router(state.clone()), limits, shutdown).await;
     let _ = stop_tx.send(true);
     if let Some(task) = retention {
         let _ = task.await;

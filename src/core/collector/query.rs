@@ -87,13 +87,13 @@ pub(super) fn build_filter(
             state.anonymizer.orch_hash(&o)
         }
     });
-    if let (Some(s), Some(u)) = (since, until) {
-        if s >= u {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "`since` must be earlier than `until`",
-            ));
-        }
+    if let (Some(s), Some(u)) = (since, until)
+        && s >= u
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "`since` must be earlier than `until`",
+        ));
     }
     Ok(TelemetryFilter {
         kind,

@@ -157,7 +157,7 @@ pub fn export(
 }
 
 fn tick(read: u64, progress: &mut dyn FnMut(u64)) {
-    if read % 256 == 0 {
+    if read.is_multiple_of(256) {
         progress(read);
     }
 }

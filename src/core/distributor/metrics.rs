@@ -50,6 +50,10 @@ pub struct Metrics {
     pub send_timeouts: Counter,
     /// Connections closed because they did not answer a ping in time.
     pub reaped: Counter,
+    /// Connections closed because they sent more control frames than allowed.
+    pub control_floods: Counter,
+    /// Connections closed because a frame did not fit in their write queue.
+    pub queue_overflows: Counter,
     /// HTTP requests refused, by code.
     pub rejected: Family<CodeLabel, Counter>,
     /// Delivery/ack rows waiting for the writer, sampled at scrape time.
@@ -79,6 +83,8 @@ impl Default for Metrics {
             protocol_errors: Family::default(),
             send_timeouts: Counter::default(),
             reaped: Counter::default(),
+            control_floods: Counter::default(),
+            queue_overflows: Counter::default(),
             rejected: Family::default(),
             write_queue: Gauge::default(),
             write_dropped: Gauge::default(),
@@ -124,6 +130,16 @@ impl Default for Metrics {
             "reaped",
             "Connections closed because they did not answer a ping",
             m.reaped.clone(),
+        );
+        registry.register(
+            "control_floods",
+            "Connections closed (1008) for sending more pings or pongs than allowed",
+            m.control_floods.clone(),
+        );
+        registry.register(
+            "queue_overflows",
+            "Connections closed because a frame did not fit in their bounded write queue",
+            m.queue_overflows.clone(),
         );
         registry.register(
             "rejected_requests",

@@ -17,7 +17,6 @@ mod publish;
 mod query;
 mod subscribe;
 
-use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,13 +26,13 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
-use axum::serve::Listener;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::core::agent_token::AgentKeys;
 use crate::core::anonymize::Anonymizer;
 use crate::core::api_error::ApiError;
 use crate::core::http;
+use crate::core::server::{self, Listener, ServerLimits};
 
 pub use fanout::Hub;
 pub use log::{LogOptions, Position, StoredUpdate, UpdateLog};
@@ -76,6 +75,13 @@ pub struct DistributorConfig {
     pub read_buffer_bytes: usize,
     /// Log reads for replays and catch-ups that may run at once (a reconnect storm queues).
     pub replay_concurrency: usize,
+    /// Control frames (pings, pongs) a subscriber may send per `control_window`; a peer
+    /// sending more is flooding and is closed (1008).
+    pub max_control_frames: u32,
+    /// The window `max_control_frames` is counted over.
+    pub control_window: Duration,
+    /// Timeouts, connection cap, shutdown deadline and decompression budget of the server.
+    pub server: ServerLimits,
 }
 
 impl Default for DistributorConfig {
@@ -95,6 +101,9 @@ impl Default for DistributorConfig {
             close_timeout: Duration::from_secs(2),
             read_buffer_bytes: 4 * 1024,
             replay_concurrency: 4,
+            max_control_frames: 100,
+            control_window: Duration::from_secs(10),
+            server: ServerLimits::default(),
         }
     }
 }
@@ -207,6 +216,8 @@ pub struct Inner {
     replay_slots: Semaphore,
     connections: Connections,
     stop: watch::Sender<bool>,
+    /// Set when the shutdown deadline has passed: connections drop without a close handshake.
+    abort: watch::Sender<bool>,
     started: Instant,
 }
 
@@ -229,6 +240,7 @@ impl AppState {
         let min_widened = log.min_widened_seq()?;
         let hub = Hub::new(position, min_widened, config.live_capacity);
         let (stop, _) = watch::channel(false);
+        let (abort, _) = watch::channel(false);
         Ok(AppState(Arc::new(Inner {
             log,
             anonymizer,
@@ -238,6 +250,7 @@ impl AppState {
             hub,
             connections: Connections::default(),
             stop,
+            abort,
             started: Instant::now(),
         })))
     }
@@ -329,30 +342,47 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the distributor until `shutdown` resolves; then stops accepting, sends every
-/// subscriber a close frame, waits for the connections to end and commits every queued
-/// delivery and ack.
-pub async fn serve<L>(
-    listener: L,
+/// Serves the distributor until `shutdown` resolves; then stops accepting, finishes complete
+/// in-flight requests, sends every subscriber a close frame and waits for the connections to
+/// end, all within the shutdown deadline (what remains after it is dropped), and commits every
+/// queued delivery and ack.
+pub async fn serve(
+    listener: impl Into<Listener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: Listener,
-    L::Addr: Debug,
-{
+) -> std::io::Result<()> {
     let stopper = state.clone();
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let signalled_at = signalled.clone();
     let signal = async move {
         shutdown.await;
-        // WebSocket connections outlive axum's drain (they are upgraded), so tell them now.
+        let _ = signalled_at.set(tokio::time::Instant::now());
+        // WebSocket connections outlive the HTTP drain (they are upgraded), so tell them now.
         stopper.begin_shutdown();
     };
-    let result = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(signal)
-        .await;
+    let limits = state.config.server.clone();
+    let result = server::serve(listener.into(), router(state.clone()), limits, signal).await;
     state.begin_shutdown();
-    state.connections_closed().await;
+    let since = signalled
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now);
+    let deadline = since + state.config.server.shutdown_timeout;
+    if tokio::time::timeout_at(deadline, state.connections_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = state.connected(),
+            "shutdown deadline reached; dropping the subscribers still connected"
+        );
+        state.abort.send_replace(true);
+        let _ = tokio::time::timeout(ABORT_GRACE, state.connections_closed()).await;
+    }
     state.log.close().await;
     tracing::info!("distributor stopped; deliveries and acks are committed");
     result
 }
+
+/// How long aborted connections may take to let go of their sockets.
+const ABORT_GRACE: Duration = Duration::from_secs(1);

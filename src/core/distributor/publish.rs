@@ -234,7 +234,14 @@ fn invalid_update(e: FieldError) -> ApiError {
 /// `Content-Type` is read as JSON.
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.config.max_body_bytes;
-    crate::core::http::read_body(headers, body, limit, limit).await
+    crate::core::http::read_body(
+        headers,
+        body,
+        limit,
+        limit,
+        &state.config.server.decode_budget,
+    )
+    .await
 }
 
 /// Parses a JSON object body (duplicate keys refused), or says why it is not one.

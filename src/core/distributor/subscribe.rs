@@ -62,9 +62,18 @@ pub(super) async fn subscribe(
     let guard = state.track_connection();
     ws.read_buffer_size(state.config.read_buffer_bytes)
         .write_buffer_size(0)
+        .max_write_buffer_size(write_queue_bytes(&state.config))
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| connection(socket, state, x402, guard))
+}
+
+/// The most a connection queues for its peer: one update frame of the largest publishable
+/// size, with room for the pongs and the close frame queued behind it. Past it, the pongs a
+/// ping flood asks for are not queued (tungstenite keeps only the latest), and a frame of ours
+/// waits for the peer to read, up to `send_timeout`.
+fn write_queue_bytes(config: &super::DistributorConfig) -> usize {
+    2 * config.max_body_bytes.max(MAX_FRAME_BYTES) + 64 * 1024
 }
 
 /// Why a connection ends, and so how it is closed.
@@ -83,6 +92,36 @@ enum End {
     Reaped,
     /// The log could not be read: error frame, then close; the peer retries.
     Unavailable(String),
+    /// The peer sent more control frames than `max_control_frames` per `control_window`.
+    Flooded,
+    /// A frame did not fit in the connection's bounded write queue.
+    QueueFull,
+}
+
+/// Counts the peer's control frames per window.
+struct ControlFrames {
+    window_start: Instant,
+    seen: u32,
+}
+
+impl ControlFrames {
+    fn new() -> Self {
+        ControlFrames {
+            window_start: Instant::now(),
+            seen: 0,
+        }
+    }
+
+    /// Counts one; false once the peer is over the limit.
+    fn allow(&mut self, config: &super::DistributorConfig) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window_start) >= config.control_window {
+            self.window_start = now;
+            self.seen = 0;
+        }
+        self.seen = self.seen.saturating_add(1);
+        self.seen <= config.max_control_frames
+    }
 }
 
 fn violation(code: &'static str, detail: impl Into<String>) -> End {
@@ -143,12 +182,20 @@ async fn connection(
     _guard: ConnectionGuard,
 ) {
     let mut stop = state.stop.subscribe();
-    let end = if *stop.borrow_and_update() {
-        End::Shutdown
-    } else {
-        serve_subscriber(&mut socket, &state, x402_header, &mut stop).await
+    let mut abort = state.abort.subscribe();
+    let served = async {
+        let end = if *stop.borrow_and_update() {
+            End::Shutdown
+        } else {
+            serve_subscriber(&mut socket, &state, x402_header, &mut stop).await
+        };
+        finish(&mut socket, &state, end).await;
     };
-    finish(&mut socket, &state, end).await;
+    // Past the shutdown deadline the socket is dropped, close handshake or not.
+    tokio::select! {
+        () = served => {}
+        _ = abort.wait_for(|a| *a) => {}
+    }
 }
 
 async fn serve_subscriber(
@@ -373,6 +420,7 @@ async fn live(
     let cfg = &state.config;
     let mut ping_due = Instant::now() + cfg.ping_interval;
     let mut pong_deadline: Option<Instant> = None;
+    let mut control = ControlFrames::new();
     loop {
         let wake = pong_deadline.unwrap_or(ping_due);
         tokio::select! {
@@ -381,6 +429,9 @@ async fn live(
             msg = socket.recv() => {
                 pong_deadline = None;
                 ping_due = Instant::now() + cfg.ping_interval;
+                if matches!(msg, Some(Ok(Message::Ping(_) | Message::Pong(_)))) && !control.allow(cfg) {
+                    return End::Flooded;
+                }
                 let text = match incoming(msg) {
                     Ok(Some(text)) => text,
                     Ok(None) => continue,
@@ -497,9 +548,16 @@ async fn catch_up(
 async fn send(socket: &mut WebSocket, state: &AppState, msg: Message) -> Result<(), End> {
     match timeout(state.config.send_timeout, socket.send(msg)).await {
         Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if is_write_buffer_full(&e) => Err(End::QueueFull),
         Ok(Err(_)) => Err(End::Gone),
         Err(_) => Err(End::SendTimeout),
     }
+}
+
+fn is_write_buffer_full(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
+        .is_some_and(|t| matches!(t, tokio_tungstenite::tungstenite::Error::WriteBufferFull(_)))
 }
 
 async fn send_frame(
@@ -544,6 +602,22 @@ async fn finish(socket: &mut WebSocket, state: &AppState, end: End) {
         End::Reaped => {
             state.metrics.reaped.inc();
             tracing::debug!("closing a subscriber that did not answer a ping");
+            return;
+        }
+        End::QueueFull => {
+            state.metrics.queue_overflows.inc();
+            tracing::debug!("closing a subscriber whose write queue is full");
+            return;
+        }
+        End::Flooded => {
+            state.metrics.control_floods.inc();
+            tracing::debug!("closing a subscriber that floods control frames");
+            // A flooder seldom reads: the close frame gets a short chance, then the socket goes.
+            let close = Message::Close(Some(CloseFrame {
+                code: close_code::POLICY,
+                reason: "control frame flood".into(),
+            }));
+            let _ = timeout(state.config.close_timeout, socket.send(close)).await;
             return;
         }
         End::Shutdown => (close_code::AWAY, "server shutting down"),

@@ -102,10 +102,10 @@ pub fn find_duplicates(texts: &[Option<String>], threshold: f64) -> Vec<Option<D
                     similarity,
                 })
             };
-            if let Some(d) = duplicate {
-                if best.as_ref().is_none_or(|b| d.similarity > b.similarity) {
-                    best = Some(d);
-                }
+            if let Some(d) = duplicate
+                && best.as_ref().is_none_or(|b| d.similarity > b.similarity)
+            {
+                best = Some(d);
             }
         }
         if best.is_none() {

@@ -515,20 +515,18 @@ impl<F: FnMut(&UpdateReport)> Run<F> {
             error: outcome.error,
         };
         self.ack(ws, &report).await?;
-        if report.status == AckStatus::Applied {
-            if let Some(command) = &self.opts.exec {
-                if let Err(e) = exec::run_hook(
-                    command,
-                    &self.opts.state_path,
-                    &bytes,
-                    update,
-                    self.opts.exec_timeout,
-                )
-                .await
-                {
-                    tracing::warn!(update_id = %update.update_id, error = %e, "--exec hook failed");
-                }
-            }
+        if report.status == AckStatus::Applied
+            && let Some(command) = &self.opts.exec
+            && let Err(e) = exec::run_hook(
+                command,
+                &self.opts.state_path,
+                &bytes,
+                update,
+                self.opts.exec_timeout,
+            )
+            .await
+        {
+            tracing::warn!(update_id = %update.update_id, error = %e, "--exec hook failed");
         }
         Ok(())
     }

@@ -360,13 +360,13 @@ impl LearningPipelineState {
             )));
         }
         // Undoing a rollback restores what it undid, which must still be in the history.
-        if let Some(undone) = self.history[index].rollback_target() {
-            if !self.history.iter().any(|e| e.update_id == undone) {
-                return Err(format!(
-                    "rollback {target} undid update {undone}, which was folded into the base state: \
+        if let Some(undone) = self.history[index].rollback_target()
+            && !self.history.iter().any(|e| e.update_id == undone)
+        {
+            return Err(format!(
+                "rollback {target} undid update {undone}, which was folded into the base state: \
                      it can no longer be restored"
-                ));
-            }
+            ));
         }
         Ok(RollbackCheck::Apply)
     }
@@ -388,10 +388,11 @@ impl LearningPipelineState {
             let Some(oldest) = self.history.pop_front() else {
                 return;
             };
-            if statuses[0] == EntryStatus::InEffect && oldest.changes_state() {
-                if let Ok(doc) = self.base.with_update(oldest.update_type, &oldest.payload) {
-                    self.base = doc;
-                }
+            if statuses[0] == EntryStatus::InEffect
+                && oldest.changes_state()
+                && let Ok(doc) = self.base.with_update(oldest.update_type, &oldest.payload)
+            {
+                self.base = doc;
             }
             self.folded_ids.push_back(oldest.update_id);
             while self.folded_ids.len() > FOLDED_IDS_LIMIT {

@@ -147,11 +147,11 @@ impl Redactor {
     /// back compactly; text that is not JSON is redacted as text.
     fn redact_embedded(&mut self, s: &str, report: &mut Report) -> String {
         let t = s.trim_start();
-        if t.starts_with('{') || t.starts_with('[') {
-            if let Ok(mut v) = serde_json::from_str::<Value>(s) {
-                self.redact_json(&mut v, None, report);
-                return v.to_string();
-            }
+        if (t.starts_with('{') || t.starts_with('['))
+            && let Ok(mut v) = serde_json::from_str::<Value>(s)
+        {
+            self.redact_json(&mut v, None, report);
+            return v.to_string();
         }
         self.redact_into(s, report)
     }

@@ -217,10 +217,9 @@ impl Redactor {
                         .split("_EMAIL")
                         .next()
                         .filter(|_| m.pseudonym.contains("_EMAIL"))
+                        && let Some(p) = r.persons.iter_mut().find(|p| &*p.pseudonym == owner)
                     {
-                        if let Some(p) = r.persons.iter_mut().find(|p| &*p.pseudonym == owner) {
-                            p.emails += 1;
-                        }
+                        p.emails += 1;
                     }
                 }
                 _ => {}

@@ -96,11 +96,11 @@ fn scan_field(field: &str, value: &Value, embedded: bool, findings: &mut Vec<Fin
 
 fn scan_embedded(s: &str, types: &mut Vec<EntityType>) {
     let t = s.trim_start();
-    if t.starts_with('{') || t.starts_with('[') {
-        if let Ok(v) = serde_json::from_str::<Value>(s) {
-            scan_json(&v, types);
-            return;
-        }
+    if (t.starts_with('{') || t.starts_with('['))
+        && let Ok(v) = serde_json::from_str::<Value>(s)
+    {
+        scan_json(&v, types);
+        return;
     }
     types.extend(contains_pii(s));
 }

@@ -20,7 +20,7 @@ pub fn luhn(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Whether a Luhn-valid digit string has a length and prefix a card network issues.

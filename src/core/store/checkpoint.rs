@@ -63,10 +63,10 @@ impl Checkpointer {
             // A full channel already holds a nudge: nothing to add.
             let _ = wake.try_send(());
         }
-        if self.catch_up.swap(false, Ordering::AcqRel) {
-            if let Err(e) = checkpoint(writer) {
-                tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
-            }
+        if self.catch_up.swap(false, Ordering::AcqRel)
+            && let Err(e) = checkpoint(writer)
+        {
+            tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
         }
     }
 

@@ -117,11 +117,11 @@ fn consider<E>(
         scan.not_ready += 1;
         return Ok(());
     }
-    if let Some(id) = doc.get("conversation_id").and_then(Value::as_str) {
-        if is_known(id)? {
-            scan.known += 1;
-            return Ok(());
-        }
+    if let Some(id) = doc.get("conversation_id").and_then(Value::as_str)
+        && is_known(id)?
+    {
+        scan.known += 1;
+        return Ok(());
     }
     match decode_conversation(text, index, line) {
         Ok(conversation) => scan.ready.push(Found {

@@ -1,11 +1,13 @@
-//! The distributor under test as a child process (`phoenix serve distributor`), so its resident
-//! memory is its own and not the load generator's; plus the open-file limit both need.
+//! The server under test as a child process (`phoenix serve distributor`, or any other
+//! `serve` for `bench abuse`), so its resident memory is its own and not the load
+//! generator's; plus the open-file limit both need.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -20,16 +22,20 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Lines of the child's stderr kept for error messages.
 const STDERR_TAIL: usize = 20;
 /// Descriptors a process needs besides one per subscriber (runtime, database, listener, pools).
-pub(super) const SPARE_FILES: u64 = 256;
+pub(in crate::core::bench) const SPARE_FILES: u64 = 256;
 
-/// A running `phoenix serve distributor`, killed if dropped before [`Distributor::stop`].
-pub(super) struct Distributor {
+/// A running `phoenix serve …` (the distributor unless [`Distributor::start_serve`] says
+/// otherwise), killed if dropped before [`Distributor::stop`].
+pub(in crate::core::bench) struct Distributor {
     child: Child,
     pid: u32,
     /// `http://127.0.0.1:PORT`.
     pub http_url: String,
     /// `ws://127.0.0.1:PORT/subscribe`.
     pub ws_url: String,
+    /// The HTTP URL of every listener, in the order they were announced (`serve all`: the
+    /// collector's, then the distributor's).
+    pub http_urls: Vec<String>,
     stderr: Arc<Mutex<VecDeque<String>>>,
 }
 
@@ -46,22 +52,39 @@ impl Distributor {
     /// and home in `dir`, shielded from the caller's configuration so runs are comparable;
     /// `admin_token` guards `POST /publish`.
     pub async fn start(dir: &Path, admin_token: &str) -> Result<Distributor, Error> {
+        let db = dir.join("distributor.db").into_os_string();
+        let args: Vec<OsString> = ["distributor", "--bind", "127.0.0.1:0", "--db"]
+            .into_iter()
+            .map(OsString::from)
+            .chain([db])
+            .collect();
+        Self::start_serve(
+            dir,
+            &args,
+            &[("PHOENIX_ADMIN_TOKEN", admin_token.into())],
+            1,
+        )
+        .await
+    }
+
+    /// Starts `phoenix --json serve ARGS` the same way, with `env` added, and waits for its
+    /// `listeners` listening lines; the first gives the URLs (`http_url` is the service URL
+    /// when it has no other).
+    pub(in crate::core::bench) async fn start_serve(
+        dir: &Path,
+        args: &[OsString],
+        env: &[(&str, OsString)],
+        listeners: usize,
+    ) -> Result<Distributor, Error> {
         let exe = std::env::current_exe().map_err(super::io("finding the phoenix executable"))?;
         let mut child = Command::new(&exe)
-            .args([
-                "--json",
-                "serve",
-                "distributor",
-                "--bind",
-                "127.0.0.1:0",
-                "--db",
-            ])
-            .arg(dir.join("distributor.db"))
+            .args(["--json", "serve"])
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("PHOENIX_CONFIG")
             .env("XDG_CONFIG_HOME", dir.join("config"))
             .env("PHOENIX_HOME", dir.join("home"))
             .env("PHOENIX_HASH_KEY_FILE", dir.join("orch_hash.key"))
-            .env("PHOENIX_ADMIN_TOKEN", admin_token)
             .env("PHOENIX_LOG", "warn")
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -83,37 +106,44 @@ impl Distributor {
             pid,
             http_url: String::new(),
             ws_url: String::new(),
+            http_urls: Vec::new(),
             stderr,
         };
-        let first = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
-        let listening = match first {
-            Ok(Ok(Some(line))) => serde_json::from_str::<Listening>(&line)
+        for _ in 0..listeners.max(1) {
+            let line = match tokio::time::timeout(START_TIMEOUT, lines.next_line()).await {
+                Ok(Ok(Some(line))) => line,
+                Ok(_) => {
+                    return Err(Error::Distributor(format!(
+                        "the server did not start{}",
+                        distributor.because()
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::Distributor(format!(
+                        "the server did not report its address within {}s{}",
+                        START_TIMEOUT.as_secs(),
+                        distributor.because()
+                    )));
+                }
+            };
+            let Some(Listening { url, http_url, .. }) = serde_json::from_str::<Listening>(&line)
                 .ok()
-                .filter(|l| l.event == "listening"),
-            Ok(_) => None,
-            Err(_) => {
+                .filter(|l| l.event == "listening")
+            else {
                 return Err(Error::Distributor(format!(
-                    "the distributor did not report its address within {}s{}",
-                    START_TIMEOUT.as_secs(),
+                    "the server did not start{}",
                     distributor.because()
                 )));
+            };
+            let http_url = http_url.unwrap_or_else(|| url.clone());
+            if distributor.http_urls.is_empty() {
+                distributor.ws_url = url;
+                distributor.http_url = http_url.clone();
             }
-        };
-        let Some(Listening {
-            url,
-            http_url: Some(http_url),
-            ..
-        }) = listening
-        else {
-            return Err(Error::Distributor(format!(
-                "the distributor did not start{}",
-                distributor.because()
-            )));
-        };
+            distributor.http_urls.push(http_url);
+        }
         // Nothing else is printed on stdout, but a full pipe must never block the child.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        distributor.ws_url = url;
-        distributor.http_url = http_url;
         Ok(distributor)
     }
 
@@ -124,6 +154,50 @@ impl Distributor {
             std::fs::read_to_string(&path).map_err(super::io(format!("reading {path}")))?;
         parse_rss_kib(&status)
             .ok_or_else(|| Error::Distributor(format!("{path} has no VmRSS line")))
+    }
+
+    /// The child's peak resident memory so far (`VmHWM`) in KiB.
+    pub fn peak_rss_kib(&self) -> Result<u64, Error> {
+        let path = format!("/proc/{}/status", self.pid);
+        let status =
+            std::fs::read_to_string(&path).map_err(super::io(format!("reading {path}")))?;
+        parse_status_kib(&status, "VmHWM:")
+            .ok_or_else(|| Error::Distributor(format!("{path} has no VmHWM line")))
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the child to exit: how long it took and its
+    /// status (`None`: still running at the end of `grace`, then killed).
+    pub async fn terminate(
+        mut self,
+        grace: Duration,
+    ) -> Result<(Duration, Option<ExitStatus>), Error> {
+        let started = Instant::now();
+        self.send_term().await;
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => {
+                let status = status.map_err(super::io("waiting for the server"))?;
+                Ok((started.elapsed(), Some(status)))
+            }
+            Err(_) => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                Ok((started.elapsed(), None))
+            }
+        }
+    }
+
+    async fn send_term(&mut self) {
+        // The crate forbids `unsafe`, so no kill(2) binding: the `kill` utility sends it.
+        let term = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if !term.is_ok_and(|s| s.success()) {
+            let _ = self.child.start_kill();
+        }
     }
 
     /// CPU time the child has used so far (user + system, all threads), in seconds.
@@ -172,17 +246,7 @@ impl Distributor {
                 self.log_tail()
             )));
         }
-        // The crate forbids `unsafe`, so no kill(2) binding: the `kill` utility sends it.
-        let term = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
-        if !term.is_ok_and(|s| s.success()) {
-            let _ = self.child.start_kill();
-        }
+        self.send_term().await;
         match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
             Ok(Ok(status)) if status.success() => Ok(()),
             Ok(Ok(status)) => Err(Error::Shutdown(format!(
@@ -217,8 +281,13 @@ async fn keep_tail(stream: impl AsyncRead + Unpin, tail: Arc<Mutex<VecDeque<Stri
 
 /// `VmRSS` of a `/proc/<pid>/status` text, in KiB.
 fn parse_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut words = line["VmRSS:".len()..].split_whitespace();
+    parse_status_kib(status, "VmRSS:")
+}
+
+/// The `field` line (`VmRSS:`, `VmHWM:`) of a `/proc/<pid>/status` text, in KiB.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let mut words = line[field.len()..].split_whitespace();
     let value = words.next()?.parse().ok()?;
     (words.next() == Some("kB")).then_some(value)
 }
@@ -267,7 +336,7 @@ fn parse_file_limit(limits: &str) -> Option<FileLimit> {
 /// Fails unless this process (whose limit the child inherits) may open `subscribers`
 /// connections plus [`SPARE_FILES`]; the error says which limit and how to raise it. Where the
 /// limit cannot be read (not Linux), the run goes ahead and connect failures will tell.
-pub(super) fn check_file_limit(subscribers: usize) -> Result<(), Error> {
+pub(in crate::core::bench) fn check_file_limit(subscribers: usize) -> Result<(), Error> {
     let Some(limit) = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|l| parse_file_limit(&l))
