@@ -4,8 +4,9 @@
 //! so that an encoding does not hide them; `Redactor` replaces them with pseudonyms that are
 //! stable within a session (`USER_A`, `ORG_ID_A`, `EMAIL_1`, ...) and remembers what it
 //! replaced so that later mentions are replaced too; `messages` walks OpenAI/TRL chat
-//! messages, tool calls included; `vault` keeps the mapping back to the originals,
-//! encrypted, on this machine; `eval` measures all of it on a generated corpus.
+//! messages, tool calls included; `scan` is the collector's guard over the same fields;
+//! `vault` keeps the mapping back to the originals, encrypted, on this machine; `eval`
+//! measures all of it on a generated corpus.
 
 mod cues;
 mod detect;
@@ -25,7 +26,7 @@ pub use detect::detect;
 pub use messages::ConversationShape;
 pub use redactor::{Mapping, Redactor, Report, is_pseudonym, reveal};
 pub use renumber::Renumbering;
-pub use scan::{Finding, scan_messages};
+pub use scan::{Finding, scan_messages, scan_text};
 
 /// A kind of personal data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
