@@ -11,6 +11,7 @@ mod forge;
 mod github;
 mod ingest;
 mod llm;
+mod pii_evasions;
 mod privacy_pipeline;
 mod propose;
 mod redact;
