@@ -570,6 +570,52 @@ mod tests {
         }
     }
 
+    /// Whatever mix of encodings a text holds, the spans found in it are whole characters of
+    /// it, and the redactor can replace them.
+    #[test]
+    fn spans_in_mixed_texts_are_whole_characters() {
+        let pieces = [
+            "dan\u{FF20}ex",
+            "%40",
+            "&#64;",
+            "&amp;",
+            "\u{200B}",
+            "\u{FB01}",
+            "\u{0664}\u{0661}",
+            " [at] ",
+            " dot ",
+            "example.org",
+            "ZGFuQGV4YW1wbGUuY29t",
+            "4111",
+            "\u{00AD}",
+            "&#xFF20;",
+            "\\u0040",
+            "%C3%A9",
+            "\u{1F468}\u{200D}",
+            "Dan Johnson",
+            " ",
+            "é",
+        ];
+        let mut redactor = crate::core::pii::Redactor::new();
+        let mut state = 7u64;
+        for _ in 0..500 {
+            let mut text = String::new();
+            for _ in 0..8 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+            }
+            for span in crate::core::pii::detect(&text) {
+                assert!(
+                    text.is_char_boundary(span.start) && text.is_char_boundary(span.end),
+                    "{text:?} {span:?}"
+                );
+            }
+            redactor.redact(&text);
+        }
+    }
+
     #[test]
     fn long_binary_base64_reads_as_a_space() {
         let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect();
