@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::core::telemetry::{
     BodyFormat, MAX_CLOCK_SKEW_SECS, MAX_SHORT_FIELD, ParseError, RecordError,
     field_from_serde_message, now_unix, parse_records, strip_position, validate_agent_path,
+    without_values,
 };
 
 /// Longest accepted `conversation_id`.
@@ -105,10 +106,11 @@ impl<'de> Deserialize<'de> for Feedback {
         match Value::deserialize(d)? {
             Value::Bool(true) => Ok(Feedback::Positive),
             Value::Bool(false) => Ok(Feedback::Negative),
+            // The messages never repeat the value: an answer must not echo what was sent.
             Value::String(s) => Feedback::parse(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid value: unknown feedback {s:?}; expected positive, negative or neutral"
-                ))
+                serde::de::Error::custom(
+                    "invalid value: unknown feedback; expected positive, negative or neutral",
+                )
             }),
             Value::Number(n) => match n.as_f64() {
                 Some(x) if x > 0.0 => Ok(Feedback::Positive),
@@ -116,9 +118,22 @@ impl<'de> Deserialize<'de> for Feedback {
                 _ => Ok(Feedback::Neutral),
             },
             other => Err(serde::de::Error::custom(format!(
-                "invalid type: feedback must be a string, got {other}"
+                "invalid type: feedback must be a string, got {}",
+                json_type(&other)
             ))),
         }
+    }
+}
+
+/// What kind of JSON value `v` is, for a message that must not show the value.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -203,7 +218,7 @@ pub fn decode_conversation(
         let msg = e.to_string();
         let field =
             field_from_serde_message(&msg, text, FIELDS).unwrap_or_else(|| "(record)".to_owned());
-        err(&field, strip_position(&msg))
+        err(&field, without_values(&strip_position(&msg)))
     })?;
     conversation
         .validate()
@@ -261,10 +276,11 @@ impl Conversation {
         }
         if let Some(ts) = self.ts_unix {
             if ts < 0 {
-                return field("ts_unix", format!("{ts} is before 1970"));
+                return field("ts_unix", "is before 1970".to_owned());
             }
+            // Not the number itself: a "timestamp" far in the future can be a card number.
             if ts > now_unix() + MAX_CLOCK_SKEW_SECS {
-                return field("ts_unix", format!("{ts} is more than a day in the future"));
+                return field("ts_unix", "is more than a day in the future".to_owned());
             }
         }
         Ok(())
@@ -292,10 +308,7 @@ fn validate_message(message: &Value) -> Result<(), (String, String)> {
     if !ROLES.contains(&role) {
         return Err((
             ".role".to_owned(),
-            format!(
-                "unknown role {role:?}; expected one of {}",
-                ROLES.join(", ")
-            ),
+            format!("unknown role; expected one of {}", ROLES.join(", ")),
         ));
     }
     match obj.get("content") {
@@ -373,7 +386,13 @@ mod tests {
                 (7, "conversation_id"),
             ]
         );
-        assert!(errs[2].message.contains("robot"), "{}", errs[2].message);
+        assert!(
+            errs[2]
+                .message
+                .starts_with("unknown role; expected one of system"),
+            "{}",
+            errs[2].message
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! JSON array of them, or NDJSON. Parsing never stops at the first bad record: every
 //! problem is collected so the client learns about all of them in one round trip.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -321,6 +324,31 @@ pub(crate) fn strip_position(msg: &str) -> String {
     }
 }
 
+/// A serde message without the values it quotes (`invalid type: string "dan@…", expected
+/// f64` becomes `invalid type: a string, expected f64`), so that an answer names what was
+/// wrong without repeating what the client sent.
+pub(crate) fn without_values(msg: &str) -> String {
+    static QUOTED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(concat!(
+            r#"\bstring "(?:[^"\\]|\\.)*"|"#,
+            r"\b(integer|floating point|character|boolean) `[^`]*`|",
+            r"\bunknown (variant|field) `[^`]*`",
+        ))
+        .expect("valid pattern")
+    });
+    QUOTED
+        .replace_all(msg, |c: &regex::Captures<'_>| {
+            match (c.get(1).map(|k| k.as_str()), c.get(2)) {
+                (Some("integer"), _) => "an integer".to_owned(),
+                (Some("floating point"), _) => "a number".to_owned(),
+                (Some(kind), _) => format!("a {kind}"),
+                (None, Some(kind)) => format!("unknown {}", kind.as_str()),
+                (None, None) => "a string".to_owned(),
+            }
+        })
+        .into_owned()
+}
+
 /// The fields of an envelope, for naming the one a serde error is about.
 const ENVELOPE_FIELDS: &[&str] = &[
     "orch_id",
@@ -489,15 +517,13 @@ pub fn validate_agent_path(path: &str) -> Result<(), String> {
             path.len()
         ));
     }
+    // The messages name the problem, not the path: an answer must not repeat what a client
+    // sent (a path can hold an address).
     if path.split('/').any(str::is_empty) {
-        return Err(format!(
-            "{path:?} has an empty segment (leading, trailing or doubled '/')"
-        ));
+        return Err("has an empty segment (leading, trailing or doubled '/')".to_owned());
     }
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "{path:?} contains whitespace or control characters"
-        ));
+        return Err("contains whitespace or control characters".to_owned());
     }
     Ok(())
 }

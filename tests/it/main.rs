@@ -12,6 +12,7 @@ mod github;
 mod hardening;
 mod ingest;
 mod llm;
+mod pii_evasions;
 mod privacy_pipeline;
 mod propose;
 mod redact;

@@ -17,7 +17,7 @@ use super::{AppState, body};
 use crate::core::api_error::ApiError;
 use crate::core::conversation::{Conversation, NewConversation, parse_conversations};
 use crate::core::dataset::prompt_key;
-use crate::core::pii::{EntityType, scan_messages};
+use crate::core::pii::{EntityType, scan_messages, scan_text};
 use crate::core::telemetry::{MAX_REPORTED_ERRORS, ParseError, now_unix};
 
 /// Bodies larger than this are parsed and scanned on the blocking pool: the PII scan costs
@@ -40,9 +40,11 @@ pub struct ConversationsResponse {
 pub struct PiiRecord {
     /// Zero-based position in the batch.
     pub index: usize,
-    /// The record's id.
-    pub conversation_id: String,
-    /// Where: `messages[1].content`, `messages[2].tool_calls[0].function.arguments`, ...
+    /// The record's id; left out when the id itself holds personal data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Where: `conversation_id`, `agent_path`, `messages[1].content`,
+    /// `messages[2].tool_calls[0].function.arguments`, ..., `messages[0].(key)` for a key.
     pub field: String,
     /// What kinds of data.
     pub types: Vec<EntityType>,
@@ -141,10 +143,23 @@ fn check(conversations: Vec<Conversation>) -> Result<Vec<Checked>, Refused> {
     let total = conversations.len();
     let mut findings = Vec::new();
     for (index, c) in conversations.iter().enumerate() {
-        for f in scan_messages(&c.messages) {
+        let in_id = scan_text("conversation_id", &c.conversation_id);
+        // The id names the record in the answer, unless it is what must not be repeated.
+        let conversation_id = in_id.is_none().then(|| c.conversation_id.clone());
+        // Everything stored is scanned; `orch_id` is not stored, only its keyed hash, and
+        // `feedback` is stored as one of three words.
+        let found = in_id
+            .into_iter()
+            .chain(
+                c.agent_path
+                    .as_deref()
+                    .and_then(|p| scan_text("agent_path", p)),
+            )
+            .chain(scan_messages(&c.messages));
+        for f in found {
             findings.push(PiiRecord {
                 index,
-                conversation_id: c.conversation_id.clone(),
+                conversation_id: conversation_id.clone(),
                 field: f.field,
                 types: f.types,
             });

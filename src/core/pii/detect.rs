@@ -12,7 +12,7 @@ use regex::Regex;
 
 use super::cues::Cues;
 use super::validate;
-use super::{EntityType, Span, names, resolve};
+use super::{EntityType, Span, is_pseudonym, names, normalize, resolve};
 
 /// Compiles `pattern` with ASCII word boundaries: Unicode `\b` would stop the regex engine's
 /// fast DFA on non-ASCII text, and every boundary here is between ASCII characters anyway.
@@ -99,8 +99,48 @@ static ADDRESS_FR: LazyLock<Regex> = LazyLock::new(|| {
 });
 static PO_BOX: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bP\.? ?O\.? Box \d{1,6}\b"));
 
-/// Every piece of personal data in `text`, non-overlapping, in order.
+/// Every piece of personal data in `text`, non-overlapping, in order. The detectors read the
+/// text's scan view (see `normalize`), so an encoded value is found where it is written:
+/// the span covers the original characters (`dan&#64;example.com`, a whole base64 run).
 pub fn detect(text: &str) -> Vec<Span> {
+    detect_within(text, 0)
+}
+
+/// How deep base64 inside decoded base64 is looked into.
+const MAX_DECODE_DEPTH: usize = 2;
+
+fn detect_within(text: &str, depth: usize) -> Vec<Span> {
+    let Some(prepared) = normalize::prepare(text) else {
+        return detect_as_written(text);
+    };
+    let mut found = match &prepared.view {
+        Some(view) => detect_as_written(view.text())
+            .into_iter()
+            .map(|s| {
+                let at = view.original(s.start..s.end);
+                span(at.start, at.end, s.entity)
+            })
+            .collect(),
+        None => detect_as_written(text),
+    };
+    if depth < MAX_DECODE_DEPTH {
+        for (run, decoded) in &prepared.decoded {
+            // The run is replaced whole, as the kind of data that matters most in it.
+            let inside = detect_within(decoded, depth + 1)
+                .into_iter()
+                .filter(|s| !is_pseudonym(&decoded[s.start..s.end]))
+                .max_by_key(|s| s.entity.priority());
+            if let Some(s) = inside {
+                found.push(span(run.start, run.end, s.entity));
+            }
+        }
+    }
+    // Two spans of the view can stand for one original character (`ﬁ` is `f` and `i`).
+    resolve(found)
+}
+
+/// The detectors on `text` as it is written.
+fn detect_as_written(text: &str) -> Vec<Span> {
     let mut found = Vec::with_capacity(8);
     detect_patterns(text, &mut found);
     names::detect_people_and_orgs(text, &mut found);

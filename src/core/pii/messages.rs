@@ -1,11 +1,15 @@
 //! Redaction of structured chat messages (OpenAI / TRL `messages`): message content and
 //! content parts, tool-call arguments (JSON inside a string: parsed, redacted value by value,
-//! re-serialised; redacted as text when they are not JSON) and tool results.
+//! re-serialised; redacted as text when they are not JSON), tool results, and every other
+//! string: tool-call names and ids, `tool_call_id`, image URLs, fields of any name. What the
+//! collector's guard (`scan`) looks at, this redacts.
 //!
-//! Keys are never changed. A value under a key that says what it is (`"phone"`,
-//! `"password"`, `"name"`) is replaced whole, since a bare "Dan" has no context of its own.
+//! A key is redacted like text (one that holds an address is a leak like any other; a key
+//! without personal data stays as it is). A value under a key that says what it is
+//! (`"phone"`, `"password"`, `"name"`) is replaced whole, since a bare "Dan" has no context
+//! of its own.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::names::{is_first_name, is_last_name};
 use super::redactor::is_pseudonym;
@@ -17,18 +21,6 @@ use super::{EntityType, Redactor, Report, validate};
     "expected a JSON array of messages, an object with a \"messages\" array, or an array of such objects"
 )]
 pub struct ConversationShape;
-
-/// Message fields that are structure, not content: the redactor leaves them alone and the
-/// collector's guard (`scan`) does not look in them.
-pub(super) const STRUCTURAL: &[&str] = &[
-    "role",
-    "type",
-    "id",
-    "tool_call_id",
-    "model",
-    "finish_reason",
-    "index",
-];
 
 impl Redactor {
     /// Redacts a list of chat messages in place.
@@ -93,53 +85,73 @@ impl Redactor {
             self.redact_json(message, None, report);
             return;
         };
+        self.redact_keys(map, report);
         let is_tool = map.get("role").and_then(Value::as_str) == Some("tool");
         for (k, v) in map.iter_mut() {
-            match k.as_str() {
-                k if STRUCTURAL.contains(&k) => {}
-                "content" => match v {
-                    Value::String(s) if is_tool => *s = self.redact_embedded(s, report),
-                    Value::String(s) => *s = self.redact_into(s, report),
-                    Value::Array(parts) => {
-                        for part in parts {
-                            match part {
-                                Value::Object(p) => {
-                                    if let Some(Value::String(t)) = p.get_mut("text") {
-                                        *t = self.redact_into(t, report);
-                                    }
-                                }
-                                Value::String(t) => *t = self.redact_into(t, report),
-                                _ => {}
-                            }
-                        }
+            match (k.as_str(), v) {
+                ("content", Value::String(s)) if is_tool => *s = self.redact_embedded(s, report),
+                ("content", Value::Array(parts)) => {
+                    for part in parts {
+                        self.redact_json(part, None, report);
                     }
-                    _ => {}
-                },
-                "tool_calls" => {
-                    if let Value::Array(calls) = v {
-                        for call in calls {
-                            if let Some(f) = call.get_mut("function") {
-                                self.redact_function_call(f, report);
+                }
+                ("tool_calls", Value::Array(calls)) => {
+                    for call in calls {
+                        let Value::Object(call) = call else {
+                            self.redact_json(call, None, report);
+                            continue;
+                        };
+                        self.redact_keys(call, report);
+                        for (ck, cv) in call.iter_mut() {
+                            match ck.as_str() {
+                                "function" => self.redact_function_call(cv, report),
+                                _ => self.redact_json(cv, Some(ck), report),
                             }
                         }
                     }
                 }
-                "function_call" => self.redact_function_call(v, report),
-                "name" => {
-                    if let Value::String(s) = v {
-                        *s = self.redact_hinted(EntityType::Person, s, report);
-                    }
+                ("function_call", v) => self.redact_function_call(v, report),
+                ("name", Value::String(s)) => {
+                    *s = self.redact_hinted(EntityType::Person, s, report);
                 }
-                _ => self.redact_json(v, Some(k), report),
+                (k, v) => self.redact_json(v, Some(k), report),
             }
         }
     }
 
+    /// A function call: its arguments as embedded JSON, its name and any other field as text
+    /// (a function's name is no person's, whatever the key says).
     fn redact_function_call(&mut self, function: &mut Value, report: &mut Report) {
-        if let Some(Value::String(args)) = function.get_mut("arguments") {
-            *args = self.redact_embedded(args, report);
-        } else if let Some(args) = function.get_mut("arguments") {
-            self.redact_json(args, None, report);
+        let Value::Object(map) = function else {
+            self.redact_json(function, None, report);
+            return;
+        };
+        self.redact_keys(map, report);
+        for (k, v) in map.iter_mut() {
+            match (k.as_str(), v) {
+                ("arguments", Value::String(args)) => *args = self.redact_embedded(args, report),
+                (_, v) => self.redact_json(v, None, report),
+            }
+        }
+    }
+
+    /// Redacts the keys of `map` that hold personal data; almost none do, and the others
+    /// stay as they are. Should a redacted key meet one that exists, it takes a `_` suffix
+    /// rather than replace it.
+    fn redact_keys(&mut self, map: &mut Map<String, Value>, report: &mut Report) {
+        let mut renamed = Vec::new();
+        for key in map.keys() {
+            let redacted = self.redact_into(key, report);
+            if redacted != *key {
+                renamed.push((key.clone(), redacted));
+            }
+        }
+        for (old, mut new) in renamed {
+            let value = map.remove(&old).expect("the key was just read");
+            while map.contains_key(&new) {
+                new.push('_');
+            }
+            map.insert(new, value);
         }
     }
 
@@ -185,6 +197,7 @@ impl Redactor {
                 }
             }
             Value::Object(map) => {
+                self.redact_keys(map, report);
                 for (k, v) in map.iter_mut() {
                     self.redact_json(v, Some(k), report);
                 }

@@ -1,16 +1,19 @@
 //! PII detection and session pseudonymisation, for conversations that leave the machine.
 //!
-//! `detect` finds spans of personal data in free text; `Redactor` replaces them with
-//! pseudonyms that are stable within a session (`USER_A`, `ORG_ID_A`, `EMAIL_1`, ...) and
-//! remembers what it replaced so that later mentions are replaced too; `messages` walks
-//! OpenAI/TRL chat messages, tool-call arguments included; `vault` keeps the mapping back to
-//! the originals, encrypted, on this machine; `eval` measures all of it on a generated corpus.
+//! `detect` finds spans of personal data in free text, read through `normalize`'s scan view
+//! so that an encoding does not hide them; `Redactor` replaces them with pseudonyms that are
+//! stable within a session (`USER_A`, `ORG_ID_A`, `EMAIL_1`, ...) and remembers what it
+//! replaced so that later mentions are replaced too; `messages` walks OpenAI/TRL chat
+//! messages, tool calls included; `scan` is the collector's guard over the same fields;
+//! `vault` keeps the mapping back to the originals, encrypted, on this machine; `eval`
+//! measures all of it on a generated corpus.
 
 mod cues;
 mod detect;
 pub mod eval;
 mod messages;
 mod names;
+mod normalize;
 mod redactor;
 mod renumber;
 mod scan;
@@ -23,7 +26,7 @@ pub use detect::detect;
 pub use messages::ConversationShape;
 pub use redactor::{Mapping, Redactor, Report, is_pseudonym, reveal};
 pub use renumber::Renumbering;
-pub use scan::{Finding, scan_messages};
+pub use scan::{Finding, scan_messages, scan_text};
 
 /// A kind of personal data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

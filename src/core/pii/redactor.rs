@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::detect::re;
 use super::names::{self, is_common_word, is_first_name, is_last_name};
+use super::normalize::scan_text;
 use super::{EntityType, Span, detect, resolve_with};
 
 /// Phoenix's pseudonyms, so that reveal finds them and redaction leaves them alone.
@@ -601,7 +602,8 @@ impl Redactor {
         if let Some(p) = self.normalised.get(&key) {
             return p.clone();
         }
-        let local = surface.split('@').next().unwrap_or("");
+        let plain = scan_text(surface);
+        let local = plain.split('@').next().unwrap_or("");
         let parts = names::name_parts_of_local(local);
         let owner = self.persons.iter().position(|p| {
             !parts.is_empty()
@@ -736,7 +738,10 @@ fn same_person(a: &[String], b: &[String]) -> bool {
     short.iter().all(|w| long.contains(w)) && (short.len() < 2 || short[0] == long[0])
 }
 
+/// The key that makes two spellings of one value one pseudonym: read through the scan view
+/// first, so `dan%40example.com` is `dan@example.com` and fullwidth digits are digits.
 fn normalise(entity: EntityType, value: &str) -> String {
+    let value = &*scan_text(value);
     let mut out = String::with_capacity(value.len());
     match entity {
         EntityType::Phone => {

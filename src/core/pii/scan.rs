@@ -1,16 +1,18 @@
 //! Finding personal data left in chat messages: the collector's last line of defence against
 //! a conversation that was not (or not fully) redacted at the edge.
 //!
-//! The scan looks at every text [`Redactor::redact_messages`](super::Redactor) rewrites —
-//! message content and content-part texts, tool-call arguments and tool results (JSON inside
-//! a string: each string value on its own), names and any other non-structural field — so a
-//! redacted conversation comes out clean by construction. It reports where and what kind,
-//! never the value itself.
+//! The scan looks at every string of a message and every key, the way
+//! [`Redactor::redact_messages`](super::Redactor) rewrites them — message content and
+//! content-part texts and URLs, tool-call names, ids and arguments, tool-call ids, tool
+//! results (JSON inside a string: each key and string value on its own), names and any
+//! other field — so a redacted conversation comes out clean by construction. Each string is
+//! read through its scan view (`normalize`), so an encoded value is found too. It reports
+//! where and what kind, never the value itself: a key that holds personal data is named
+//! `(key)`, not by what it says.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::messages::STRUCTURAL;
 use super::{EntityType, contains_pii};
 
 /// Personal data found in one field of a message.
@@ -22,75 +24,135 @@ pub struct Finding {
     pub types: Vec<EntityType>,
 }
 
-/// Scans chat messages in order; one finding per field that holds personal data.
-pub fn scan_messages(messages: &[Value]) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    for (i, message) in messages.iter().enumerate() {
-        let at = format!("messages[{i}]");
-        let Value::Object(map) = message else {
-            scan_field(&at, message, false, &mut findings);
-            continue;
-        };
-        let is_tool = map.get("role").and_then(Value::as_str) == Some("tool");
-        for (key, value) in map {
-            let field = format!("{at}.{key}");
-            match key.as_str() {
-                k if STRUCTURAL.contains(&k) => {}
-                "content" => match value {
-                    Value::String(_) => scan_field(&field, value, is_tool, &mut findings),
-                    Value::Array(parts) => {
-                        for (j, part) in parts.iter().enumerate() {
-                            match part {
-                                Value::Object(p) => {
-                                    if let Some(text @ Value::String(_)) = p.get("text") {
-                                        let f = format!("{field}[{j}].text");
-                                        scan_field(&f, text, false, &mut findings);
-                                    }
-                                }
-                                Value::String(_) => {
-                                    scan_field(&format!("{field}[{j}]"), part, false, &mut findings)
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    _ => {}
-                },
-                "tool_calls" => {
-                    for (j, call) in value.as_array().into_iter().flatten().enumerate() {
-                        if let Some(args) = call.get("function").and_then(|f| f.get("arguments")) {
-                            let f = format!("{field}[{j}].function.arguments");
-                            scan_field(&f, args, true, &mut findings);
-                        }
-                    }
-                }
-                "function_call" => {
-                    if let Some(args) = value.get("arguments") {
-                        scan_field(&format!("{field}.arguments"), args, true, &mut findings);
-                    }
-                }
-                _ => scan_field(&field, value, false, &mut findings),
-            }
-        }
-    }
-    findings
+/// Scans one text field (`conversation_id`, `agent_path`): a finding when it holds
+/// personal data.
+pub fn scan_text(field: &str, text: &str) -> Option<Finding> {
+    let types = contains_pii(text);
+    (!types.is_empty()).then(|| Finding {
+        field: field.to_owned(),
+        types,
+    })
 }
 
-/// Scans one field's value; `embedded` strings may hold JSON (tool arguments and results),
-/// whose string values are scanned one by one as the redactor redacts them.
-fn scan_field(field: &str, value: &Value, embedded: bool, findings: &mut Vec<Finding>) {
-    let mut types = Vec::new();
-    match value {
-        Value::String(s) if embedded => scan_embedded(s, &mut types),
-        other => scan_json(other, &mut types),
+/// Scans chat messages in order; one finding per field that holds personal data.
+pub fn scan_messages(messages: &[Value]) -> Vec<Finding> {
+    let mut scan = Scan::default();
+    for (i, message) in messages.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        match message {
+            Value::Object(map) => scan.message(&at, map),
+            other => scan.field(&at, other, Strings::Text),
+        }
     }
-    if !types.is_empty() {
-        types.sort();
-        types.dedup();
-        findings.push(Finding {
-            field: field.to_owned(),
-            types,
+    scan.findings
+}
+
+/// How the strings of a field are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strings {
+    /// As text.
+    Text,
+    /// As JSON when they parse as an object or an array (tool arguments and results), else
+    /// as text.
+    Embedded,
+}
+
+#[derive(Debug, Default)]
+struct Scan {
+    findings: Vec<Finding>,
+}
+
+impl Scan {
+    fn message(&mut self, at: &str, map: &Map<String, Value>) {
+        let is_tool = map.get("role").and_then(Value::as_str) == Some("tool");
+        self.object(at, map, |scan, field, key, value| match (key, value) {
+            ("content", Value::String(_)) if is_tool => scan.field(field, value, Strings::Embedded),
+            ("content", Value::Array(parts)) => {
+                for (j, part) in parts.iter().enumerate() {
+                    let at = format!("{field}[{j}]");
+                    match part {
+                        Value::Object(p) => scan.object(&at, p, |scan, field, _, v| {
+                            scan.field(field, v, Strings::Text)
+                        }),
+                        other => scan.field(&at, other, Strings::Text),
+                    }
+                }
+            }
+            ("tool_calls", Value::Array(calls)) => {
+                for (j, call) in calls.iter().enumerate() {
+                    let at = format!("{field}[{j}]");
+                    match call {
+                        Value::Object(c) => {
+                            scan.object(&at, c, |scan, field, key, v| match (key, v) {
+                                ("function", Value::Object(f)) => scan.function(field, f),
+                                _ => scan.field(field, v, Strings::Text),
+                            })
+                        }
+                        other => scan.field(&at, other, Strings::Text),
+                    }
+                }
+            }
+            ("function_call", Value::Object(f)) => scan.function(field, f),
+            _ => scan.field(field, value, Strings::Text),
         });
+    }
+
+    fn function(&mut self, at: &str, function: &Map<String, Value>) {
+        self.object(at, function, |scan, field, key, value| {
+            let strings = match key {
+                "arguments" => Strings::Embedded,
+                _ => Strings::Text,
+            };
+            scan.field(field, value, strings)
+        });
+    }
+
+    /// Scans the keys of `map` and hands each value to `each` with its field's name. A key
+    /// that holds personal data is a finding of its own, and is named `(key)`.
+    fn object(
+        &mut self,
+        at: &str,
+        map: &Map<String, Value>,
+        mut each: impl FnMut(&mut Self, &str, &str, &Value),
+    ) {
+        for (key, value) in map {
+            let types = contains_pii(key);
+            let field = if types.is_empty() {
+                format!("{at}.{key}")
+            } else {
+                let field = format!("{at}.(key)");
+                self.push(&field, types);
+                field
+            };
+            each(self, &field, key, value);
+        }
+    }
+
+    /// Scans one field's value, keys and strings at any depth, as one finding.
+    fn field(&mut self, field: &str, value: &Value, strings: Strings) {
+        let mut types = Vec::new();
+        match value {
+            Value::String(s) if strings == Strings::Embedded => scan_embedded(s, &mut types),
+            other => scan_json(other, &mut types),
+        }
+        self.push(field, types);
+    }
+
+    /// Adds `types` to the finding for `field`, the last one when it is the same field.
+    fn push(&mut self, field: &str, mut types: Vec<EntityType>) {
+        if types.is_empty() {
+            return;
+        }
+        match self.findings.last_mut() {
+            Some(last) if last.field == field => last.types.append(&mut types),
+            _ => self.findings.push(Finding {
+                field: field.to_owned(),
+                types,
+            }),
+        }
+        let last = self.findings.last_mut().expect("just pushed");
+        last.types.sort();
+        last.types.dedup();
     }
 }
 
@@ -105,12 +167,17 @@ fn scan_embedded(s: &str, types: &mut Vec<EntityType>) {
     types.extend(contains_pii(s));
 }
 
-/// Every string inside a JSON value (keys are structure and stay as written).
+/// Every key and every string inside a JSON value.
 fn scan_json(value: &Value, types: &mut Vec<EntityType>) {
     match value {
         Value::String(s) => types.extend(contains_pii(s)),
         Value::Array(items) => items.iter().for_each(|v| scan_json(v, types)),
-        Value::Object(map) => map.values().for_each(|v| scan_json(v, types)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                types.extend(contains_pii(k));
+                scan_json(v, types);
+            }
+        }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
@@ -159,13 +226,66 @@ mod tests {
     }
 
     #[test]
-    fn pseudonyms_and_structure_are_not_personal_data() {
+    fn pseudonyms_are_not_personal_data() {
         let messages = vec![
             json!({"role": "user", "name": "USER_A", "content": "I'm USER_A from ORG_ID_B; mail USER_A_EMAIL or EMAIL_3, call PHONE_2, card CARD_1, IBAN_1, IP_4, SECRET_1"}),
-            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_dan@example.com", "type": "function",
-                "function": {"name": "send", "arguments": "{\"to\":\"USER_B_EMAIL_2\",\"phone\":\"PHONE_1\"}"}}]}),
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_Ab3dEf6hIj9kLm2nOp5qRs8t", "type": "function",
+                "function": {"name": "send", "arguments": "{\"to\":\"USER_B_EMAIL_2\",\"EMAIL_1\":\"PHONE_1\"}"}}]}),
+            json!({"role": "tool", "tool_call_id": "call_Ab3dEf6hIj9kLm2nOp5qRs8t", "content": "ok"}),
         ];
         assert_eq!(scan_messages(&messages), []);
+    }
+
+    #[test]
+    fn ids_names_urls_and_keys_are_scanned_and_a_key_is_not_named() {
+        let at = "dana.whitfield@example.org";
+        let messages = vec![
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": at, "type": "function",
+                "function": {"name": at, "arguments": json!({at: 1}).to_string()}}]}),
+            json!({"role": "tool", "tool_call_id": at, "content": "ok"}),
+            json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": format!("https://x.example/{at}")}}]}),
+            json!({"role": "user", "content": "hi", at: "x", "meta": {"by": {at: true}}}),
+        ];
+        let fields: Vec<String> = scan_messages(&messages)
+            .into_iter()
+            .map(|f| {
+                assert_eq!(f.types, [EntityType::Email], "{}", f.field);
+                f.field
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "messages[0].tool_calls[0].function.arguments",
+                "messages[0].tool_calls[0].function.name",
+                "messages[0].tool_calls[0].id",
+                "messages[1].tool_call_id",
+                "messages[2].content[0].image_url",
+                "messages[3].(key)",
+                "messages[3].meta",
+            ]
+        );
+        assert_eq!(
+            scan_text("conversation_id", at).map(|f| f.types),
+            Some(vec![EntityType::Email])
+        );
+        assert_eq!(scan_text("agent_path", "support/billing"), None);
+    }
+
+    #[test]
+    fn encoded_values_are_found() {
+        for text in [
+            "mail dana.whitfield\u{FF20}example.org",
+            "mail dana.whitfield%40example.org",
+            "mail dana.whitfield&#64;example.org",
+            "mail dana.whitfield [at] example [dot] org",
+            "mail ZGFuYS53aGl0ZmllbGRAZXhhbXBsZS5vcmc=",
+            "mail d\u{200B}ana.whitfield\u{200D}@example.org",
+        ] {
+            let found = scan_messages(&[json!({"role": "user", "content": text})]);
+            assert_eq!(found.len(), 1, "{text}");
+            assert_eq!(found[0].types, [EntityType::Email], "{text}");
+        }
     }
 
     /// What the edge sends is what `Redactor` makes of a conversation: it must pass the guard,

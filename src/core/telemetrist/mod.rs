@@ -173,7 +173,15 @@ impl Edge {
         }
         let sessions: Vec<String> = fresh.iter().map(|c| self.session.session_for(c)).collect();
         let reports = self.vault.with_sessions(&sessions, |i, redactor| {
-            redactor.redact_messages(&mut fresh[i].messages)
+            let c = &mut fresh[i];
+            let mut report = redactor.redact_messages(&mut c.messages);
+            // The agent path is stored too. The conversation id stays as it is: it is this
+            // edge's key for the conversation (spool, ledger, session), and one that holds
+            // personal data is refused by the collector and quarantined here.
+            if let Some(path) = &mut c.agent_path {
+                *path = redactor.redact_into(path, &mut report);
+            }
+            report
         })?;
         for r in reports {
             for (entity, n) in r.replaced {
