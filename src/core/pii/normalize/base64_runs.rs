@@ -27,10 +27,10 @@ pub(super) fn decode_run(run: &str) -> Option<(Range<usize>, String)> {
     }
     for (cut, _) in run.match_indices(['/', '+', '-', '_']).take(4) {
         for at in [cut + 1..run.len(), 0..cut] {
-            if at.len() >= MIN_BASE64_RUN {
-                if let Some(text) = decode_text(&run[at.clone()]) {
-                    return Some((at, text));
-                }
+            if at.len() >= MIN_BASE64_RUN
+                && let Some(text) = decode_text(&run[at.clone()])
+            {
+                return Some((at, text));
             }
         }
     }
