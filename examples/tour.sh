@@ -14,6 +14,7 @@ export PHOENIX_HOME=${TOUR_HOME:-$(mktemp -d)}/data
 export PHOENIX_CONFIG=/dev/null XDG_CONFIG_HOME=$PHOENIX_HOME/config
 unset OPENROUTER_API_KEY PHOENIX_LLM_BASE_URL PHOENIX_ADMIN_TOKEN X402_PREMIUM_KEY
 state=$(dirname "$PHOENIX_HOME")
+mkdir -p "$PHOENIX_HOME"
 
 say() { printf '\n$ %s\n' "$*"; }
 run() { say "$*"; "$@"; local rc=$?; [ $rc -ne 0 ] && echo "(exit code $rc)"; return 0; }
@@ -22,10 +23,16 @@ phoenix() { "$PHOENIX" "$@"; }
 "$PHOENIX" serve all >"$state/serve.log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+up=no
 for _ in $(seq 100); do
-  curl -sf localhost:5002/health >/dev/null && curl -sf localhost:5003/health >/dev/null && break
+  curl -sf localhost:5002/health >/dev/null && curl -sf localhost:5003/health >/dev/null && up=yes && break
   sleep 0.1
 done
+if [ $up != yes ]; then
+  echo "phoenix serve all did not come up on ports 5002/5003:" >&2
+  cat "$state/serve.log" >&2
+  exit 1
+fi
 
 echo "# telemetry"
 say "curl -s -X POST http://localhost:5002/ingest -H 'Content-Type: application/json' -d '{...skill_execution...}'"

@@ -23,7 +23,7 @@ use super::log::{Position, StoredUpdate};
 use super::metrics::StatusLabel;
 use super::{AppState, ConnectionGuard};
 use crate::core::api_error::ApiError;
-use crate::core::protocol::{ClientFrame, MAX_FRAME_BYTES, ServerFrame};
+use crate::core::protocol::{ClientFrame, MAX_FRAME_BYTES, ServerFrame, check_update_id};
 use crate::core::telemetry::{now_unix, validate_agent_path};
 use crate::core::tier::Tier;
 use crate::core::update::Audience;
@@ -33,8 +33,6 @@ use crate::core::update::Audience;
 const HARD_FRAME_LIMIT: usize = 2 * MAX_FRAME_BYTES;
 /// Longest accepted orch id.
 const MAX_ORCH_ID: usize = 256;
-/// Longest accepted update id in an ack.
-const MAX_ACK_ID: usize = 128;
 /// Longest ack error kept.
 const MAX_ACK_ERROR: usize = 2048;
 
@@ -439,8 +437,8 @@ async fn live(
                 };
                 match parse_frame(&text) {
                     Ok(ClientFrame::Ack { update_id, status, error, .. }) => {
-                        if update_id.len() > MAX_ACK_ID {
-                            return violation("invalid_frame", format!("update_id is longer than {MAX_ACK_ID} bytes"));
+                        if let Err(why) = check_update_id(&update_id) {
+                            return violation("invalid_frame", why);
                         }
                         let error = error.map(|mut e| {
                             if e.len() > MAX_ACK_ERROR {
