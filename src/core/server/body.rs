@@ -85,7 +85,9 @@ pub(super) struct TimedBody {
     timeout: Duration,
     min_rate: u64,
     received: u64,
-    deadline: Pin<Box<Sleep>>,
+    /// Armed the first time the body is not ready: most bodies arrive with their headers,
+    /// and a timer per request would cost every one of them.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl TimedBody {
@@ -106,7 +108,7 @@ impl TimedBody {
             timeout,
             min_rate: min_rate.max(1),
             received: 0,
-            deadline: Box::pin(tokio::time::sleep_until(started + timeout)),
+            deadline: None,
         }
     }
 
@@ -129,7 +131,9 @@ impl HttpBody for TimedBody {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
                     let deadline = this.started + this.allowed();
-                    this.deadline.as_mut().reset(deadline);
+                    if let Some(sleep) = this.deadline.as_mut() {
+                        sleep.as_mut().reset(deadline);
+                    }
                 }
                 if this.inner.is_end_stream()
                     && let Some(mark) = &this.mark
@@ -145,20 +149,26 @@ impl HttpBody for TimedBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    // Not complete, never will be: shutdown need not wait for this request.
-                    this.mark = None;
-                    Poll::Ready(Some(Err(Box::new(BodyTimeout(format!(
-                        "{} bytes in {:.1}s; the body may take {}s plus one second per {} bytes",
-                        this.received,
-                        this.started.elapsed().as_secs_f64(),
-                        this.timeout.as_secs_f64(),
-                        this.min_rate
-                    ))))))
+            Poll::Pending => {
+                let at = this.started + this.allowed();
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        // Not complete, never will be: shutdown need not wait for this request.
+                        this.mark = None;
+                        Poll::Ready(Some(Err(Box::new(BodyTimeout(format!(
+                            "{} bytes in {:.1}s; the body may take {}s plus one second per {} bytes",
+                            this.received,
+                            this.started.elapsed().as_secs_f64(),
+                            this.timeout.as_secs_f64(),
+                            this.min_rate
+                        ))))))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 
