@@ -131,9 +131,13 @@ struct GatedStore {
 impl TelemetryStore for GatedStore {
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, StoreError> {
         self.entered.store(true, Ordering::SeqCst);
-        while !self.open.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // Blocking here must not hold this worker's queued tasks hostage (the test's own task
+        // may sit in its LIFO slot): hand them to another thread while waiting.
+        tokio::task::block_in_place(|| {
+            while !self.open.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
         self.inner.submit(records)
     }
     fn submit_conversations(
