@@ -441,3 +441,162 @@ fn rust_version_covers_the_locked_dependencies_and_readme_names_it() {
         "README's set-up must name rust-version {ours}"
     );
 }
+
+/// The certificate `openssl req -x509` makes carries `CA:TRUE`, which webpki refuses as a
+/// server's own; given with `--ca-cert` it is pinned, as `curl --cacert` accepts it.
+#[test]
+fn a_self_signed_certificate_made_with_openssl_works_with_ca_cert() {
+    let home = tempfile::tempdir().unwrap();
+    let (cert, key) = (home.path().join("c.pem"), home.path().join("k.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        // No openssl here: the same kind of certificate (self-signed, CA:TRUE, IP SAN).
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let pair = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&cert, params.self_signed(&pair).unwrap().pem()).unwrap();
+        std::fs::write(&key, pair.serialize_pem()).unwrap();
+        eprintln!("openssl is not available; testing an rcgen certificate of the same kind");
+    }
+    let server = Server::start(
+        home.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let out = run(phoenix(home.path())
+        .args([
+            "ingest",
+            "--url",
+            &server.url,
+            "--kind",
+            "pinned",
+            "--ca-cert",
+        ])
+        .arg(&cert));
+    assert!(
+        out.status.success(),
+        "pinned via --ca-cert: {}",
+        text(&out.stderr)
+    );
+    let out = run(phoenix(home.path())
+        .args([
+            "telemetry",
+            "query",
+            "--url",
+            &server.url,
+            "--json",
+            "--ca-cert",
+        ])
+        .arg(&cert));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("pinned"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(server.stop().success());
+}
+
+/// Under `--json` a failure is still one JSON document on stdout, with the exit code in it.
+#[test]
+fn json_failures_are_one_document_on_stdout() {
+    let home = tempfile::tempdir().unwrap();
+    let doc = |args: &[&str]| {
+        let out = run(phoenix(home.path()).args(args));
+        let stdout = text(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout:?}"));
+        assert_eq!(
+            v["exit_code"].as_i64(),
+            out.status.code().map(i64::from),
+            "{v}"
+        );
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+        v
+    };
+    let v = doc(&[
+        "--json",
+        "analyze",
+        "--url",
+        "http://127.0.0.1:9",
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(
+        (v["error"].as_str(), v["exit_code"].as_i64()),
+        (Some("unreachable"), Some(3))
+    );
+    let v = doc(&["--json", "ingest", "--no-such-flag"]);
+    assert_eq!(
+        (v["error"].as_str(), v["exit_code"].as_i64()),
+        (Some("usage"), Some(2))
+    );
+    let v = doc(&["--json", "completions", "bash"]);
+    assert_eq!(v["exit_code"], 2);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--json does not apply"),
+        "{v}"
+    );
+    let v = doc(&["--json", "man"]);
+    assert_eq!(v["exit_code"], 2);
+
+    // A refusal carries the server's code and status.
+    let server = Server::start(home.path(), &[]);
+    let v = doc(&[
+        "--json",
+        "ingest",
+        "--url",
+        &server.url,
+        "--kind",
+        "x",
+        "--level",
+        "loud",
+    ]);
+    assert_eq!(
+        v["exit_code"], 2,
+        "an invalid event given on the command line: {v}"
+    );
+    let long_focus = "f".repeat(300);
+    let v = doc(&[
+        "--json",
+        "analyze",
+        "--url",
+        &server.url,
+        "--focus",
+        &long_focus,
+    ]);
+    assert_eq!(
+        (
+            v["error"].as_str(),
+            v["status"].as_u64(),
+            v["exit_code"].as_i64()
+        ),
+        (Some("invalid_request"), Some(400), Some(4)),
+        "{v}"
+    );
+    assert!(server.stop().success());
+}
