@@ -1,8 +1,11 @@
 //! Phoenix: operate a fleet of LLM agents ("ORCHs") from one binary.
 //!
 //! `cli` holds the clap definitions, `cmd` one module per subcommand (thin: arguments in,
-//! output out), and `core` the domain, which never prints and never exits.
+//! output out), `core` the domain, which never prints and never exits, and `bench` the load
+//! generators and evaluations behind `phoenix bench` (they use `core`; `core` never uses them
+//! outside its tests).
 
+pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod core;

@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::output::print_json;
 use super::{Context, UsageError};
-use crate::core::agent_token::AgentKeys;
-use crate::core::anonymize::Anonymizer;
+use crate::core::shared::agent_token::AgentKeys;
+use crate::core::shared::anonymize::Anonymizer;
 
 const TOKEN_HELP: &str = "\
 The token is derived from the installation's agent key ($PHOENIX_AGENT_KEY_FILE, default

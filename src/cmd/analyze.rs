@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::output::{self, num, pct, print_json, table};
 use super::{CollectorClientArgs, Context, parse_when};
-use crate::core::insight::Insight;
+use crate::core::collector::insight::Insight;
 
 /// Analyse the latest telemetry.
 #[derive(Debug, clap::Args)]
@@ -142,7 +142,7 @@ pub fn render(i: &Insight) {
         .max(s.by_agent_path.len())
         .min(10);
     for r in 0..rows {
-        let cell = |v: &[crate::core::analysis::Count]| {
+        let cell = |v: &[crate::core::collector::analysis::Count]| {
             v.get(r)
                 .map(|c| (c.name.clone(), c.count.to_string()))
                 .unwrap_or_default()

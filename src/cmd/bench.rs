@@ -6,8 +6,8 @@ use anyhow::Context as _;
 
 use super::output::{self, num, pct};
 use super::{Context, UsageError};
-use crate::core::bench::fanout::{self, FanoutOptions, FanoutReport, FanoutTarget};
-use crate::core::bench::{
+use crate::bench::fanout::{self, FanoutOptions, FanoutReport, FanoutTarget};
+use crate::bench::{
     self, BenchOptions, BenchReport, Bound, LoadFigures, Round, Target, TargetCheck, WriterActivity,
 };
 

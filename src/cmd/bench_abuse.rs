@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use super::bench::{goal, warn_if_busy, warn_if_unoptimised};
 use super::output::{self, num};
 use super::{Context, UsageError};
-use crate::core::bench::TargetCheck;
-use crate::core::bench::abuse::{self, AbuseOptions, AbuseReport, AbuseTarget, Scenario};
+use crate::bench::TargetCheck;
+use crate::bench::abuse::{self, AbuseOptions, AbuseReport, AbuseTarget, Scenario};
 
 /// A scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -87,7 +87,7 @@ pub async fn run_abuse(args: AbuseArgs, ctx: &Context) -> anyhow::Result<()> {
     };
     let report = match abuse::run(&opts, &progress).await {
         Err(abuse::Error::Options(problem)) => return Err(UsageError(problem).into()),
-        Err(abuse::Error::Server(e @ crate::core::bench::fanout::Error::FileLimit { .. })) => {
+        Err(abuse::Error::Server(e @ crate::bench::fanout::Error::FileLimit { .. })) => {
             return Err(UsageError(e.to_string()).into());
         }
         other => other.context("running the abuse benchmark")?,

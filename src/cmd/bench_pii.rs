@@ -8,9 +8,9 @@ use anyhow::Context as _;
 
 use super::Context;
 use super::output::{self, num, pct};
-use crate::core::bench::{Bound, TargetCheck};
-use crate::core::pii::EntityType;
-use crate::core::pii::eval::{self, EvalOptions, EvalReport, PiiTarget};
+use crate::bench::pii_eval::{self as eval, EvalOptions, EvalReport, PiiTarget};
+use crate::bench::{Bound, TargetCheck};
+use crate::core::privacy::pii::EntityType;
 
 /// Options of `phoenix bench pii`.
 #[derive(Debug, Clone, clap::Args)]

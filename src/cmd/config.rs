@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::Context;
 use super::output::{print_json, table};
-use crate::core::config::Entry;
+use crate::core::shared::config::Entry;
 
 /// Configuration subcommands.
 #[derive(Debug, clap::Subcommand)]

@@ -11,12 +11,12 @@ use serde::Serialize;
 use super::forge_args::ForgeArgs;
 use super::output::print_json;
 use super::{Context, UsageError};
-use crate::core::client::{ApiClient, ClientOptions};
-use crate::core::config::ForgeChoice;
-use crate::core::evolve::{self, EvolveReport, EvolveRequest, Status};
+use crate::core::collector::insight::Insight;
+use crate::core::forge::evolve::{self, EvolveReport, EvolveRequest, Status};
+use crate::core::forge::playbook::Playbook;
 use crate::core::forge::{Approval, CiReport, Forge, PullRequest};
-use crate::core::insight::Insight;
-use crate::core::playbook::Playbook;
+use crate::core::shared::client::{ApiClient, ClientOptions};
+use crate::core::shared::config::ForgeChoice;
 
 /// Evolve an agent's playbook.yaml through a pull request.
 #[derive(Debug, clap::Args)]

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::{Context, parse_when};
-use crate::core::dataset::{self, AtomicFile, Format, Summary};
+use crate::core::privacy::dataset::{self, AtomicFile, Format, Summary};
 use crate::core::store::{ConversationFilter, ConversationReader};
 
 const AFTER_HELP: &str = "\

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::core::config::{ForgeChoice, Settings};
 use crate::core::forge::github::{GithubForge, GithubSettings};
 use crate::core::forge::local::LocalForge;
+use crate::core::shared::config::{ForgeChoice, Settings};
 
 /// Which forge, and how to reach GitHub.
 #[derive(Debug, Clone, clap::Args)]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::output::print_json;
 use super::{CollectorClientArgs, Context, PartialFailure, UsageError};
-use crate::core::client::{self, ApiClient, RetryPolicy, with_retry};
+use crate::core::shared::client::{self, ApiClient, RetryPolicy, with_retry};
 use crate::core::telemetry::{RecordError, decode_envelope};
 
 /// Bodies larger than this are gzip-compressed before sending.

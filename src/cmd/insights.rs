@@ -2,7 +2,7 @@
 
 use super::output::{self, print_json, table};
 use super::{CollectorClientArgs, Context};
-use crate::core::insight;
+use crate::core::collector::insight;
 
 /// List the newest insights.
 #[derive(Debug, clap::Args)]

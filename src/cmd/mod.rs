@@ -31,8 +31,8 @@ use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
-use crate::core::client::{self, ApiClient, ClientOptions};
-use crate::core::config::{LoadOptions, Settings};
+use crate::core::shared::client::{self, ApiClient, ClientOptions};
+use crate::core::shared::config::{LoadOptions, Settings};
 
 /// Process exit codes (documented in `--help` and README).
 pub mod exit {
@@ -234,7 +234,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 /// Exit codes of the forge workflows' errors that are not plain failures.
 fn forge_exit_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     use crate::core::forge::Error as F;
-    use crate::core::{evolve, spawn};
+    use crate::core::forge::{evolve, spawn};
     // The workflows wrap forge errors transparently, so the chain skips them: look inside.
     let forge_error = match (
         cause.downcast_ref::<F>(),
@@ -254,8 +254,8 @@ fn forge_exit_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             | F::RepoExists { .. }
             | F::BranchExists { .. }
             | F::Push(
-                crate::core::git::PushError::Auth { .. }
-                | crate::core::git::PushError::Rejected { .. },
+                crate::core::forge::git::PushError::Auth { .. }
+                | crate::core::forge::git::PushError::Rejected { .. },
             ) => Some(exit::REJECTED),
             F::Unreachable { .. } => Some(exit::UNREACHABLE),
             F::Config(_) => Some(exit::USAGE),
@@ -265,7 +265,7 @@ fn forge_exit_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     if let Some(spawn::Error::Name(_) | spawn::Error::ForcePr { .. }) = cause.downcast_ref() {
         return Some(exit::USAGE);
     }
-    if cause.is::<crate::core::scaffold::InvalidName>() {
+    if cause.is::<crate::core::forge::scaffold::InvalidName>() {
         return Some(exit::USAGE);
     }
     None

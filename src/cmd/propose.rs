@@ -18,10 +18,10 @@ use self::terminal::{LiveProgress, confirm, log_progress, question, spinner};
 use super::output::print_json;
 use super::publish::{self, DistributorClientArgs, Targeting};
 use super::{CollectorClientArgs, Context, PartialFailure, UsageError};
+use crate::core::collector::insight::{self, Insight};
 use crate::core::hive::{self, Brief, HiveConfig, HiveReport, Progress, Ranking};
-use crate::core::insight::{self, Insight};
-use crate::core::llm::LlmClient;
-use crate::core::update::{UpdateEnvelope, UpdateType};
+use crate::core::shared::llm::LlmClient;
+use crate::core::updates::{UpdateEnvelope, UpdateType};
 
 /// Most workers one run may start: beyond this a run is a load test of the provider.
 pub const MAX_WORKERS: u16 = 64;

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use super::output::{self, print_json, table};
 use super::{Context, UsageError};
-use crate::core::client::{ApiClient, ClientOptions};
-use crate::core::config::Settings;
 use crate::core::distributor::{UpdateList, UpdateStatus, Widened};
-use crate::core::update::{PublishRequest, UpdateEnvelope, UpdateType};
+use crate::core::shared::client::{ApiClient, ClientOptions};
+use crate::core::shared::config::Settings;
+use crate::core::updates::{PublishRequest, UpdateEnvelope, UpdateType};
 
 const EXAMPLES: &str = "\
 Examples:

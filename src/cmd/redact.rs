@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Context, UsageError, output};
-use crate::core::config::Settings;
-use crate::core::pii::vault::{Error as VaultError, Vault, VaultKey};
-use crate::core::pii::{EntityType, Mapping, Redactor, Report, reveal};
+use crate::core::privacy::pii::vault::{Error as VaultError, Vault, VaultKey};
+use crate::core::privacy::pii::{EntityType, Mapping, Redactor, Report, reveal};
+use crate::core::shared::config::Settings;
 
 const AFTER_HELP: &str = "\
 The vault (a local SQLite file; values encrypted with XChaCha20-Poly1305) maps each session's

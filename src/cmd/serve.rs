@@ -11,15 +11,15 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use super::{Context, UsageError};
-use crate::core::agent_token::AgentKeys;
-use crate::core::anonymize::Anonymizer;
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
-use crate::core::config::Settings;
 use crate::core::distributor::{self, DistributorConfig, LogOptions, UpdateLog};
-use crate::core::inflate::DecodeBudget;
+use crate::core::server::inflate::DecodeBudget;
 use crate::core::server::{self, Listener, ServerLimits};
+use crate::core::shared::agent_token::AgentKeys;
+use crate::core::shared::anonymize::Anonymizer;
+use crate::core::shared::config::Settings;
+use crate::core::shared::tls;
 use crate::core::store::{SqliteStore, StoreOptions, TelemetryStore};
-use crate::core::tls;
 
 /// Which services to run.
 #[derive(Debug, clap::Subcommand)]

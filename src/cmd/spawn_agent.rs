@@ -5,11 +5,11 @@ use anyhow::Context as _;
 use super::forge_args::ForgeArgs;
 use super::output::print_json;
 use super::{Context, UsageError};
-use crate::core::config::ForgeChoice;
 use crate::core::forge::Forge;
-use crate::core::llm::LlmClient;
-use crate::core::scaffold::{AgentTier, Generated};
-use crate::core::spawn::{self, SpawnReport, SpawnRequest};
+use crate::core::forge::scaffold::{AgentTier, Generated};
+use crate::core::forge::spawn::{self, SpawnReport, SpawnRequest};
+use crate::core::shared::config::ForgeChoice;
+use crate::core::shared::llm::LlmClient;
 
 /// Create an agent repository from Phoenix's template.
 #[derive(Debug, clap::Args)]

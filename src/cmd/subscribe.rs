@@ -7,13 +7,13 @@ use anyhow::Context as _;
 
 use super::output::{self, print_json, table};
 use super::{Context, UsageError};
-use crate::core::client::{self, ApiClient, ClientOptions};
 use crate::core::learning::{
     self, Error, HeartbeatConfig, LearningPipelineState, SubscribeOptions, Summary, UpdateReport,
     state_file,
 };
+use crate::core::shared::client::{self, ApiClient, ClientOptions};
+use crate::core::shared::tls;
 use crate::core::telemetry::validate_agent_path;
-use crate::core::tls;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -11,11 +11,11 @@ use tokio::sync::watch;
 
 use super::output::{print_json, table, time};
 use super::{CollectorClientArgs, Context, PartialFailure, UsageError, stop_signal};
-use crate::core::client::RetryPolicy;
-use crate::core::config::Settings;
-use crate::core::telemetrist::service::{self, CycleReport, ServiceOptions};
-use crate::core::telemetrist::spool::Spool;
-use crate::core::telemetrist::{Edge, Report, SendOptions, Sender, SessionPolicy, sender};
+use crate::core::privacy::telemetrist::service::{self, CycleReport, ServiceOptions};
+use crate::core::privacy::telemetrist::spool::Spool;
+use crate::core::privacy::telemetrist::{Edge, Report, SendOptions, Sender, SessionPolicy, sender};
+use crate::core::shared::client::RetryPolicy;
+use crate::core::shared::config::Settings;
 
 const AFTER_HELP: &str = "\
 Conversations: `*.json` files holding one conversation object and `*.jsonl` files holding one

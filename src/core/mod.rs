@@ -1,40 +1,20 @@
 //! The domain: everything Phoenix does, with no clap, no stdout and no process exit.
+//!
+//! The folders follow the seeds' components. `shared` (settings, LLM client, TLS, keys,
+//! strict JSON) and `server` (the serving loop and the HTTP pieces both servers use) may be
+//! used by every other folder; `telemetry` and `updates` are the wire types agents and
+//! servers exchange; `store` holds storage behind backend-neutral traits. The components —
+//! `collector`, `distributor`, `learning`, `hive`, `forge`, `privacy` — use those, and one
+//! another only through their public items.
 
-pub mod access;
-pub mod agent_token;
-pub mod analysis;
-pub mod anonymize;
-pub mod api_error;
-pub mod bench;
-pub mod client;
-pub mod codegen;
 pub mod collector;
-pub mod config;
-pub mod conversation;
-pub mod dataset;
 pub mod distributor;
-pub mod evolve;
 pub mod forge;
-pub mod git;
 pub mod hive;
-pub mod http;
-pub mod inflate;
-pub mod insight;
-pub mod json;
-pub mod keyfile;
 pub mod learning;
-pub mod llm;
-pub mod pii;
-pub mod playbook;
-pub mod protocol;
-pub mod scaffold;
+pub mod privacy;
 pub mod server;
-pub mod spawn;
-pub mod sqlite;
+pub mod shared;
 pub mod store;
-pub mod summary;
-pub mod telemetrist;
 pub mod telemetry;
-pub mod tier;
-pub mod tls;
-pub mod update;
+pub mod updates;

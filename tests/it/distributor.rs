@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use phoenix::core::distributor::DistributorConfig;
 use phoenix::core::distributor::metrics::{CodeLabel, StatusLabel};
-use phoenix::core::protocol::MAX_FRAME_BYTES;
-use phoenix::core::update::rollout_bucket;
+use phoenix::core::updates::protocol::MAX_FRAME_BYTES;
+use phoenix::core::updates::rollout_bucket;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use phoenix::core::evolve::{self, EvolveRequest, Status};
+use phoenix::core::forge::evolve::{self, EvolveRequest, Status};
+use phoenix::core::forge::git::RefSpec;
 use phoenix::core::forge::local::LocalForge;
+use phoenix::core::forge::playbook::Playbook;
 use phoenix::core::forge::{
     Approval, CiReport, Error, Forge, ForgeKind, NewPr, NewRepo, PullRequest, Repo,
 };
-use phoenix::core::git::RefSpec;
-use phoenix::core::playbook::Playbook;
 use serde_json::Value;
 
 use crate::support::fake_llm::{FakeLlm, Reply};
@@ -121,7 +121,7 @@ impl Home {
     fn main_playbook(&self, name: &str) -> Playbook {
         let repo = git2::Repository::open_bare(self.bare(name)).unwrap();
         let main = repo.refname_to_id("refs/heads/main").unwrap();
-        let text = phoenix::core::git::read_file(&repo, main, "playbook.yaml")
+        let text = phoenix::core::forge::git::read_file(&repo, main, "playbook.yaml")
             .unwrap()
             .unwrap();
         Playbook::parse(&text).unwrap()
@@ -209,7 +209,7 @@ async fn spawn_repairs_generated_code_and_the_agent_passes_its_own_ci() {
     let repo = git2::Repository::open_bare(home.bare("word-counter")).unwrap();
     let main = repo.refname_to_id("refs/heads/main").unwrap();
     let read = |p: &str| {
-        phoenix::core::git::read_file(&repo, main, p)
+        phoenix::core::forge::git::read_file(&repo, main, p)
             .unwrap()
             .unwrap()
     };
@@ -321,7 +321,7 @@ fn spawn_placeholder_refuses_existing_names_unless_forced_and_can_open_a_pr() {
     assert!(report["tests"].is_null());
     let repo = git2::Repository::open_bare(home.bare("notes")).unwrap();
     let first = repo.refname_to_id("refs/heads/main").unwrap();
-    let generated = phoenix::core::git::read_file(&repo, first, "src/generated.rs")
+    let generated = phoenix::core::forge::git::read_file(&repo, first, "src/generated.rs")
         .unwrap()
         .unwrap();
     assert!(generated.starts_with("//! PLACEHOLDER"), "{generated}");
@@ -383,13 +383,13 @@ fn spawn_placeholder_refuses_existing_names_unless_forced_and_can_open_a_pr() {
     let repo = git2::Repository::open_bare(home.bare("reviewed")).unwrap();
     let main = repo.refname_to_id("refs/heads/main").unwrap();
     assert!(
-        phoenix::core::git::read_file(&repo, main, "playbook.yaml")
+        phoenix::core::forge::git::read_file(&repo, main, "playbook.yaml")
             .unwrap()
             .is_none()
     );
     let head = repo.refname_to_id("refs/heads/phoenix/scaffold").unwrap();
     assert!(
-        phoenix::core::git::read_file(&repo, head, "playbook.yaml")
+        phoenix::core::forge::git::read_file(&repo, head, "playbook.yaml")
             .unwrap()
             .is_some()
     );
@@ -598,13 +598,18 @@ async fn stale_approvals_do_not_count() {
     // Someone pushes to the PR branch after the approval.
     let repo = git2::Repository::open_bare(home.bare("agent-s")).unwrap();
     let head = repo.refname_to_id("refs/heads/playbook/v2").unwrap();
-    let text_now = phoenix::core::git::read_file(&repo, head, "playbook.yaml")
+    let text_now = phoenix::core::forge::git::read_file(&repo, head, "playbook.yaml")
         .unwrap()
         .unwrap();
     let changed = format!("{text_now}extra: true\n");
-    let new =
-        phoenix::core::git::commit_replacing_file(&repo, head, "playbook.yaml", &changed, "sneaky")
-            .unwrap();
+    let new = phoenix::core::forge::git::commit_replacing_file(
+        &repo,
+        head,
+        "playbook.yaml",
+        &changed,
+        "sneaky",
+    )
+    .unwrap();
     repo.reference("refs/heads/playbook/v2", new, true, "push")
         .unwrap();
 

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use phoenix::core::evolve::{self, EvolveRequest, Status};
+use phoenix::core::forge::evolve::{self, EvolveRequest, Status};
+use phoenix::core::forge::git::{self, PushError, RefSpec, Token};
 use phoenix::core::forge::github::{GithubForge, GithubSettings};
+use phoenix::core::forge::scaffold::AgentTier;
+use phoenix::core::forge::spawn::{self, SpawnRequest};
 use phoenix::core::forge::{CiState, Error, Forge, NewPr, NewRepo};
-use phoenix::core::git::{self, PushError, RefSpec, Token};
-use phoenix::core::scaffold::AgentTier;
-use phoenix::core::spawn::{self, SpawnRequest};
 use serde_json::json;
 
 use crate::support::fake_github::{FakeGithub, TOKEN};

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use phoenix::core::collector::insight::Insight;
 use phoenix::core::collector::{CollectorConfig, Limits};
-use phoenix::core::conversation::NewConversation;
 use phoenix::core::distributor::DistributorConfig;
-use phoenix::core::inflate::DecodeBudget;
-use phoenix::core::insight::Insight;
 use phoenix::core::server::ServerLimits;
+use phoenix::core::server::inflate::DecodeBudget;
 use phoenix::core::store::{
     Commit, Error as StoreError, Page, StoreOptions, TelemetryFilter, TelemetryStore,
 };
 use phoenix::core::telemetry::NewRecord;
+use phoenix::core::telemetry::conversation::NewConversation;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use phoenix::core::llm::{ChatRequest, Error, LlmClient, Message};
+use phoenix::core::shared::llm::{ChatRequest, Error, LlmClient, Message};
 use serde_json::json;
 
 use crate::support::fake_llm::{FakeLlm, Reply};

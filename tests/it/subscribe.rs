@@ -6,12 +6,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use phoenix::core::client::{ApiClient, ClientOptions};
 use phoenix::core::learning::{
     self, Backoff, Error, HeartbeatConfig, LearningPipelineState, SubscribeOptions, Summary,
     UpdateReport,
 };
-use phoenix::core::protocol::AckStatus;
+use phoenix::core::shared::client::{ApiClient, ClientOptions};
+use phoenix::core::updates::protocol::AckStatus;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};

@@ -14,8 +14,8 @@ use super::super::output::print_json;
 use super::super::telemetrist::{conversation_sender, open_edge, outcome, print_report};
 use super::super::{Context, UsageError};
 use super::{Args, JsonLines, progress_bar};
-use crate::core::conversation::decode_conversation;
-use crate::core::telemetrist::{Edge, Report, Sender, sender};
+use crate::core::privacy::telemetrist::{Edge, Report, Sender, sender};
+use crate::core::telemetry::conversation::decode_conversation;
 
 /// Runs `phoenix ingest --conversations`.
 pub(super) async fn run(input: &Path, args: &Args, ctx: &Context) -> anyhow::Result<()> {
@@ -52,7 +52,9 @@ pub(super) async fn run(input: &Path, args: &Args, ctx: &Context) -> anyhow::Res
     failure = deliver(&mut edge, &sender, &mut report, failure).await?;
     lines.progress.finish_and_clear();
     edge.finish(&mut report)?;
-    report.delivery_error = failure.as_ref().map(|e| crate::core::llm::error_chain(e));
+    report.delivery_error = failure
+        .as_ref()
+        .map(|e| crate::core::shared::llm::error_chain(e));
     if ctx.json {
         print_json(&report)?;
     } else {

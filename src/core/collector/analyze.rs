@@ -13,13 +13,14 @@ use serde::Deserialize;
 use super::AppState;
 use super::metrics::AnalyzeLabels;
 use super::query::{build_filter, parse_time};
-use crate::core::analysis::{self, AnalysisOptions};
-use crate::core::api_error::ApiError;
-use crate::core::insight::{Insight, SummarySource};
-use crate::core::summary;
+use crate::core::collector::analysis::{self, AnalysisOptions};
+use crate::core::collector::insight::{Insight, SummarySource};
+use crate::core::collector::summary;
+use crate::core::server::api_error::ApiError;
+use crate::core::server::http;
+use crate::core::shared::json;
+use crate::core::shared::tier::Tier;
 use crate::core::telemetry::now_unix;
-use crate::core::tier::Tier;
-use crate::core::{http, json};
 
 /// Largest `/analyze` body, before and after gzip: a request is a handful of filters.
 const MAX_ANALYZE_BODY: usize = 64 * 1024;

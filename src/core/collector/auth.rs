@@ -10,10 +10,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::core::agent_token;
-use crate::core::api_error::ApiError;
-use crate::core::http;
-use crate::core::tier::secrets_equal;
+use crate::core::server::api_error::ApiError;
+use crate::core::server::http;
+use crate::core::shared::agent_token;
+use crate::core::shared::tier::secrets_equal;
 
 /// An agent token presented on `POST /ingest`, for the handler to check against the records.
 #[derive(Debug, Clone)]

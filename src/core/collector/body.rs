@@ -6,10 +6,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::Limits;
-use crate::core::api_error::ApiError;
-use crate::core::http;
-pub(super) use crate::core::http::{off_the_workers, too_large};
-use crate::core::inflate::DecodeBudget;
+use crate::core::server::api_error::ApiError;
+use crate::core::server::http;
+pub(super) use crate::core::server::http::{off_the_workers, too_large};
+use crate::core::server::inflate::DecodeBudget;
 use crate::core::telemetry::{BodyFormat, MAX_REPORTED_ERRORS, ParseError};
 
 /// Reads the whole body within the limits, gunzipping it when it says so; returns the bytes

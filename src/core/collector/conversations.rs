@@ -14,10 +14,10 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use super::{AppState, body};
-use crate::core::api_error::ApiError;
-use crate::core::conversation::{Conversation, NewConversation, parse_conversations};
-use crate::core::dataset::prompt_key;
-use crate::core::pii::{EntityType, scan_messages, scan_text};
+use crate::core::privacy::dataset::prompt_key;
+use crate::core::privacy::pii::{EntityType, scan_messages, scan_text};
+use crate::core::server::api_error::ApiError;
+use crate::core::telemetry::conversation::{Conversation, NewConversation, parse_conversations};
 use crate::core::telemetry::{MAX_REPORTED_ERRORS, ParseError, now_unix};
 
 /// Bodies larger than this are parsed and scanned on the blocking pool: the PII scan costs

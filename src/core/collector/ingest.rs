@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::auth::AgentBearer;
 use super::{AppState, body};
-use crate::core::api_error::ApiError;
+use crate::core::server::api_error::ApiError;
 use crate::core::telemetry::{NewRecord, TelemetryEnvelope, now_unix, parse_body};
 
 /// Bodies larger than this are parsed on the blocking pool, off the async workers.

@@ -4,14 +4,17 @@
 //! caller bound (tests bind `127.0.0.1:0`) until the shutdown future resolves, then commits
 //! everything already accepted before returning.
 
+pub mod analysis;
 mod analyze;
 mod auth;
 mod body;
 mod conversations;
 mod ingest;
+pub mod insight;
 pub mod metrics;
 mod query;
 mod retention;
+pub mod summary;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,11 +25,11 @@ use axum::Router;
 use axum::middleware;
 use axum::routing::{get, post};
 
-use crate::core::agent_token::AgentKeys;
-use crate::core::anonymize::Anonymizer;
-use crate::core::http;
-use crate::core::llm::{LlmClient, LlmSettings};
+use crate::core::server::http;
 use crate::core::server::{self, Listener, ServerLimits};
+use crate::core::shared::agent_token::AgentKeys;
+use crate::core::shared::anonymize::Anonymizer;
+use crate::core::shared::llm::{LlmClient, LlmSettings};
 use crate::core::store::TelemetryStore;
 
 pub use analyze::AnalyzeRequest;
@@ -102,7 +105,7 @@ impl Default for CollectorConfig {
 pub enum Error {
     /// The LLM settings are unusable.
     #[error("LLM client: {0}")]
-    Llm(#[from] crate::core::llm::Error),
+    Llm(#[from] crate::core::shared::llm::Error),
 }
 
 /// Shared state of every handler.

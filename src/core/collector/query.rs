@@ -7,14 +7,14 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use crate::core::access::ReadPolicy;
-use crate::core::anonymize::is_orch_hash;
-use crate::core::api_error::ApiError;
-use crate::core::http;
-use crate::core::insight::InsightList;
+use crate::core::collector::insight::InsightList;
+use crate::core::server::access::ReadPolicy;
+use crate::core::server::api_error::ApiError;
+use crate::core::server::http;
+use crate::core::shared::anonymize::is_orch_hash;
+use crate::core::shared::tier::Tier;
 use crate::core::store::TelemetryFilter;
 use crate::core::telemetry::{StoredTelemetry, normalize_level, validate_agent_path};
-use crate::core::tier::Tier;
 
 /// Most records one `GET /telemetry` page returns.
 pub const MAX_QUERY_LIMIT: usize = 5000;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::log::{Position, StoredUpdate};
-use crate::core::update::UpdateEnvelope;
+use crate::core::updates::UpdateEnvelope;
 
 /// `{"type":"update","update":{…}}` without cloning the envelope.
 #[derive(Serialize)]
@@ -146,9 +146,9 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::protocol::ServerFrame;
-    use crate::core::tier::Tier;
-    use crate::core::update::{NewUpdate, UpdateType};
+    use crate::core::shared::tier::Tier;
+    use crate::core::updates::protocol::ServerFrame;
+    use crate::core::updates::{NewUpdate, UpdateType};
     use serde_json::json;
 
     #[test]

@@ -5,8 +5,8 @@
 //! caller bound (tests bind `127.0.0.1:0`) until the shutdown future resolves, then closes
 //! every subscriber with a close frame and commits every queued delivery and ack.
 //!
-//! The protocol is in [`crate::core::protocol`]; targeting, tiers and rollout buckets in
-//! [`crate::core::update`]. An update is committed to the [`UpdateLog`] before it is
+//! The protocol is in [`crate::core::updates::protocol`]; targeting, tiers and rollout buckets in
+//! [`crate::core::updates`]. An update is committed to the [`UpdateLog`] before it is
 //! announced on the [`fanout::Hub`], so a subscriber either reads it from the log (replay,
 //! catch-up) or receives it live, never neither and never both.
 
@@ -28,11 +28,11 @@ use axum::middleware;
 use axum::routing::{get, post};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::core::agent_token::AgentKeys;
-use crate::core::anonymize::Anonymizer;
-use crate::core::api_error::ApiError;
-use crate::core::http;
+use crate::core::server::api_error::ApiError;
+use crate::core::server::http;
 use crate::core::server::{self, Listener, ServerLimits};
+use crate::core::shared::agent_token::AgentKeys;
+use crate::core::shared::anonymize::Anonymizer;
 
 pub use fanout::Hub;
 pub use log::{LogOptions, Position, StoredUpdate, UpdateLog};
@@ -108,9 +108,9 @@ impl Default for DistributorConfig {
     }
 }
 
-impl From<crate::core::sqlite::SetupError> for Error {
-    fn from(e: crate::core::sqlite::SetupError) -> Error {
-        use crate::core::sqlite::SetupError;
+impl From<crate::core::store::sqlite::db::SetupError> for Error {
+    fn from(e: crate::core::store::sqlite::db::SetupError) -> Error {
+        use crate::core::store::sqlite::db::SetupError;
         match e {
             SetupError::Open { path, message } => Error::Open { path, message },
             SetupError::Sqlite(e) => Error::Sqlite(e),

@@ -16,13 +16,13 @@ use super::AppState;
 use super::fanout::Prepared;
 use super::log::StoredUpdate;
 use super::metrics::TypeLabel;
-use crate::core::anonymize::is_orch_hash;
-use crate::core::api_error::ApiError;
-use crate::core::http;
-use crate::core::json;
+use crate::core::server::api_error::ApiError;
+use crate::core::server::http;
+use crate::core::shared::anonymize::is_orch_hash;
+use crate::core::shared::json;
+use crate::core::shared::tier::secrets_equal;
 use crate::core::telemetry::now_unix;
-use crate::core::tier::secrets_equal;
-use crate::core::update::{FieldError, PublishRequest, UpdateEnvelope, UpdateType};
+use crate::core::updates::{FieldError, PublishRequest, UpdateEnvelope, UpdateType};
 
 /// Fields a publish body may carry.
 const PUBLISH_FIELDS: [&str; 7] = [
@@ -234,7 +234,7 @@ fn invalid_update(e: FieldError) -> ApiError {
 /// `Content-Type` is read as JSON.
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.config.max_body_bytes;
-    crate::core::http::read_body(
+    crate::core::server::http::read_body(
         headers,
         body,
         limit,

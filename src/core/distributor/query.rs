@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::log::{AckError, Counts, KnownSubscriber, StoredUpdate, WideningRecord};
-use crate::core::access::{ReadPolicy, Viewer};
-use crate::core::api_error::ApiError;
-use crate::core::http;
-use crate::core::tier::Tier;
-use crate::core::update::UpdateEnvelope;
+use crate::core::server::access::{ReadPolicy, Viewer};
+use crate::core::server::api_error::ApiError;
+use crate::core::server::http;
+use crate::core::shared::tier::Tier;
+use crate::core::updates::UpdateEnvelope;
 
 /// Most updates one `GET /updates` returns.
 pub const MAX_LIST_LIMIT: usize = 1000;

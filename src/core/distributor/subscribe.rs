@@ -22,11 +22,11 @@ use super::fanout::{Live, update_frame};
 use super::log::{Position, StoredUpdate};
 use super::metrics::StatusLabel;
 use super::{AppState, ConnectionGuard};
-use crate::core::api_error::ApiError;
-use crate::core::protocol::{ClientFrame, MAX_FRAME_BYTES, ServerFrame, check_update_id};
+use crate::core::server::api_error::ApiError;
+use crate::core::shared::tier::Tier;
 use crate::core::telemetry::{now_unix, validate_agent_path};
-use crate::core::tier::Tier;
-use crate::core::update::Audience;
+use crate::core::updates::Audience;
+use crate::core::updates::protocol::{ClientFrame, MAX_FRAME_BYTES, ServerFrame, check_update_id};
 
 /// Frames up to this size are read whole, so one just over [`MAX_FRAME_BYTES`] gets a clean
 /// error frame; larger ones are cut off by the WebSocket layer.

@@ -18,7 +18,7 @@ use super::{
     Approval, Check, CiReport, CiState, Error, Forge, ForgeKind, NewPr, NewRepo, PrState,
     PullRequest, Repo, smart_http,
 };
-use crate::core::git::{RefSpec, Token};
+use crate::core::forge::git::{RefSpec, Token};
 
 /// Rate-limit waits before giving up.
 const RATE_LIMIT_RETRIES: u32 = 3;
@@ -175,7 +175,7 @@ impl GithubForge {
             };
             let response = sent.map_err(|e| Error::Unreachable {
                 url: format!("{}{path}", self.settings.api_url.trim_end_matches('/')),
-                detail: crate::core::llm::error_chain(&e),
+                detail: crate::core::shared::llm::error_chain(&e),
             })?;
             let status = response.status();
             let wait = rate_limit_wait(status, response.headers());
@@ -185,7 +185,7 @@ impl GithubForge {
                     .await
                     .map_err(|e| Error::Unreachable {
                         url: path.to_owned(),
-                        detail: crate::core::llm::error_chain(&e),
+                        detail: crate::core::shared::llm::error_chain(&e),
                     })?;
             if let Some(wait) = wait {
                 if wait > self.settings.max_rate_wait || waits >= RATE_LIMIT_RETRIES {

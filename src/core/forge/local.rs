@@ -25,8 +25,8 @@ use super::{
     Approval, CiReport, Error, Forge, ForgeKind, NewPr, NewRepo, PrState, PullRequest, Repo,
     local_ci,
 };
-use crate::core::git::{self, RefSpec};
-use crate::core::scaffold;
+use crate::core::forge::git::{self, RefSpec};
+use crate::core::forge::scaffold;
 
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// How often a branch write that lost a race for the ref's `.lock` file (or its directory)

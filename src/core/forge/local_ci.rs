@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lock::write_atomic;
 use super::{Check, CiReport, CiState, Error};
-use crate::core::git;
+use crate::core::forge::git;
 
 /// Used when neither the settings nor `agent.json` name a test command.
 pub const DEFAULT_TEST_COMMAND: &str = "cargo test --offline";

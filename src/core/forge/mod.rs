@@ -4,18 +4,24 @@
 //! directory, fully offline) and [`github::GithubForge`] (GitHub or GitHub Enterprise through
 //! its REST API). The spawn and evolve workflows are written once against the trait.
 
+pub mod codegen;
+pub mod evolve;
+pub mod git;
 pub mod github;
 pub mod local;
 mod local_ci;
 mod lock;
+pub mod playbook;
+pub mod scaffold;
 pub mod smart_http;
+pub mod spawn;
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::git::{PushError, RefSpec};
+use crate::core::forge::git::{PushError, RefSpec};
 
 /// Which backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use git2::{Oid, Repository};
 
-use crate::core::git::{PushError, RefSpec, Token};
+use crate::core::forge::git::{PushError, RefSpec, Token};
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
 

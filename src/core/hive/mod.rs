@@ -21,7 +21,7 @@ pub use queen::{
 };
 pub use rank::{Ranked, Ranking, choose_for_publishing, rank};
 
-use crate::core::llm::{self, ChatRequest, ChatResponse, LlmClient};
+use crate::core::shared::llm::{self, ChatRequest, ChatResponse, LlmClient};
 
 /// Who is asking, so a scripted model can answer per worker and attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use crate::core::insight::Insight;
-use crate::core::llm::{ChatRequest, Message};
-use crate::core::update::UpdateType;
+use crate::core::collector::insight::Insight;
+use crate::core::shared::llm::{ChatRequest, Message};
+use crate::core::updates::UpdateType;
 
 use super::proposal::Proposal;
 

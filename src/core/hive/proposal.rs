@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::core::update::UpdateType;
+use crate::core::updates::UpdateType;
 
 /// Longest title kept; longer ones are cut with `…`.
 pub const TITLE_LIMIT: usize = 160;

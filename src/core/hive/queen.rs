@@ -12,7 +12,7 @@ use super::dedup::{self, Duplicate};
 use super::prompts::{self, Brief};
 use super::proposal::{self, Proposal};
 use super::{Call, ChatModel};
-use crate::core::llm::{self, ChatResponse};
+use crate::core::shared::llm::{self, ChatResponse};
 
 /// How the queen runs her workers.
 #[derive(Debug, Clone)]
@@ -500,7 +500,7 @@ mod tests {
     use tokio::sync::Barrier;
 
     use super::*;
-    use crate::core::llm::ChatRequest;
+    use crate::core::shared::llm::ChatRequest;
 
     type Answer = Pin<Box<dyn Future<Output = Result<ChatResponse, llm::Error>> + Send>>;
 

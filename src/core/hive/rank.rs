@@ -12,7 +12,7 @@ use super::prompts::{self, Brief, Candidate};
 use super::proposal::extract_json_object;
 use super::queen::{HiveConfig, HiveReport, WorkerError, WorkerReport, supervise};
 use super::{Call, ChatModel};
-use crate::core::update::UpdateType;
+use crate::core::updates::UpdateType;
 
 /// The proposals in the queen's order of preference, with her reasons.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -227,7 +227,7 @@ mod tests {
     use super::*;
     use crate::core::hive::proposal::{Proposal, ProposedUpdate};
     use crate::core::hive::queen::{Counts, WorkerStatus};
-    use crate::core::llm::{self, ChatRequest, ChatResponse};
+    use crate::core::shared::llm::{self, ChatRequest, ChatResponse};
 
     #[test]
     fn rankings_are_read_leniently_but_must_name_a_proposal() {

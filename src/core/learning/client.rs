@@ -19,12 +19,12 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use super::heartbeat::{self, HeartbeatConfig, Progress};
 use super::state::LearningPipelineState;
 use super::{Error, exec, state_file};
-use crate::core::protocol::{
+use crate::core::shared::tier::Tier;
+use crate::core::shared::tls;
+use crate::core::updates::protocol::{
     AckStatus, ClientFrame, MAX_FRAME_BYTES, ServerFrame, check_update_id,
 };
-use crate::core::tier::Tier;
-use crate::core::tls;
-use crate::core::update::{Audience, UpdateEnvelope};
+use crate::core::updates::{Audience, UpdateEnvelope};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

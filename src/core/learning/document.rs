@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::core::update::{UpdateType, parse_patch, parse_yaml_mapping};
+use crate::core::updates::{UpdateType, parse_patch, parse_yaml_mapping};
 
 /// The overrides an agent applies on top of its own defaults (seed: `LearningOverrides`).
 ///

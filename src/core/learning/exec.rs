@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::core::update::UpdateEnvelope;
+use crate::core::updates::UpdateEnvelope;
 
 /// Runs `command` with `sh -c`; says why it failed, if it did. Killed after `timeout`.
 pub async fn run_hook(
@@ -74,8 +74,8 @@ fn stdout_to_stderr() -> Stdio {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::tier::Tier;
-    use crate::core::update::UpdateType;
+    use crate::core::shared::tier::Tier;
+    use crate::core::updates::UpdateType;
 
     fn update() -> UpdateEnvelope {
         UpdateEnvelope {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::core::client::ApiClient;
+use crate::core::shared::client::ApiClient;
 
 /// What the heartbeat says about the subscriber.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ pub fn spawn(cfg: HeartbeatConfig, progress: watch::Receiver<Progress>) -> JoinH
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::client::ClientOptions;
+    use crate::core::shared::client::ClientOptions;
 
     #[test]
     fn the_event_is_the_seed_heartbeat() {

@@ -73,7 +73,7 @@ pub enum Error {
         detail: String,
     },
     /// The distributor's TLS certificate is not trusted. Retrying will not change that.
-    #[error("the distributor at {url} presented a TLS certificate that is not trusted ({detail}); {hint}", hint = crate::core::tls::PRIVATE_CA_HINT)]
+    #[error("the distributor at {url} presented a TLS certificate that is not trusted ({detail}); {hint}", hint = crate::core::shared::tls::PRIVATE_CA_HINT)]
     UntrustedCertificate {
         /// URL.
         url: String,

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::document::{Document, LearningOverrides};
-use crate::core::protocol::AckStatus;
+use crate::core::shared::tier::Tier;
 use crate::core::telemetry::now_unix;
-use crate::core::tier::Tier;
-use crate::core::update::{Audience, UpdateEnvelope, UpdateType, validate_payload};
+use crate::core::updates::protocol::AckStatus;
+use crate::core::updates::{Audience, UpdateEnvelope, UpdateType, validate_payload};
 
 /// Version of the state file layout.
 pub const STATE_FORMAT: u32 = 1;
@@ -71,7 +71,7 @@ impl HistoryEntry {
             UpdateType::Notice => text("message"),
             UpdateType::Rollback => format!("undo {}", text("update_id")),
             UpdateType::YamlGraft => {
-                let keys = crate::core::update::parse_yaml_mapping(&text("yaml"))
+                let keys = crate::core::updates::parse_yaml_mapping(&text("yaml"))
                     .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
                     .unwrap_or_default();
                 format!("graft: {keys}")
@@ -759,7 +759,7 @@ mod tests {
                 u.rollout_percent = Some(1);
                 u.update_id = (0..)
                     .map(|i| format!("r{i}"))
-                    .find(|id| crate::core::update::rollout_bucket(id, HASH) >= 1)
+                    .find(|id| crate::core::updates::rollout_bucket(id, HASH) >= 1)
                     .unwrap();
             }),
         ];

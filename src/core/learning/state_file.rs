@@ -141,9 +141,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::protocol::AckStatus;
-    use crate::core::tier::Tier;
-    use crate::core::update::{Audience, UpdateEnvelope, UpdateType};
+    use crate::core::shared::tier::Tier;
+    use crate::core::updates::protocol::AckStatus;
+    use crate::core::updates::{Audience, UpdateEnvelope, UpdateType};
     use serde_json::json;
 
     #[test]

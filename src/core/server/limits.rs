@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
-use crate::core::inflate::DecodeBudget;
+use crate::core::server::inflate::DecodeBudget;
 
 /// Share of the open-file limit the connection cap takes by default; the rest is for the
 /// databases, the runtime, refusals and whatever a handler opens.

@@ -7,7 +7,11 @@
 //! answer written (then close), and whatever remains after
 //! [`ServerLimits::shutdown_timeout`] is dropped. The caller then commits its stores.
 
+pub mod access;
+pub mod api_error;
 mod body;
+pub mod http;
+pub mod inflate;
 mod limits;
 
 use std::convert::Infallible;

@@ -4,12 +4,7 @@
 //! [`Commit`] to await, and refuses with [`Error::QueueFull`] instead of queueing without
 //! bound. Reads are blocking calls meant for `spawn_blocking`.
 
-mod checkpoint;
-mod conversations;
-mod migrations;
-mod sqlite;
-mod tail;
-mod writer;
+pub mod sqlite;
 
 use std::collections::HashMap;
 
@@ -17,13 +12,15 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::core::conversation::NewConversation;
-use crate::core::insight::Insight;
+use crate::core::collector::insight::Insight;
+use crate::core::telemetry::conversation::NewConversation;
 use crate::core::telemetry::{NewRecord, StoredTelemetry};
 
-pub use conversations::{ConversationFilter, ConversationReader, FilterCounts, ReadOrder};
-pub use migrations::{SCHEMA_VERSION, migrate};
-pub use sqlite::{CHECKPOINT_THREAD, SqliteStore, StoreOptions, WRITER_THREAD, insert_statement};
+pub use sqlite::conversations::{ConversationFilter, ConversationReader, FilterCounts, ReadOrder};
+pub use sqlite::migrations::{SCHEMA_VERSION, migrate};
+pub use sqlite::store::{
+    CHECKPOINT_THREAD, SqliteStore, StoreOptions, WRITER_THREAD, insert_statement,
+};
 
 /// Storage failures a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -65,9 +62,9 @@ pub enum Error {
     Corrupt(String),
 }
 
-impl From<crate::core::sqlite::SetupError> for Error {
-    fn from(e: crate::core::sqlite::SetupError) -> Error {
-        use crate::core::sqlite::SetupError;
+impl From<crate::core::store::sqlite::db::SetupError> for Error {
+    fn from(e: crate::core::store::sqlite::db::SetupError) -> Error {
+        use crate::core::store::sqlite::db::SetupError;
         match e {
             SetupError::Open { path, message } => Error::Open { path, message },
             SetupError::Sqlite(e) => Error::Sqlite(e),

@@ -2,9 +2,9 @@
 //! off-loopback reads), targeting by hash alone, and per-ORCH agent tokens — on the
 //! distributor and, for heartbeats, on the collector.
 
-use phoenix::core::agent_token::AgentKeys;
 use phoenix::core::collector::CollectorConfig;
 use phoenix::core::distributor::DistributorConfig;
+use phoenix::core::shared::agent_token::AgentKeys;
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use phoenix::core::anonymize::Anonymizer;
 use phoenix::core::collector::{self, AppState, CollectorConfig, Metrics};
+use phoenix::core::shared::anonymize::Anonymizer;
 use phoenix::core::store::{SqliteStore, StoreOptions, TelemetryStore};
 use serde_json::Value;
 use tempfile::TempDir;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use phoenix::core::anonymize::Anonymizer;
 use phoenix::core::distributor::{self, AppState, DistributorConfig, LogOptions, UpdateLog};
+use phoenix::core::shared::anonymize::Anonymizer;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::net::{TcpSocket, TcpStream};

@@ -353,7 +353,7 @@ fn repos_api(
             let text = base64::engine::general_purpose::STANDARD
                 .decode(body["content"].as_str().unwrap())
                 .unwrap();
-            let commit = phoenix::core::git::commit_replacing_file(
+            let commit = phoenix::core::forge::git::commit_replacing_file(
                 repo,
                 head,
                 file,
@@ -453,7 +453,7 @@ fn repos_api(
                         return reply(405, json!({"message": "Pull Request is not mergeable"}));
                     }
                     let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
-                    let sig = phoenix::core::git::signature().unwrap();
+                    let sig = phoenix::core::forge::git::signature().unwrap();
                     let title = body["commit_title"].as_str().unwrap_or("Merge");
                     let merge = repo
                         .commit(

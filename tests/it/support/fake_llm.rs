@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use phoenix::core::llm::LlmSettings;
+use phoenix::core::shared::llm::LlmSettings;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use phoenix::core::collector::CollectorConfig;
-use phoenix::core::conversation::NewConversation;
-use phoenix::core::insight::Insight;
+use phoenix::core::collector::insight::Insight;
 use phoenix::core::store::{
     Commit, Error as StoreError, Page, StoreOptions, TelemetryFilter, TelemetryStore,
 };
 use phoenix::core::telemetry::NewRecord;
+use phoenix::core::telemetry::conversation::NewConversation;
 use tempfile::TempDir;
 
 use super::collector::TestCollector;

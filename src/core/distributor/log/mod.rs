@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::Error;
-use crate::core::config::SyncMode;
-use crate::core::protocol::AckStatus;
-use crate::core::sqlite::{self as db, ReaderPool, WriterThread};
-use crate::core::tier::Tier;
-use crate::core::update::{Audience, UpdateEnvelope};
+use crate::core::shared::config::SyncMode;
+use crate::core::shared::tier::Tier;
+use crate::core::store::sqlite::db::{self as db, ReaderPool, WriterThread};
+use crate::core::updates::protocol::AckStatus;
+use crate::core::updates::{Audience, UpdateEnvelope};
 
 pub use schema::SCHEMA_VERSION;
 use writer::{AckRow, Job};
@@ -334,7 +334,7 @@ impl UpdateLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::update::{NewUpdate, UpdateType};
+    use crate::core::updates::{NewUpdate, UpdateType};
     use serde_json::json;
 
     fn notice(percent: Option<u8>) -> UpdateEnvelope {

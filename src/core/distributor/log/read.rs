@@ -8,8 +8,8 @@ use super::{
     percent_from_sql,
 };
 use crate::core::distributor::Error;
-use crate::core::tier::Tier;
-use crate::core::update::UpdateEnvelope;
+use crate::core::shared::tier::Tier;
+use crate::core::updates::UpdateEnvelope;
 
 /// The rollout percentage of `u` as of widening `?{n}` (SQL expression).
 fn percent_at(n: usize) -> String {

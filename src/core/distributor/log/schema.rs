@@ -56,7 +56,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database up to [`SCHEMA_VERSION`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
-    Ok(crate::core::sqlite::migrate(
+    Ok(crate::core::store::sqlite::db::migrate(
         conn,
         MIGRATIONS,
         "update log",

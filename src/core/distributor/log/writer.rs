@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 
 use super::{StoredUpdate, Widening, percent_from_sql};
 use crate::core::distributor::Error;
-use crate::core::protocol::AckStatus;
-use crate::core::tier::Tier;
-use crate::core::update::UpdateEnvelope;
+use crate::core::shared::tier::Tier;
+use crate::core::updates::UpdateEnvelope;
+use crate::core::updates::protocol::AckStatus;
 
 /// Most jobs one group commit takes before it commits and starts another.
 const MAX_GROUP_JOBS: usize = 20_000;

@@ -1,0 +1,466 @@
+//! The fan-out benchmark behind `phoenix bench fanout`: a distributor in a child process, N
+//! WebSocket subscribers in this one (the load generator, same machine), then K publishes,
+//! each timed from `POST /publish` until every subscriber has acked it `applied`.
+//!
+//! The distributor's resident memory per idle subscriber is its RSS with N subscribers
+//! connected and idle, minus its RSS once started, over N. Latency is measured where it can
+//! be: a subscriber's figure ends when it has written its ack (client clock, same process as
+//! the publisher); when the distributor has *recorded* every ack is polled from
+//! `GET /updates/{id}` and reported per publish.
+
+pub(super) mod process;
+mod report;
+mod subscribers;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Machine, ScratchDir, median, percentile, secs};
+use crate::core::distributor::UpdateStatus;
+use crate::core::shared::client::{self, ApiClient, ClientOptions};
+use crate::core::updates::{PublishRequest, UpdateEnvelope, UpdateType};
+use process::Distributor;
+pub use report::{
+    ConnectFigures, CpuFigures, FanoutReport, FanoutTarget, LatencyFigures, MEMORY_TARGET_KIB,
+    MemoryFigures, P99_TARGET_MS, PublishFigures, evaluate_targets,
+};
+use subscribers::{Event, Fleet};
+
+/// How long one publish may take to be acked by every subscriber and recorded.
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Limit on one HTTP request to the distributor.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the distributor is asked whether it has recorded every ack.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long the distributor may take to count every subscriber and commit their hellos.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a fan-out run does.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutOptions {
+    /// Subscribers connected at once.
+    pub subscribers: usize,
+    /// Updates published, one at a time.
+    pub publishes: usize,
+    /// Handshakes in flight at once while connecting.
+    pub connect_parallelism: usize,
+    /// Idle time between the last handshake and the memory sample.
+    #[serde(serialize_with = "secs")]
+    pub settle: Duration,
+}
+
+impl Default for FanoutOptions {
+    fn default() -> Self {
+        FanoutOptions {
+            subscribers: 10_000,
+            publishes: 20,
+            connect_parallelism: 256,
+            settle: Duration::from_secs(2),
+        }
+    }
+}
+
+impl FanoutOptions {
+    fn validate(&self) -> Result<(), Error> {
+        if [self.subscribers, self.publishes, self.connect_parallelism].contains(&0) {
+            return Err(Error::Options(
+                "subscribers, publishes and connect parallelism must be at least 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why the benchmark could not run (subscribers that fail are reported, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The options make no sense.
+    #[error("{0}")]
+    Options(String),
+    /// The open-file limit is too low for this many subscribers.
+    #[error("{}", file_limit_message(*subscribers, *needed, *soft, *hard))]
+    FileLimit {
+        /// Subscribers asked for.
+        subscribers: usize,
+        /// Descriptors each process needs.
+        needed: u64,
+        /// The soft limit (`ulimit -n`).
+        soft: u64,
+        /// The hard limit (`ulimit -Hn`); `None` is unlimited.
+        hard: Option<u64>,
+    },
+    /// The scratch directory could not be created.
+    #[error(transparent)]
+    Scratch(#[from] super::Error),
+    /// A local file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The distributor did not start, or misbehaved.
+    #[error("{0}")]
+    Distributor(String),
+    /// A request to the distributor failed.
+    #[error("distributor API: {0}")]
+    Api(#[from] client::Error),
+    /// The distributor did not stop cleanly.
+    #[error("the distributor did not shut down cleanly: {0}")]
+    Shutdown(String),
+}
+
+fn file_limit_message(subscribers: usize, needed: u64, soft: u64, hard: Option<u64>) -> String {
+    let raise = match hard {
+        Some(hard) if hard < needed => format!(
+            "the hard limit is {hard}, so an administrator must raise it (limits.conf, or \
+             LimitNOFILE= for a systemd unit) before `ulimit -n {needed}`"
+        ),
+        Some(hard) => format!("raise it with `ulimit -n {hard}` (the hard limit)"),
+        None => format!("raise it with `ulimit -n {needed}`"),
+    };
+    format!(
+        "{subscribers} subscribers need about {needed} open files in this process and as many \
+         in the distributor, but the open-file limit (RLIMIT_NOFILE) is {soft}: {raise}, or \
+         benchmark fewer subscribers"
+    )
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// Runs the benchmark: starts the distributor (this executable, `serve distributor`) in a
+/// scratch directory, measures, stops it with SIGTERM and removes the directory, on every
+/// path. `progress` is told which step starts.
+pub async fn run(
+    opts: &FanoutOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<FanoutReport, Error> {
+    opts.validate()?;
+    process::check_file_limit(opts.subscribers)?;
+    let machine = Machine::current();
+    let scratch = ScratchDir::create()?;
+    let admin_token = uuid::Uuid::new_v4().simple().to_string();
+    progress("starting the distributor");
+    // Declared after `scratch`, so dropped (killed) before the directory goes.
+    let mut distributor = Distributor::start(&scratch.0, &admin_token).await?;
+    let measured = measure(opts, machine, &distributor, &admin_token, progress).await;
+    if measured.is_err()
+        && let Some(why) = distributor.explain()
+    {
+        tracing::warn!("the distributor {why}");
+    }
+    let stopped = distributor.stop().await;
+    let report = measured?;
+    stopped?;
+    Ok(report)
+}
+
+/// Lost connections and stray acks seen while publishing.
+#[derive(Default)]
+struct Trouble {
+    lost: usize,
+    first_lost: Option<String>,
+    stray_acks: usize,
+    failures: Vec<String>,
+}
+
+impl Trouble {
+    fn lost(&mut self, why: String) {
+        self.lost += 1;
+        self.first_lost.get_or_insert(why);
+    }
+}
+
+async fn measure(
+    opts: &FanoutOptions,
+    machine: Machine,
+    distributor: &Distributor,
+    admin_token: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<FanoutReport, Error> {
+    let api = ApiClient::new(&ClientOptions {
+        base_url: distributor.http_url.clone(),
+        token: Some(admin_token.to_owned()),
+        ca_cert: None,
+        timeout: REQUEST_TIMEOUT,
+    })?;
+    api.get_json::<Health>("/health").await?;
+    let baseline_kib = distributor.rss_kib()?;
+
+    progress(&format!(
+        "connecting {} subscribers, {} handshakes at a time",
+        opts.subscribers, opts.connect_parallelism
+    ));
+    let started = Instant::now();
+    let mut fleet = Fleet::launch(
+        &distributor.ws_url,
+        opts.subscribers,
+        opts.connect_parallelism,
+    );
+    let mut trouble = Trouble::default();
+    let (mut connected, mut failed, mut first_failure) = (0, 0, None);
+    while connected + failed < opts.subscribers {
+        match fleet.events.recv().await {
+            Some(Event::Joined(Ok(()))) => connected += 1,
+            Some(Event::Joined(Err(why))) => {
+                failed += 1;
+                first_failure.get_or_insert(why);
+            }
+            Some(Event::Lost(why)) => trouble.lost(why),
+            None => break,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let connect = ConnectFigures {
+        attempted: opts.subscribers,
+        connected,
+        failed,
+        seconds,
+        per_sec: connected as f64 / seconds,
+        first_failure,
+    };
+
+    progress(&format!(
+        "{connected} subscribers connected in {seconds:.1}s; idle for {}",
+        humantime::format_duration(opts.settle)
+    ));
+    settle(&api, connected - trouble.lost).await?;
+    tokio::time::sleep(opts.settle).await;
+    let connected_kib = distributor.rss_kib()?;
+    let idle = connected - trouble.lost;
+    let per_subscriber_kib = if idle == 0 {
+        f64::NAN
+    } else {
+        (connected_kib as f64 - baseline_kib as f64) / idle as f64
+    };
+
+    let mut latencies = Vec::with_capacity(connected * opts.publishes);
+    let mut publishes = Vec::with_capacity(opts.publishes);
+    let cpu_before = (
+        distributor.cpu_seconds(),
+        process::cpu_seconds("/proc/self/stat"),
+    );
+    for k in 1..=opts.publishes {
+        progress(&format!(
+            "publish {k}/{} to {} subscribers",
+            opts.publishes,
+            connected - trouble.lost
+        ));
+        let alive = connected - trouble.lost;
+        publishes
+            .push(publish_once(&api, &mut fleet, k, alive, &mut latencies, &mut trouble).await?);
+    }
+    let after_publishes_kib = distributor.rss_kib()?;
+    let per_publish = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) => (a - b) * 1000.0 / opts.publishes as f64,
+        _ => f64::NAN,
+    };
+    let cpu = CpuFigures {
+        distributor_ms_per_publish: per_publish(cpu_before.0, distributor.cpu_seconds()),
+        generator_ms_per_publish: per_publish(
+            cpu_before.1,
+            process::cpu_seconds("/proc/self/stat"),
+        ),
+    };
+    fleet.shutdown().await;
+
+    let mut failures = trouble.failures;
+    if trouble.lost > 0 {
+        failures.push(format!(
+            "{} subscribers lost their connection; first: {}",
+            trouble.lost,
+            trouble.first_lost.as_deref().unwrap_or("-")
+        ));
+    }
+    if trouble.stray_acks > 0 {
+        failures.push(format!(
+            "{} acks were for an update other than the one being timed",
+            trouble.stray_acks
+        ));
+    }
+    let of_publishes =
+        |f: fn(&PublishFigures) -> f64| median(&publishes.iter().map(f).collect::<Vec<_>>());
+    let latency = LatencyFigures {
+        acks: latencies.len(),
+        expected: connected * opts.publishes,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.iter().copied().fold(f64::NAN, f64::max),
+        last_ack_median_ms: of_publishes(|p| p.last_ack_ms),
+        recorded_median_ms: of_publishes(|p| p.recorded_ms),
+        publish_median_ms: of_publishes(|p| p.publish_ms),
+    };
+    let memory = MemoryFigures {
+        baseline_kib,
+        connected_kib,
+        after_publishes_kib,
+        per_subscriber_kib,
+    };
+    Ok(FanoutReport {
+        machine,
+        targets: evaluate_targets(opts, &connect, &latency, &memory),
+        options: opts.clone(),
+        connect,
+        memory,
+        latency,
+        cpu,
+        publishes,
+        failures,
+    })
+}
+
+/// The part of `GET /health` the benchmark reads.
+#[derive(serde::Deserialize)]
+struct Health {
+    subscribers: usize,
+    write_queue: usize,
+}
+
+/// Waits until the distributor counts every subscriber and has committed their hellos, so
+/// the memory sample sees idle connections and no queued work.
+async fn settle(api: &ApiClient, subscribers: usize) -> Result<(), Error> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let health: Health = api.get_json("/health").await?;
+        if health.subscribers >= subscribers && health.write_queue == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Distributor(format!(
+                "after {}s the distributor counts {} of {subscribers} subscribers and still \
+                 has {} rows to write",
+                SETTLE_TIMEOUT.as_secs(),
+                health.subscribers,
+                health.write_queue
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes update `k` to everyone and times it until `alive` subscribers have acked it and
+/// the distributor has recorded their acks.
+async fn publish_once(
+    api: &ApiClient,
+    fleet: &mut Fleet,
+    k: usize,
+    alive: usize,
+    latencies: &mut Vec<f64>,
+    trouble: &mut Trouble,
+) -> Result<PublishFigures, Error> {
+    let request = PublishRequest {
+        update_type: Some(UpdateType::PromptTweak.as_str().to_owned()),
+        payload: Some(serde_json::json!({
+            "default_prompt": format!("You are Phoenix (fan-out benchmark, publish {k}).")
+        })),
+        ..PublishRequest::default()
+    };
+    let stale = fleet.acks.take().len();
+    trouble.stray_acks += stale;
+    fleet.acks.expect(alive);
+    let started = Instant::now();
+    let envelope: UpdateEnvelope = api.post_json("/publish", &request, &[]).await?;
+    let publish_ms = ms(started.elapsed());
+    let deadline = tokio::time::Instant::from_std(started + ACK_TIMEOUT);
+    let mut waiting = alive;
+    let mut timed_out = false;
+    while fleet.acks.posted() < waiting {
+        tokio::select! {
+            () = fleet.acks.reached() => {}
+            event = fleet.events.recv() => match event {
+                Some(Event::Lost(why)) => {
+                    trouble.lost(why);
+                    waiting -= 1;
+                    fleet.acks.expect(waiting);
+                }
+                Some(Event::Joined(_)) => {}
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                timed_out = true;
+                break;
+            }
+        }
+    }
+    fleet.acks.expect(usize::MAX);
+    let (mut acks, mut last_ack_ms) = (0, f64::NAN);
+    for ack in fleet.acks.take() {
+        if ack.seq != envelope.seq {
+            trouble.stray_acks += 1;
+            continue;
+        }
+        let ms = ms(ack.at.saturating_duration_since(started));
+        latencies.push(ms);
+        last_ack_ms = f64::max(last_ack_ms, ms);
+        acks += 1;
+    }
+    if acks < waiting {
+        trouble.failures.push(format!(
+            "publish {k} (seq {}): {} of {waiting} subscribers did not ack{}",
+            envelope.seq,
+            waiting - acks,
+            if timed_out {
+                format!(" within {}s", ACK_TIMEOUT.as_secs())
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let path = format!("/updates/{}", envelope.update_id);
+    let recorded_ms = loop {
+        let status: UpdateStatus = api.get_json(&path).await?;
+        if status.counts.applied >= acks as u64 {
+            break ms(started.elapsed());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            trouble.failures.push(format!(
+                "publish {k} (seq {}): the distributor recorded {} of {acks} applied acks \
+                 within {}s",
+                envelope.seq,
+                status.counts.applied,
+                ACK_TIMEOUT.as_secs()
+            ));
+            break f64::NAN;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    };
+    Ok(PublishFigures {
+        seq: envelope.seq,
+        publish_ms,
+        acks,
+        last_ack_ms,
+        recorded_ms,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_limit_error_says_how_to_raise_it() {
+        let within_hard = file_limit_message(10_000, 10_256, 1024, Some(20_000));
+        assert!(within_hard.contains("`ulimit -n 20000`"), "{within_hard}");
+        let above_hard = file_limit_message(30_000, 30_256, 1024, Some(20_000));
+        assert!(above_hard.contains("hard limit is 20000"), "{above_hard}");
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        assert!(FanoutOptions::default().validate().is_ok());
+        let none = FanoutOptions {
+            publishes: 0,
+            ..FanoutOptions::default()
+        };
+        assert!(none.validate().is_err());
+    }
+}

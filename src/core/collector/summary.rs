@@ -1,0 +1,1292 @@
+//! Insight summaries: rule-based bullets from [`Stats`], the LLM prompt that asks for the same
+//! thing, and parsing an LLM's answer back into bullets.
+//!
+//! Every bullet proposes a non-binary update (`prompt_tweak`, `model_tweak`, `json_patch`,
+//! `yaml_graft`) or an operational check, with the figures that justify it, so an operator can
+//! act on an insight without re-reading the telemetry.
+
+use std::fmt::Write as _;
+
+use crate::core::collector::analysis::{
+    AgentStats, Direction, ERROR_RATE_FIELD, FieldStats, NO_AGENT_PATH, Outlier, Stats,
+};
+
+/// Most bullets an insight summary holds.
+pub const MAX_BULLETS: usize = 12;
+/// Overall error rate, and per-agent error rate, from which a bullet is written.
+pub const HIGH_ERROR_RATE: f64 = 0.05;
+/// An agent gets its own error bullet only when its rate is this many times the rest's.
+pub const AGENT_ERROR_FACTOR: f64 = 1.5;
+/// Mean below which a 0..1 score such as `love_score` asks for a prompt tweak.
+pub const LOW_SCORE: f64 = 0.8;
+/// `p99 / p50` above which a latency-like field has a tail worth a timeout.
+pub const TAIL_FACTOR: f64 = 3.0;
+/// Approximate size, in bytes, above which the statistics JSON of a prompt is trimmed.
+pub const PROMPT_STATS_BUDGET: usize = 24 * 1024;
+/// How many agents (by record count) keep their per-agent field summaries in a trimmed prompt.
+pub const PROMPT_TOP_AGENTS: usize = 20;
+
+/// Fewest records or samples an agent needs before rules single it out.
+const MIN_AGENT_SAMPLES: usize = 5;
+/// Per-agent error bullets beyond this many are folded into one.
+const MAX_AGENT_ERROR_BULLETS: usize = 4;
+
+/// What a bullet is about; a `focus` moves one topic to the front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topic {
+    Errors,
+    Performance,
+    Quality,
+    Fleet,
+    Other,
+}
+
+impl Topic {
+    fn from_focus(focus: &str) -> Option<Topic> {
+        let focus = focus.to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| focus.contains(w));
+        if has(&["error", "reliab", "stabil", "failure", "robust"]) {
+            Some(Topic::Errors)
+        } else if has(&[
+            "perf",
+            "latency",
+            "speed",
+            "cost",
+            "token",
+            "efficien",
+            "throughput",
+        ]) {
+            Some(Topic::Performance)
+        } else if has(&[
+            "emotion",
+            "resonance",
+            "quality",
+            "love",
+            "score",
+            "utility",
+            "satisf",
+        ]) {
+            Some(Topic::Quality)
+        } else if has(&["fleet", "heartbeat", "liveness", "health", "orch"]) {
+            Some(Topic::Fleet)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a numeric field measures, guessed from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    Latency,
+    Tokens,
+    Cost,
+    Failure,
+    Score,
+    Throughput,
+    Neutral,
+}
+
+impl Metric {
+    fn of(field: &str) -> Metric {
+        let name = field.to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
+        // Order matters: `tokens_per_sec` is a throughput, `timeout_count` a failure, and a
+        // timestamp is no duration.
+        if has(&["per_sec", "per_s", "throughput", "qps", "rps"]) {
+            Metric::Throughput
+        } else if has(&["timestamp", "_ts", "ts_"]) || name == "ts" {
+            Metric::Neutral
+        } else if has(&["token"]) {
+            Metric::Tokens
+        } else if has(&["cost", "price", "usd", "spend"]) {
+            Metric::Cost
+        } else if has(&[
+            "error",
+            "fail",
+            "retry",
+            "retries",
+            "timeout",
+            "exception",
+            "crash",
+        ]) {
+            Metric::Failure
+        } else if has(&[
+            "score",
+            "love",
+            "utility",
+            "accuracy",
+            "success",
+            "quality",
+            "rating",
+            "satisf",
+            "resonance",
+            "reward",
+            "uptime",
+        ]) {
+            Metric::Score
+        } else if has(&["latency", "time", "duration", "elapsed", "wait"])
+            || ["_ms", "_us", "_secs", "_seconds"]
+                .iter()
+                .any(|s| name.ends_with(s))
+        {
+            Metric::Latency
+        } else {
+            Metric::Neutral
+        }
+    }
+
+    /// The direction in which this metric gets worse, if the name tells.
+    fn worse(self) -> Option<Direction> {
+        match self {
+            Metric::Latency | Metric::Tokens | Metric::Cost | Metric::Failure => {
+                Some(Direction::Higher)
+            }
+            Metric::Score | Metric::Throughput => Some(Direction::Lower),
+            Metric::Neutral => None,
+        }
+    }
+
+    fn topic(self) -> Topic {
+        match self {
+            Metric::Latency | Metric::Tokens | Metric::Cost | Metric::Throughput => {
+                Topic::Performance
+            }
+            Metric::Failure => Topic::Errors,
+            Metric::Score => Topic::Quality,
+            Metric::Neutral => Topic::Other,
+        }
+    }
+}
+
+/// One candidate bullet.
+struct Finding {
+    topic: Topic,
+    severity: f64,
+    text: String,
+}
+
+/// Rule-based bullets for `stats`, at most [`MAX_BULLETS`] and never none.
+///
+/// Bullets of the topic `focus` names come first (`performance`: latency, tokens and cost;
+/// `quality` or `emotional_resonance`: scores; `errors` or `reliability`: errors; `fleet`:
+/// heartbeats); within a topic, and for an unknown focus, the most severe come first.
+pub fn heuristic_bullets(stats: &Stats, focus: &str) -> Vec<String> {
+    if stats.records == 0 {
+        return vec![
+            "No telemetry in the selected window: check that ORCHs reach the collector \
+             (TELEMETRIST_URL, POST /ingest) and widen last_n or the filters before publishing \
+             any update."
+                .to_owned(),
+        ];
+    }
+    let mut findings = Vec::new();
+    error_findings(stats, &mut findings);
+    outlier_findings(stats, &mut findings);
+    for field in &stats.fields {
+        low_score_finding(stats, field, &mut findings);
+        tail_finding(field, &mut findings);
+    }
+    fleet_findings(stats, &mut findings);
+
+    if findings.is_empty() {
+        return vec![format!(
+            "No actionable anomaly in {} records (error rate {}, no outlier agent, {} of {} ORCHs \
+             with a fresh heartbeat): keep the current prompts and models, and re-run with a \
+             larger last_n to confirm.",
+            stats.records,
+            pct(stats.error_rate),
+            stats.orchs.fresh,
+            stats.orchs.distinct
+        )];
+    }
+    let focus = Topic::from_focus(focus);
+    let rank = |t: Topic| if Some(t) == focus { 0 } else { 1 };
+    findings.sort_by(|a, b| {
+        rank(a.topic)
+            .cmp(&rank(b.topic))
+            .then_with(|| b.severity.total_cmp(&a.severity))
+            .then_with(|| a.text.cmp(&b.text))
+    });
+    findings
+        .into_iter()
+        .take(MAX_BULLETS)
+        .map(|f| f.text)
+        .collect()
+}
+
+fn error_findings(stats: &Stats, out: &mut Vec<Finding>) {
+    if stats.error_rate >= HIGH_ERROR_RATE {
+        out.push(Finding {
+            topic: Topic::Errors,
+            severity: 60.0 + stats.error_rate * 100.0,
+            text: format!(
+                "Error rate is {} ({} of {} records){}: publish a fleet-wide json_patch raising \
+                 retry/timeout budgets, or a prompt_tweak for the step that fails.",
+                pct(stats.error_rate),
+                stats.errors,
+                stats.records,
+                top_kinds(&stats.error_kinds, "; top error kinds: ")
+            ),
+        });
+    }
+
+    let mut noisy: Vec<&AgentStats> = stats
+        .agents
+        .iter()
+        .filter(|a| {
+            a.agent_path != NO_AGENT_PATH
+                && a.records >= MIN_AGENT_SAMPLES
+                && a.records < stats.records
+                && a.error_rate >= HIGH_ERROR_RATE
+                // An agent merely as bad as everyone is covered by the fleet-wide bullet.
+                && {
+                    let rest = (stats.errors - a.errors) as f64 / (stats.records - a.records) as f64;
+                    a.error_rate >= AGENT_ERROR_FACTOR * rest
+                }
+        })
+        .collect();
+    noisy.sort_by(|a, b| {
+        b.error_rate
+            .total_cmp(&a.error_rate)
+            .then_with(|| b.errors.cmp(&a.errors))
+            .then_with(|| a.agent_path.cmp(&b.agent_path))
+    });
+    for agent in noisy.iter().take(MAX_AGENT_ERROR_BULLETS) {
+        let rest_rate =
+            (stats.errors - agent.errors) as f64 / (stats.records - agent.records) as f64;
+        let flagged = stats
+            .outliers
+            .iter()
+            .any(|o| o.field == ERROR_RATE_FIELD && o.agent_path == agent.agent_path);
+        let versus = if rest_rate > 0.0 {
+            format!(
+                "{}x the rest of the fleet's {}",
+                ratio(agent.error_rate / rest_rate),
+                pct(rest_rate)
+            )
+        } else {
+            "the rest of the fleet has none".to_owned()
+        };
+        out.push(Finding {
+            topic: Topic::Errors,
+            severity: 50.0 + agent.error_rate * 100.0 + if flagged { 10.0 } else { 0.0 },
+            text: format!(
+                "Publish a json_patch (retry/timeout settings) or a prompt_tweak targeted at agent \
+                 prefix `{}`: {} of its {} records are errors ({}; {}){}.",
+                agent.agent_path,
+                agent.errors,
+                agent.records,
+                pct(agent.error_rate),
+                versus,
+                top_kinds(&agent.error_kinds, ", mostly ")
+            ),
+        });
+    }
+    if noisy.len() > MAX_AGENT_ERROR_BULLETS {
+        let rest = &noisy[MAX_AGENT_ERROR_BULLETS..];
+        let names: Vec<String> = rest
+            .iter()
+            .take(5)
+            .map(|a| format!("`{}`", a.agent_path))
+            .collect();
+        out.push(Finding {
+            topic: Topic::Errors,
+            severity: 45.0,
+            text: format!(
+                "{} more agents exceed a {} error rate ({}{}): review them after the agents above.",
+                rest.len(),
+                pct(HIGH_ERROR_RATE),
+                names.join(", "),
+                if rest.len() > 5 { ", ..." } else { "" }
+            ),
+        });
+    }
+}
+
+fn outlier_findings(stats: &Stats, out: &mut Vec<Finding>) {
+    for outlier in stats
+        .outliers
+        .iter()
+        .filter(|o| o.field != ERROR_RATE_FIELD)
+    {
+        let metric = Metric::of(&outlier.field);
+        let evidence = outlier_evidence(outlier);
+        let target = &outlier.agent_path;
+        let strength = outlier.z.map_or(10.0, |z| z.abs().min(10.0));
+        let relative = match outlier.ratio {
+            Some(r) => (r - 1.0).abs().min(5.0),
+            None => 5.0,
+        };
+        let worse = metric.worse();
+        let (severity, text) = if worse == Some(outlier.direction) {
+            let action = match metric {
+                Metric::Latency => format!(
+                    "Publish a model_tweak targeted at agent prefix `{target}` (a faster model), or \
+                     a prompt_tweak shortening its prompt"
+                ),
+                Metric::Tokens => format!(
+                    "Publish a json_patch targeted at agent prefix `{target}` lowering max_tokens, \
+                     with a prompt_tweak trimming its prompt"
+                ),
+                Metric::Cost => format!(
+                    "Publish a model_tweak targeted at agent prefix `{target}` (a cheaper model), \
+                     or a json_patch lowering max_tokens"
+                ),
+                Metric::Failure => format!(
+                    "Publish a json_patch targeted at agent prefix `{target}` adjusting its \
+                     retry/timeout settings, or a prompt_tweak for the step that fails"
+                ),
+                Metric::Score => format!(
+                    "Publish a prompt_tweak targeted at agent prefix `{target}` (a model_tweak if \
+                     it does not help)"
+                ),
+                Metric::Throughput => format!(
+                    "Publish a model_tweak targeted at agent prefix `{target}` (a faster model), \
+                     or a json_patch raising its concurrency"
+                ),
+                Metric::Neutral => unreachable!("neutral metrics have no worse direction"),
+            };
+            (
+                40.0 + strength * 2.0 + relative * 4.0,
+                format!("{action}: {evidence}."),
+            )
+        } else if worse.is_some() {
+            // Doing better than the fleet is worth copying, but less urgent than any problem.
+            let update = match metric {
+                Metric::Latency | Metric::Cost | Metric::Throughput => "model_tweak or json_patch",
+                Metric::Tokens => "json_patch (max_tokens) or prompt_tweak",
+                _ => "prompt_tweak or yaml_graft",
+            };
+            (
+                10.0 + strength,
+                format!(
+                    "Agent prefix `{target}` does better than the fleet: {evidence}; graft its \
+                     settings onto the other agents with a {update} once you know what differs."
+                ),
+            )
+        } else {
+            (
+                20.0 + strength,
+                format!(
+                    "Review agent prefix `{target}`: {evidence}; if a configuration difference \
+                     explains it, align it with a json_patch."
+                ),
+            )
+        };
+        out.push(Finding {
+            topic: metric.topic(),
+            severity,
+            text,
+        });
+    }
+}
+
+/// "its response_time mean 2400 is 3.0x the rest of the fleet's 800 (z=4.1, 40 samples)"
+fn outlier_evidence(o: &Outlier) -> String {
+    let comparison = match o.ratio {
+        Some(r) => format!(
+            "{}x the rest of the fleet's {}",
+            ratio(r),
+            num(o.fleet_mean)
+        ),
+        None => format!(
+            "{} the rest of the fleet's {}",
+            o.direction.as_str(),
+            num(o.fleet_mean)
+        ),
+    };
+    let spread = match o.z {
+        Some(z) => format!("z={}", fixed1(z)),
+        None => "the rest of the fleet is constant".to_owned(),
+    };
+    format!(
+        "its {} mean {} is {} ({}, {} samples)",
+        o.field,
+        num(o.agent_mean),
+        comparison,
+        spread,
+        o.samples
+    )
+}
+
+fn low_score_finding(stats: &Stats, field: &FieldStats, out: &mut Vec<Finding>) {
+    let s = &field.overall;
+    // The 0.8 bar only means something on a 0..1 scale.
+    if Metric::of(&field.field) != Metric::Score
+        || s.min < 0.0
+        || s.max > 1.0
+        || s.mean >= LOW_SCORE
+    {
+        return;
+    }
+    let lowest = field
+        .per_agent
+        .iter()
+        .filter(|a| a.agent_path != NO_AGENT_PATH && a.summary.count >= MIN_AGENT_SAMPLES)
+        .min_by(|a, b| {
+            a.summary
+                .mean
+                .total_cmp(&b.summary.mean)
+                .then_with(|| a.agent_path.cmp(&b.agent_path))
+        });
+    let already_flagged = |agent: &str| {
+        stats
+            .outliers
+            .iter()
+            .any(|o| o.field == field.field && o.agent_path == agent)
+    };
+    let action = match lowest {
+        Some(a) if field.per_agent.len() > 1 && !already_flagged(&a.agent_path) => format!(
+            "publish a prompt_tweak targeted at agent prefix `{}` first (mean {} over {} samples), \
+             then fleet-wide if it helps",
+            a.agent_path,
+            num(a.summary.mean),
+            a.summary.count
+        ),
+        Some(a) if field.per_agent.len() == 1 => {
+            format!(
+                "publish a prompt_tweak targeted at agent prefix `{}`",
+                a.agent_path
+            )
+        }
+        _ => "publish a fleet-wide prompt_tweak".to_owned(),
+    };
+    out.push(Finding {
+        topic: Topic::Quality,
+        severity: 35.0 + (LOW_SCORE - s.mean) * 100.0,
+        text: format!(
+            "{} averages {} (below {}; p50 {}, {} samples): {}.",
+            field.field,
+            num(s.mean),
+            num(LOW_SCORE),
+            num(s.p50),
+            s.count,
+            action
+        ),
+    });
+}
+
+fn tail_finding(field: &FieldStats, out: &mut Vec<Finding>) {
+    let s = &field.overall;
+    if Metric::of(&field.field) != Metric::Latency
+        || s.count < MIN_AGENT_SAMPLES
+        || s.p50 <= 0.0
+        || s.p99 <= TAIL_FACTOR * s.p50
+    {
+        return;
+    }
+    let slowest = field
+        .per_agent
+        .iter()
+        .filter(|a| a.agent_path != NO_AGENT_PATH && a.summary.count >= MIN_AGENT_SAMPLES)
+        .max_by(|a, b| {
+            a.summary
+                .p99
+                .total_cmp(&b.summary.p99)
+                .then_with(|| b.agent_path.cmp(&a.agent_path))
+        });
+    let check = match slowest {
+        Some(a) if field.per_agent.len() > 1 => format!(
+            ", starting with agent prefix `{}` (p99 {})",
+            a.agent_path,
+            num(a.summary.p99)
+        ),
+        _ => String::new(),
+    };
+    let factor = s.p99 / s.p50;
+    out.push(Finding {
+        topic: Topic::Performance,
+        severity: 30.0 + factor.min(20.0),
+        text: format!(
+            "{} has a long tail: p99 {} is {}x p50 {} (p95 {}, {} samples); publish a json_patch \
+             setting a request timeout near p95 with one retry{}.",
+            field.field,
+            num(s.p99),
+            ratio(factor),
+            num(s.p50),
+            num(s.p95),
+            s.count,
+            check
+        ),
+    });
+}
+
+fn fleet_findings(stats: &Stats, out: &mut Vec<Finding>) {
+    let orchs = &stats.orchs;
+    if let Some(oldest) = orchs.stale.first() {
+        let count = orchs.stale.len();
+        out.push(Finding {
+            topic: Topic::Fleet,
+            severity: 25.0 + count.min(20) as f64,
+            text: format!(
+                "{} of {} ORCHs have sent no orch_heartbeat for over {} (oldest: {}, {} ago): \
+                 check their update subscription (phoenix subscribe) and heartbeat interval \
+                 (ORCH_SLAVE_SYNC_INTERVAL); updates published now will not reach them.",
+                count,
+                orchs.distinct,
+                duration(orchs.stale_after_secs),
+                oldest.orch_hash,
+                duration(oldest.age_secs)
+            ),
+        });
+    }
+    if orchs.never_heartbeat > 0 {
+        out.push(Finding {
+            topic: Topic::Fleet,
+            severity: 20.0 + orchs.never_heartbeat.min(20) as f64,
+            text: format!(
+                "{} of {} ORCHs in the window never sent an orch_heartbeat: confirm their learning \
+                 pipeline runs (phoenix subscribe), otherwise no prompt_tweak or model_tweak \
+                 reaches them.",
+                orchs.never_heartbeat, orchs.distinct
+            ),
+        });
+    }
+}
+
+/// "; top error kinds: tool_call ×15, llm_request ×10" (at most three), or nothing.
+fn top_kinds(kinds: &[crate::core::collector::analysis::Count], lead: &str) -> String {
+    if kinds.is_empty() {
+        return String::new();
+    }
+    let listed: Vec<String> = kinds
+        .iter()
+        .take(3)
+        .map(|k| format!("{} ×{}", k.name, k.count))
+        .collect();
+    format!("{lead}{}", listed.join(", "))
+}
+
+/// A figure with at most three decimals and no trailing zeros; fewer decimals as it grows.
+fn num(x: f64) -> String {
+    if !x.is_finite() {
+        return "n/a".to_owned();
+    }
+    let abs = x.abs();
+    let decimals = if abs >= 100.0 || abs == 0.0 {
+        0
+    } else if abs >= 10.0 {
+        1
+    } else if abs >= 1.0 {
+        2
+    } else {
+        3
+    };
+    let text = format!("{x:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    if text == "-0" {
+        "0".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// A ratio with one decimal: "3.0".
+fn ratio(x: f64) -> String {
+    if !x.is_finite() {
+        "n/a".to_owned()
+    } else if x.abs() < 1.0 {
+        // "0.7x" hides whether an agent is at 65% or 74% of the fleet.
+        format!("{x:.2}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn fixed1(x: f64) -> String {
+    format!("{x:.1}")
+}
+
+/// A rate as a percentage with at most one decimal: "12.5%", "5%".
+fn pct(rate: f64) -> String {
+    let text = format!("{:.1}", rate * 100.0);
+    format!("{}%", text.strip_suffix(".0").unwrap_or(&text))
+}
+
+/// A duration for humans: "45s", "15m", "2h 30m", "3d 4h".
+fn duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3_600,
+        secs % 3_600 / 60,
+        secs % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+const SYSTEM_PROMPT: &str = "\
+You are Phoenix's telemetry analyst. Phoenix operates a fleet of LLM agents (ORCHs) and \
+improves them without shipping new binaries, by publishing non-binary updates: prompt_tweak \
+(prompt overrides), model_tweak (model selection), json_patch (an RFC 6902 patch of the agent \
+configuration) and yaml_graft (a YAML fragment merged into the configuration).
+
+Answer with at most 12 bullet points, one per line, each starting with \"- \". Each bullet is \
+one actionable update: name its update type, its target agent prefix when it concerns specific \
+agents, what to change, and the figures from the statistics that justify it. Use only agents, \
+fields and figures present in the statistics; do not invent any. Put the most important update \
+first. No preamble, no headings, no closing remarks.";
+
+/// The system and user prompts asking an LLM for the bullets of `stats`.
+///
+/// The user prompt carries the focus, the tier and the statistics as compact JSON. When that
+/// JSON would exceed [`PROMPT_STATS_BUDGET`], per-agent field summaries are kept only for the
+/// [`PROMPT_TOP_AGENTS`] agents with the most records (and, if still too large, long lists are
+/// cut), and the prompt says so.
+pub fn llm_prompt(stats: &Stats, focus: &str, tier: &str) -> (String, String) {
+    let (json, note) = stats_json(stats);
+    let mut user = String::new();
+    let focus = if focus.trim().is_empty() {
+        "general"
+    } else {
+        focus.trim()
+    };
+    let _ = writeln!(user, "Focus: {focus}");
+    let _ = writeln!(user, "Tier: {tier}");
+    match tier {
+        "free" => {
+            let _ = writeln!(
+                user,
+                "Free tier: basic insights; prefer the few fleet-wide updates with the most impact."
+            );
+        }
+        "premium" => {
+            let _ = writeln!(
+                user,
+                "Premium tier: advanced insights; per-agent targeting and precise config patches are welcome."
+            );
+        }
+        _ => {}
+    }
+    let _ = writeln!(
+        user,
+        "\nHow to read the statistics: counts are over the last {} records (ts_unix {} to {}). \
+         `fields` summarises numeric payload fields (percentiles by linear interpolation); \
+         `outliers[].fleet_mean` is the mean of all OTHER agents and `z` is in their standard \
+         deviations; agent `{}` means records without an agent path; `orchs.stale` lists ORCHs \
+         whose last heartbeat is older than `orchs.stale_after_secs`.",
+        stats.records,
+        stats
+            .from_ts
+            .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+        stats
+            .to_ts
+            .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+        NO_AGENT_PATH,
+    );
+    if let Some(note) = note {
+        let _ = writeln!(user, "\nNote: {note}");
+    }
+    let _ = writeln!(user, "\nStatistics (JSON):\n{json}");
+    let _ = writeln!(
+        user,
+        "\nFindings of fixed rules over the same statistics (may be incomplete):"
+    );
+    for bullet in heuristic_bullets(stats, focus) {
+        let _ = writeln!(user, "- {bullet}");
+    }
+    let _ = write!(
+        user,
+        "\nWrite at most {MAX_BULLETS} bullets, focused on {focus}."
+    );
+    (SYSTEM_PROMPT.to_owned(), user)
+}
+
+/// The statistics as compact JSON within the prompt budget, and what was left out.
+fn stats_json(stats: &Stats) -> (String, Option<String>) {
+    let encode = |s: &Stats| {
+        let mut value = serde_json::to_value(s).unwrap_or_default();
+        round_floats(&mut value);
+        value.to_string()
+    };
+    let full = encode(stats);
+    if full.len() <= PROMPT_STATS_BUDGET {
+        return (full, None);
+    }
+    let mut largest: Vec<&AgentStats> = stats.agents.iter().collect();
+    largest.sort_by(|a, b| {
+        b.records
+            .cmp(&a.records)
+            .then_with(|| a.agent_path.cmp(&b.agent_path))
+    });
+    let kept: std::collections::HashSet<&str> = largest
+        .iter()
+        .take(PROMPT_TOP_AGENTS)
+        .map(|a| a.agent_path.as_str())
+        .collect();
+    let mut trimmed = stats.clone();
+    for field in &mut trimmed.fields {
+        field
+            .per_agent
+            .retain(|a| kept.contains(a.agent_path.as_str()));
+    }
+    let mut note = format!(
+        "per-agent field summaries are kept only for the {} agents with the most records; {} \
+         other agents are left out of `fields[].per_agent` to fit the prompt.",
+        kept.len(),
+        stats.agents.len().saturating_sub(kept.len())
+    );
+    let json = encode(&trimmed);
+    if json.len() <= PROMPT_STATS_BUDGET {
+        return (json, Some(note));
+    }
+    // Still too large: drop per-agent summaries altogether and cut the long lists.
+    for field in &mut trimmed.fields {
+        field.per_agent.clear();
+    }
+    trimmed.fields.truncate(50);
+    trimmed.by_kind.truncate(50);
+    trimmed.by_agent_path.truncate(50);
+    trimmed.error_kinds.truncate(20);
+    trimmed.agents.sort_by(|a, b| {
+        b.records
+            .cmp(&a.records)
+            .then_with(|| a.agent_path.cmp(&b.agent_path))
+    });
+    trimmed.agents.truncate(50);
+    trimmed.outliers.truncate(50);
+    trimmed.orchs.stale.truncate(20);
+    note = format!(
+        "{note} Even so the statistics were too large: every per-agent field summary is left out, \
+         and lists are cut to their first entries (fields 50, kinds 50, agents 50 by record \
+         count, outliers 50, stale ORCHs 20); counts such as `records`, `errors` and `orchs` \
+         still cover the whole window."
+    );
+    (encode(&trimmed), Some(note))
+}
+
+/// Rounds every non-integer number to four significant digits: float noise such as
+/// `0.010000000000000007` costs prompt tokens and invites the model to quote it.
+fn round_floats(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(x) = n.as_f64().filter(|x| *x != 0.0) {
+                // Powers of ten above 1 are exact; dividing by them avoids 0.1-style noise.
+                let digits = 3 - x.abs().log10().floor() as i32;
+                let rounded = if digits >= 0 {
+                    let scale = 10f64.powi(digits);
+                    (x * scale).round() / scale
+                } else {
+                    let scale = 10f64.powi(-digits);
+                    (x / scale).round() * scale
+                };
+                if let Some(r) =
+                    serde_json::Number::from_f64(rounded).filter(|_| rounded.is_finite())
+                {
+                    *n = r;
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(round_floats),
+        serde_json::Value::Object(map) => map.values_mut().for_each(round_floats),
+        _ => {}
+    }
+}
+
+/// Bullets out of an LLM's answer, at most [`MAX_BULLETS`].
+///
+/// Lines marked `-`, `*`, `•` or `1.` / `1)` are bullets (markers and surrounding `**` are
+/// stripped); indented lines after a bullet continue it. Blank lines, headings (`#`), code
+/// fences and preamble lines ending with `:` are ignored. An answer without any marked line
+/// gives one bullet per remaining line.
+pub fn parse_bullets(text: &str) -> Vec<String> {
+    let mut marked: Vec<String> = Vec::new();
+    // Indentation of the bullet being built, while continuation lines may still join it.
+    let mut open: Option<usize> = None;
+    let mut plain: Vec<String> = Vec::new();
+
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if trimmed.starts_with('#') || trimmed.starts_with("```") {
+            open = None;
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        match strip_marker(trimmed) {
+            Some(body) => {
+                let body = clean(body);
+                match open {
+                    // A nested bullet belongs to its parent.
+                    Some(parent) if indent > parent => append(marked.last_mut(), &body),
+                    _ => {
+                        marked.push(body);
+                        open = Some(indent);
+                    }
+                }
+            }
+            None => match open {
+                Some(parent) if indent > parent => append(marked.last_mut(), &clean(trimmed)),
+                _ => {
+                    open = None;
+                    let body = clean(trimmed);
+                    if !body.ends_with(':') {
+                        plain.push(body);
+                    }
+                }
+            },
+        }
+    }
+
+    let bullets = if marked.iter().any(|b| !b.is_empty()) {
+        marked
+    } else {
+        plain
+    };
+    bullets
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .take(MAX_BULLETS)
+        .collect()
+}
+
+fn append(bullet: Option<&mut String>, more: &str) {
+    if let Some(bullet) = bullet {
+        if more.is_empty() {
+            return;
+        }
+        if !bullet.is_empty() {
+            bullet.push(' ');
+        }
+        bullet.push_str(more);
+    }
+}
+
+/// The text after a list marker, if the line starts with one.
+fn strip_marker(line: &str) -> Option<&str> {
+    for marker in ["-", "*", "•", "–", "+"] {
+        if let Some(rest) = line.strip_prefix(marker) {
+            // `**bold**` and `---` are not markers; a marker is followed by a space.
+            if rest.is_empty() || rest.starts_with(char::is_whitespace) {
+                return Some(rest);
+            }
+        }
+    }
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    if (1..=3).contains(&digits) {
+        let rest = &line[digits..];
+        if let Some(rest) = rest.strip_prefix('.').or_else(|| rest.strip_prefix(')'))
+            && (rest.is_empty() || rest.starts_with(char::is_whitespace))
+        {
+            return Some(rest);
+        }
+    }
+    None
+}
+
+/// Trims a bullet and removes bold wrapping the whole of it.
+fn clean(text: &str) -> String {
+    let mut text = text.trim();
+    while let Some(inner) = text.strip_prefix("**").and_then(|t| t.strip_suffix("**")) {
+        text = inner.trim();
+    }
+    if let Some(inner) = text.strip_prefix("**").and_then(|t| t.strip_suffix("**:")) {
+        return format!("{}:", inner.trim());
+    }
+    text.to_owned()
+}
+
+/// Bullets as a Markdown list: `- a\n- b`.
+pub fn render_summary(bullets: &[String]) -> String {
+    let mut out = String::new();
+    for (i, bullet) in bullets.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str("- ");
+        out.push_str(bullet);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::collector::analysis::{AnalysisOptions, analyze};
+    use crate::core::telemetry::StoredTelemetry;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn rec(
+        level: &str,
+        orch: &str,
+        agent: &str,
+        i: i64,
+        payload: serde_json::Value,
+    ) -> StoredTelemetry {
+        StoredTelemetry {
+            id: format!("id-{i}"),
+            ts_unix: 1_000 + i,
+            received_unix: 1_000 + i,
+            kind: if level == "error" {
+                "tool_call".into()
+            } else {
+                "skill_execution".into()
+            },
+            level: Some(level.to_owned()),
+            orch_hash: Some(orch.to_owned()),
+            agent_path: Some(agent.to_owned()),
+            tags: Vec::new(),
+            payload,
+        }
+    }
+
+    /// A calm fleet plus `code-gen/rust`, three times slower, and `writer`, erroring a lot.
+    fn troubled_stats() -> Stats {
+        let mut records = Vec::new();
+        for (a, agent) in ["root", "search", "critic", "planner"].iter().enumerate() {
+            for i in 0..40 {
+                let jitter = ((i * 7 + a as i64 * 3) % 11) as f64 - 5.0;
+                records.push(rec(
+                    "info",
+                    "orch_a",
+                    agent,
+                    i,
+                    json!({"response_time": 800.0 + jitter * 10.0, "love_score": 0.9}),
+                ));
+            }
+        }
+        for i in 0..40 {
+            records.push(rec(
+                "info",
+                "orch_b",
+                "code-gen/rust",
+                i,
+                json!({"response_time": 2400.0 + (i % 5) as f64, "love_score": 0.9}),
+            ));
+        }
+        for i in 0..20 {
+            let level = if i % 2 == 0 { "error" } else { "info" };
+            records.push(rec(level, "orch_c", "writer", i, json!({})));
+        }
+        let heartbeats =
+            HashMap::from([("orch_a".to_owned(), 9_990), ("orch_b".to_owned(), 1_000)]);
+        analyze(
+            &records,
+            &heartbeats,
+            &AnalysisOptions {
+                now_unix: 10_000,
+                ..AnalysisOptions::default()
+            },
+        )
+    }
+
+    #[test]
+    fn bullets_name_the_outlier_agent_and_the_update_type() {
+        let stats = troubled_stats();
+        let bullets = heuristic_bullets(&stats, "");
+        let slow = bullets
+            .iter()
+            .find(|b| b.contains("`code-gen/rust`"))
+            .expect("slow agent bullet");
+        assert!(slow.contains("model_tweak"), "{slow}");
+        assert!(
+            slow.contains("response_time mean 2402 is 3.0x the rest of the fleet's 800"),
+            "{slow}"
+        );
+        let errors = bullets
+            .iter()
+            .find(|b| b.contains("`writer`"))
+            .expect("error agent bullet");
+        assert!(
+            errors.contains("json_patch") && errors.contains("tool_call"),
+            "{errors}"
+        );
+        assert!(
+            bullets
+                .iter()
+                .any(|b| b.contains("orch_b") && b.contains("2h 30m")),
+            "{bullets:#?}"
+        );
+        assert!(
+            bullets
+                .iter()
+                .any(|b| b.contains("1 of 3 ORCHs in the window never sent")),
+            "{bullets:#?}"
+        );
+        assert_eq!(bullets, heuristic_bullets(&stats, ""), "deterministic");
+    }
+
+    #[test]
+    fn focus_changes_the_order() {
+        let stats = troubled_stats();
+        let perf = heuristic_bullets(&stats, "performance");
+        let errors = heuristic_bullets(&stats, "errors");
+        assert!(perf[0].contains("response_time"), "{perf:#?}");
+        assert!(errors[0].contains("error"), "{errors:#?}");
+        assert_ne!(perf, errors);
+        let fleet = heuristic_bullets(&stats, "fleet health");
+        assert!(fleet[0].contains("orch_heartbeat"), "{fleet:#?}");
+    }
+
+    #[test]
+    fn low_scores_ask_for_a_prompt_tweak_and_quality_focus_puts_them_first() {
+        let mut records = Vec::new();
+        for (agent, score) in [("a", 0.7), ("b", 0.75), ("c", 0.72)] {
+            for i in 0..10 {
+                let latency = if i == 9 { 9_000.0 } else { 1_000.0 };
+                records.push(rec(
+                    "info",
+                    "orch_a",
+                    agent,
+                    i,
+                    json!({"love_score": score, "latency_ms": latency}),
+                ));
+            }
+        }
+        let heartbeats = HashMap::from([("orch_a".to_owned(), 1_000)]);
+        let stats = analyze(
+            &records,
+            &heartbeats,
+            &AnalysisOptions {
+                now_unix: 1_000,
+                ..AnalysisOptions::default()
+            },
+        );
+        let bullets = heuristic_bullets(&stats, "emotional_resonance");
+        assert!(
+            bullets[0].starts_with("love_score averages 0.723"),
+            "{bullets:#?}"
+        );
+        assert!(
+            bullets[0].contains("prompt_tweak targeted at agent prefix `a`"),
+            "{bullets:#?}"
+        );
+        let tail = bullets
+            .iter()
+            .find(|b| b.contains("long tail"))
+            .expect("tail bullet");
+        assert!(
+            tail.starts_with("latency_ms") && tail.contains("timeout"),
+            "{tail}"
+        );
+    }
+
+    #[test]
+    fn bullets_are_capped_and_never_empty() {
+        assert_eq!(
+            heuristic_bullets(
+                &analyze(&[], &HashMap::new(), &AnalysisOptions::default()),
+                "x"
+            )
+            .len(),
+            1
+        );
+        assert!(
+            heuristic_bullets(
+                &analyze(&[], &HashMap::new(), &AnalysisOptions::default()),
+                ""
+            )[0]
+            .starts_with("No telemetry in the selected window: ")
+        );
+
+        // Twenty outliers and a noisy fleet give far more than twelve findings.
+        let mut stats = troubled_stats();
+        let template = stats
+            .outliers
+            .iter()
+            .find(|o| o.field == "response_time")
+            .unwrap()
+            .clone();
+        for i in 0..20 {
+            stats.outliers.push(Outlier {
+                agent_path: format!("agent-{i:02}"),
+                ..template.clone()
+            });
+        }
+        let bullets = heuristic_bullets(&stats, "errors");
+        assert_eq!(bullets.len(), MAX_BULLETS);
+        assert!(bullets[0].contains("`writer`"), "{bullets:#?}");
+
+        let calm: Vec<_> = (0..10)
+            .map(|i| rec("info", "orch_a", "root", i, json!({"latency_ms": 100})))
+            .collect();
+        let heartbeats = HashMap::from([("orch_a".to_owned(), 1_000)]);
+        let stats = analyze(
+            &calm,
+            &heartbeats,
+            &AnalysisOptions {
+                now_unix: 1_000,
+                ..AnalysisOptions::default()
+            },
+        );
+        let bullets = heuristic_bullets(&stats, "");
+        assert_eq!(bullets.len(), 1);
+        assert!(
+            bullets[0].starts_with("No actionable anomaly in 10 records"),
+            "{bullets:?}"
+        );
+    }
+
+    #[test]
+    fn figures_are_readable() {
+        assert_eq!(num(2400.4), "2400");
+        assert_eq!(num(12.34), "12.3");
+        assert_eq!(num(3.0), "3");
+        assert_eq!(num(0.61234), "0.612");
+        assert_eq!(num(-0.0001), "0");
+        assert_eq!(pct(0.125), "12.5%");
+        assert_eq!(pct(0.05), "5%");
+        assert_eq!(duration(9_000), "2h 30m");
+        assert_eq!(duration(900), "15m");
+        assert_eq!(duration(90_061), "1d 1h");
+    }
+
+    #[test]
+    fn prompt_json_keeps_four_significant_digits() {
+        let mut value =
+            json!({"a": 0.010000000000000007, "b": [123456.7, 2.0, 7], "c": {"d": -0.000123456}});
+        round_floats(&mut value);
+        assert_eq!(
+            value.to_string(),
+            r#"{"a":0.01,"b":[123500.0,2.0,7],"c":{"d":-0.0001235}}"#
+        );
+    }
+
+    #[test]
+    fn metrics_are_classified_by_name() {
+        assert_eq!(Metric::of("response_time"), Metric::Latency);
+        assert_eq!(Metric::of("llm.latency_ms"), Metric::Latency);
+        assert_eq!(Metric::of("tokens.prompt"), Metric::Tokens);
+        assert_eq!(Metric::of("tokens_per_sec"), Metric::Throughput);
+        assert_eq!(Metric::of("love_score"), Metric::Score);
+        assert_eq!(Metric::of("timeout_count"), Metric::Failure);
+        assert_eq!(Metric::of("started_ts"), Metric::Neutral);
+        assert_eq!(Metric::of("interval_seconds"), Metric::Latency);
+    }
+
+    #[test]
+    fn prompt_holds_the_rules_focus_tier_and_statistics() {
+        let stats = troubled_stats();
+        let (system, user) = llm_prompt(&stats, "performance", "premium");
+        assert!(
+            system.contains("telemetry analyst") && system.contains("at most 12 bullet points")
+        );
+        for update in ["prompt_tweak", "model_tweak", "json_patch", "yaml_graft"] {
+            assert!(system.contains(update), "{update}");
+        }
+        assert!(user.contains("Focus: performance") && user.contains("Tier: premium"));
+        assert!(user.contains(r#""agent_path":"code-gen/rust""#));
+        assert!(!user.contains("Note:"));
+    }
+
+    #[test]
+    fn oversized_statistics_keep_the_largest_agents_and_say_so() {
+        let mut records = Vec::new();
+        for a in 0..60 {
+            for i in 0..=a % 7 {
+                records.push(rec(
+                    "info",
+                    "orch_a",
+                    &format!("agent-{a:02}"),
+                    i,
+                    json!({"x": i, "y": a, "z": {"w": 1}}),
+                ));
+            }
+        }
+        let stats = analyze(&records, &HashMap::new(), &AnalysisOptions::default());
+        assert!(serde_json::to_string(&stats).unwrap().len() > PROMPT_STATS_BUDGET);
+        let (_, user) = llm_prompt(&stats, "", "free");
+        assert!(
+            user.contains("Note: per-agent field summaries are kept only for the 20 agents"),
+            "{}",
+            &user[..400]
+        );
+        let json_line = user.lines().find(|l| l.starts_with('{')).unwrap();
+        assert!(json_line.len() <= PROMPT_STATS_BUDGET);
+        let trimmed: Stats = serde_json::from_str(json_line).unwrap();
+        assert!(
+            trimmed
+                .fields
+                .iter()
+                .all(|f| f.per_agent.len() <= PROMPT_TOP_AGENTS)
+        );
+        // agent-06 has 7 records, among the largest; agent-00 has one, among the smallest.
+        assert!(
+            trimmed.fields[0]
+                .per_agent
+                .iter()
+                .any(|a| a.agent_path == "agent-06")
+        );
+        assert!(
+            trimmed.fields[0]
+                .per_agent
+                .iter()
+                .all(|a| a.agent_path != "agent-00")
+        );
+    }
+
+    #[test]
+    fn parses_dashes_with_preamble_and_epilogue() {
+        let text = "Here are the optimizations:\n\n- Publish a prompt_tweak for `a`\n- Publish a model_tweak for `b`\n\nLet me know if you need more.";
+        assert_eq!(
+            parse_bullets(text),
+            [
+                "Publish a prompt_tweak for `a`",
+                "Publish a model_tweak for `b`"
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_numbered_bold_and_continuations() {
+        let text = "## Recommendations\n1. **Switch `code-gen` to a faster model**\n   because p95 is 3s.\n2) **Trim the prompt**: tokens are 2x.\n\u{2022} bullet dot\n10. tenth";
+        assert_eq!(
+            parse_bullets(text),
+            [
+                "Switch `code-gen` to a faster model because p95 is 3s.",
+                "**Trim the prompt**: tokens are 2x.",
+                "bullet dot",
+                "tenth",
+            ]
+        );
+    }
+
+    #[test]
+    fn nested_bullets_join_their_parent_and_bold_is_not_a_marker() {
+        let text =
+            "- **Latency:**\n  - use a faster model\n**Not a bullet**\n- 1.5x faster is fine";
+        assert_eq!(
+            parse_bullets(text),
+            ["Latency: use a faster model", "1.5x faster is fine"]
+        );
+    }
+
+    #[test]
+    fn caps_at_twelve_and_falls_back_to_lines() {
+        let many: String = (1..=20).map(|i| format!("- item {i}\n")).collect();
+        let parsed = parse_bullets(&many);
+        assert_eq!(parsed.len(), MAX_BULLETS);
+        assert_eq!(parsed[11], "item 12");
+
+        let plain =
+            "Summary:\n\nRaise max_tokens for writer\n  **Use a cheaper model**  \n# heading\n";
+        assert_eq!(
+            parse_bullets(plain),
+            ["Raise max_tokens for writer", "Use a cheaper model"]
+        );
+        assert!(parse_bullets("\n\n- \n").is_empty());
+    }
+
+    #[test]
+    fn renders_a_markdown_list() {
+        assert_eq!(render_summary(&["a".into(), "b".into()]), "- a\n- b");
+        assert_eq!(render_summary(&[]), "");
+        let bullets = heuristic_bullets(&troubled_stats(), "");
+        assert_eq!(parse_bullets(&render_summary(&bullets)), bullets);
+    }
+}

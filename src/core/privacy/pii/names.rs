@@ -1,0 +1,918 @@
+//! Person and organisation detection: gazetteers of first and last names shipped in the
+//! binary, capitalisation, titles, and context ("my name is", greetings, sign-offs, "my
+//! colleague", "I work at", legal suffixes such as Ltd or GmbH).
+//!
+//! A name that is also a common word ("Will", "May", "Mark", "can") needs more than its
+//! capital letter: a surname after it, a title before it, or a context that names people.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::LazyLock;
+
+use super::{EntityType, Span};
+
+/// FNV-1a: the gazetteers are looked up for every word of every message, and their keys are
+/// short, fixed and not attacker-chosen, so SipHash's DoS resistance buys nothing here.
+#[derive(Default)]
+pub(super) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// Words of a gazetteer file, lower-cased.
+fn gazetteer(text: &'static str) -> impl Iterator<Item = String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .map(str::to_lowercase)
+}
+
+/// Whether `lower` (already lower-cased) is a known given name.
+pub fn is_first_name(lower: &str) -> bool {
+    lexicon(lower) & FIRST != 0
+}
+
+/// Whether `lower` is a known family name.
+pub fn is_last_name(lower: &str) -> bool {
+    lexicon(lower) & LAST != 0
+}
+
+/// Whether `lower` is a common English word (so a capital letter alone does not make a name).
+pub fn is_common_word(lower: &str) -> bool {
+    lexicon(lower) & COMMON != 0
+}
+
+const TITLES: &[&str] = &[
+    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "dame",
+];
+const PARTICLES: &[&str] = &[
+    "van", "von", "de", "der", "den", "da", "di", "del", "della", "le", "la", "bin", "ibn", "al",
+    "el", "dos", "du",
+];
+const RELATIONS: &[&str] = &[
+    "colleague",
+    "coworker",
+    "friend",
+    "manager",
+    "boss",
+    "wife",
+    "husband",
+    "son",
+    "daughter",
+    "brother",
+    "sister",
+    "mom",
+    "mum",
+    "dad",
+    "mother",
+    "father",
+    "partner",
+    "neighbour",
+    "neighbor",
+    "landlord",
+    "tenant",
+    "teammate",
+    "cousin",
+    "uncle",
+    "aunt",
+    "assistant",
+    "girlfriend",
+    "boyfriend",
+    "lawyer",
+    "accountant",
+    "intern",
+    "recruiter",
+    "client",
+    "customer",
+    "patient",
+    "nephew",
+    "niece",
+    "grandma",
+    "grandpa",
+    "roommate",
+    "supervisor",
+];
+const ORG_SUFFIXES: &[&str] = &[
+    "Inc",
+    "LLC",
+    "Ltd",
+    "Limited",
+    "GmbH",
+    "AG",
+    "SA",
+    "SAS",
+    "SARL",
+    "PLC",
+    "plc",
+    "Corp",
+    "Corporation",
+    "Co",
+    "LLP",
+    "LP",
+    "BV",
+    "NV",
+    "Pty",
+    "SE",
+    "KG",
+    "Oy",
+    "AB",
+    "ASA",
+    "SpA",
+    "Srl",
+    "KK",
+    "Group",
+    "Holdings",
+    "Partners",
+    "Labs",
+    "Technologies",
+    "Systems",
+    "Solutions",
+    "Industries",
+    "Bank",
+    "Capital",
+    "Ventures",
+    "Consulting",
+    "Foundation",
+    "Logistics",
+    "Software",
+    "Analytics",
+    "Pharmaceuticals",
+    "Insurance",
+];
+// The words before a name that say it is one (see `cue_before`), lower-cased.
+/// "Dear", "Hi", "Thanks,".
+const GREETINGS: &[&str] = &[
+    "dear",
+    "hi",
+    "hello",
+    "hey",
+    "thanks",
+    "cheers",
+    "regards",
+    "sincerely",
+    "thx",
+    "ty",
+];
+/// "Best,\n", "Love,": only with a comma or a line break after them.
+const SIGN_OFFS: &[&str] = &["best", "yours", "love", "warmly"];
+/// Verbs whose object is a person: "ask Sjoerd", "cc Aoife".
+const PERSON_VERBS: &[&str] = &[
+    "ask",
+    "asked",
+    "tell",
+    "told",
+    "cc",
+    "ping",
+    "pinged",
+    "remind",
+    "reminded",
+    "thank",
+    "thanked",
+    "invite",
+    "invited",
+    "introduce",
+    "introduced",
+];
+/// "I'm", "with", "from": only a known name after them.
+const WEAK_CUES: &[&str] = &[
+    "i'm", "im", "with", "met", "meet", "contact", "from", "to", "and", "by", "for", "emailed",
+    "called", "via", "it's",
+];
+/// The words `cue_before` compares in pairs or with the gap after them ("my name is",
+/// "call me", "named", "name:", "signed,", "thank you", "I am", "this is").
+const PAIRED_CUES: &[&str] = &["is", "me", "named", "name", "signed", "you", "am"];
+/// Suffixes that make an organisation even in lower case ("acme corp").
+const LEGAL_SUFFIXES: &[&str] = &["inc", "llc", "ltd", "gmbh", "corp", "plc", "llp"];
+
+// What a lower-cased word is, as bit flags: which gazetteers hold it and which roles it
+// plays in name detection.
+const FIRST: u16 = 1;
+const LAST: u16 = 1 << 1;
+const COMMON: u16 = 1 << 2;
+const TITLE: u16 = 1 << 3;
+const PARTICLE: u16 = 1 << 4;
+const RELATION: u16 = 1 << 5;
+const LEGAL: u16 = 1 << 6;
+/// The lower case of an organisation suffix; the suffix itself must match as written.
+const ORG_SUFFIX: u16 = 1 << 7;
+const GREETING: u16 = 1 << 8;
+const SIGN_OFF: u16 = 1 << 9;
+const PERSON_VERB: u16 = 1 << 10;
+const WEAK_CUE: u16 = 1 << 11;
+const PAIRED_CUE: u16 = 1 << 12;
+/// Whatever `cue_before` takes as the word before a name.
+const CUE: u16 = TITLE | RELATION | GREETING | SIGN_OFF | PERSON_VERB | WEAK_CUE | PAIRED_CUE;
+
+/// Every gazetteer and word list in one map, so that each word of a text costs one hash
+/// look-up rather than one per list.
+static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
+    let mut lexicon = Lexicon::default();
+    let files = [
+        (
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/data/pii/first_names.txt"
+            )),
+            FIRST,
+        ),
+        (
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/data/pii/surnames.txt"
+            )),
+            LAST,
+        ),
+        (
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/data/pii/common_words.txt"
+            )),
+            COMMON,
+        ),
+    ];
+    for (text, flag) in files {
+        for w in gazetteer(text) {
+            lexicon.add(&w, flag);
+        }
+    }
+    let lists = [
+        (TITLES, TITLE),
+        (PARTICLES, PARTICLE),
+        (RELATIONS, RELATION),
+        (LEGAL_SUFFIXES, LEGAL),
+        (ORG_SUFFIXES, ORG_SUFFIX),
+        (GREETINGS, GREETING),
+        (SIGN_OFFS, SIGN_OFF),
+        (PERSON_VERBS, PERSON_VERB),
+        (WEAK_CUES, WEAK_CUE),
+        (PAIRED_CUES, PAIRED_CUE),
+    ];
+    for (words, flag) in lists {
+        for w in words {
+            lexicon.add(&w.to_lowercase(), flag);
+        }
+    }
+    lexicon
+});
+
+/// The flags of a lower-cased word (0 when it is in no list).
+fn lexicon(lower: &str) -> u16 {
+    LEXICON.get(lower)
+}
+
+/// Lower-cased words and their flags. Almost every word fits in 15 bytes and is kept packed
+/// into one integer with its length: a look-up then compares integers in the table instead
+/// of following a pointer to each candidate's bytes, which costs a cache miss per word.
+#[derive(Default)]
+struct Lexicon {
+    short: HashMap<u128, u16, BuildHasherDefault<PackedHasher>>,
+    long: HashMap<String, u16, BuildHasherDefault<Fnv>>,
+}
+
+impl Lexicon {
+    fn add(&mut self, word: &str, flag: u16) {
+        match pack(word.as_bytes()) {
+            Some(key) => *self.short.entry(key).or_default() |= flag,
+            None => *self.long.entry(word.to_owned()).or_default() |= flag,
+        }
+    }
+
+    fn get(&self, lower: &str) -> u16 {
+        match pack(lower.as_bytes()) {
+            Some(key) => self.short.get(&key),
+            None => self.long.get(lower),
+        }
+        .copied()
+        .unwrap_or(0)
+    }
+
+    /// `get` for an ASCII word in any case, lower-cased as it is packed.
+    fn get_ascii(&self, word: &str) -> u16 {
+        match pack_lower(word.as_bytes()) {
+            Some(key) => self.short.get(&key).copied().unwrap_or(0),
+            None => self.get(&word.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// `word`'s bytes and, in the last byte, its length, if it has at most 15 bytes.
+fn pack(word: &[u8]) -> Option<u128> {
+    pack_with(word, |b| b)
+}
+
+/// `pack` of `word` ASCII-lower-cased.
+fn pack_lower(word: &[u8]) -> Option<u128> {
+    pack_with(word, |b| b.to_ascii_lowercase())
+}
+
+fn pack_with(word: &[u8], map: impl Fn(u8) -> u8) -> Option<u128> {
+    if word.len() > 15 {
+        return None;
+    }
+    let mut packed = [0u8; 16];
+    for (p, &b) in packed.iter_mut().zip(word) {
+        *p = map(b);
+    }
+    packed[15] = word.len() as u8;
+    Some(u128::from_le_bytes(packed))
+}
+
+/// Hashes a packed word with one widening multiply (as rustc's and foldhash's hashers do):
+/// the table's hash then costs a few instructions, not one per byte.
+#[derive(Default)]
+struct PackedHasher(u64);
+
+impl Hasher for PackedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used; this keeps any other input hashed, if slowly.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        let (low, high) = (n as u64, (n >> 64) as u64);
+        let product =
+            u128::from(low ^ 0x243f_6a88_85a3_08d3) * u128::from(high ^ 0x1319_8a2e_0370_7344);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+/// Longer than any word `cue_before`, `person_at` and `orgs` compare a word with.
+const CUE_WORD_MAX: usize = 16;
+
+/// One word of the text.
+#[derive(Debug)]
+struct Tok<'a> {
+    start: usize,
+    end: usize,
+    text: &'a str,
+    /// `text` lower-cased, kept only when it is not all ASCII (see `lower`).
+    unicode_lower: Option<Box<str>>,
+    /// Starts with an upper-case letter and is not all capitals (acronyms are not names).
+    cap: bool,
+    /// The text between the previous word and this one.
+    gap: &'a str,
+    /// `lexicon` flags, looked up once per word; an identifier is no name and counts as a
+    /// common word (it needs evidence nothing gives).
+    role: u16,
+    org_suffix: bool,
+}
+
+impl Tok<'_> {
+    fn first(&self) -> bool {
+        self.role & FIRST != 0
+    }
+    fn last(&self) -> bool {
+        self.role & LAST != 0
+    }
+    fn common(&self) -> bool {
+        self.role & COMMON != 0
+    }
+    /// The word lower-cased, for comparing with the cue words. Only the few words next to a
+    /// candidate name are compared, so ASCII words are lower-cased here, when asked, rather
+    /// than all of them up front, and into `buf`, not a new string. No cue word is longer
+    /// than `buf`: a longer word comes back as written, which equals none of them.
+    fn lower<'b>(&'b self, buf: &'b mut [u8; CUE_WORD_MAX]) -> &'b str {
+        let b = self.text.as_bytes();
+        match &self.unicode_lower {
+            Some(lower) => lower,
+            None if b.len() <= CUE_WORD_MAX && b.iter().any(u8::is_ascii_uppercase) => {
+                let buf = &mut buf[..b.len()];
+                buf.copy_from_slice(b);
+                buf.make_ascii_lowercase();
+                // Without a Unicode lower case the word is ASCII.
+                std::str::from_utf8(buf).unwrap_or(self.text)
+            }
+            None => self.text,
+        }
+    }
+}
+
+// What the tokenizer needs to know of a byte, as bit flags.
+/// `[A-Za-z0-9_]`: goes on with a word ("USER_A", "dan_johnson" and "v2beta" are one word).
+const B_WORD: u8 = 1;
+/// An ASCII letter: starts a word.
+const B_LETTER: u8 = 1 << 1;
+const B_UPPER: u8 = 1 << 2;
+const B_LOWER: u8 = 1 << 3;
+/// A digit or `_`: the word is an identifier, no name.
+const B_IDENT: u8 = 1 << 4;
+/// Not ASCII: decoded as a character.
+const B_HIGH: u8 = 1 << 5;
+
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_uppercase() {
+            B_WORD | B_LETTER | B_UPPER
+        } else if b.is_ascii_lowercase() {
+            B_WORD | B_LETTER | B_LOWER
+        } else if b.is_ascii_digit() || b == b'_' {
+            B_WORD | B_IDENT
+        } else if b >= 0x80 {
+            B_HIGH
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Splits `text` into words and looks each up in the lexicon. ASCII is read a byte class
+/// at a time; other characters are decoded.
+fn tokenize(text: &str) -> Vec<Tok<'_>> {
+    let bytes = text.as_bytes();
+    let mut toks = Vec::with_capacity(bytes.len() / 4);
+    let mut prev_end = 0;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let class = BYTE_CLASS[usize::from(b)];
+        if class & B_LETTER == 0 {
+            if class & B_HIGH == 0 {
+                i += 1;
+                continue;
+            }
+            let c = char_at(text, i).expect("a character starts here");
+            if !c.is_alphabetic() {
+                i += c.len_utf8();
+                continue;
+            }
+        }
+        let start = i;
+        let mut end = i + char_at(text, i).map_or(1, char::len_utf8);
+        loop {
+            while bytes
+                .get(end)
+                .is_some_and(|&b| BYTE_CLASS[usize::from(b)] & B_WORD != 0)
+            {
+                end += 1;
+            }
+            let Some(c) = char_at(text, end) else { break };
+            let joined = matches!(c, '\'' | '’' | '-')
+                && char_at(text, end + c.len_utf8()).is_some_and(char::is_alphabetic);
+            if c.is_alphabetic() || joined {
+                end += c.len_utf8();
+            } else {
+                break;
+            }
+        }
+        i = end;
+        let mut word = &text[start..end];
+        // Possessives: "Dan's" is Dan.
+        if word.ends_with(['s', 'S']) {
+            for s in ["'s", "’s", "'S"] {
+                if word.len() > s.len() + 1 && word.ends_with(s) {
+                    word = &word[..word.len() - s.len()];
+                }
+            }
+        }
+        let end = start + word.len();
+        let w = word.as_bytes();
+        // The classes of the word's bytes after the first, in one pass.
+        let rest = w[1..]
+            .iter()
+            .fold(0, |acc, &b| acc | BYTE_CLASS[usize::from(b)]);
+        let (first_upper, rest_lower, one_letter, unicode_lower, mut role) =
+            if (BYTE_CLASS[usize::from(w[0])] | rest) & B_HIGH == 0 {
+                (
+                    w[0].is_ascii_uppercase(),
+                    rest & B_LOWER != 0,
+                    w.len() == 1,
+                    None,
+                    LEXICON.get_ascii(word),
+                )
+            } else {
+                let lower = word.to_lowercase();
+                let role = lexicon(&lower);
+                (
+                    word.chars().next().is_some_and(char::is_uppercase),
+                    word.chars().skip(1).any(char::is_lowercase),
+                    word.chars().count() == 1,
+                    Some(lower.into_boxed_str()),
+                    role,
+                )
+            };
+        // The first byte is a letter.
+        let ident = rest & B_IDENT != 0;
+        if ident {
+            role = (role & !(FIRST | LAST)) | COMMON;
+        }
+        toks.push(Tok {
+            start,
+            end,
+            text: word,
+            unicode_lower,
+            cap: !ident && first_upper && (rest_lower || one_letter),
+            gap: &text[prev_end..start],
+            org_suffix: role & ORG_SUFFIX != 0 && ORG_SUFFIXES.contains(&word),
+            role,
+        });
+        prev_end = end;
+    }
+    toks
+}
+
+/// The character that starts at byte `i` of `text` (a character boundary), decoded only
+/// when it is not ASCII.
+fn char_at(text: &str, i: usize) -> Option<char> {
+    match text.as_bytes().get(i) {
+        Some(&b) if b.is_ascii() => Some(char::from(b)),
+        Some(_) => text[i..].chars().next(),
+        None => None,
+    }
+}
+
+/// How the words before a candidate name say it is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cue {
+    /// "my name is", "call me", "signed": any non-word.
+    Strong,
+    /// "Dear", "Hi", "Thanks,", "Regards,\n": a capitalised non-word or a known name, so
+    /// "Thanks, noted." keeps its "noted".
+    Greeting,
+    /// "my colleague": a capitalised word is enough.
+    Relation,
+    /// "I'm", "ask", "with", "cc": only a known name.
+    Weak,
+    /// "Mr.", "Dr": a capitalised word.
+    Title,
+    None,
+}
+
+fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
+    let Some(prev) = i.checked_sub(1).map(|p| &toks[p]) else {
+        return Cue::None;
+    };
+    // The lexicon said what the word before is; most words are no cue at all.
+    let role = prev.role;
+    if role & CUE == 0 {
+        return Cue::None;
+    }
+    let gap = toks[i].gap;
+    // Only spaces, a comma or a line break between the cue and the name.
+    if !gap
+        .chars()
+        .all(|c| matches!(c, ' ' | ',' | '\n' | '\r' | '\t' | '.' | ':' | '-'))
+    {
+        return Cue::None;
+    }
+    if role & TITLE != 0 && prev.cap {
+        return Cue::Title;
+    }
+    // The word before and the one before that, lower-cased, for the pairs.
+    let (mut b2, mut b1) = ([0; CUE_WORD_MAX], [0; CUE_WORD_MAX]);
+    let w2 = i.checked_sub(2).map_or("", |k| toks[k].lower(&mut b2));
+    let p = prev.lower(&mut b1);
+    if (w2 == "name" && p == "is")
+        || (w2 == "call" && p == "me")
+        || p == "named"
+        || (p == "name" && gap.contains(':'))
+        || (p == "signed" && gap.contains(['\n', ',', ':']))
+    {
+        return Cue::Strong;
+    }
+    if role & GREETING != 0
+        || (role & SIGN_OFF != 0 && gap.contains(['\n', ',']))
+        || (w2 == "thank" && p == "you")
+    {
+        return Cue::Greeting;
+    }
+    if role & RELATION != 0 && matches!(w2, "my" | "our" | "your" | "his" | "her" | "their" | "the")
+    {
+        return Cue::Relation;
+    }
+    if role & PERSON_VERB != 0 {
+        return Cue::Relation;
+    }
+    if role & WEAK_CUE != 0
+        || (w2 == "i" && p == "am")
+        || (w2 == "this" && p == "is")
+        || (w2 == "it" && p == "is")
+    {
+        return Cue::Weak;
+    }
+    Cue::None
+}
+
+/// How many words after `i` continue a name (middle names, initials, particles, surnames).
+fn continuation(toks: &[Tok<'_>], i: usize, lowercase_ok: bool) -> usize {
+    let mut n = 0;
+    let mut j = i + 1;
+    while j < toks.len() && n < 3 {
+        let t = &toks[j];
+        let gap = t.gap;
+        let initial_gap = gap == ". " && toks[j - 1].text.chars().count() == 1;
+        if gap != " " && !initial_gap {
+            break;
+        }
+        let particle =
+            t.role & PARTICLE != 0 && toks.get(j + 1).is_some_and(|nx| nx.cap && nx.gap == " ");
+        let cap_part = t.cap && (t.last() || t.first() || !t.common());
+        let low_part = lowercase_ok && !t.cap && t.last() && !t.common();
+        if particle {
+            n += 2;
+            j += 2;
+            continue;
+        }
+        if !(cap_part || low_part) {
+            break;
+        }
+        n += 1;
+        j += 1;
+    }
+    n
+}
+
+/// Adds person and organisation spans found in `text` to `found`.
+pub fn detect_people_and_orgs(text: &str, found: &mut Vec<Span>) {
+    let toks = tokenize(text);
+    orgs(&toks, found);
+    let mut i = 0;
+    while i < toks.len() {
+        match person_at(&toks, i) {
+            Some(last) => {
+                found.push(Span {
+                    start: toks[i].start,
+                    end: toks[last].end,
+                    entity: EntityType::Person,
+                });
+                i = last + 1;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// If a name starts at word `i`, the index of its last word.
+fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
+    let t = &toks[i];
+    if t.role & TITLE != 0 || t.text.len() < 2 {
+        return None;
+    }
+    // Most words are lower-case common words that are no known name: no cue below takes
+    // one, and no name starts with one.
+    if !t.cap && t.common() && !t.first() && !t.last() {
+        return None;
+    }
+    let cue = cue_before(toks, i);
+    let (first, common) = (t.first(), t.common());
+    let known = first || t.last();
+    let take = |lowercase_ok: bool| Some(i + continuation(toks, i, lowercase_ok));
+    match cue {
+        Cue::Title if t.cap => return take(false),
+        Cue::Strong if (!common || (known && t.cap)) && t.text.chars().all(char::is_alphabetic) => {
+            return take(true);
+        }
+        Cue::Greeting
+            if ((t.cap && !common) || (known && (t.cap || !common)))
+                && t.text.chars().all(char::is_alphabetic) =>
+        {
+            return take(true);
+        }
+        Cue::Relation if !common && (t.cap || known) => return take(true),
+        Cue::Weak if known && !common => return take(!t.cap),
+        // "this is sjoerd from support", "I'm Aoife from billing".
+        Cue::Weak
+            if !common
+                && toks
+                    .get(i + 1)
+                    .is_some_and(|n| n.lower(&mut [0; CUE_WORD_MAX]) == "from" && n.gap == " ")
+                && matches!(
+                    toks[i - 1].lower(&mut [0; CUE_WORD_MAX]),
+                    "i'm" | "im" | "am" | "is"
+                ) =>
+        {
+            return Some(i);
+        }
+        _ => {}
+    }
+    // Without a cue, a name starts with a known first name, or with an unknown capitalised
+    // word before a surname.
+    if !first && (common || !t.cap) {
+        return None;
+    }
+    let next = continuation(toks, i, !t.cap);
+    let surname_follows = (1..=next).any(|k| toks[i + k].last() && !toks[i + k].common());
+    if t.cap {
+        if first && !common {
+            return Some(i + next);
+        }
+        if first && common && surname_follows {
+            return Some(i + next);
+        }
+        // An unknown capitalised word before a known surname: "Zephyrine Johnson".
+        let surname_next =
+            next > 0 && toks[i + 1].cap && toks[i + 1].last() && !toks[i + 1].common();
+        if !common && !first && surname_next {
+            return Some(i + next);
+        }
+        return None;
+    }
+    // Lower case: a known first name followed by a known surname ("dan johnson").
+    if first && !common && next > 0 && surname_follows {
+        return Some(i + next);
+    }
+    None
+}
+
+fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
+    for (i, t) in toks.iter().enumerate() {
+        let legal = t.org_suffix || (t.role & LEGAL != 0 && t.text.len() > 1);
+        if legal
+            && i > 0
+            && t.gap
+                .trim_matches(|c: char| c == ' ' || c == ',')
+                .is_empty()
+        {
+            // Walk back over the name: capitalised words joined by spaces, "&", "and", "of".
+            let lower_ok = t.role & LEGAL != 0;
+            let mut k = i;
+            let mut words = 0;
+            while k > 0 && words < 4 {
+                let p = &toks[k - 1];
+                let joined = matches!(toks[k].gap, " " | " & " | ", " | "-");
+                if !joined {
+                    break;
+                }
+                // Common words may be part of a name ("Blue Sun GmbH") but not start it.
+                let ok = p.cap || (lower_ok && !p.common() && words == 0);
+                if !ok {
+                    break;
+                }
+                k -= 1;
+                words += 1;
+            }
+            while words > 0 && toks[k].cap && toks[k].common() {
+                k += 1;
+                words -= 1;
+            }
+            if words > 0 {
+                found.push(Span {
+                    start: toks[k].start,
+                    end: t.end,
+                    entity: EntityType::Organization,
+                });
+            }
+        }
+        // "I work at Initech", "employed by Globex".
+        if !t.cap || t.common() || t.first() || t.gap != " " {
+            continue;
+        }
+        let (mut b1, mut b2) = ([0; CUE_WORD_MAX], [0; CUE_WORD_MAX]);
+        let p = i.checked_sub(1).map_or("", |k| toks[k].lower(&mut b1));
+        let pp = i.checked_sub(2).map_or("", |k| toks[k].lower(&mut b2));
+        let cue = matches!(p, "at" | "for" | "by")
+            && matches!(
+                pp,
+                "work"
+                    | "works"
+                    | "working"
+                    | "worked"
+                    | "employed"
+                    | "job"
+                    | "intern"
+                    | "interning"
+                    | "contractor"
+                    | "engineer"
+                    | "manager"
+                    | "consultant"
+            )
+            || matches!(p, "joined" | "employer" | "company")
+            || (pp == "company" && matches!(p, "called" | "named" | "is"));
+        if cue {
+            let mut last = i;
+            while last + 1 < toks.len()
+                && last - i < 2
+                && toks[last + 1].cap
+                && !toks[last + 1].common()
+                && toks[last + 1].gap == " "
+            {
+                last += 1;
+            }
+            found.push(Span {
+                start: t.start,
+                end: toks[last].end,
+                entity: EntityType::Organization,
+            });
+        }
+    }
+}
+
+/// Name words in an email's local part (`dan.johnson`, `j_smith`), lower-cased.
+pub fn name_parts_of_local(local: &str) -> Vec<String> {
+    local
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|p| p.len() >= 2)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn people(text: &str) -> Vec<&str> {
+        let mut found = Vec::new();
+        detect_people_and_orgs(text, &mut found);
+        found
+            .iter()
+            .filter(|s| s.entity == EntityType::Person)
+            .map(|s| &text[s.start..s.end])
+            .collect()
+    }
+
+    fn orgs_in(text: &str) -> Vec<&str> {
+        let mut found = Vec::new();
+        detect_people_and_orgs(text, &mut found);
+        found
+            .iter()
+            .filter(|s| s.entity == EntityType::Organization)
+            .map(|s| &text[s.start..s.end])
+            .collect()
+    }
+
+    #[test]
+    fn gazetteer_names_capitalised_or_not() {
+        assert_eq!(people("I talked to Dan Johnson yesterday"), ["Dan Johnson"]);
+        assert_eq!(people("sarah said the build is green"), Vec::<&str>::new());
+        assert_eq!(people("ping dan johnson about it"), ["dan johnson"]);
+        assert_eq!(people("Priya's laptop broke"), ["Priya"]);
+        assert_eq!(people("Anna-Lena O'Brien called"), ["Anna-Lena O'Brien"]);
+    }
+
+    #[test]
+    fn context_finds_names_the_gazetteer_lacks() {
+        assert_eq!(
+            people("hi, my name is zephyrine and I need help"),
+            ["zephyrine"]
+        );
+        assert_eq!(
+            people("Dear Xiomara,\nthe invoice is attached"),
+            ["Xiomara"]
+        );
+        assert_eq!(people("Best regards,\nOlwethu Dube"), ["Olwethu Dube"]);
+        assert_eq!(people("my colleague Thandeka will join"), ["Thandeka"]);
+        assert_eq!(people("please ask Mr. Okoro about it"), ["Okoro"]);
+        assert_eq!(people("I'm dan, nice to meet you"), ["dan"]);
+        assert_eq!(people("Zephyrine Johnson signed it"), ["Zephyrine Johnson"]);
+    }
+
+    #[test]
+    fn common_words_that_are_names_need_evidence() {
+        for negative in [
+            "Will you send the report?",
+            "We ship in May.",
+            "Mark the ticket as done",
+            "I hope you can help",
+            "thanks for the help",
+            "hi there, the build broke",
+            "I'm fine, thanks",
+            "Thanks, noted.",
+            "thanks, understood",
+            "Hi again, the build broke",
+            "my name is not important",
+            "We use Python with Docker",
+        ] {
+            assert!(
+                people(negative).is_empty(),
+                "{negative}: {:?}",
+                people(negative)
+            );
+        }
+        assert_eq!(people("Will Smith called"), ["Will Smith"]);
+        assert_eq!(people("my name is Will"), ["Will"]);
+    }
+
+    #[test]
+    fn organisations_by_suffix_and_context() {
+        assert_eq!(
+            orgs_in("a contract with Northwind Traders Ltd. last year"),
+            ["Northwind Traders Ltd"]
+        );
+        assert_eq!(orgs_in("Globex GmbH and Initech"), ["Globex GmbH"]);
+        assert_eq!(orgs_in("I work at Initech now"), ["Initech"]);
+        assert_eq!(orgs_in("we bought acme corp"), ["acme corp"]);
+        assert!(orgs_in("I work at the bank").is_empty());
+    }
+}

@@ -1,0 +1,13 @@
+//! What every component may use and that depends on no component: settings, the HTTP client
+//! of Phoenix's servers, the LLM client, TLS, per-installation keys (orch hashes, agent
+//! tokens), tiers, and strict JSON.
+
+pub mod agent_token;
+pub mod anonymize;
+pub mod client;
+pub mod config;
+pub mod json;
+pub mod keyfile;
+pub mod llm;
+pub mod tier;
+pub mod tls;

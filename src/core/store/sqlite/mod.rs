@@ -1,0 +1,11 @@
+//! Every store on the embedded SQLite default: the telemetry store (one group-committing
+//! writer, the recent tail, the WAL checkpointer, migrations), conversations, and the
+//! connection set-up they share.
+
+pub(crate) mod checkpoint;
+pub mod conversations;
+pub mod db;
+pub mod migrations;
+pub mod store;
+pub(crate) mod tail;
+pub(crate) mod writer;
