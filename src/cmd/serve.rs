@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use super::{Context, UsageError};
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
-use crate::core::distributor::{self, DistributorConfig, LogOptions, UpdateLog};
+use crate::core::distributor::{self, DistributorConfig, LogOptions, SqliteUpdateLog};
 use crate::core::server::inflate::DecodeBudget;
 use crate::core::server::{self, Listener, ServerLimits};
 use crate::core::shared::agent_token::AgentKeys;
@@ -316,7 +316,7 @@ impl Distributor {
         // The collector's key: an orch has the same hash in telemetry and in update acks.
         let anonymizer = Anonymizer::load_or_create(&settings.collector.hash_key_file)
             .context("loading the orch hash key")?;
-        let log = UpdateLog::open(&LogOptions::new(&d.db_path))
+        let log = SqliteUpdateLog::open(&LogOptions::new(&d.db_path))
             .with_context(|| format!("opening the update log at {}", d.db_path.display()))?;
         let agent_keys =
             AgentKeys::load_or_create(&d.agent_key_file).context("loading the agent token key")?;
@@ -334,6 +334,7 @@ impl Distributor {
         };
         let metrics = Arc::new(distributor::Metrics::default());
         let state = distributor::AppState::new(log, anonymizer, config, metrics)
+            .await
             .context("setting up the distributor")?;
         let listener = TcpListener::bind(addr)
             .await

@@ -7,14 +7,15 @@
 //!
 //! The protocol is in [`crate::core::updates::protocol`]; targeting, tiers and rollout buckets in
 //! [`crate::core::updates`]. An update is committed to the [`UpdateLog`] before it is
-//! announced on the [`fanout::Hub`], so a subscriber either reads it from the log (replay,
+//! announced on the [`bus::Bus`] (today the in-process [`fanout::Hub`]), so a subscriber either reads it from the log (replay,
 //! catch-up) or receives it live, never neither and never both.
 
+pub mod bus;
 pub mod fanout;
-pub mod log;
 pub mod metrics;
 mod publish;
 mod query;
+pub mod service;
 mod subscribe;
 
 use std::future::Future;
@@ -34,11 +35,14 @@ use crate::core::server::{self, Listener, ServerLimits};
 use crate::core::shared::agent_token::AgentKeys;
 use crate::core::shared::anonymize::Anonymizer;
 
+pub use crate::core::store::sqlite::update_log::{LogOptions, SqliteUpdateLog};
+pub use crate::core::store::update_log::{Error, Position, StoredUpdate, UpdateLog};
+pub use bus::Bus;
 pub use fanout::Hub;
-pub use log::{LogOptions, Position, StoredUpdate, UpdateLog};
 pub use metrics::Metrics;
 pub use publish::{WidenRequest, Widened};
 pub use query::{UpdateList, UpdateStatus, UpdateSummary};
+pub use service::{Service, ServiceError};
 
 /// How the distributor behaves, independent of where it listens.
 #[derive(Debug, Clone)]
@@ -108,69 +112,6 @@ impl Default for DistributorConfig {
     }
 }
 
-impl From<crate::core::store::sqlite::db::SetupError> for Error {
-    fn from(e: crate::core::store::sqlite::db::SetupError) -> Error {
-        use crate::core::store::sqlite::db::SetupError;
-        match e {
-            SetupError::Open { path, message } => Error::Open { path, message },
-            SetupError::Sqlite(e) => Error::Sqlite(e),
-            SetupError::SchemaTooNew { found, supported } => {
-                Error::SchemaTooNew { found, supported }
-            }
-        }
-    }
-}
-
-/// Failures of the update log and its operations.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The log is shutting down and takes no more writes.
-    #[error("the update log is closed")]
-    Closed,
-    /// SQLite failed.
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// Opening the database failed.
-    #[error("cannot open update log {path}: {message}")]
-    Open {
-        /// Database file.
-        path: std::path::PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// The database was written by a newer Phoenix.
-    #[error(
-        "update log schema version {found} is newer than this phoenix understands ({supported}); upgrade phoenix"
-    )]
-    SchemaTooNew {
-        /// Version in the file.
-        found: i64,
-        /// Version this build knows.
-        supported: i64,
-    },
-    /// A stored row could not be decoded.
-    #[error("corrupt update log: {0}")]
-    Corrupt(String),
-    /// No update has this id.
-    #[error("no update {0:?} in the log")]
-    NotFound(String),
-    /// A widening must raise the rollout percentage.
-    #[error("{}", not_wider(*current, *requested))]
-    NotWider {
-        /// Current percentage (`None`: already everyone).
-        current: Option<u8>,
-        /// Requested percentage.
-        requested: u8,
-    },
-}
-
-fn not_wider(current: Option<u8>, requested: u8) -> String {
-    match current {
-        None => "the update already goes to everyone (no rollout percentage)".to_owned(),
-        Some(c) => format!("{requested}% is not above the current rollout of {c}%"),
-    }
-}
-
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
@@ -204,7 +145,7 @@ pub struct AppState(Arc<Inner>);
 /// What [`AppState`] holds.
 pub struct Inner {
     /// The durable update log.
-    pub log: UpdateLog,
+    pub log: Arc<dyn UpdateLog>,
     /// Orch-id anonymiser (the collector's key, so hashes match telemetry).
     pub anonymizer: Anonymizer,
     /// Configuration.
@@ -212,7 +153,9 @@ pub struct Inner {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The live channel.
-    pub hub: Hub,
+    pub bus: Arc<dyn Bus>,
+    /// Publish, widen and rollback over the log and the bus.
+    pub service: Service,
     replay_slots: Semaphore,
     connections: Connections,
     stop: watch::Sender<bool>,
@@ -230,15 +173,22 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// State over an open log.
-    pub fn new(
-        log: UpdateLog,
+    pub async fn new(
+        log: impl UpdateLog,
         anonymizer: Anonymizer,
         config: DistributorConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
-        let position = log.position()?;
-        let min_widened = log.min_widened_seq()?;
-        let hub = Hub::new(position, min_widened, config.live_capacity);
+        let position = log.position().await?;
+        let min_widened = log.min_widened_seq().await?;
+        let log: Arc<dyn UpdateLog> = Arc::new(log);
+        let bus: Arc<dyn Bus> = Arc::new(Hub::new(position, min_widened, config.live_capacity));
+        let service = Service::new(
+            log.clone(),
+            bus.clone(),
+            anonymizer.clone(),
+            metrics.clone(),
+        );
         let (stop, _) = watch::channel(false);
         let (abort, _) = watch::channel(false);
         Ok(AppState(Arc::new(Inner {
@@ -247,7 +197,8 @@ impl AppState {
             replay_slots: Semaphore::new(config.replay_concurrency.max(1)),
             config,
             metrics,
-            hub,
+            bus,
+            service,
             connections: Connections::default(),
             stop,
             abort,
@@ -285,20 +236,10 @@ impl AppState {
         ConnectionGuard(self.clone())
     }
 
-    /// Runs a blocking log read on the blocking pool, a few at a time.
-    async fn read_log<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&UpdateLog) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let _slot = self
-            .replay_slots
-            .acquire()
-            .await
-            .map_err(|_| Error::Closed)?;
-        let state = self.clone();
-        tokio::task::spawn_blocking(move || f(&state.log))
-            .await
-            .map_err(|e| Error::Corrupt(format!("log read task failed: {e}")))?
+    /// A slot for log reads: replays and catch-ups run a few at a time (a reconnect storm
+    /// queues here). Hold it across the reads.
+    async fn read_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+        self.replay_slots.acquire().await.map_err(|_| Error::Closed)
     }
 }
 

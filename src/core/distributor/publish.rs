@@ -1,4 +1,6 @@
-//! `POST /publish` and `POST /updates/{id}/widen`: validate, commit to the log, then announce.
+//! `POST /publish` and `POST /updates/{id}/widen`: HTTP adapters that parse the body and hand
+//! it to the [`Service`](super::service::Service), which validates, commits to the log, then
+//! announces.
 //!
 //! Bodies are read as JSON whatever `Content-Type` says (`curl -d` sends form encoding and
 //! the seed's examples rely on it); errors name the field at fault.
@@ -13,16 +15,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::AppState;
-use super::fanout::Prepared;
-use super::log::StoredUpdate;
-use super::metrics::TypeLabel;
+use super::service::ServiceError;
 use crate::core::server::api_error::ApiError;
 use crate::core::server::http;
-use crate::core::shared::anonymize::is_orch_hash;
 use crate::core::shared::json;
 use crate::core::shared::tier::secrets_equal;
-use crate::core::telemetry::now_unix;
-use crate::core::updates::{FieldError, PublishRequest, UpdateEnvelope, UpdateType};
+use crate::core::updates::{PublishRequest, UpdateEnvelope};
 
 /// Fields a publish body may carry.
 const PUBLISH_FIELDS: [&str; 7] = [
@@ -103,83 +101,7 @@ async fn accept_publish(
 ) -> Result<UpdateEnvelope, ApiError> {
     let bytes = read_body(state, headers, body).await?;
     let req = parse_publish(&bytes)?;
-    let own_targeting =
-        req.target_orch.is_some() || req.target_agent_prefix.is_some() || req.cascade.is_some();
-    let own_tier = req.tier_required.is_some();
-    let mut new = req.validate().map_err(invalid_update)?;
-
-    // Publishes (and widenings) commit and announce one at a time, in seq order.
-    let _writing = state.hub.writing.lock().await;
-    let mut rolls_back = None;
-    if new.update_type == UpdateType::Rollback {
-        let key = new.payload["update_id"]
-            .as_str()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        let lookup = key.clone();
-        let original = state.read_log(move |log| log.find(&lookup)).await?;
-        let Some(original) = original.map(|o| o.envelope) else {
-            return Err(invalid_update(FieldError {
-                field: "payload.update_id",
-                message: format!("no update {key:?} in the log"),
-            }));
-        };
-        if original.update_type == UpdateType::Rollback {
-            return Err(invalid_update(FieldError {
-                field: "payload.update_id",
-                message: format!(
-                    "update {} is itself a rollback; publish the update it undid again instead",
-                    original.update_id
-                ),
-            }));
-        }
-        if !own_targeting {
-            // Undo exactly where the original went.
-            new.target_orch = original.target_orch.clone();
-            new.target_agent_prefix = original.target_agent_prefix.clone();
-            new.cascade = original.cascade;
-        }
-        if !own_tier {
-            new.tier_required = original.tier_required;
-        }
-        // A seq given as the reference becomes the id subscribers know the update by.
-        new.payload["update_id"] = Value::String(original.update_id.clone());
-        rolls_back = Some(original.update_id);
-    }
-    let target_orch_hash = new.target_orch.as_deref().map(|t| {
-        if is_orch_hash(t) {
-            t.to_owned()
-        } else {
-            state.anonymizer.orch_hash(t)
-        }
-    });
-    let initial_percent = new.rollout_percent;
-    let envelope = new.into_envelope(uuid::Uuid::now_v7().to_string(), 0, now_unix());
-    let envelope = state
-        .log
-        .append(envelope, target_orch_hash.clone(), rolls_back)
-        .await?;
-    state.hub.announce_update(Prepared::new(StoredUpdate {
-        envelope: envelope.clone(),
-        initial_percent,
-        target_orch_hash,
-    }));
-    drop(_writing);
-    state
-        .metrics
-        .publishes
-        .get_or_create(&TypeLabel {
-            update_type: envelope.update_type.as_str(),
-        })
-        .inc();
-    tracing::info!(
-        seq = envelope.seq,
-        update_id = %envelope.update_id,
-        update_type = envelope.update_type.as_str(),
-        "update published"
-    );
-    Ok(envelope)
+    Ok(state.service.publish(req).await?)
 }
 
 pub(super) async fn widen(
@@ -203,31 +125,21 @@ async fn accept_widen(
 ) -> Result<Widened, ApiError> {
     let bytes = read_body(state, headers, body).await?;
     let percent = parse_widen(&bytes)?;
-    let _writing = state.hub.writing.lock().await;
-    let key = id.to_owned();
-    let stored = state
-        .read_log(move |log| log.find(&key))
-        .await?
-        .ok_or_else(|| super::Error::NotFound(id.to_owned()))?;
-    let w = state
-        .log
-        .widen(&stored.envelope.update_id, percent, now_unix())
-        .await?;
-    let update = w.update.envelope.clone();
-    state
-        .hub
-        .announce_widening(Prepared::new(w.update), w.from_percent, w.widen_seq);
-    drop(_writing);
-    state.metrics.widenings.inc();
-    tracing::info!(seq = update.seq, update_id = %update.update_id, from = ?w.from_percent, to = percent, "rollout widened");
-    Ok(Widened {
-        update,
-        previous_rollout_percent: w.from_percent,
-    })
+    Ok(state.service.widen(id, percent).await?)
 }
 
-fn invalid_update(e: FieldError) -> ApiError {
-    ApiError::bad_request("invalid_update", e.to_string())
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::InvalidUpdate(e) => {
+                ApiError::bad_request("invalid_update", e.to_string())
+            }
+            ServiceError::InvalidRequest(e) => {
+                ApiError::bad_request("invalid_request", e.to_string())
+            }
+            ServiceError::Log(e) => e.into(),
+        }
+    }
 }
 
 /// Reads the body up to the limit, undoing gzip (decoded, also up to the limit); any

@@ -9,11 +9,13 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::log::{AckError, Counts, KnownSubscriber, StoredUpdate, WideningRecord};
 use crate::core::server::access::{ReadPolicy, Viewer};
 use crate::core::server::api_error::ApiError;
 use crate::core::server::http;
 use crate::core::shared::tier::Tier;
+use crate::core::store::update_log::{
+    AckError, Counts, KnownSubscriber, StoredUpdate, WideningRecord,
+};
 use crate::core::updates::UpdateEnvelope;
 
 /// Most updates one `GET /updates` returns.
@@ -134,27 +136,26 @@ pub(super) async fn list(
             format!("`limit` must be 1..={MAX_LIST_LIMIT}"),
         ));
     }
-    let server_seq = state.hub.position().seq;
-    let updates = state
-        .read_log(move |log| {
-            let updates = log.list(limit)?;
-            let subscribers = log.subscribers()?;
-            updates
-                .into_iter()
-                .map(|u| {
-                    let targeted = targeted(&u, &subscribers);
-                    let counts = log.counts(&u.envelope.update_id)?;
-                    let (update, payload_withheld) = shown(u.envelope, viewer);
-                    Ok(UpdateSummary {
-                        targeted,
-                        counts,
-                        update,
-                        payload_withheld,
-                    })
-                })
-                .collect::<Result<Vec<_>, super::Error>>()
-        })
-        .await?;
+    let server_seq = state.bus.position().seq;
+    let updates = {
+        let _slot = state.read_slot().await?;
+        let log = &*state.log;
+        let listed = log.list(limit).await?;
+        let subscribers = log.subscribers().await?;
+        let mut updates = Vec::with_capacity(listed.len());
+        for u in listed {
+            let targeted = targeted(&u, &subscribers);
+            let counts = log.counts(&u.envelope.update_id).await?;
+            let (update, payload_withheld) = shown(u.envelope, viewer);
+            updates.push(UpdateSummary {
+                targeted,
+                counts,
+                update,
+                payload_withheld,
+            });
+        }
+        updates
+    };
     Ok(Json(UpdateList {
         count: updates.len(),
         server_seq,
@@ -168,30 +169,27 @@ pub(super) async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<UpdateStatus>, ApiError> {
     let viewer = viewer(&state, &headers)?;
-    let key = id.clone();
-    let status = state
-        .read_log(move |log| {
-            let Some(u) = log.find(&key)? else {
-                return Ok(None);
-            };
-            let update_id = u.envelope.update_id.clone();
-            let subscribers = log.subscribers()?;
-            let targeted = targeted(&u, &subscribers);
-            let (update, payload_withheld) = shown(u.envelope, viewer);
-            Ok(Some(UpdateStatus {
-                targeted,
-                counts: log.counts(&update_id)?,
-                initial_rollout_percent: u.initial_percent,
-                widenings: log.widenings(&update_id)?,
-                errors: log.errors(&update_id, MAX_ERRORS)?,
-                update,
-                payload_withheld,
-            }))
-        })
-        .await?;
-    status
-        .map(Json)
-        .ok_or_else(|| super::Error::NotFound(id).into())
+    let _slot = state.read_slot().await?;
+    let log = &*state.log;
+    let Some(u) = log.find(&id).await? else {
+        return Err(super::Error::NotFound(id).into());
+    };
+    let update_id = u.envelope.update_id.clone();
+    let subscribers = log.subscribers().await?;
+    let targeted = targeted(&u, &subscribers);
+    let counts = log.counts(&update_id).await?;
+    let widenings = log.widenings(&update_id).await?;
+    let errors = log.errors(&update_id, MAX_ERRORS).await?;
+    let (update, payload_withheld) = shown(u.envelope, viewer);
+    Ok(Json(UpdateStatus {
+        targeted,
+        counts,
+        initial_rollout_percent: u.initial_percent,
+        widenings,
+        errors,
+        update,
+        payload_withheld,
+    }))
 }
 
 #[derive(Serialize)]
@@ -212,7 +210,7 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
         version: env!("CARGO_PKG_VERSION"),
         uptime_secs: state.started.elapsed().as_secs(),
         subscribers: state.connected(),
-        server_seq: state.hub.position().seq,
+        server_seq: state.bus.position().seq,
         write_queue: state.log.queue_depth(),
     })
 }

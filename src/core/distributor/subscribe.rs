@@ -14,14 +14,14 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt as _;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::fanout::{Live, update_frame};
-use super::log::{Position, StoredUpdate};
+use super::bus::{Frame, Live, LiveReceiver, Subscription, update_frame};
 use super::metrics::StatusLabel;
 use super::{AppState, ConnectionGuard};
+use super::{Position, StoredUpdate};
 use crate::core::server::api_error::ApiError;
 use crate::core::shared::tier::Tier;
 use crate::core::telemetry::{now_unix, validate_agent_path};
@@ -213,7 +213,14 @@ async fn serve_subscriber(
         now_unix(),
     );
     // Subscribe before reading the log: what the read misses arrives live, nothing twice.
-    let (mut rx, pos) = state.hub.subscribe();
+    let from = Position {
+        seq: last_seq,
+        widen_seq: 0,
+    };
+    let Subscription {
+        live: mut rx,
+        position: pos,
+    } = state.bus.subscribe_from(from);
     let replay = match Box::pin(read_replay(state, &sub, last_seq, pos)).await {
         Ok(r) => r,
         Err(e) => return End::Unavailable(e.to_string()),
@@ -386,25 +393,31 @@ async fn read_replay(
     pos: Position,
 ) -> Result<Vec<StoredUpdate>, super::Error> {
     let below = last_seq.min(pos.seq);
-    let check_widened = state.hub.min_widened_seq() <= below && pos.widen_seq > 0;
+    let check_widened = state.bus.min_widened_seq() <= below && pos.widen_seq > 0;
     if !check_widened && last_seq >= pos.seq {
         return Ok(Vec::new());
     }
+    let _slot = state.read_slot().await?;
+    let mut out = Vec::new();
+    if check_widened {
+        out.extend(
+            state
+                .log
+                .widened_unacked(below, pos.widen_seq, &sub.orch_hash)
+                .await?
+                .into_iter()
+                .filter(|u| sub.newly_admitted(u, u.initial_percent)),
+        );
+    }
     let who = sub.snapshot();
-    state
-        .read_log(move |log| {
-            let mut out = Vec::new();
-            if check_widened {
-                out.extend(
-                    log.widened_unacked(below, pos.widen_seq, &who.orch_hash)?
-                        .into_iter()
-                        .filter(|u| who.newly_admitted(u, u.initial_percent)),
-                );
-            }
-            out.extend(log.updates_between(last_seq, pos.seq, pos.widen_seq, |u| who.wants(u))?);
-            Ok(out)
-        })
-        .await
+    let keep = Box::new(move |u: &StoredUpdate| who.wants(u));
+    out.extend(
+        state
+            .log
+            .updates_between(last_seq, pos.seq, pos.widen_seq, keep)
+            .await?,
+    );
+    Ok(out)
 }
 
 /// Serves live announcements until the connection ends.
@@ -412,7 +425,7 @@ async fn live(
     socket: &mut WebSocket,
     state: &AppState,
     sub: &mut Subscriber,
-    rx: &mut broadcast::Receiver<Live>,
+    rx: &mut LiveReceiver,
     stop: &mut watch::Receiver<bool>,
 ) -> End {
     let cfg = &state.config;
@@ -514,23 +527,19 @@ async fn catch_up(
     socket: &mut WebSocket,
     state: &AppState,
     sub: &mut Subscriber,
-    rx: &mut broadcast::Receiver<Live>,
+    rx: &mut LiveReceiver,
 ) -> Result<(), End> {
     state.metrics.lag_catchups.inc();
-    let (fresh_rx, pos) = state.hub.subscribe();
+    let from = Position {
+        seq: sub.seq,
+        widen_seq: sub.widen_seq,
+    };
+    let Subscription {
+        live: fresh_rx,
+        position: pos,
+    } = state.bus.subscribe_from(from);
     *rx = fresh_rx;
-    let who = sub.snapshot();
-    let missed = state
-        .read_log(move |log| {
-            let mut out: Vec<StoredUpdate> = log
-                .widened_between(who.seq, who.widen_seq, pos.widen_seq)?
-                .into_iter()
-                .filter(|(u, from)| who.newly_admitted(u, *from))
-                .map(|(u, _)| u)
-                .collect();
-            out.extend(log.updates_between(who.seq, pos.seq, pos.widen_seq, |u| who.wants(u))?);
-            Ok(out)
-        })
+    let missed = read_missed(state, sub, pos)
         .await
         .map_err(|e| End::Unavailable(e.to_string()))?;
     for u in missed {
@@ -540,6 +549,32 @@ async fn catch_up(
     sub.seq = sub.seq.max(pos.seq);
     sub.widen_seq = sub.widen_seq.max(pos.widen_seq);
     Ok(())
+}
+
+/// What a lagging subscriber skipped, up to `pos` (see [`catch_up`]).
+async fn read_missed(
+    state: &AppState,
+    sub: &Subscriber,
+    pos: Position,
+) -> Result<Vec<StoredUpdate>, super::Error> {
+    let _slot = state.read_slot().await?;
+    let mut out: Vec<StoredUpdate> = state
+        .log
+        .widened_between(sub.seq, sub.widen_seq, pos.widen_seq)
+        .await?
+        .into_iter()
+        .filter(|(u, from)| sub.newly_admitted(u, *from))
+        .map(|(u, _)| u)
+        .collect();
+    let who = sub.snapshot();
+    let keep = Box::new(move |u: &StoredUpdate| who.wants(u));
+    out.extend(
+        state
+            .log
+            .updates_between(sub.seq, pos.seq, pos.widen_seq, keep)
+            .await?,
+    );
+    Ok(out)
 }
 
 /// Sends one frame, giving up after `send_timeout`.
@@ -567,15 +602,21 @@ async fn send_frame(
     send(socket, state, Message::Text(text.into())).await
 }
 
+/// A frame as a WebSocket text message: the bytes are shared, not copied.
+fn text_message(frame: Frame) -> Message {
+    let text = Utf8Bytes::try_from(frame.bytes().clone()).expect("frames are UTF-8");
+    Message::Text(text)
+}
+
 /// Sends an update frame and records the delivery.
 async fn deliver(
     socket: &mut WebSocket,
     state: &AppState,
     sub: &Subscriber,
-    frame: Utf8Bytes,
+    frame: Frame,
     update_id: Arc<str>,
 ) -> Result<(), End> {
-    send(socket, state, Message::Text(frame)).await?;
+    send(socket, state, text_message(frame)).await?;
     state
         .log
         .record_delivery(update_id, sub.orch_hash.clone(), now_unix());

@@ -4,7 +4,9 @@
 //! [`Commit`] to await, and refuses with [`Error::QueueFull`] instead of queueing without
 //! bound. Reads are blocking calls meant for `spawn_blocking`.
 
+pub mod memory;
 pub mod sqlite;
+pub mod update_log;
 
 use std::collections::HashMap;
 

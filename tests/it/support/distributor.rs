@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use phoenix::core::distributor::{self, AppState, DistributorConfig, LogOptions, UpdateLog};
+use phoenix::core::distributor::{self, AppState, DistributorConfig, LogOptions, SqliteUpdateLog};
 use phoenix::core::shared::anonymize::Anonymizer;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -60,9 +60,12 @@ impl TestDistributor {
     pub async fn start_in(dir: TempDir, config: DistributorConfig) -> TestDistributor {
         let anonymizer =
             Anonymizer::load_or_create(&dir.path().join(KEY_FILE)).expect("orch hash key");
-        let log = UpdateLog::open(&LogOptions::new(dir.path().join(DB_FILE))).expect("open log");
+        let log =
+            SqliteUpdateLog::open(&LogOptions::new(dir.path().join(DB_FILE))).expect("open log");
         let metrics = Arc::new(distributor::Metrics::default());
-        let state = AppState::new(log, anonymizer, config, metrics).expect("distributor state");
+        let state = AppState::new(log, anonymizer, config, metrics)
+            .await
+            .expect("distributor state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");

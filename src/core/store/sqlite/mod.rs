@@ -1,6 +1,6 @@
 //! Every store on the embedded SQLite default: the telemetry store (one group-committing
-//! writer, the recent tail, the WAL checkpointer, migrations), conversations, and the
-//! connection set-up they share.
+//! writer, the recent tail, the WAL checkpointer, migrations), conversations, the
+//! distributor's update log, and the connection set-up they share.
 
 pub(crate) mod checkpoint;
 pub mod conversations;
@@ -8,4 +8,5 @@ pub mod db;
 pub mod migrations;
 pub mod store;
 pub(crate) mod tail;
+pub mod update_log;
 pub(crate) mod writer;

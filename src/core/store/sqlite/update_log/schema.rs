@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use crate::core::distributor::Error;
+use crate::core::store::update_log::Error;
 
 /// Each entry moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[

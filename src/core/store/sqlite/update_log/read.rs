@@ -3,12 +3,11 @@
 
 use rusqlite::params;
 
-use super::{
-    AckError, Counts, KnownSubscriber, Position, StoredUpdate, UpdateLog, WideningRecord,
-    percent_from_sql,
-};
-use crate::core::distributor::Error;
+use super::{Shared, percent_from_sql};
 use crate::core::shared::tier::Tier;
+use crate::core::store::update_log::{
+    AckError, Counts, Error, Keep, KnownSubscriber, Position, StoredUpdate, WideningRecord,
+};
 use crate::core::updates::UpdateEnvelope;
 
 /// The rollout percentage of `u` as of widening `?{n}` (SQL expression).
@@ -34,9 +33,9 @@ fn row_to_update(row: &rusqlite::Row<'_>) -> Result<StoredUpdate, Error> {
     })
 }
 
-impl UpdateLog {
+impl Shared {
     /// The last seq and the last widening.
-    pub fn position(&self) -> Result<Position, Error> {
+    pub(super) fn position(&self) -> Result<Position, Error> {
         self.with_reader(|c| {
             let (seq, widen_seq): (i64, i64) = c.query_row(
                 "SELECT (SELECT COALESCE(MAX(seq), 0) FROM updates), (SELECT COALESCE(MAX(widen_seq), 0) FROM widenings)",
@@ -51,7 +50,7 @@ impl UpdateLog {
     }
 
     /// The lowest seq of an update whose rollout was ever widened.
-    pub fn min_widened_seq(&self) -> Result<Option<u64>, Error> {
+    pub(super) fn min_widened_seq(&self) -> Result<Option<u64>, Error> {
         self.with_reader(|c| {
             let v: Option<i64> = c.query_row(
                 "SELECT MIN(u.seq) FROM updates u WHERE EXISTS (SELECT 1 FROM widenings w WHERE w.update_id = u.update_id)",
@@ -63,7 +62,7 @@ impl UpdateLog {
     }
 
     /// An update by id, or by seq when `key` is all digits, at its current percentage.
-    pub fn find(&self, key: &str) -> Result<Option<StoredUpdate>, Error> {
+    pub(super) fn find(&self, key: &str) -> Result<Option<StoredUpdate>, Error> {
         let by_seq = key.parse::<u64>().ok();
         self.with_reader(|c| {
             let sql = format!(
@@ -87,7 +86,7 @@ impl UpdateLog {
     }
 
     /// The newest `limit` updates, newest first, at their current percentage.
-    pub fn list(&self, limit: usize) -> Result<Vec<StoredUpdate>, Error> {
+    pub(super) fn list(&self, limit: usize) -> Result<Vec<StoredUpdate>, Error> {
         self.with_reader(|c| {
             let sql = format!(
                 "SELECT {UPDATE_COLUMNS}, u.rollout_percent FROM updates u ORDER BY u.seq DESC LIMIT ?1"
@@ -103,7 +102,7 @@ impl UpdateLog {
     }
 
     /// Delivery and ack counts of an update.
-    pub fn counts(&self, update_id: &str) -> Result<Counts, Error> {
+    pub(super) fn counts(&self, update_id: &str) -> Result<Counts, Error> {
         self.with_reader(|c| {
             let delivered: i64 = c
                 .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE update_id = ?1")?
@@ -131,7 +130,7 @@ impl UpdateLog {
     }
 
     /// Acks of an update that carry an error, rejections first, at most `limit`.
-    pub fn errors(&self, update_id: &str, limit: usize) -> Result<Vec<AckError>, Error> {
+    pub(super) fn errors(&self, update_id: &str, limit: usize) -> Result<Vec<AckError>, Error> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT orch_hash, status, error, ts_unix FROM acks
@@ -151,7 +150,7 @@ impl UpdateLog {
     }
 
     /// The widenings of an update, oldest first.
-    pub fn widenings(&self, update_id: &str) -> Result<Vec<WideningRecord>, Error> {
+    pub(super) fn widenings(&self, update_id: &str) -> Result<Vec<WideningRecord>, Error> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT from_percent, to_percent, ts_unix FROM widenings WHERE update_id = ?1 ORDER BY widen_seq",
@@ -168,10 +167,10 @@ impl UpdateLog {
     }
 
     /// Every subscriber ever seen in a hello.
-    pub fn subscribers(&self) -> Result<Vec<KnownSubscriber>, Error> {
+    pub(super) fn subscribers(&self) -> Result<Vec<KnownSubscriber>, Error> {
         self.with_reader(|c| {
             let mut stmt =
-                c.prepare_cached("SELECT orch_hash, agent_path, tier, last_seen FROM subscribers")?;
+                c.prepare_cached("SELECT orch_hash, agent_path, tier, last_seen FROM subscribers ORDER BY orch_hash, agent_path")?;
             let rows = stmt.query_map([], |r| {
                 let tier: String = r.get(2)?;
                 Ok(KnownSubscriber {
@@ -187,12 +186,12 @@ impl UpdateLog {
 
     /// Updates with `after < seq <= upto`, in seq order, at their percentage as of widening
     /// `at_gen`, keeping those `keep` accepts.
-    pub fn updates_between(
+    pub(super) fn updates_between(
         &self,
         after: u64,
         upto: u64,
         at_gen: u64,
-        mut keep: impl FnMut(&StoredUpdate) -> bool,
+        mut keep: Keep,
     ) -> Result<Vec<StoredUpdate>, Error> {
         if upto <= after {
             return Ok(Vec::new());
@@ -218,7 +217,7 @@ impl UpdateLog {
     /// Updates with `seq <= upto` widened at or before widening `at_gen` that `orch_hash` has
     /// not acked, in seq order, at their percentage as of `at_gen`: what a reconnecting orch
     /// may have missed while it was away during a widening.
-    pub fn widened_unacked(
+    pub(super) fn widened_unacked(
         &self,
         upto: u64,
         at_gen: u64,
@@ -245,7 +244,7 @@ impl UpdateLog {
 
     /// Updates with `seq <= upto` widened by a widening in `(from_gen, to_gen]`, in seq
     /// order: each at its percentage as of `to_gen`, with its percentage as of `from_gen`.
-    pub fn widened_between(
+    pub(super) fn widened_between(
         &self,
         upto: u64,
         from_gen: u64,

@@ -10,9 +10,9 @@ use std::time::Instant;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{StoredUpdate, Widening, percent_from_sql};
-use crate::core::distributor::Error;
+use super::percent_from_sql;
 use crate::core::shared::tier::Tier;
+use crate::core::store::update_log::{Error, StoredUpdate, Widening};
 use crate::core::updates::UpdateEnvelope;
 use crate::core::updates::protocol::AckStatus;
 

@@ -1,0 +1,192 @@
+//! Publish, widen and rollback without a transport: validate an already-parsed request,
+//! commit it to the [`UpdateLog`], announce it on the [`Bus`], and answer with a typed result.
+//! The HTTP handlers ([`super::publish`]) are adapters over it; a test or a message-bus
+//! consumer calls it the same way.
+//!
+//! Log mutations commit and announce one at a time, so announcements follow commit (seq)
+//! order: a subscriber reads everything up to a bus position from the log and everything
+//! after it live, never neither and never both.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::Error;
+use super::bus::{Bus, Prepared};
+use super::metrics::{Metrics, TypeLabel};
+use super::publish::Widened;
+use crate::core::shared::anonymize::{Anonymizer, is_orch_hash};
+use crate::core::store::update_log::{StoredUpdate, UpdateLog};
+use crate::core::telemetry::now_unix;
+use crate::core::updates::{FieldError, PublishRequest, UpdateEnvelope, UpdateType};
+
+/// Why a publish, widening or rollback was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The update is not valid (its field named).
+    #[error("{0}")]
+    InvalidUpdate(FieldError),
+    /// The request around the update is not valid (e.g. a widening's percentage).
+    #[error("{0}")]
+    InvalidRequest(FieldError),
+    /// The log refused or failed (not found, not wider, closed, storage).
+    #[error(transparent)]
+    Log(#[from] Error),
+}
+
+/// The distributor's write side over a log and a bus.
+pub struct Service {
+    log: Arc<dyn UpdateLog>,
+    bus: Arc<dyn Bus>,
+    anonymizer: Anonymizer,
+    metrics: Arc<Metrics>,
+    /// Held across "commit to the log, then announce" so announcements follow commit order.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service committing to `log` and announcing on `bus`; `anonymizer` hashes targets.
+    pub fn new(
+        log: Arc<dyn UpdateLog>,
+        bus: Arc<dyn Bus>,
+        anonymizer: Anonymizer,
+        metrics: Arc<Metrics>,
+    ) -> Service {
+        Service {
+            log,
+            bus,
+            anonymizer,
+            metrics,
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Validates and publishes an update (a `rollback` undoes the update its payload names);
+    /// returns the envelope with the seq the log assigned, once committed and announced.
+    pub async fn publish(&self, req: PublishRequest) -> Result<UpdateEnvelope, ServiceError> {
+        let own_targeting =
+            req.target_orch.is_some() || req.target_agent_prefix.is_some() || req.cascade.is_some();
+        let own_tier = req.tier_required.is_some();
+        let mut new = req.validate().map_err(ServiceError::InvalidUpdate)?;
+
+        // Publishes (and widenings) commit and announce one at a time, in seq order.
+        let _writing = self.writing.lock().await;
+        let mut rolls_back = None;
+        if new.update_type == UpdateType::Rollback {
+            let key = new.payload["update_id"]
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let original = self.log.find(&key).await?;
+            let Some(original) = original.map(|o| o.envelope) else {
+                return Err(ServiceError::InvalidUpdate(FieldError {
+                    field: "payload.update_id",
+                    message: format!("no update {key:?} in the log"),
+                }));
+            };
+            if original.update_type == UpdateType::Rollback {
+                return Err(ServiceError::InvalidUpdate(FieldError {
+                    field: "payload.update_id",
+                    message: format!(
+                        "update {} is itself a rollback; publish the update it undid again instead",
+                        original.update_id
+                    ),
+                }));
+            }
+            if !own_targeting {
+                // Undo exactly where the original went.
+                new.target_orch = original.target_orch.clone();
+                new.target_agent_prefix = original.target_agent_prefix.clone();
+                new.cascade = original.cascade;
+            }
+            if !own_tier {
+                new.tier_required = original.tier_required;
+            }
+            // A seq given as the reference becomes the id subscribers know the update by.
+            new.payload["update_id"] = Value::String(original.update_id.clone());
+            rolls_back = Some(original.update_id);
+        }
+        let target_orch_hash = new.target_orch.as_deref().map(|t| {
+            if is_orch_hash(t) {
+                t.to_owned()
+            } else {
+                self.anonymizer.orch_hash(t)
+            }
+        });
+        let initial_percent = new.rollout_percent;
+        let envelope = new.into_envelope(uuid::Uuid::now_v7().to_string(), 0, now_unix());
+        let envelope = self
+            .log
+            .append(envelope, target_orch_hash.clone(), rolls_back)
+            .await?;
+        self.bus.announce_update(Prepared::new(StoredUpdate {
+            envelope: envelope.clone(),
+            initial_percent,
+            target_orch_hash,
+        }));
+        drop(_writing);
+        self.metrics
+            .publishes
+            .get_or_create(&TypeLabel {
+                update_type: envelope.update_type.as_str(),
+            })
+            .inc();
+        tracing::info!(
+            seq = envelope.seq,
+            update_id = %envelope.update_id,
+            update_type = envelope.update_type.as_str(),
+            "update published"
+        );
+        Ok(envelope)
+    }
+
+    /// Publishes a rollback of the update `key` names (its id, or its seq), to where the
+    /// original went: the same as publishing `{"update_type":"rollback","payload":{"update_id":key}}`.
+    pub async fn rollback(&self, key: &str) -> Result<UpdateEnvelope, ServiceError> {
+        self.publish(PublishRequest {
+            update_type: Some(UpdateType::Rollback.as_str().to_owned()),
+            payload: Some(json!({ "update_id": key })),
+            ..PublishRequest::default()
+        })
+        .await
+    }
+
+    /// Raises the rollout of the update `key` names (its id, or its seq) to `percent` (1–100,
+    /// above the current percentage); returns the update as widened, once committed and
+    /// announced.
+    pub async fn widen(&self, key: &str, percent: u8) -> Result<Widened, ServiceError> {
+        if !(1..=100).contains(&percent) {
+            return Err(ServiceError::InvalidRequest(FieldError {
+                field: "rollout_percent",
+                message: format!("{percent} is not an integer from 1 to 100"),
+            }));
+        }
+        let _writing = self.writing.lock().await;
+        let stored = self
+            .log
+            .find(key)
+            .await?
+            .ok_or_else(|| Error::NotFound(key.to_owned()))?;
+        let w = self
+            .log
+            .widen(&stored.envelope.update_id, percent, now_unix())
+            .await?;
+        let update = w.update.envelope.clone();
+        self.bus
+            .announce_widening(Prepared::new(w.update), w.from_percent, w.widen_seq);
+        drop(_writing);
+        self.metrics.widenings.inc();
+        tracing::info!(seq = update.seq, update_id = %update.update_id, from = ?w.from_percent, to = percent, "rollout widened");
+        Ok(Widened {
+            update,
+            previous_rollout_percent: w.from_percent,
+        })
+    }
+}
