@@ -190,3 +190,109 @@ impl Service {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::distributor::Position;
+    use crate::core::distributor::bus::{Live, Subscription};
+    use crate::core::distributor::fanout::Hub;
+    use crate::core::store::memory::update_log::MemoryUpdateLog;
+
+    fn service() -> (Service, Arc<dyn Bus>) {
+        let log: Arc<dyn UpdateLog> = Arc::new(MemoryUpdateLog::new());
+        let bus: Arc<dyn Bus> = Arc::new(Hub::new(Position::default(), None, 16));
+        let anonymizer = Anonymizer::from_key(&[7; 32]);
+        let metrics = Arc::new(Metrics::default());
+        (Service::new(log, bus.clone(), anonymizer, metrics), bus)
+    }
+
+    fn notice(target: Option<&str>, percent: Option<u8>) -> PublishRequest {
+        PublishRequest {
+            update_type: Some("notice".into()),
+            payload: Some(json!({"message": "m"})),
+            target_orch: target.map(str::to_owned),
+            rollout_percent: percent.map(Value::from),
+            ..PublishRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn publishes_rolls_back_and_widens_without_a_transport() {
+        let (service, bus) = service();
+        let Subscription { live: mut rx, .. } = bus.subscribe_from(Position::default());
+
+        let a = service
+            .publish(notice(Some("orch-1"), Some(10)))
+            .await
+            .unwrap();
+        assert_eq!(a.seq, 1);
+        match rx.recv().await.unwrap() {
+            Live::Update(p) => {
+                assert_eq!(p.update.envelope, a);
+                assert_eq!(p.update.initial_percent, Some(10));
+                assert!(
+                    p.update
+                        .target_orch_hash
+                        .as_deref()
+                        .unwrap()
+                        .starts_with("orch_")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let undo = service.rollback("1").await.unwrap();
+        assert_eq!(undo.seq, 2);
+        assert_eq!(undo.update_type, UpdateType::Rollback);
+        assert_eq!(undo.payload["update_id"], json!(a.update_id));
+        assert_eq!(
+            undo.target_orch.as_deref(),
+            Some("orch-1"),
+            "undoes where it went"
+        );
+        assert!(matches!(
+            service.rollback(&undo.update_id).await,
+            Err(ServiceError::InvalidUpdate(FieldError {
+                field: "payload.update_id",
+                ..
+            }))
+        ));
+        assert!(matches!(
+            service.rollback("nope").await,
+            Err(ServiceError::InvalidUpdate(_))
+        ));
+        assert!(matches!(
+            service.publish(PublishRequest::default()).await,
+            Err(ServiceError::InvalidUpdate(FieldError {
+                field: "update_type",
+                ..
+            }))
+        ));
+
+        let w = service.widen(&a.update_id, 50).await.unwrap();
+        assert_eq!(
+            (w.previous_rollout_percent, w.update.rollout_percent),
+            (Some(10), Some(50))
+        );
+        assert!(matches!(
+            service.widen("1", 40).await,
+            Err(ServiceError::Log(Error::NotWider { .. }))
+        ));
+        assert!(matches!(
+            service.widen("nope", 40).await,
+            Err(ServiceError::Log(Error::NotFound(_)))
+        ));
+        assert!(matches!(
+            service.widen("1", 0).await,
+            Err(ServiceError::InvalidRequest(_))
+        ));
+        assert_eq!(
+            bus.position(),
+            Position {
+                seq: 2,
+                widen_seq: 1
+            }
+        );
+    }
+}
