@@ -73,6 +73,26 @@ async fn seqs_are_gap_free_and_increasing(s: Subject) {
     assert_eq!(next.seq, 6, "a refused append leaves no gap");
 }
 
+async fn concurrent_appends_get_distinct_gap_free_seqs(s: Subject) {
+    let log = &*s.log;
+    let appends = (0..20).map(|_| log.append(envelope(None, None), None, None));
+    let mut seqs: Vec<u64> = futures_util::future::join_all(appends)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().seq)
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    let listed: Vec<u64> = log
+        .list(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.envelope.seq)
+        .collect();
+    assert_eq!(listed, (1..=20).rev().collect::<Vec<_>>());
+}
+
 async fn finds_by_id_and_by_seq_and_lists_newest_first(s: Subject) {
     let log = &*s.log;
     let a = log
@@ -414,6 +434,7 @@ async fn run<F: Future<Output = ()>>(case: impl FnOnce(Subject) -> F, make: fn()
 
 conformance!(
     seqs_are_gap_free_and_increasing,
+    concurrent_appends_get_distinct_gap_free_seqs,
     finds_by_id_and_by_seq_and_lists_newest_first,
     widening_only_raises,
     counts_acks_and_errors,

@@ -32,6 +32,11 @@ impl Frame {
     pub fn bytes(&self) -> &Bytes {
         &self.0
     }
+
+    /// The bytes, handed over (no copy, no reference-count traffic).
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
 }
 
 impl From<String> for Frame {

@@ -135,7 +135,7 @@ pub(super) async fn send_frame(
 
 /// A frame as a WebSocket text message: the bytes are shared, not copied.
 pub(super) fn text_message(frame: Frame) -> Message {
-    let text = Utf8Bytes::try_from(frame.bytes().clone()).expect("frames are UTF-8");
+    let text = Utf8Bytes::try_from(frame.into_bytes()).expect("frames are UTF-8");
     Message::Text(text)
 }
 
