@@ -7,8 +7,14 @@
 //!
 //! The protocol is in [`crate::core::updates::protocol`]; targeting, tiers and rollout buckets in
 //! [`crate::core::updates`]. An update is committed to the [`UpdateLog`] before it is
-//! announced on the [`bus::Bus`] (today the in-process [`fanout::Hub`]), so a subscriber either reads it from the log (replay,
-//! catch-up) or receives it live, never neither and never both.
+//! announced on the [`bus::Bus`] (today the in-process [`fanout::Hub`]), so a subscriber
+//! either reads it from the log (replay, catch-up) or receives it live, never neither and
+//! never both. Publish, widen and rollback live in the transport-free [`service`]; the HTTP
+//! handlers and the WebSocket connections are adapters over it, the log trait and the bus.
+//!
+//! Depends on `core::store::update_log` (the log trait, never a backend's types),
+//! `core::updates`, `core::server` and `core::shared`; the SQLite log is only re-exported
+//! for the callers that open one.
 
 pub mod bus;
 pub mod fanout;
@@ -172,7 +178,8 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// State over an open log.
+    /// State over an open log, fanning out through an in-process [`Hub`] that starts where
+    /// the log stands.
     pub async fn new(
         log: impl UpdateLog,
         anonymizer: Anonymizer,
@@ -181,8 +188,25 @@ impl AppState {
     ) -> Result<Self, Error> {
         let position = log.position().await?;
         let min_widened = log.min_widened_seq().await?;
-        let log: Arc<dyn UpdateLog> = Arc::new(log);
-        let bus: Arc<dyn Bus> = Arc::new(Hub::new(position, min_widened, config.live_capacity));
+        let bus = Arc::new(Hub::new(position, min_widened, config.live_capacity));
+        Ok(Self::with_bus(
+            Arc::new(log),
+            bus,
+            anonymizer,
+            config,
+            metrics,
+        ))
+    }
+
+    /// State over an open log and a bus that already stands where the log does (another
+    /// [`Bus`] than the in-process hub, e.g. one shared by several distributor processes).
+    pub fn with_bus(
+        log: Arc<dyn UpdateLog>,
+        bus: Arc<dyn Bus>,
+        anonymizer: Anonymizer,
+        config: DistributorConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let service = Service::new(
             log.clone(),
             bus.clone(),
@@ -191,7 +215,7 @@ impl AppState {
         );
         let (stop, _) = watch::channel(false);
         let (abort, _) = watch::channel(false);
-        Ok(AppState(Arc::new(Inner {
+        AppState(Arc::new(Inner {
             log,
             anonymizer,
             replay_slots: Semaphore::new(config.replay_concurrency.max(1)),
@@ -203,7 +227,7 @@ impl AppState {
             stop,
             abort,
             started: Instant::now(),
-        })))
+        }))
     }
 
     /// Subscribers connected now (including upgrades in progress).
