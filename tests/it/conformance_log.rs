@@ -225,6 +225,13 @@ async fn counts_acks_and_errors(s: Subject) {
         }
     );
     assert_eq!(log.counts("unknown").await.unwrap(), Counts::default());
+    // Counts of several updates at once, in the order asked, the unknown one zero.
+    assert_eq!(
+        log.counts_of(vec!["unknown".into(), u.update_id.clone()])
+            .await
+            .unwrap(),
+        vec![Counts::default(), log.counts(&u.update_id).await.unwrap()]
+    );
     let errors = log.errors(&u.update_id, 10).await.unwrap();
     let seen: Vec<_> = errors
         .iter()

@@ -142,10 +142,14 @@ pub(super) async fn list(
         let log = &*state.log;
         let listed = log.list(limit).await?;
         let subscribers = log.subscribers().await?;
+        let ids = listed
+            .iter()
+            .map(|u| u.envelope.update_id.clone())
+            .collect();
+        let counts = log.counts_of(ids).await?;
         let mut updates = Vec::with_capacity(listed.len());
-        for u in listed {
+        for (u, counts) in listed.into_iter().zip(counts) {
             let targeted = targeted(&u, &subscribers);
-            let counts = log.counts(&u.envelope.update_id).await?;
             let (update, payload_withheld) = shown(u.envelope, viewer);
             updates.push(UpdateSummary {
                 targeted,

@@ -255,6 +255,18 @@ pub trait UpdateLog: Send + Sync + 'static {
     /// Delivery and ack counts of an update.
     fn counts(&self, update_id: &str) -> BoxFuture<'_, Result<Counts, Error>>;
 
+    /// Delivery and ack counts of several updates, in the order given. Backends override it
+    /// to read them in one round trip (`GET /updates` lists up to a thousand).
+    fn counts_of(&self, update_ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Counts>, Error>> {
+        Box::pin(async move {
+            let mut all = Vec::with_capacity(update_ids.len());
+            for id in &update_ids {
+                all.push(self.counts(id).await?);
+            }
+            Ok(all)
+        })
+    }
+
     /// Acks of an update that carry an error, rejections first, then newest first; at most
     /// `limit`.
     fn errors(&self, update_id: &str, limit: usize) -> BoxFuture<'_, Result<Vec<AckError>, Error>>;

@@ -269,6 +269,10 @@ impl UpdateLog for SqliteUpdateLog {
         self.read(move |s| s.counts(&id))
     }
 
+    fn counts_of(&self, update_ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Counts>, Error>> {
+        self.read(move |s| update_ids.iter().map(|id| s.counts(id)).collect())
+    }
+
     fn errors(&self, update_id: &str, limit: usize) -> BoxFuture<'_, Result<Vec<AckError>, Error>> {
         let id = update_id.to_owned();
         self.read(move |s| s.errors(&id, limit))
