@@ -80,11 +80,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .premium_key
         .clone()
         .or_else(|| ctx.settings.x402_premium_key.clone());
-    let headers: Vec<(&str, &str)> = key
-        .as_deref()
-        .map(|k| vec![("X402", k)])
-        .unwrap_or_default();
-    let insight: Insight = client.post_json("/analyze", &body, &headers).await?;
+    let insight = client.analyze(&body, key.as_deref()).await?;
     if ctx.json {
         print_json(&insight)
     } else {

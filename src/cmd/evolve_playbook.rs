@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::forge_args::ForgeArgs;
 use super::output::print_json;
 use super::{Context, UsageError};
+use crate::core::collector::client::CollectorClient;
 use crate::core::collector::insight::Insight;
 use crate::core::forge::evolve::{self, EvolveReport, EvolveRequest, Status};
 use crate::core::forge::playbook::Playbook;
@@ -210,15 +211,12 @@ async fn collector_metrics(
         ca_cert: ctx.settings.collector.ca_cert.clone(),
         timeout: Duration::from_secs(60),
     })
+    .map(CollectorClient::new)
     .context("setting up the collector client")?;
     let body = serde_json::json!({"focus": "playbook", "agent_prefix": repo});
     let key = ctx.settings.x402_premium_key.clone();
-    let headers: Vec<(&str, &str)> = key
-        .as_deref()
-        .map(|k| vec![("X402", k)])
-        .unwrap_or_default();
-    let insight: Insight = client
-        .post_json("/analyze", &body, &headers)
+    let insight = client
+        .analyze(&body, key.as_deref())
         .await
         .context("reading the agent's figures from the collector (--metrics-from-collector)")?;
     Ok(metrics_of(&insight))

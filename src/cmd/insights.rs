@@ -2,7 +2,6 @@
 
 use super::output::{self, print_json, table};
 use super::{CollectorClientArgs, Context};
-use crate::core::collector::insight;
 
 /// List the newest insights.
 #[derive(Debug, clap::Args)]
@@ -21,7 +20,7 @@ pub struct Args {
 /// Runs `phoenix insights`.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
-    let list = insight::fetch(&client, args.limit).await?;
+    let list = client.insights(args.limit).await?;
     if ctx.json {
         return print_json(&list);
     }

@@ -7,6 +7,9 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
+use crate::bench::{Bound, TargetCheck};
+use crate::core::privacy::telemetrist::Report;
+
 static DOCUMENT_PRINTED: AtomicBool = AtomicBool::new(false);
 
 /// Prints one pretty JSON document on stdout.
@@ -89,6 +92,74 @@ pub fn shorten(s: &str, max: usize) -> String {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
     }
+}
+
+/// The human summary of a conversation run (`phoenix telemetrist`, `phoenix ingest
+/// --conversations`).
+pub fn conversation_report(r: &Report) {
+    for e in &r.errors {
+        eprintln!("skipped: {e}");
+    }
+    if r.invalid > r.errors.len() {
+        eprintln!("(only the first {} problems are listed)", r.errors.len());
+    }
+    println!(
+        "read {} conversation(s); {} invalid, {} already sent, {} already spooled, {} already quarantined",
+        r.read, r.invalid, r.already_sent, r.already_spooled, r.already_quarantined
+    );
+    let by_type: Vec<String> = r.redacted.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    if by_type.is_empty() {
+        println!("redacted nothing");
+    } else {
+        println!("redacted {} ({})", r.redacted_total(), by_type.join(", "));
+    }
+    println!(
+        "spooled {}, sent {}, duplicates {} in {} request(s)",
+        r.spooled, r.delivery.sent, r.delivery.duplicates, r.delivery.requests
+    );
+    for q in &r.delivery.quarantined {
+        println!(
+            "quarantined {}: {} {}: {}",
+            q.conversation_id, q.status, q.error, q.detail
+        );
+    }
+    println!(
+        "spool {}: {} pending, {} quarantined",
+        r.spool, r.pending, r.quarantine_total
+    );
+}
+
+/// A 1-minute load average from which other work visibly skews the figures.
+const BUSY_LOAD: f64 = 0.5;
+
+/// Warns on stderr when this binary is a debug build: its figures say little.
+pub fn warn_if_unoptimised(benchmark: &str) {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this phoenix is built without optimisations; its figures say little. \
+             Run `cargo run --release -- bench {benchmark}`."
+        );
+    }
+}
+
+/// Warns on stderr when the machine was busy as the benchmark started.
+pub fn warn_if_busy(load_before: Option<f64>) {
+    if let Some(load) = load_before.filter(|l| *l >= BUSY_LOAD) {
+        eprintln!(
+            "warning: the load average was {load:.2} when the benchmark started; other work \
+             shares these CPUs, so the figures understate this machine"
+        );
+    }
+}
+
+/// `≥ 20000`, `< 50`, `≤ 32`, the threshold written by `value`.
+pub fn goal<T>(c: &TargetCheck<T>, value: impl Fn(f64) -> String) -> String {
+    let op = match c.bound {
+        Bound::AtLeast => "≥",
+        Bound::Below => "<",
+        Bound::AtMost => "≤",
+    };
+    format!("{op} {}", value(c.threshold))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! announced on the [`fanout::Hub`], so a subscriber either reads it from the log (replay,
 //! catch-up) or receives it live, never neither and never both.
 
+pub mod client;
 pub mod fanout;
 pub mod log;
 pub mod metrics;
