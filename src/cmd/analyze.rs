@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::output::{self, num, pct, print_json, table};
+use super::output::{self, num, pct, table};
 use super::{CollectorClientArgs, Context, parse_when};
 use crate::core::collector::insight::Insight;
 
@@ -81,12 +81,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .clone()
         .or_else(|| ctx.settings.x402_premium_key.clone());
     let insight = client.analyze(&body, key.as_deref()).await?;
-    if ctx.json {
-        print_json(&insight)
-    } else {
-        render(&insight);
-        Ok(())
-    }
+    ctx.printer().result(&insight, render)
 }
 
 /// Prints an insight for people.

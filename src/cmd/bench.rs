@@ -104,7 +104,7 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
     };
     warn_if_busy(report.machine.load_before);
     if ctx.json {
-        output::print_json(&report)?;
+        ctx.printer().document(&report)?;
     } else {
         print_report(&report);
     }
@@ -138,7 +138,7 @@ async fn fanout(args: FanoutArgs, ctx: &Context) -> anyhow::Result<()> {
     };
     warn_if_busy(report.machine.load_before);
     if ctx.json {
-        output::print_json(&report)?;
+        ctx.printer().document(&report)?;
     } else {
         print_fanout(&report);
     }

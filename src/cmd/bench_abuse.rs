@@ -93,7 +93,7 @@ pub async fn run_abuse(args: AbuseArgs, ctx: &Context) -> anyhow::Result<()> {
     };
     warn_if_busy(report.machine.load_before);
     if ctx.json {
-        output::print_json(&report)?;
+        ctx.printer().document(&report)?;
     } else {
         print_abuse(&report);
     }

@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::forge_args::ForgeArgs;
-use super::output::print_json;
 use super::{Context, UsageError};
 use crate::core::collector::client::CollectorClient;
 use crate::core::collector::insight::Insight;
@@ -152,12 +151,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         // GitHub approvals come from people on GitHub; Phoenix only waits for them.
         ForgeChoice::Github => execute(&args.forge.github(&ctx.settings)?, &req, false).await?,
     };
-    if ctx.json {
-        print_json(&report)
-    } else {
-        render(&report);
-        Ok(())
-    }
+    ctx.printer().result(&report, render)
 }
 
 async fn execute<F: Forge>(
@@ -318,7 +312,8 @@ async fn approve(a: PrArgs, ctx: &Context) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("approving pull request #{} of {}", a.pr, a.repo))?;
     if ctx.json {
-        print_json(&serde_json::json!({"repo": a.repo, "approved": pr, "by": a.by}))
+        ctx.printer()
+            .document(&serde_json::json!({"repo": a.repo, "approved": pr, "by": a.by}))
     } else {
         println!(
             "Approved pull request #{} of {} at {} (by {})",
@@ -351,7 +346,7 @@ async fn status(a: PrArgs, ctx: &Context) -> anyhow::Result<()> {
         }
     };
     if ctx.json {
-        return print_json(&status);
+        return ctx.printer().document(&status);
     }
     let pr = &status.pull_request;
     println!(

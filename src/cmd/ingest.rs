@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::output::print_json;
 use super::{CollectorClientArgs, Context, PartialFailure, UsageError};
 use crate::core::collector::client::{
     CollectorClient, IngestBatcher, IngestReport as Report, MAX_LISTED_ERRORS,
@@ -108,7 +107,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
 
 fn finish(report: Report, ctx: &Context) -> anyhow::Result<()> {
     if ctx.json {
-        print_json(&report)?;
+        ctx.printer().document(&report)?;
     } else {
         for e in &report.errors {
             eprintln!("rejected: {e}");
@@ -226,7 +225,7 @@ impl JsonLines {
 }
 
 fn progress_bar(size: Option<u64>, ctx: &Context) -> ProgressBar {
-    if !ctx.stderr_tty || ctx.json {
+    if !ctx.printer().progress() {
         return ProgressBar::hidden();
     }
     match size {

@@ -1,6 +1,6 @@
 //! `phoenix insights`: list stored insights.
 
-use super::output::{self, print_json, table};
+use super::output::{self, table};
 use super::{CollectorClientArgs, Context};
 
 /// List the newest insights.
@@ -22,7 +22,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
     let list = client.insights(args.limit).await?;
     if ctx.json {
-        return print_json(&list);
+        return ctx.printer().document(&list);
     }
     if list.insights.is_empty() {
         println!("No insights yet: run `phoenix analyze` first.");

@@ -79,6 +79,13 @@ pub struct Context {
     pub stderr_tty: bool,
 }
 
+impl Context {
+    /// Where this command's output goes.
+    pub fn printer(&self) -> output::Printer {
+        output::Printer::new(self.json, self.stdout_tty, self.stderr_tty)
+    }
+}
+
 /// Sets up tracing on stderr: `PHOENIX_LOG` wins, else `-v`/`-q`, else warn (info for servers).
 pub fn init_tracing(cli: &Cli) {
     let default = match (cli.global.quiet, cli.global.verbose, &cli.command) {

@@ -1,4 +1,5 @@
-//! Printing helpers shared by the commands: JSON documents, tables, numbers and times.
+//! Printing for the commands: the [`Printer`] of the command context, JSON documents,
+//! tables, numbers and times.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
@@ -17,6 +18,57 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     DOCUMENT_PRINTED.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// Where a command's output goes, uv-style: results on stdout (one JSON document with
+/// `--json`), notes and progress on stderr, with what each stream is attached to. Made by
+/// [`Context::printer`](super::Context::printer); commands print through it, never `core`.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    json: bool,
+    stdout_tty: bool,
+    stderr_tty: bool,
+}
+
+impl Printer {
+    /// A printer for `--json` (or not) and the given terminals.
+    pub fn new(json: bool, stdout_tty: bool, stderr_tty: bool) -> Self {
+        Printer {
+            json,
+            stdout_tty,
+            stderr_tty,
+        }
+    }
+
+    /// `--json`: stdout carries JSON documents only.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Whether stdout is a terminal (tables and colours).
+    pub fn stdout_tty(&self) -> bool {
+        self.stdout_tty
+    }
+
+    /// Whether stderr is a terminal (progress bars) and this is not a `--json` run.
+    pub fn progress(&self) -> bool {
+        self.stderr_tty && !self.json
+    }
+
+    /// The command's result: with `--json` the value as its one pretty document, otherwise
+    /// what `human` prints of it.
+    pub fn result<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(value);
+        }
+        human(value);
+        Ok(())
+    }
+
+    /// The command's JSON document on stdout (for a result printed whatever follows).
+    pub fn document(&self, value: &impl Serialize) -> anyhow::Result<()> {
+        print_json(value)
+    }
 }
 
 /// Whether the command already printed its JSON document (a partial success reports

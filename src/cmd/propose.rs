@@ -15,7 +15,6 @@ use tokio::sync::watch;
 
 use self::render::{render_hive, render_publish};
 use self::terminal::{LiveProgress, confirm, log_progress, question, spinner};
-use super::output::print_json;
 use super::{
     CollectorClientArgs, Context, DistributorClientArgs, PartialFailure, Targeting, UsageError,
     publish_request,
@@ -332,11 +331,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     }
     ctrl_c.abort();
     output.publish_error = publish_error.as_ref().map(|e| format!("{e:#}"));
-    if ctx.json {
-        print_json(&output)?;
-    } else {
-        render_publish(&output, declined);
-    }
+    ctx.printer()
+        .result(&output, |o| render_publish(o, declined))?;
 
     if let Some(e) = publish_error {
         return Err(e);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::output::{self, print_json, table};
+use super::output::{self, table};
 use super::{Context, DistributorClientArgs, Targeting, UsageError, audience, publish_request};
 use crate::core::updates::UpdateType;
 
@@ -240,7 +240,7 @@ async fn publish(
     let req = publish_request(update_type, payload, target)?;
     let envelope = client.publish(&ctx.settings, &req).await?;
     if ctx.json {
-        return print_json(&envelope);
+        return ctx.printer().document(&envelope);
     }
     println!(
         "Published {} {} as seq {} to {} ({} tier{}).",
@@ -270,7 +270,7 @@ async fn list(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
     let list = client.list(args.limit).await?;
     if ctx.json {
-        return print_json(&list);
+        return ctx.printer().document(&list);
     }
     if list.updates.is_empty() {
         println!("No updates published yet.");
@@ -315,7 +315,7 @@ async fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
     let s = client.status(check_id(&args.id)?).await?;
     if ctx.json {
-        return print_json(&s);
+        return ctx.printer().document(&s);
     }
     let u = &s.update;
     println!("update    {} (seq {})", u.update_id, u.seq);
@@ -390,7 +390,7 @@ async fn widen(ctx: &Context, args: &WidenArgs) -> anyhow::Result<()> {
         .widen(check_id(&args.id)?, args.rollout_percent)
         .await?;
     if ctx.json {
-        return print_json(&w);
+        return ctx.printer().document(&w);
     }
     println!(
         "Widened {} (seq {}) from {} to {}; newly admitted agents receive it now.",

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Context, UsageError, output};
+use super::{Context, UsageError};
 use crate::core::privacy::edge;
 use crate::core::privacy::pii::{EntityType, Mapping, Redactor, Report, reveal};
 
@@ -115,7 +115,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .context("redacting with the session's pseudonyms from the vault")??;
     if ctx.json {
         let (text, messages) = body.parts();
-        output::print_json(&RedactOutput {
+        ctx.printer().document(&RedactOutput {
             session: &session,
             format: args.format,
             text,
@@ -265,7 +265,7 @@ fn print_reveal(
     };
     if ctx.json {
         let messages = messages.as_ref().and_then(|b| b.parts().1);
-        output::print_json(&RevealOutput {
+        ctx.printer().document(&RevealOutput {
             session,
             format: args.format,
             text: text.as_deref(),

@@ -3,7 +3,6 @@
 use anyhow::Context as _;
 
 use super::forge_args::ForgeArgs;
-use super::output::print_json;
 use super::{Context, UsageError};
 use crate::core::forge::Forge;
 use crate::core::forge::scaffold::{AgentTier, Generated};
@@ -100,7 +99,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         ForgeChoice::Github => execute(&args.forge.github(&ctx.settings)?, req).await?,
     };
     if ctx.json {
-        print_json(&report)
+        ctx.printer().document(&report)
     } else {
         render(&report);
         Ok(())

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::output::{self, print_json, table};
+use super::output::{self, table};
 use super::{Context, UsageError};
 use crate::core::learning::{
     self, Error, HeartbeatConfig, LearningPipelineState, SubscribeOptions, Summary, UpdateReport,
@@ -280,7 +280,7 @@ fn show(args: ShowArgs, ctx: &Context) -> anyhow::Result<()> {
         )
     })?;
     if ctx.json {
-        return print_json(&state);
+        return ctx.printer().document(&state);
     }
     render(&state, &path, args.config_json, args.limit)
 }

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::output::{self, print_json, table, time};
+use super::output::{self, table, time};
 use super::{CollectorClientArgs, Context, UsageError, conversations_outcome};
 use crate::core::privacy::edge;
 use crate::core::privacy::telemetrist::service::{self, CycleReport, ServiceOptions};
@@ -141,7 +141,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
 
 fn print_cycle(report: &CycleReport, ctx: &Context) -> anyhow::Result<()> {
     if ctx.json {
-        return print_json(report);
+        return ctx.printer().document(report);
     }
     println!(
         "scanned {} file(s): {} conversation(s) not ready yet, {} incomplete file(s) or line(s) left for later",
@@ -164,7 +164,7 @@ fn quarantine(args: &Args, ctx: &Context) -> anyhow::Result<()> {
         let requeued = spool.requeue_quarantined()?;
         let path = spool.path().display().to_string();
         if ctx.json {
-            return print_json(&Requeued {
+            return ctx.printer().document(&Requeued {
                 requeued,
                 spool: path,
             });
@@ -176,7 +176,7 @@ fn quarantine(args: &Args, ctx: &Context) -> anyhow::Result<()> {
     }
     let entries = spool.quarantined()?;
     if ctx.json {
-        return print_json(&entries);
+        return ctx.printer().document(&entries);
     }
     if entries.is_empty() {
         println!("the quarantine of {} is empty", spool.path().display());

@@ -1,6 +1,6 @@
 //! `phoenix telemetry query`: read stored telemetry with filters.
 
-use super::output::{self, print_json, table};
+use super::output::{self, table};
 use super::{CollectorClientArgs, Context, parse_when};
 
 /// Telemetry subcommands.
@@ -64,7 +64,7 @@ pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
         .join("&");
     let page = client.telemetry(&qs).await?;
     if ctx.json {
-        return print_json(&page);
+        return ctx.printer().document(&page);
     }
     let mut t = table(["time", "kind", "level", "agent path", "orch", "payload"]);
     for r in &page.records {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::super::output::{self, print_json};
+use super::super::output;
 use super::super::{Context, UsageError, conversations_outcome};
 use super::{Args, JsonLines, progress_bar};
 use crate::core::privacy::edge;
@@ -57,11 +57,7 @@ pub(super) async fn run(input: &Path, args: &Args, ctx: &Context) -> anyhow::Res
     report.delivery_error = failure
         .as_ref()
         .map(|e| crate::core::shared::llm::error_chain(e));
-    if ctx.json {
-        print_json(&report)?;
-    } else {
-        output::conversation_report(&report);
-    }
+    ctx.printer().result(&report, output::conversation_report)?;
     conversations_outcome(&report, failure)
 }
 
