@@ -215,3 +215,57 @@ impl HasKind for crate::core::server::app::Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::collector::client::IngestError;
+
+    fn first_kind(err: &anyhow::Error) -> Option<ErrorKind> {
+        err.chain().find_map(|c| of(c)?.kind())
+    }
+
+    #[test]
+    fn a_kind_is_found_behind_context_and_wrappers() {
+        let unreachable = client::Error::Unreachable {
+            url: "http://127.0.0.1:1/ingest".to_owned(),
+            detail: "refused".to_owned(),
+        };
+        let err = anyhow::Error::new(IngestError::Send {
+            lines: (1, 2),
+            accepted: 0,
+            source: unreachable,
+        })
+        .context("ingesting");
+        assert_eq!(first_kind(&err), Some(ErrorKind::Unreachable));
+        assert_eq!(err.chain().find_map(|c| of(c)?.refusal()), None);
+    }
+
+    #[test]
+    fn refusals_carry_the_servers_status_and_code() {
+        let err = anyhow::Error::new(IngestError::AllRejected { n: 3 });
+        assert_eq!(first_kind(&err), Some(ErrorKind::Rejected));
+        assert_eq!(
+            err.chain().find_map(|c| of(c)?.refusal()),
+            Some(Refusal {
+                status: 400,
+                code: "invalid_record"
+            })
+        );
+        assert_eq!(
+            err.to_string(),
+            "400 invalid_record: all 3 record(s) were rejected"
+        );
+        let refused = anyhow::Error::new(Classified::refused(426, "upgrade_refused", "no"));
+        assert_eq!(first_kind(&refused), Some(ErrorKind::Rejected));
+        assert_eq!(refused.to_string(), "no");
+    }
+
+    #[test]
+    fn errors_without_a_kind_leave_it_to_their_causes() {
+        let err = anyhow::Error::new(std::io::Error::other("disk"));
+        assert_eq!(first_kind(&err), None);
+        let forge = anyhow::Error::new(spawn::Error::Forge(forge::Error::Config("x".to_owned())));
+        assert_eq!(first_kind(&forge), Some(ErrorKind::Usage));
+    }
+}
