@@ -1,6 +1,7 @@
 //! Printing for the commands: the [`Printer`] of the command context, JSON documents,
 //! tables, numbers and times.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -63,6 +64,14 @@ impl Printer {
         }
         human(value);
         Ok(())
+    }
+
+    /// One JSON event line on stdout for a long-running command (`serve`), flushed at once.
+    /// A reader that took the line it wanted and closed the pipe must not stop the server:
+    /// a failed write is ignored.
+    pub fn event(&self, event: &serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{event}").and_then(|()| out.flush());
     }
 
     /// The command's JSON document on stdout (for a result printed whatever follows).

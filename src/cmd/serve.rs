@@ -1,7 +1,6 @@
 //! `phoenix serve`: run the collector, the distributor, or every service in one process.
 
 use std::future::Future;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,9 +251,7 @@ fn announce(ctx: &Context, service: &str, url: &str, http_url: Option<&str>) {
         if let Some(http) = http_url {
             event["http_url"] = http.into();
         }
-        // A reader that took the line it wanted and closed the pipe must not stop the server.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{event}").and_then(|()| out.flush());
+        ctx.printer().event(&event);
     } else {
         tracing::info!("{service} listening on {url}");
     }

@@ -99,10 +99,11 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .conversation_sender(args.batch_size, args.retries, settings)?;
     let mut edge = edge::open_edge(settings, args.session.clone())?;
     let (stop_tx, mut stop) = watch::channel(false);
-    let stop_requested = crate::core::shared::signal::stop();
+    let stop_requested = crate::core::shared::signal::stop_then_log(
+        "stop requested; finishing the spool commit under way",
+    );
     let signal = tokio::spawn(async move {
         stop_requested.await;
-        tracing::info!("stop requested; finishing the spool commit under way");
         stop_tx.send_replace(true);
     });
     let result = if args.once {
