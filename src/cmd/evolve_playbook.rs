@@ -8,8 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::forge_args::ForgeArgs;
-use super::{Context, UsageError};
+use super::{Context, ForgeArgs, UsageError};
 use crate::core::collector::client::CollectorClient;
 use crate::core::collector::insight::Insight;
 use crate::core::forge::evolve::{self, EvolveReport, EvolveRequest, Status};

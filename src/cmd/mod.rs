@@ -9,7 +9,7 @@ pub mod completions;
 pub mod config;
 pub mod evolve_playbook;
 pub mod export;
-pub mod forge_args;
+mod forge_args;
 pub mod ingest;
 pub mod insights;
 pub mod man;
@@ -22,6 +22,8 @@ pub mod spawn_agent;
 pub mod subscribe;
 pub mod telemetrist;
 pub mod telemetry;
+
+pub use forge_args::ForgeArgs;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

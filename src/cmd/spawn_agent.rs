@@ -2,8 +2,7 @@
 
 use anyhow::Context as _;
 
-use super::forge_args::ForgeArgs;
-use super::{Context, UsageError};
+use super::{Context, ForgeArgs, UsageError};
 use crate::core::forge::Forge;
 use crate::core::forge::scaffold::{AgentTier, Generated};
 use crate::core::forge::spawn::{self, SpawnReport, SpawnRequest};
