@@ -8,4 +8,6 @@
 pub mod bench;
 pub mod cli;
 pub mod cmd;
+// The domain never prints: output is the commands' business.
+#[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod core;

@@ -3,7 +3,6 @@
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::output::print_json;
 use super::{Context, UsageError};
 use crate::core::shared::agent_token::AgentKeys;
 use crate::core::shared::anonymize::Anonymizer;
@@ -56,7 +55,7 @@ pub fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
     if ctx.json {
         let hashes = Anonymizer::load_or_create(&settings.collector.hash_key_file)
             .context("loading the orch hash key")?;
-        return print_json(&Issued {
+        return ctx.printer().document(&Issued {
             orch_id,
             orch_hash: hashes.orch_hash(orch_id),
             token,

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::output::{self, num, pct, print_json, table};
+use super::output::{self, num, pct, table};
 use super::{CollectorClientArgs, Context, parse_when};
 use crate::core::collector::insight::Insight;
 
@@ -80,17 +80,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .premium_key
         .clone()
         .or_else(|| ctx.settings.x402_premium_key.clone());
-    let headers: Vec<(&str, &str)> = key
-        .as_deref()
-        .map(|k| vec![("X402", k)])
-        .unwrap_or_default();
-    let insight: Insight = client.post_json("/analyze", &body, &headers).await?;
-    if ctx.json {
-        print_json(&insight)
-    } else {
-        render(&insight);
-        Ok(())
-    }
+    let insight = client.analyze(&body, key.as_deref()).await?;
+    ctx.printer().result(&insight, render)
 }
 
 /// Prints an insight for people.

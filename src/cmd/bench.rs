@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::output::{self, num, pct};
+use super::output::{self, goal, num, pct, warn_if_busy, warn_if_unoptimised};
 use super::{Context, UsageError};
 use crate::bench::fanout::{self, FanoutOptions, FanoutReport, FanoutTarget};
 use crate::bench::{
-    self, BenchOptions, BenchReport, Bound, LoadFigures, Round, Target, TargetCheck, WriterActivity,
+    self, BenchOptions, BenchReport, LoadFigures, Round, Target, TargetCheck, WriterActivity,
 };
 
 /// Benchmarks.
@@ -70,9 +70,6 @@ pub struct FanoutArgs {
     pub settle: Duration,
 }
 
-/// A 1-minute load average from which other work visibly skews the figures.
-const BUSY_LOAD: f64 = 0.5;
-
 /// Runs `phoenix bench`.
 pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
     match cmd {
@@ -107,7 +104,7 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
     };
     warn_if_busy(report.machine.load_before);
     if ctx.json {
-        output::print_json(&report)?;
+        ctx.printer().document(&report)?;
     } else {
         print_report(&report);
     }
@@ -119,24 +116,6 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-pub(super) fn warn_if_unoptimised(benchmark: &str) {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this phoenix is built without optimisations; its figures say little. \
-             Run `cargo run --release -- bench {benchmark}`."
-        );
-    }
-}
-
-pub(super) fn warn_if_busy(load_before: Option<f64>) {
-    if let Some(load) = load_before.filter(|l| *l >= BUSY_LOAD) {
-        eprintln!(
-            "warning: the load average was {load:.2} when the benchmark started; other work \
-             shares these CPUs, so the figures understate this machine"
-        );
-    }
 }
 
 async fn fanout(args: FanoutArgs, ctx: &Context) -> anyhow::Result<()> {
@@ -159,7 +138,7 @@ async fn fanout(args: FanoutArgs, ctx: &Context) -> anyhow::Result<()> {
     };
     warn_if_busy(report.machine.load_before);
     if ctx.json {
-        output::print_json(&report)?;
+        ctx.printer().document(&report)?;
     } else {
         print_fanout(&report);
     }
@@ -467,16 +446,6 @@ fn cpu(r: &BenchReport, scenario: fn(&Round) -> &LoadFigures) -> String {
         med(|c| c.writer_cores),
         med(|c| c.checkpoint_cores)
     )
-}
-
-/// `≥ 20000`, `< 50`, `≤ 32`, the threshold written by `value`.
-pub(super) fn goal<T>(c: &TargetCheck<T>, value: impl Fn(f64) -> String) -> String {
-    let op = match c.bound {
-        Bound::AtLeast => "≥",
-        Bound::Below => "<",
-        Bound::AtMost => "≤",
-    };
-    format!("{op} {}", value(c.threshold))
 }
 
 /// Ratio targets read as percentages.

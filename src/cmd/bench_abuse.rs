@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::bench::{goal, warn_if_busy, warn_if_unoptimised};
-use super::output::{self, num};
+use super::output::{self, goal, num, warn_if_busy, warn_if_unoptimised};
 use super::{Context, UsageError};
 use crate::bench::TargetCheck;
 use crate::bench::abuse::{self, AbuseOptions, AbuseReport, AbuseTarget, Scenario};
@@ -94,7 +93,7 @@ pub async fn run_abuse(args: AbuseArgs, ctx: &Context) -> anyhow::Result<()> {
     };
     warn_if_busy(report.machine.load_before);
     if ctx.json {
-        output::print_json(&report)?;
+        ctx.printer().document(&report)?;
     } else {
         print_abuse(&report);
     }

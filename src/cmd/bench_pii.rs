@@ -59,12 +59,8 @@ pub async fn run_pii(args: PiiArgs, ctx: &Context) -> anyhow::Result<()> {
     let report = tokio::task::spawn_blocking(move || eval::run(&opts))
         .await
         .context("the evaluation thread failed")?;
-    if ctx.json {
-        output::print_json(&report)?;
-    } else {
-        print_report(&report, args.examples);
-    }
-    Ok(())
+    ctx.printer()
+        .result(&report, |r| print_report(r, args.examples))
 }
 
 fn print_report(r: &EvalReport, examples: bool) {

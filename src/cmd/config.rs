@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::Context;
-use super::output::{print_json, table};
+use super::output::table;
 use crate::core::shared::config::Entry;
 
 /// Configuration subcommands.
@@ -25,7 +25,7 @@ pub fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
     let Cmd::Show = cmd;
     let s = &ctx.settings;
     if ctx.json {
-        return print_json(&Shown {
+        return ctx.printer().document(&Shown {
             config_file: s.config_file.as_ref().map(|p| p.display().to_string()),
             data_dir: s.data_dir.display().to_string(),
             settings: s.entries(),

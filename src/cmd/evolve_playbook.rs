@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::forge_args::ForgeArgs;
-use super::output::print_json;
-use super::{Context, UsageError};
+use super::{Context, ForgeArgs, UsageError};
+use crate::core::collector::client::CollectorClient;
 use crate::core::collector::insight::Insight;
 use crate::core::forge::evolve::{self, EvolveReport, EvolveRequest, Status};
 use crate::core::forge::playbook::Playbook;
@@ -151,12 +150,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         // GitHub approvals come from people on GitHub; Phoenix only waits for them.
         ForgeChoice::Github => execute(&args.forge.github(&ctx.settings)?, &req, false).await?,
     };
-    if ctx.json {
-        print_json(&report)
-    } else {
-        render(&report);
-        Ok(())
-    }
+    ctx.printer().result(&report, render)
 }
 
 async fn execute<F: Forge>(
@@ -210,15 +204,12 @@ async fn collector_metrics(
         ca_cert: ctx.settings.collector.ca_cert.clone(),
         timeout: Duration::from_secs(60),
     })
+    .map(CollectorClient::new)
     .context("setting up the collector client")?;
     let body = serde_json::json!({"focus": "playbook", "agent_prefix": repo});
     let key = ctx.settings.x402_premium_key.clone();
-    let headers: Vec<(&str, &str)> = key
-        .as_deref()
-        .map(|k| vec![("X402", k)])
-        .unwrap_or_default();
-    let insight: Insight = client
-        .post_json("/analyze", &body, &headers)
+    let insight = client
+        .analyze(&body, key.as_deref())
         .await
         .context("reading the agent's figures from the collector (--metrics-from-collector)")?;
     Ok(metrics_of(&insight))
@@ -320,7 +311,8 @@ async fn approve(a: PrArgs, ctx: &Context) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("approving pull request #{} of {}", a.pr, a.repo))?;
     if ctx.json {
-        print_json(&serde_json::json!({"repo": a.repo, "approved": pr, "by": a.by}))
+        ctx.printer()
+            .document(&serde_json::json!({"repo": a.repo, "approved": pr, "by": a.by}))
     } else {
         println!(
             "Approved pull request #{} of {} at {} (by {})",
@@ -353,7 +345,7 @@ async fn status(a: PrArgs, ctx: &Context) -> anyhow::Result<()> {
         }
     };
     if ctx.json {
-        return print_json(&status);
+        return ctx.printer().document(&status);
     }
     let pr = &status.pull_request;
     println!(

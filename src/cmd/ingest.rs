@@ -6,20 +6,18 @@
 
 mod conversations;
 
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 
-use super::output::print_json;
 use super::{CollectorClientArgs, Context, PartialFailure, UsageError};
-use crate::core::shared::client::{self, ApiClient, RetryPolicy, with_retry};
-use crate::core::telemetry::{RecordError, decode_envelope};
-
-/// Bodies larger than this are gzip-compressed before sending.
-const GZIP_ABOVE: usize = 64 * 1024;
+use crate::core::collector::client::{
+    CollectorClient, IngestBatcher, IngestReport as Report, MAX_LISTED_ERRORS,
+};
+use crate::core::shared::client::RetryPolicy;
+use crate::core::telemetry::decode_envelope;
 
 /// Send telemetry to the collector.
 #[derive(Debug, clap::Args)]
@@ -69,42 +67,6 @@ pub struct Args {
     pub client: CollectorClientArgs,
 }
 
-/// What the collector answers to an accepted batch.
-#[derive(Debug, Deserialize)]
-struct Accepted {
-    accepted: usize,
-    #[serde(default)]
-    ids: Vec<String>,
-}
-
-/// The end-of-run report.
-#[derive(Debug, Default, Serialize)]
-pub struct Report {
-    /// Records committed by the collector.
-    pub accepted: usize,
-    /// Records refused (locally invalid or rejected by the server).
-    pub rejected: usize,
-    /// Requests sent.
-    pub batches: usize,
-    /// Ids of accepted records (single-event mode only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ids: Vec<String>,
-    /// The first refusals, with where and why.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
-}
-
-const MAX_LISTED_ERRORS: usize = 20;
-
-impl Report {
-    fn refuse(&mut self, n: usize, why: String) {
-        self.rejected += n;
-        if self.errors.len() < MAX_LISTED_ERRORS {
-            self.errors.push(why);
-        }
-    }
-}
-
 /// Runs `phoenix ingest`.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if let Some(input) = &args.conversations {
@@ -145,7 +107,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
 
 fn finish(report: Report, ctx: &Context) -> anyhow::Result<()> {
     if ctx.json {
-        print_json(&report)?;
+        ctx.printer().document(&report)?;
     } else {
         for e in &report.errors {
             eprintln!("rejected: {e}");
@@ -161,21 +123,20 @@ fn finish(report: Report, ctx: &Context) -> anyhow::Result<()> {
             println!("id {id}");
         }
     }
+    if let Some(e) = report.all_rejected() {
+        return Err(e.into());
+    }
     match (report.accepted, report.rejected) {
         (_, 0) => Ok(()),
-        (0, n) => Err(client::Error::Rejected {
-            status: 400,
-            code: "invalid_record".to_owned(),
-            detail: format!("all {n} record(s) were rejected"),
-            body: serde_json::Value::Null,
-            retry_after: None,
-        }
-        .into()),
         (a, r) => Err(PartialFailure(format!("{r} of {} record(s) were rejected", a + r)).into()),
     }
 }
 
-async fn single(args: &Args, client: &ApiClient, policy: RetryPolicy) -> anyhow::Result<Report> {
+async fn single(
+    args: &Args,
+    client: &CollectorClient,
+    policy: RetryPolicy,
+) -> anyhow::Result<Report> {
     let payload: serde_json::Value = match &args.payload {
         Some(p) => serde_json::from_str(p)
             .map_err(|e| UsageError(format!("--payload is not valid JSON: {e}")))?,
@@ -191,10 +152,7 @@ async fn single(args: &Args, client: &ApiClient, policy: RetryPolicy) -> anyhow:
     decode_envelope(&text, 0, None)
         .map_err(|e| UsageError(format!("invalid event: field `{}`: {}", e.field, e.message)))?;
     let body = text.into_bytes();
-    let accepted: Accepted = with_retry(policy, || {
-        client.post_bytes("/ingest", body.clone(), "application/json", false)
-    })
-    .await?;
+    let accepted = client.ingest_one(body, policy).await?;
     Ok(Report {
         accepted: accepted.accepted,
         batches: 1,
@@ -216,51 +174,16 @@ async fn stream(
     source: Box<dyn Read + Send>,
     size: Option<u64>,
     args: &Args,
-    client: &ApiClient,
+    client: &CollectorClient,
     policy: RetryPolicy,
     ctx: &Context,
 ) -> anyhow::Result<Report> {
     let mut lines = JsonLines::new(source, progress_bar(size, ctx));
-    let mut report = Report::default();
-    let mut batch = Vec::with_capacity(256 * 1024);
-    let (mut in_batch, mut first_line, mut line_no) = (0usize, 1usize, 0usize);
+    let mut batcher = IngestBatcher::new(client, policy, args.batch_size as usize);
     while let Some((n, text)) = lines.next_line().context("reading telemetry input")? {
-        line_no = n;
-        match decode_envelope(text, line_no - 1, Some(line_no)) {
-            Ok(_) => {
-                if in_batch == 0 {
-                    first_line = line_no;
-                }
-                batch.extend_from_slice(text.as_bytes());
-                batch.push(b'\n');
-                in_batch += 1;
-            }
-            Err(e) => report.refuse(1, e.to_string()),
-        }
-        if in_batch == args.batch_size as usize {
-            send_batch(
-                client,
-                policy,
-                &mut batch,
-                in_batch,
-                (first_line, line_no),
-                &mut report,
-            )
-            .await?;
-            in_batch = 0;
-        }
+        batcher.push(n, text).await?;
     }
-    if in_batch > 0 {
-        send_batch(
-            client,
-            policy,
-            &mut batch,
-            in_batch,
-            (first_line, line_no),
-            &mut report,
-        )
-        .await?;
-    }
+    let report = batcher.finish().await?;
     lines.progress.finish_and_clear();
     Ok(report)
 }
@@ -301,66 +224,8 @@ impl JsonLines {
     }
 }
 
-async fn send_batch(
-    client: &ApiClient,
-    policy: RetryPolicy,
-    batch: &mut Vec<u8>,
-    records: usize,
-    lines: (usize, usize),
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let (body, gzip) = if batch.len() > GZIP_ABOVE {
-        (gzip(batch)?, true)
-    } else {
-        (batch.clone(), false)
-    };
-    batch.clear();
-    report.batches += 1;
-    let sent = with_retry(policy, || {
-        client.post_bytes::<Accepted>("/ingest", body.clone(), "application/x-ndjson", gzip)
-    })
-    .await;
-    match sent {
-        Ok(a) => report.accepted += a.accepted,
-        Err(client::Error::Rejected {
-            status,
-            code,
-            detail,
-            body,
-            ..
-        }) if status != 401 && status != 403 => {
-            let listed: Vec<RecordError> = body
-                .get("records")
-                .and_then(|r| serde_json::from_value(r.clone()).ok())
-                .unwrap_or_default();
-            let why = if listed.is_empty() {
-                format!("lines {}-{}: {status} {code}: {detail}", lines.0, lines.1)
-            } else {
-                format!("lines {}-{}: {detail}", lines.0, lines.1)
-            };
-            report.refuse(records, why);
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "sending lines {}-{} ({} record(s) accepted before this)",
-                lines.0, lines.1, report.accepted
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(data)?;
-    Ok(enc.finish()?)
-}
-
 fn progress_bar(size: Option<u64>, ctx: &Context) -> ProgressBar {
-    if !ctx.stderr_tty || ctx.json {
+    if !ctx.printer().progress() {
         return ProgressBar::hidden();
     }
     match size {

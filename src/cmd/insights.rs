@@ -1,8 +1,7 @@
 //! `phoenix insights`: list stored insights.
 
-use super::output::{self, print_json, table};
+use super::output::{self, table};
 use super::{CollectorClientArgs, Context};
-use crate::core::collector::insight;
 
 /// List the newest insights.
 #[derive(Debug, clap::Args)]
@@ -21,9 +20,9 @@ pub struct Args {
 /// Runs `phoenix insights`.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
-    let list = insight::fetch(&client, args.limit).await?;
+    let list = client.insights(args.limit).await?;
     if ctx.json {
-        return print_json(&list);
+        return ctx.printer().document(&list);
     }
     if list.insights.is_empty() {
         println!("No insights yet: run `phoenix analyze` first.");

@@ -9,7 +9,7 @@ pub mod completions;
 pub mod config;
 pub mod evolve_playbook;
 pub mod export;
-pub mod forge_args;
+mod forge_args;
 pub mod ingest;
 pub mod insights;
 pub mod man;
@@ -23,16 +23,24 @@ pub mod subscribe;
 pub mod telemetrist;
 pub mod telemetry;
 
+pub use forge_args::ForgeArgs;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
-use crate::core::shared::client::{self, ApiClient, ClientOptions};
+use crate::core::collector::client::CollectorClient;
+use crate::core::distributor::client::{DistributorClient, http_base};
+use crate::core::privacy::telemetrist::{Report, SendOptions, Sender, sender};
+use crate::core::shared::client::{ApiClient, ClientOptions, RetryPolicy};
 use crate::core::shared::config::{LoadOptions, Settings};
+use crate::core::shared::error_kind::{self, ErrorKind};
+use crate::core::updates::{PublishRequest, UpdateEnvelope, UpdateType};
 
 /// Process exit codes (documented in `--help` and README).
 pub mod exit {
@@ -71,6 +79,13 @@ pub struct Context {
     pub stdout_tty: bool,
     /// Whether stderr is a terminal (progress bars).
     pub stderr_tty: bool,
+}
+
+impl Context {
+    /// Where this command's output goes.
+    pub fn printer(&self) -> output::Printer {
+        output::Printer::new(self.json, self.stdout_tty, self.stderr_tty)
+    }
 }
 
 /// Sets up tracing on stderr: `PHOENIX_LOG` wins, else `-v`/`-q`, else warn (info for servers).
@@ -185,11 +200,8 @@ pub fn error_document(err: &anyhow::Error) -> serde_json::Value {
         .join(": ");
     let server = err
         .chain()
-        .find_map(|c| c.downcast_ref::<client::Error>())
-        .and_then(|e| match e {
-            client::Error::Rejected { status, code, .. } => Some((*status, code.clone())),
-            _ => None,
-        });
+        .find_map(|c| error_kind::of(c)?.refusal())
+        .map(|r| (r.status, r.code.to_owned()));
     let error = match (exit_code, &server) {
         (_, Some((_, code))) => code.clone(),
         (exit::USAGE, _) => "usage".to_owned(),
@@ -208,18 +220,14 @@ pub fn error_document(err: &anyhow::Error) -> serde_json::Value {
 /// Chooses the exit code from the first error in the chain that says what kind it is.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<client::Error>() {
-            return match e {
-                client::Error::Unreachable { .. } | client::Error::Timeout { .. } => {
-                    exit::UNREACHABLE
-                }
-                client::Error::Rejected { .. } => exit::REJECTED,
-                client::Error::Config(_) => exit::USAGE,
-                client::Error::Server { .. } | client::Error::Decode { .. } => exit::FAILED,
+        if let Some(kind) = error_kind::of(cause).and_then(|e| e.kind()) {
+            return match kind {
+                ErrorKind::Failed => exit::FAILED,
+                ErrorKind::Usage => exit::USAGE,
+                ErrorKind::Unreachable => exit::UNREACHABLE,
+                ErrorKind::Rejected => exit::REJECTED,
+                ErrorKind::Partial => exit::PARTIAL,
             };
-        }
-        if let Some(code) = forge_exit_code(cause) {
-            return code;
         }
         if cause.is::<UsageError>() {
             return exit::USAGE;
@@ -229,46 +237,6 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
     }
     exit::FAILED
-}
-
-/// Exit codes of the forge workflows' errors that are not plain failures.
-fn forge_exit_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
-    use crate::core::forge::Error as F;
-    use crate::core::forge::{evolve, spawn};
-    // The workflows wrap forge errors transparently, so the chain skips them: look inside.
-    let forge_error = match (
-        cause.downcast_ref::<F>(),
-        cause.downcast_ref::<spawn::Error>(),
-        cause.downcast_ref::<evolve::Error>(),
-    ) {
-        (Some(e), _, _)
-        | (_, Some(spawn::Error::Forge(e)), _)
-        | (_, _, Some(evolve::Error::Forge(e))) => Some(e),
-        _ => None,
-    };
-    if let Some(e) = forge_error {
-        return match e {
-            F::Unauthorized { .. }
-            | F::Forbidden { .. }
-            | F::RateLimited { .. }
-            | F::RepoExists { .. }
-            | F::BranchExists { .. }
-            | F::Push(
-                crate::core::forge::git::PushError::Auth { .. }
-                | crate::core::forge::git::PushError::Rejected { .. },
-            ) => Some(exit::REJECTED),
-            F::Unreachable { .. } => Some(exit::UNREACHABLE),
-            F::Config(_) => Some(exit::USAGE),
-            _ => None,
-        };
-    }
-    if let Some(spawn::Error::Name(_) | spawn::Error::ForcePr { .. }) = cause.downcast_ref() {
-        return Some(exit::USAGE);
-    }
-    if cause.is::<crate::core::forge::scaffold::InvalidName>() {
-        return Some(exit::USAGE);
-    }
-    None
 }
 
 /// How the client commands reach the collector.
@@ -290,12 +258,13 @@ pub struct CollectorClientArgs {
 
 impl CollectorClientArgs {
     /// A client for the collector, flags over settings.
-    pub fn client(&self, settings: &Settings) -> anyhow::Result<ApiClient> {
+    pub fn client(&self, settings: &Settings) -> anyhow::Result<CollectorClient> {
         self.build(
             &settings.collector.url,
             settings.collector.token.as_deref(),
             settings,
         )
+        .map(CollectorClient::new)
     }
 
     /// A client for the collector's conversation endpoint: flags over the Telemetrist's
@@ -307,6 +276,24 @@ impl CollectorClientArgs {
             t.telemetry_stream_key.as_deref(),
             settings,
         )
+    }
+
+    /// A sender to the collector's conversation endpoint.
+    pub fn conversation_sender(
+        &self,
+        batch_size: u32,
+        retries: u32,
+        settings: &Settings,
+    ) -> anyhow::Result<Sender> {
+        let options = SendOptions {
+            batch_records: batch_size as usize,
+            retry: RetryPolicy {
+                max_retries: retries,
+                ..RetryPolicy::default()
+            },
+            ..SendOptions::default()
+        };
+        Ok(Sender::new(self.conversation_client(settings)?, options))
     }
 
     fn build(
@@ -328,39 +315,131 @@ impl CollectorClientArgs {
     }
 }
 
-/// A future that resolves on SIGINT or SIGTERM. The handlers are installed by this call,
-/// not when the future is first polled, so a signal right after it is not missed (and does
-/// not kill the process the default way).
-pub fn stop_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let (int, term) = {
-        use tokio::signal::unix::{SignalKind, signal};
-        (
-            signal(SignalKind::interrupt()).ok(),
-            signal(SignalKind::terminate()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = wait(int) => {},
-                () = wait(term) => {},
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+/// Who receives an update.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Targeting {
+    /// Only this ORCH (its raw id or its orch_ hash)
+    #[arg(long, value_name = "ORCH")]
+    pub target_orch: Option<String>,
+    /// Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)
+    #[arg(long, value_name = "PATH")]
+    pub target_prefix: Option<String>,
+    /// Only the exact --target-prefix path, not the agents below it
+    #[arg(long, requires = "target_prefix")]
+    pub no_cascade: bool,
+    /// Tier a subscriber needs to receive the update [default: free]
+    #[arg(long, value_name = "TIER", value_parser = ["free", "premium"])]
+    pub tier: Option<String>,
+    /// Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub rollout_percent: Option<u8>,
+}
+
+/// How to reach the distributor.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DistributorClientArgs {
+    /// Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Give up on one request after this long
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl DistributorClientArgs {
+    /// A client for the distributor, flags over settings.
+    pub fn client(&self, settings: &Settings) -> anyhow::Result<DistributorClient> {
+        let url = self
+            .url
+            .clone()
+            .unwrap_or_else(|| settings.distributor.url.clone());
+        let opts = ClientOptions {
+            base_url: http_base(&url)?,
+            token: self.token.clone().or_else(|| settings.admin_token.clone()),
+            ca_cert: self
+                .ca_cert
+                .clone()
+                .or_else(|| settings.collector.ca_cert.clone()),
+            timeout: self.timeout,
+        };
+        ApiClient::new(&opts)
+            .map(DistributorClient::new)
+            .context("setting up the distributor client")
     }
+
+    /// Sends a checked publish request; the envelope the distributor stored.
+    pub async fn publish(
+        &self,
+        settings: &Settings,
+        req: &PublishRequest,
+    ) -> anyhow::Result<UpdateEnvelope> {
+        Ok(self.client(settings)?.publish(req).await?)
+    }
+}
+
+/// The `POST /publish` body for an update of `update_type` with `payload` and targeting,
+/// checked the way the distributor will check it (a failure is a usage error, exit 2).
+pub fn publish_request(
+    update_type: UpdateType,
+    payload: Value,
+    target: &Targeting,
+) -> Result<PublishRequest, UsageError> {
+    let req = PublishRequest {
+        target_orch: target.target_orch.clone(),
+        target_agent_prefix: target.target_prefix.clone(),
+        cascade: target.no_cascade.then_some(false),
+        update_type: Some(update_type.as_str().to_owned()),
+        tier_required: target.tier.clone(),
+        payload: Some(payload),
+        rollout_percent: target.rollout_percent.map(Value::from),
+    };
+    // The server runs the same checks; failing here saves a round trip and exits 2.
+    req.clone()
+        .validate()
+        .map_err(|e| UsageError(e.to_string()))?;
+    Ok(req)
+}
+
+/// Who an update targets, in words.
+pub fn audience(e: &UpdateEnvelope) -> String {
+    let path = match (&e.target_agent_prefix, e.cascade) {
+        (None, _) => "every agent".to_owned(),
+        (Some(p), true) => format!("agents under {p}"),
+        (Some(p), false) => format!("agent path {p} only"),
+    };
+    match &e.target_orch {
+        Some(o) => format!("{path} of orch {o}"),
+        None => path,
+    }
+}
+
+/// The exit status of a run: the collector's failure (everything kept in the spool), else
+/// partial when something was invalid or quarantined.
+pub fn conversations_outcome(
+    report: &Report,
+    failure: Option<sender::Error>,
+) -> anyhow::Result<()> {
+    if let Some(e) = failure {
+        return Err(anyhow::Error::new(e).context(format!(
+            "the collector did not get everything: {} conversation(s) are kept in the spool at {}; the next `phoenix ingest --conversations` or `phoenix telemetrist` run sends them",
+            report.pending, report.spool
+        )));
+    }
+    let quarantined = report.delivery.quarantined.len();
+    if report.invalid + quarantined > 0 {
+        return Err(PartialFailure(format!(
+            "{} conversation(s) skipped as invalid, {quarantined} quarantined",
+            report.invalid
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Parses a point in time: Unix seconds, RFC 3339, or an age such as `15m`, `2h`, `7d`.

@@ -1,11 +1,16 @@
-//! Printing helpers shared by the commands: JSON documents, tables, numbers and times.
+//! Printing for the commands: the [`Printer`] of the command context, JSON documents,
+//! tables, numbers and times.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
+
+use crate::bench::{Bound, TargetCheck};
+use crate::core::privacy::telemetrist::Report;
 
 static DOCUMENT_PRINTED: AtomicBool = AtomicBool::new(false);
 
@@ -14,6 +19,65 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     DOCUMENT_PRINTED.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// Where a command's output goes, uv-style: results on stdout (one JSON document with
+/// `--json`), notes and progress on stderr, with what each stream is attached to. Made by
+/// [`Context::printer`](super::Context::printer); commands print through it, never `core`.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    json: bool,
+    stdout_tty: bool,
+    stderr_tty: bool,
+}
+
+impl Printer {
+    /// A printer for `--json` (or not) and the given terminals.
+    pub fn new(json: bool, stdout_tty: bool, stderr_tty: bool) -> Self {
+        Printer {
+            json,
+            stdout_tty,
+            stderr_tty,
+        }
+    }
+
+    /// `--json`: stdout carries JSON documents only.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Whether stdout is a terminal (tables and colours).
+    pub fn stdout_tty(&self) -> bool {
+        self.stdout_tty
+    }
+
+    /// Whether stderr is a terminal (progress bars) and this is not a `--json` run.
+    pub fn progress(&self) -> bool {
+        self.stderr_tty && !self.json
+    }
+
+    /// The command's result: with `--json` the value as its one pretty document, otherwise
+    /// what `human` prints of it.
+    pub fn result<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(value);
+        }
+        human(value);
+        Ok(())
+    }
+
+    /// One JSON event line on stdout for a long-running command (`serve`), flushed at once.
+    /// A reader that took the line it wanted and closed the pipe must not stop the server:
+    /// a failed write is ignored.
+    pub fn event(&self, event: &serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{event}").and_then(|()| out.flush());
+    }
+
+    /// The command's JSON document on stdout (for a result printed whatever follows).
+    pub fn document(&self, value: &impl Serialize) -> anyhow::Result<()> {
+        print_json(value)
+    }
 }
 
 /// Whether the command already printed its JSON document (a partial success reports
@@ -89,6 +153,74 @@ pub fn shorten(s: &str, max: usize) -> String {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
     }
+}
+
+/// The human summary of a conversation run (`phoenix telemetrist`, `phoenix ingest
+/// --conversations`).
+pub fn conversation_report(r: &Report) {
+    for e in &r.errors {
+        eprintln!("skipped: {e}");
+    }
+    if r.invalid > r.errors.len() {
+        eprintln!("(only the first {} problems are listed)", r.errors.len());
+    }
+    println!(
+        "read {} conversation(s); {} invalid, {} already sent, {} already spooled, {} already quarantined",
+        r.read, r.invalid, r.already_sent, r.already_spooled, r.already_quarantined
+    );
+    let by_type: Vec<String> = r.redacted.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    if by_type.is_empty() {
+        println!("redacted nothing");
+    } else {
+        println!("redacted {} ({})", r.redacted_total(), by_type.join(", "));
+    }
+    println!(
+        "spooled {}, sent {}, duplicates {} in {} request(s)",
+        r.spooled, r.delivery.sent, r.delivery.duplicates, r.delivery.requests
+    );
+    for q in &r.delivery.quarantined {
+        println!(
+            "quarantined {}: {} {}: {}",
+            q.conversation_id, q.status, q.error, q.detail
+        );
+    }
+    println!(
+        "spool {}: {} pending, {} quarantined",
+        r.spool, r.pending, r.quarantine_total
+    );
+}
+
+/// A 1-minute load average from which other work visibly skews the figures.
+const BUSY_LOAD: f64 = 0.5;
+
+/// Warns on stderr when this binary is a debug build: its figures say little.
+pub fn warn_if_unoptimised(benchmark: &str) {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this phoenix is built without optimisations; its figures say little. \
+             Run `cargo run --release -- bench {benchmark}`."
+        );
+    }
+}
+
+/// Warns on stderr when the machine was busy as the benchmark started.
+pub fn warn_if_busy(load_before: Option<f64>) {
+    if let Some(load) = load_before.filter(|l| *l >= BUSY_LOAD) {
+        eprintln!(
+            "warning: the load average was {load:.2} when the benchmark started; other work \
+             shares these CPUs, so the figures understate this machine"
+        );
+    }
+}
+
+/// `≥ 20000`, `< 50`, `≤ 32`, the threshold written by `value`.
+pub fn goal<T>(c: &TargetCheck<T>, value: impl Fn(f64) -> String) -> String {
+    let op = match c.bound {
+        Bound::AtLeast => "≥",
+        Bound::Below => "<",
+        Bound::AtMost => "≤",
+    };
+    format!("{op} {}", value(c.threshold))
 }
 
 #[cfg(test)]

@@ -15,10 +15,11 @@ use tokio::sync::watch;
 
 use self::render::{render_hive, render_publish};
 use self::terminal::{LiveProgress, confirm, log_progress, question, spinner};
-use super::output::print_json;
-use super::publish::{self, DistributorClientArgs, Targeting};
-use super::{CollectorClientArgs, Context, PartialFailure, UsageError};
-use crate::core::collector::insight::{self, Insight};
+use super::{
+    CollectorClientArgs, Context, DistributorClientArgs, PartialFailure, Targeting, UsageError,
+    publish_request,
+};
+use crate::core::collector::insight::Insight;
 use crate::core::hive::{self, Brief, HiveConfig, HiveReport, Progress, Ranking};
 use crate::core::shared::llm::LlmClient;
 use crate::core::updates::{UpdateEnvelope, UpdateType};
@@ -212,7 +213,7 @@ impl Plan {
                 UpdateType::ModelTweak => json!({"default_model": "check/model"}),
                 _ => json!({"default_prompt": "check"}),
             };
-            publish::publish_request(t, placeholder, &args.target)?;
+            publish_request(t, placeholder, &args.target)?;
             distributor.client(&ctx.settings)?;
         }
         let mut llm_config = ctx.settings.llm.clone();
@@ -330,11 +331,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     }
     ctrl_c.abort();
     output.publish_error = publish_error.as_ref().map(|e| format!("{e:#}"));
-    if ctx.json {
-        print_json(&output)?;
-    } else {
-        render_publish(&output, declined);
-    }
+    ctx.printer()
+        .result(&output, |o| render_publish(o, declined))?;
 
     if let Some(e) = publish_error {
         return Err(e);
@@ -367,8 +365,10 @@ async fn publish_best(
     if plan.confirm && !confirm(&question(chosen, &args.target), &mut cancel).await? {
         return Ok(None);
     }
-    let req = publish::publish_request(update_type, update.payload(), &args.target)?;
-    let envelope = publish::post_update(&ctx.settings, &req, &plan.distributor)
+    let req = publish_request(update_type, update.payload(), &args.target)?;
+    let envelope = plan
+        .distributor
+        .publish(&ctx.settings, &req)
         .await
         .context("publishing the chosen proposal")?;
     Ok(Some(Published {
@@ -414,7 +414,8 @@ async fn latest_insight(args: &Args, ctx: &Context) -> anyhow::Result<Insight> {
         timeout: Duration::from_secs(30),
     }
     .client(&ctx.settings)?;
-    let list = insight::fetch(&collector, 1)
+    let list = collector
+        .insights(1)
         .await
         .context("reading the latest insight for --context-from-insights")?;
     list.insights.into_iter().next().ok_or_else(|| {

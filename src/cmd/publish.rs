@@ -3,17 +3,13 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::output::{self, print_json, table};
-use super::{Context, UsageError};
-use crate::core::distributor::{UpdateList, UpdateStatus, Widened};
-use crate::core::shared::client::{ApiClient, ClientOptions};
-use crate::core::shared::config::Settings;
-use crate::core::updates::{PublishRequest, UpdateEnvelope, UpdateType};
+use super::output::{self, table};
+use super::{Context, DistributorClientArgs, Targeting, UsageError, audience, publish_request};
+use crate::core::updates::UpdateType;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -45,85 +41,6 @@ pub enum Cmd {
     Status(StatusArgs),
     /// Raise an update's rollout percentage; newly admitted agents receive it at once
     Widen(WidenArgs),
-}
-
-/// Who receives an update.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Targeting {
-    /// Only this ORCH (its raw id or its orch_ hash)
-    #[arg(long, value_name = "ORCH")]
-    pub target_orch: Option<String>,
-    /// Only agents at this path and below it, segment-wise (code-gen reaches code-gen/rust)
-    #[arg(long, value_name = "PATH")]
-    pub target_prefix: Option<String>,
-    /// Only the exact --target-prefix path, not the agents below it
-    #[arg(long, requires = "target_prefix")]
-    pub no_cascade: bool,
-    /// Tier a subscriber needs to receive the update [default: free]
-    #[arg(long, value_name = "TIER", value_parser = ["free", "premium"])]
-    pub tier: Option<String>,
-    /// Start with this share of ORCHs (1-100); raise it later with `phoenix publish widen`
-    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub rollout_percent: Option<u8>,
-}
-
-/// How to reach the distributor.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DistributorClientArgs {
-    /// Distributor base URL [default: derived from $PULSE_DISTRIBUTOR_URL: http://127.0.0.1:5003]
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
-    /// Admin token the distributor requires for publishing [default: $PHOENIX_ADMIN_TOKEN]
-    #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
-    /// PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-    /// Give up on one request after this long
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-}
-
-impl DistributorClientArgs {
-    /// A client for the distributor, flags over settings.
-    pub fn client(&self, settings: &Settings) -> anyhow::Result<ApiClient> {
-        let url = self
-            .url
-            .clone()
-            .unwrap_or_else(|| settings.distributor.url.clone());
-        let opts = ClientOptions {
-            base_url: http_base(&url)?,
-            token: self.token.clone().or_else(|| settings.admin_token.clone()),
-            ca_cert: self
-                .ca_cert
-                .clone()
-                .or_else(|| settings.collector.ca_cert.clone()),
-            timeout: self.timeout,
-        };
-        ApiClient::new(&opts).context("setting up the distributor client")
-    }
-}
-
-/// The HTTP base of a distributor URL: `ws://h:p/subscribe` → `http://h:p`.
-pub fn http_base(url: &str) -> Result<String, UsageError> {
-    let mut parsed = reqwest::Url::parse(url.trim())
-        .map_err(|e| UsageError(format!("invalid distributor URL {url:?}: {e}")))?;
-    let scheme = match parsed.scheme() {
-        "ws" | "http" => "http",
-        "wss" | "https" => "https",
-        other => {
-            return Err(UsageError(format!(
-                "distributor URL {url:?} has scheme {other:?}; use ws://, wss://, http:// or https://"
-            )));
-        }
-    };
-    parsed
-        .set_scheme(scheme)
-        .map_err(|()| UsageError(format!("cannot use distributor URL {url:?}")))?;
-    let path = parsed.path().trim_end_matches('/').to_owned();
-    parsed.set_path(path.strip_suffix("/subscribe").unwrap_or(&path));
-    parsed.set_query(None);
-    Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
 
 /// `phoenix publish prompt-tweak`.
@@ -313,39 +230,6 @@ fn check_id(id: &str) -> Result<&str, UsageError> {
     Ok(id)
 }
 
-/// The `POST /publish` body for an update of `update_type` with `payload` and targeting,
-/// checked the way the distributor will check it (a failure is a usage error, exit 2).
-pub fn publish_request(
-    update_type: UpdateType,
-    payload: Value,
-    target: &Targeting,
-) -> Result<PublishRequest, UsageError> {
-    let req = PublishRequest {
-        target_orch: target.target_orch.clone(),
-        target_agent_prefix: target.target_prefix.clone(),
-        cascade: target.no_cascade.then_some(false),
-        update_type: Some(update_type.as_str().to_owned()),
-        tier_required: target.tier.clone(),
-        payload: Some(payload),
-        rollout_percent: target.rollout_percent.map(Value::from),
-    };
-    // The server runs the same checks; failing here saves a round trip and exits 2.
-    req.clone()
-        .validate()
-        .map_err(|e| UsageError(e.to_string()))?;
-    Ok(req)
-}
-
-/// Sends a checked publish request; the envelope the distributor stored.
-pub async fn post_update(
-    settings: &Settings,
-    req: &PublishRequest,
-    client: &DistributorClientArgs,
-) -> anyhow::Result<UpdateEnvelope> {
-    let client = client.client(settings)?;
-    Ok(client.post_json("/publish", req, &[]).await?)
-}
-
 async fn publish(
     ctx: &Context,
     update_type: UpdateType,
@@ -354,9 +238,9 @@ async fn publish(
     client: &DistributorClientArgs,
 ) -> anyhow::Result<()> {
     let req = publish_request(update_type, payload, target)?;
-    let envelope = post_update(&ctx.settings, &req, client).await?;
+    let envelope = client.publish(&ctx.settings, &req).await?;
     if ctx.json {
-        return print_json(&envelope);
+        return ctx.printer().document(&envelope);
     }
     println!(
         "Published {} {} as seq {} to {} ({} tier{}).",
@@ -377,19 +261,6 @@ async fn publish(
     Ok(())
 }
 
-/// Who an update targets, in words.
-pub fn audience(e: &UpdateEnvelope) -> String {
-    let path = match (&e.target_agent_prefix, e.cascade) {
-        (None, _) => "every agent".to_owned(),
-        (Some(p), true) => format!("agents under {p}"),
-        (Some(p), false) => format!("agent path {p} only"),
-    };
-    match &e.target_orch {
-        Some(o) => format!("{path} of orch {o}"),
-        None => path,
-    }
-}
-
 fn rollout(p: Option<u8>) -> String {
     p.map(|p| format!("{p}%"))
         .unwrap_or_else(|| "100%".to_owned())
@@ -397,11 +268,9 @@ fn rollout(p: Option<u8>) -> String {
 
 async fn list(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
-    let list: UpdateList = client
-        .get_json(&format!("/updates?limit={}", args.limit))
-        .await?;
+    let list = client.list(args.limit).await?;
     if ctx.json {
-        return print_json(&list);
+        return ctx.printer().document(&list);
     }
     if list.updates.is_empty() {
         println!("No updates published yet.");
@@ -444,11 +313,9 @@ async fn list(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
 
 async fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
-    let s: UpdateStatus = client
-        .get_json(&format!("/updates/{}", check_id(&args.id)?))
-        .await?;
+    let s = client.status(check_id(&args.id)?).await?;
     if ctx.json {
-        return print_json(&s);
+        return ctx.printer().document(&s);
     }
     let u = &s.update;
     println!("update    {} (seq {})", u.update_id, u.seq);
@@ -519,16 +386,11 @@ async fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<()> {
 
 async fn widen(ctx: &Context, args: &WidenArgs) -> anyhow::Result<()> {
     let client = args.client.client(&ctx.settings)?;
-    let path = format!("/updates/{}/widen", check_id(&args.id)?);
-    let w: Widened = client
-        .post_json(
-            &path,
-            &json!({ "rollout_percent": args.rollout_percent }),
-            &[],
-        )
+    let w = client
+        .widen(check_id(&args.id)?, args.rollout_percent)
         .await?;
     if ctx.json {
-        return print_json(&w);
+        return ctx.printer().document(&w);
     }
     println!(
         "Widened {} (seq {}) from {} to {}; newly admitted agents receive it now.",
@@ -538,26 +400,4 @@ async fn widen(ctx: &Context, args: &WidenArgs) -> anyhow::Result<()> {
         rollout(w.update.rollout_percent)
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_base_comes_from_the_websocket_url() {
-        assert_eq!(
-            http_base("ws://127.0.0.1:5003/subscribe").unwrap(),
-            "http://127.0.0.1:5003"
-        );
-        assert_eq!(
-            http_base("wss://pulse.example.com/fleet/subscribe/").unwrap(),
-            "https://pulse.example.com/fleet"
-        );
-        assert_eq!(
-            http_base("http://127.0.0.1:5003").unwrap(),
-            "http://127.0.0.1:5003"
-        );
-        assert!(http_base("ftp://x").is_err());
-    }
 }

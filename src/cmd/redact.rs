@@ -8,10 +8,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Context, UsageError, output};
-use crate::core::privacy::pii::vault::{Error as VaultError, Vault, VaultKey};
+use super::{Context, UsageError};
+use crate::core::privacy::edge;
 use crate::core::privacy::pii::{EntityType, Mapping, Redactor, Report, reveal};
-use crate::core::shared::config::Settings;
 
 const AFTER_HELP: &str = "\
 The vault (a local SQLite file; values encrypted with XChaCha20-Poly1305) maps each session's
@@ -92,7 +91,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .into());
     }
     let input = read_input(&args.input)?;
-    let (mut vault, _) = open_vault(&ctx.settings, args.vault.clone(), !args.reveal)?;
+    let (mut vault, _) = edge::open_vault(&ctx.settings, args.vault.clone(), !args.reveal)?;
     if args.reveal {
         let session = args.session.as_deref().unwrap_or_default();
         let mappings = vault.load_session(session)?;
@@ -116,7 +115,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .context("redacting with the session's pseudonyms from the vault")??;
     if ctx.json {
         let (text, messages) = body.parts();
-        output::print_json(&RedactOutput {
+        ctx.printer().document(&RedactOutput {
             session: &session,
             format: args.format,
             text,
@@ -266,7 +265,7 @@ fn print_reveal(
     };
     if ctx.json {
         let messages = messages.as_ref().and_then(|b| b.parts().1);
-        output::print_json(&RevealOutput {
+        ctx.printer().document(&RevealOutput {
             session,
             format: args.format,
             text: text.as_deref(),
@@ -297,27 +296,6 @@ fn reveal_json(v: &mut Value, f: &mut impl FnMut(&str) -> String) {
         Value::Object(map) => map.values_mut().for_each(|i| reveal_json(i, f)),
         _ => {}
     }
-}
-
-/// Opens the configured vault (`path` overrides `pii.vault_path`) with the configured key;
-/// `create` makes the key file and the vault on first use, otherwise both must exist.
-/// Returns the vault and its path. Shared by every command that redacts or reveals.
-pub(crate) fn open_vault(
-    settings: &Settings,
-    path: Option<PathBuf>,
-    create: bool,
-) -> anyhow::Result<(Vault, PathBuf)> {
-    let path = path.unwrap_or_else(|| settings.pii.vault_path.clone());
-    if !create && !path.exists() {
-        anyhow::bail!("there is no vault at {}", path.display());
-    }
-    let key = VaultKey::from_settings(&settings.pii, create).map_err(|e| match e {
-        VaultError::BadKey => anyhow::Error::new(e).context("PHOENIX_VAULT_KEY (pii.vault_key)"),
-        e => e.into(),
-    })?;
-    let vault = Vault::open(&path, &key)
-        .with_context(|| format!("opening the vault at {}", path.display()))?;
-    Ok((vault, path))
 }
 
 fn new_session_id() -> String {

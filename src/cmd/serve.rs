@@ -1,24 +1,23 @@
 //! `phoenix serve`: run the collector, the distributor, or every service in one process.
 
 use std::future::Future;
-use std::io::Write as _;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 
 use super::{Context, UsageError};
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
+use crate::core::distributor::client::SUBSCRIBE_PATH;
 use crate::core::distributor::{self, DistributorConfig, LogOptions, SqliteUpdateLog};
+use crate::core::server::app::{self, Bound};
 use crate::core::server::inflate::DecodeBudget;
-use crate::core::server::{self, Listener, ServerLimits};
+use crate::core::server::{self, ServerLimits};
 use crate::core::shared::agent_token::AgentKeys;
 use crate::core::shared::anonymize::Anonymizer;
 use crate::core::shared::config::Settings;
-use crate::core::shared::tls;
+use crate::core::shared::signal;
 use crate::core::store::{SqliteStore, StoreOptions, TelemetryStore};
 
 /// Which services to run.
@@ -235,29 +234,12 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
 /// Runs both services under one shutdown signal; if one stops on an error, the other
 /// drains and stops too.
 async fn run_all(collector: Collector, distributor: Distributor) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let signal_tx = stop_tx.clone();
-    let signal = tokio::spawn(async move {
-        shutdown_signal().await;
-        signal_tx.send_replace(true);
-    });
-    let (c, d) = tokio::join!(
-        async {
-            let r = collector.run(stopped(stop_rx.clone())).await;
-            stop_tx.send_replace(true);
-            r
-        },
-        async {
-            let r = distributor.run(stopped(stop_rx.clone())).await;
-            stop_tx.send_replace(true);
-            r
-        }
-    );
-    signal.abort();
+    let (c, d) = app::run_pair(
+        shutdown_signal(),
+        |stopped| collector.run(stopped),
+        |stopped| distributor.run(stopped),
+    )
+    .await;
     c.context("collector")?;
     d.context("distributor")?;
     Ok(())
@@ -269,9 +251,7 @@ fn announce(ctx: &Context, service: &str, url: &str, http_url: Option<&str>) {
         if let Some(http) = http_url {
             event["http_url"] = http.into();
         }
-        // A reader that took the line it wanted and closed the pipe must not stop the server.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{event}").and_then(|()| out.flush());
+        ctx.printer().event(&event);
     } else {
         tracing::info!("{service} listening on {url}");
     }
@@ -279,8 +259,7 @@ fn announce(ctx: &Context, service: &str, url: &str, http_url: Option<&str>) {
 
 /// A distributor bound to its address, ready to run.
 struct Distributor {
-    listener: TcpListener,
-    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    bound: Bound,
     state: distributor::AppState,
     ws_url: String,
     http_url: String,
@@ -294,23 +273,16 @@ impl Distributor {
         limits: ServerLimits,
     ) -> anyhow::Result<Distributor> {
         let d = &settings.distributor;
-        let addr: SocketAddr = d.bind.parse().map_err(|e| {
-            UsageError(format!(
-                "distributor bind address {:?} is not IP:PORT: {e}",
-                d.bind
-            ))
-        })?;
-        if !addr.ip().is_loopback() && settings.admin_token.is_none() && !insecure_no_auth {
-            return Err(UsageError(format!(
-                "refusing to serve the distributor on non-loopback address {addr} without authentication: \
-                 set PHOENIX_ADMIN_TOKEN (publishers send `Authorization: Bearer <token>`), or pass --insecure-no-auth"
-            ))
-            .into());
-        }
+        let addr = app::bind_address("distributor", &d.bind)?;
+        app::require_auth(
+            "distributor",
+            addr,
+            settings.admin_token.is_some(),
+            insecure_no_auth,
+            "set PHOENIX_ADMIN_TOKEN (publishers send `Authorization: Bearer <token>`)",
+        )?;
         let tls = match tls {
-            Some((cert, key)) => {
-                Some(tls::server_config(&cert, &key).context("loading the TLS certificate")?)
-            }
+            Some((cert, key)) => Some(app::tls_config(&cert, &key)?),
             None => None,
         };
         // The collector's key: an orch has the same hash in telemetry and in update acks.
@@ -322,7 +294,7 @@ impl Distributor {
             AgentKeys::load_or_create(&d.agent_key_file).context("loading the agent token key")?;
         // Off loopback every read and every subscriber needs a credential, unless the
         // operator said --insecure-no-auth.
-        let exposed = !addr.ip().is_loopback() && !insecure_no_auth;
+        let exposed = app::exposed(addr, insecure_no_auth);
         let config = DistributorConfig {
             premium_key: settings.x402_premium_key.clone(),
             admin_token: settings.admin_token.clone(),
@@ -336,39 +308,25 @@ impl Distributor {
         let state = distributor::AppState::new(log, anonymizer, config, metrics)
             .await
             .context("setting up the distributor")?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the distributor to {addr}"))?;
-        let local = listener.local_addr()?;
-        let (http, ws) = if tls.is_some() {
-            ("https", "wss")
-        } else {
-            ("http", "ws")
-        };
+        let bound = Bound::bind("distributor", addr, tls).await?;
         tracing::info!(db = %d.db_path.display(), "update log open");
         Ok(Distributor {
-            listener,
-            tls,
+            ws_url: bound.url("ws", "wss", SUBSCRIBE_PATH),
+            http_url: bound.url("http", "https", ""),
+            bound,
             state,
-            ws_url: format!("{ws}://{local}/subscribe"),
-            http_url: format!("{http}://{local}"),
         })
     }
 
     async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let listener = match self.tls {
-            Some(config) => Listener::tls(self.listener, config),
-            None => Listener::plain(self.listener),
-        };
-        distributor::serve(listener, self.state, shutdown).await?;
+        distributor::serve(self.bound.listener(), self.state, shutdown).await?;
         Ok(())
     }
 }
 
 /// A collector bound to its address, ready to run.
 struct Collector {
-    listener: TcpListener,
-    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    bound: Bound,
     state: AppState,
     url: String,
 }
@@ -380,23 +338,16 @@ impl Collector {
         limits: ServerLimits,
     ) -> anyhow::Result<Collector> {
         let c = &settings.collector;
-        let addr: SocketAddr = c.bind.parse().map_err(|e| {
-            UsageError(format!(
-                "collector bind address {:?} is not IP:PORT: {e}",
-                c.bind
-            ))
-        })?;
-        if !collector::is_loopback(&addr) && c.ingest_tokens.is_empty() && !insecure_no_auth {
-            return Err(UsageError(format!(
-                "refusing to serve the collector on non-loopback address {addr} without authentication: \
-                 set PHOENIX_INGEST_TOKENS (clients send `Authorization: Bearer <token>`), or pass --insecure-no-auth"
-            ))
-            .into());
-        }
+        let addr = app::bind_address("collector", &c.bind)?;
+        app::require_auth(
+            "collector",
+            addr,
+            !c.ingest_tokens.is_empty(),
+            insecure_no_auth,
+            "set PHOENIX_INGEST_TOKENS (clients send `Authorization: Bearer <token>`)",
+        )?;
         let tls = match (&c.tls_cert, &c.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(tls::server_config(cert, key).context("loading the TLS certificate")?)
-            }
+            (Some(cert), Some(key)) => Some(app::tls_config(cert, key)?),
             (None, None) => None,
             _ => {
                 return Err(UsageError("TLS needs both a certificate and a key".to_owned()).into());
@@ -442,51 +393,24 @@ impl Collector {
         let store: Arc<dyn TelemetryStore> = Arc::new(store);
         let state = AppState::new(store, anonymizer, config, metrics)
             .context("setting up the collector")?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the collector to {addr}"))?;
-        let local = listener.local_addr()?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let bound = Bound::bind("collector", addr, tls).await?;
         tracing::info!(db = %c.db_path.display(), "telemetry store open");
         Ok(Collector {
-            listener,
-            tls,
+            url: bound.url("http", "https", ""),
+            bound,
             state,
-            url: format!("{scheme}://{local}"),
         })
     }
 
     async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let listener = match self.tls {
-            Some(config) => Listener::tls(self.listener, config),
-            None => Listener::plain(self.listener),
-        };
-        collector::serve(listener, self.state, shutdown).await?;
+        collector::serve(self.bound.listener(), self.state, shutdown).await?;
         Ok(())
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!(
-        "shutdown requested; finishing in-flight requests and committing accepted records"
-    );
+/// Resolves on SIGINT or SIGTERM, and says so in the log.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    signal::stop_then_log(
+        "shutdown requested; finishing in-flight requests and committing accepted records",
+    )
 }

@@ -2,9 +2,7 @@
 
 use anyhow::Context as _;
 
-use super::forge_args::ForgeArgs;
-use super::output::print_json;
-use super::{Context, UsageError};
+use super::{Context, ForgeArgs, UsageError};
 use crate::core::forge::Forge;
 use crate::core::forge::scaffold::{AgentTier, Generated};
 use crate::core::forge::spawn::{self, SpawnReport, SpawnRequest};
@@ -100,7 +98,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         ForgeChoice::Github => execute(&args.forge.github(&ctx.settings)?, req).await?,
     };
     if ctx.json {
-        print_json(&report)
+        ctx.printer().document(&report)
     } else {
         render(&report);
         Ok(())

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::output::{self, print_json, table};
+use super::output::{self, table};
 use super::{Context, UsageError};
 use crate::core::learning::{
     self, Error, HeartbeatConfig, LearningPipelineState, SubscribeOptions, Summary, UpdateReport,
     state_file,
 };
-use crate::core::shared::client::{self, ApiClient, ClientOptions};
+use crate::core::shared::client::{ApiClient, ClientOptions};
+use crate::core::shared::error_kind::{Classified, ErrorKind};
 use crate::core::shared::tls;
 use crate::core::telemetry::validate_agent_path;
 
@@ -198,25 +199,29 @@ async fn subscribe(args: RunArgs, ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Gives the errors that have an exit code of their own the error type `main` maps.
+/// Gives the errors that have an exit code of their own their kind, worded as the HTTP
+/// clients word the same failure.
 fn exit_coded(e: Error) -> anyhow::Error {
     match e {
         Error::Unreachable { url, detail } | Error::ConnectionLost { url, detail } => {
-            client::Error::Unreachable { url, detail }.into()
+            Classified::new(ErrorKind::Unreachable, format!("cannot reach {url}: {detail}")).into()
         }
-        Error::Refused { url, status } => client::Error::Rejected {
+        Error::Refused { url, status } => Classified::refused(
             status,
-            code: "upgrade_refused".to_owned(),
-            detail: format!("{url} answered HTTP {status} instead of upgrading to a WebSocket"),
-            body: serde_json::Value::Null,
-            retry_after: None,
-        }
+            "upgrade_refused",
+            format!(
+                "{status} upgrade_refused: {url} answered HTTP {status} instead of upgrading to a WebSocket"
+            ),
+        )
         .into(),
         // Exit 3 like the HTTP clients' untrusted-certificate error, but never retried.
-        Error::UntrustedCertificate { url, detail } => client::Error::Unreachable {
-            url,
-            detail: tls::untrusted_certificate_detail(&detail),
-        }
+        Error::UntrustedCertificate { url, detail } => Classified::new(
+            ErrorKind::Unreachable,
+            format!(
+                "cannot reach {url}: {}",
+                tls::untrusted_certificate_detail(&detail)
+            ),
+        )
         .into(),
         Error::Config(m) => UsageError(m).into(),
         other => other.into(),
@@ -256,26 +261,8 @@ fn print_summary(summary: &Summary, state_path: &std::path::Path) {
     );
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown requested; finishing the update in hand");
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    crate::core::shared::signal::stop_then_log("shutdown requested; finishing the update in hand")
 }
 
 fn show(args: ShowArgs, ctx: &Context) -> anyhow::Result<()> {
@@ -293,7 +280,7 @@ fn show(args: ShowArgs, ctx: &Context) -> anyhow::Result<()> {
         )
     })?;
     if ctx.json {
-        return print_json(&state);
+        return ctx.printer().document(&state);
     }
     render(&state, &path, args.config_json, args.limit)
 }

@@ -9,13 +9,11 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::output::{print_json, table, time};
-use super::{CollectorClientArgs, Context, PartialFailure, UsageError, stop_signal};
+use super::output::{self, table, time};
+use super::{CollectorClientArgs, Context, UsageError, conversations_outcome};
+use crate::core::privacy::edge;
 use crate::core::privacy::telemetrist::service::{self, CycleReport, ServiceOptions};
 use crate::core::privacy::telemetrist::spool::Spool;
-use crate::core::privacy::telemetrist::{Edge, Report, SendOptions, Sender, SessionPolicy, sender};
-use crate::core::shared::client::RetryPolicy;
-use crate::core::shared::config::Settings;
 
 const AFTER_HELP: &str = "\
 Conversations: `*.json` files holding one conversation object and `*.jsonl` files holding one
@@ -96,19 +94,22 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         source,
         interval: Duration::from_secs(args.interval.unwrap_or(settings.telemetrist.interval_secs)),
     };
-    let sender = conversation_sender(&args.client, args.batch_size, args.retries, settings)?;
-    let mut edge = open_edge(settings, args.session.clone())?;
+    let sender = args
+        .client
+        .conversation_sender(args.batch_size, args.retries, settings)?;
+    let mut edge = edge::open_edge(settings, args.session.clone())?;
     let (stop_tx, mut stop) = watch::channel(false);
-    let stop_requested = stop_signal();
+    let stop_requested = crate::core::shared::signal::stop_then_log(
+        "stop requested; finishing the spool commit under way",
+    );
     let signal = tokio::spawn(async move {
         stop_requested.await;
-        tracing::info!("stop requested; finishing the spool commit under way");
         stop_tx.send_replace(true);
     });
     let result = if args.once {
         let (report, failure) = service::cycle(&mut edge, &sender, &opts, 1, &mut stop).await?;
         print_cycle(&report, ctx)?;
-        outcome(&report.run, failure)
+        conversations_outcome(&report.run, failure)
     } else {
         tracing::info!(
             source = %opts.source.display(),
@@ -139,96 +140,16 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     result
 }
 
-/// The vault and the spool the settings name, redacting in `session` when given.
-pub(crate) fn open_edge(settings: &Settings, session: Option<String>) -> anyhow::Result<Edge> {
-    let (vault, _) = super::redact::open_vault(settings, None, true)?;
-    let spool = Spool::open(&settings.telemetrist.spool_path).context("opening the spool")?;
-    let policy = session.map_or(SessionPolicy::PerConversation, SessionPolicy::Shared);
-    Ok(Edge::new(vault, spool, policy))
-}
-
-/// A sender to the collector's conversation endpoint.
-pub(crate) fn conversation_sender(
-    client: &CollectorClientArgs,
-    batch_size: u32,
-    retries: u32,
-    settings: &Settings,
-) -> anyhow::Result<Sender> {
-    let options = SendOptions {
-        batch_records: batch_size as usize,
-        retry: RetryPolicy {
-            max_retries: retries,
-            ..RetryPolicy::default()
-        },
-        ..SendOptions::default()
-    };
-    Ok(Sender::new(client.conversation_client(settings)?, options))
-}
-
-/// The exit status of a run: the collector's failure (everything kept in the spool), else
-/// partial when something was invalid or quarantined.
-pub(crate) fn outcome(report: &Report, failure: Option<sender::Error>) -> anyhow::Result<()> {
-    if let Some(e) = failure {
-        return Err(anyhow::Error::new(e).context(format!(
-            "the collector did not get everything: {} conversation(s) are kept in the spool at {}; the next `phoenix ingest --conversations` or `phoenix telemetrist` run sends them",
-            report.pending, report.spool
-        )));
-    }
-    let quarantined = report.delivery.quarantined.len();
-    if report.invalid + quarantined > 0 {
-        return Err(PartialFailure(format!(
-            "{} conversation(s) skipped as invalid, {quarantined} quarantined",
-            report.invalid
-        ))
-        .into());
-    }
-    Ok(())
-}
-
 fn print_cycle(report: &CycleReport, ctx: &Context) -> anyhow::Result<()> {
     if ctx.json {
-        return print_json(report);
+        return ctx.printer().document(report);
     }
     println!(
         "scanned {} file(s): {} conversation(s) not ready yet, {} incomplete file(s) or line(s) left for later",
         report.files, report.not_ready, report.incomplete
     );
-    print_report(&report.run);
+    output::conversation_report(&report.run);
     Ok(())
-}
-
-/// The human summary of a run, shared with `phoenix ingest --conversations`.
-pub(crate) fn print_report(r: &Report) {
-    for e in &r.errors {
-        eprintln!("skipped: {e}");
-    }
-    if r.invalid > r.errors.len() {
-        eprintln!("(only the first {} problems are listed)", r.errors.len());
-    }
-    println!(
-        "read {} conversation(s); {} invalid, {} already sent, {} already spooled, {} already quarantined",
-        r.read, r.invalid, r.already_sent, r.already_spooled, r.already_quarantined
-    );
-    let by_type: Vec<String> = r.redacted.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    if by_type.is_empty() {
-        println!("redacted nothing");
-    } else {
-        println!("redacted {} ({})", r.redacted_total(), by_type.join(", "));
-    }
-    println!(
-        "spooled {}, sent {}, duplicates {} in {} request(s)",
-        r.spooled, r.delivery.sent, r.delivery.duplicates, r.delivery.requests
-    );
-    for q in &r.delivery.quarantined {
-        println!(
-            "quarantined {}: {} {}: {}",
-            q.conversation_id, q.status, q.error, q.detail
-        );
-    }
-    println!(
-        "spool {}: {} pending, {} quarantined",
-        r.spool, r.pending, r.quarantine_total
-    );
 }
 
 #[derive(Serialize)]
@@ -244,7 +165,7 @@ fn quarantine(args: &Args, ctx: &Context) -> anyhow::Result<()> {
         let requeued = spool.requeue_quarantined()?;
         let path = spool.path().display().to_string();
         if ctx.json {
-            return print_json(&Requeued {
+            return ctx.printer().document(&Requeued {
                 requeued,
                 spool: path,
             });
@@ -256,7 +177,7 @@ fn quarantine(args: &Args, ctx: &Context) -> anyhow::Result<()> {
     }
     let entries = spool.quarantined()?;
     if ctx.json {
-        return print_json(&entries);
+        return ctx.printer().document(&entries);
     }
     if entries.is_empty() {
         println!("the quarantine of {} is empty", spool.path().display());

@@ -1,10 +1,7 @@
 //! `phoenix telemetry query`: read stored telemetry with filters.
 
-use serde::{Deserialize, Serialize};
-
-use super::output::{self, print_json, table};
+use super::output::{self, table};
 use super::{CollectorClientArgs, Context, parse_when};
-use crate::core::telemetry::StoredTelemetry;
 
 /// Telemetry subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -45,13 +42,6 @@ pub struct QueryArgs {
     pub client: CollectorClientArgs,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Page {
-    count: usize,
-    records: Vec<StoredTelemetry>,
-    next_cursor: Option<i64>,
-}
-
 /// Runs `phoenix telemetry`.
 pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
     let Cmd::Query(args) = cmd;
@@ -72,9 +62,9 @@ pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
         .map(|(k, v)| format!("{k}={}", encode(v)))
         .collect::<Vec<_>>()
         .join("&");
-    let page: Page = client.get_json(&format!("/telemetry?{qs}")).await?;
+    let page = client.telemetry(&qs).await?;
     if ctx.json {
-        return print_json(&page);
+        return ctx.printer().document(&page);
     }
     let mut t = table(["time", "kind", "level", "agent path", "orch", "payload"]);
     for r in &page.records {

@@ -10,17 +10,19 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::super::output::print_json;
-use super::super::telemetrist::{conversation_sender, open_edge, outcome, print_report};
-use super::super::{Context, UsageError};
+use super::super::output;
+use super::super::{Context, UsageError, conversations_outcome};
 use super::{Args, JsonLines, progress_bar};
+use crate::core::privacy::edge;
 use crate::core::privacy::telemetrist::{Edge, Report, Sender, sender};
 use crate::core::telemetry::conversation::decode_conversation;
 
 /// Runs `phoenix ingest --conversations`.
 pub(super) async fn run(input: &Path, args: &Args, ctx: &Context) -> anyhow::Result<()> {
-    let sender = conversation_sender(&args.client, args.batch_size, args.retries, &ctx.settings)?;
-    let mut edge = open_edge(&ctx.settings, args.session.clone())?;
+    let sender = args
+        .client
+        .conversation_sender(args.batch_size, args.retries, &ctx.settings)?;
+    let mut edge = edge::open_edge(&ctx.settings, args.session.clone())?;
     let (source, size): (Box<dyn Read + Send>, Option<u64>) = if input.as_os_str() == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
@@ -55,12 +57,8 @@ pub(super) async fn run(input: &Path, args: &Args, ctx: &Context) -> anyhow::Res
     report.delivery_error = failure
         .as_ref()
         .map(|e| crate::core::shared::llm::error_chain(e));
-    if ctx.json {
-        print_json(&report)?;
-    } else {
-        print_report(&report);
-    }
-    outcome(&report, failure)
+    ctx.printer().result(&report, output::conversation_report)?;
+    conversations_outcome(&report, failure)
 }
 
 /// Sends the spool unless the collector already failed this run; a spool failure is an

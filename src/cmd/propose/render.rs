@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use super::Output;
 use crate::cmd::output::{shorten, table};
-use crate::cmd::publish;
 use crate::core::hive::{WorkerReport, WorkerStatus};
 
 /// `812ms`, `1.25s`.
@@ -156,7 +155,7 @@ pub(super) fn render_publish(out: &Output<'_>, declined: bool) {
             u.update_type.as_str(),
             u.update_id,
             u.seq,
-            publish::audience(u),
+            crate::cmd::audience(u),
             u.tier_required.as_str(),
             u.rollout_percent
                 .map(|p| format!(", rollout {p}%"))

@@ -9,8 +9,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
 use super::render::seconds;
+use crate::cmd::Targeting;
 use crate::cmd::output::shorten;
-use crate::cmd::publish::Targeting;
 use crate::core::hive::{self, Phase, Progress, WorkerReport};
 
 /// The confirmation question for publishing `chosen`.

@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::collector::analysis::Stats;
-use crate::core::shared::client::{self, ApiClient};
 pub use crate::core::shared::tier::{FREE_LIMIT, PREMIUM_LIMIT, Tier};
 use crate::core::store::TelemetryFilter;
 
@@ -86,9 +85,4 @@ pub struct InsightList {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
-}
-
-/// The `limit` newest insights the collector has stored, newest first.
-pub async fn fetch(client: &ApiClient, limit: u32) -> Result<InsightList, client::Error> {
-    client.get_json(&format!("/insights?limit={limit}")).await
 }

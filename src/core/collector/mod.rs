@@ -8,6 +8,7 @@ pub mod analysis;
 mod analyze;
 mod auth;
 mod body;
+pub mod client;
 mod conversations;
 mod ingest;
 pub mod insight;

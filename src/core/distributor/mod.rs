@@ -17,6 +17,7 @@
 //! for the callers that open one.
 
 pub mod bus;
+pub mod client;
 pub mod fanout;
 pub mod metrics;
 mod publish;

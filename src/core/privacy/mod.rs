@@ -4,5 +4,6 @@
 //! May depend on `shared`, `telemetry` and `store`.
 
 pub mod dataset;
+pub mod edge;
 pub mod pii;
 pub mod telemetrist;

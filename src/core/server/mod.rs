@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod api_error;
+pub mod app;
 mod body;
 pub mod http;
 pub mod inflate;
