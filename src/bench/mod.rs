@@ -782,10 +782,7 @@ fn open_like_store(path: &Path) -> Result<Connection, Error> {
 /// Makes sure the store holds at least [`ANALYZE_RECORDS`] rows, whatever the load phases
 /// managed to write (a very short `--duration` may not reach it).
 async fn top_up(store: &Arc<dyn TelemetryStore>, rows: &Arc<Vec<NewRecord>>) -> Result<(), Error> {
-    let s = store.clone();
-    let count = tokio::task::spawn_blocking(move || s.count())
-        .await
-        .map_err(|e| Error::Store(store::Error::Corrupt(e.to_string())))??;
+    let count = store.count().await?;
     let missing = ANALYZE_RECORDS.saturating_sub(count as usize);
     if missing > 0 {
         let extra: Vec<_> = rows.iter().cycle().take(missing).cloned().collect();

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value};
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
+use super::conversations::{self as conv, blocking};
 use super::migrations::migrate;
 use super::migrations::{INDEXED_LEVELS, INDEXED_LEVELS_CONDITION};
 use super::tail::TABLE as TAIL;
@@ -16,7 +17,10 @@ use super::writer::{self, InsightRow, Job, Table};
 use crate::core::collector::insight::Insight;
 use crate::core::shared::config::SyncMode;
 use crate::core::store::sqlite::db::{self as db, ReaderPool, WriterThread};
-use crate::core::store::{Commit, Error, Page, StoreMetrics, TelemetryFilter, TelemetryStore};
+use crate::core::store::{
+    Commit, ConversationFilter, ConversationStore, ConversationStream, Error, FilterCounts, Page,
+    ReadOrder, StoreMetrics, TelemetryFilter, TelemetryStore,
+};
 use crate::core::telemetry::conversation::NewConversation;
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord, StoredTelemetry};
 
@@ -62,7 +66,7 @@ pub struct SqliteStore {
     writer: WriterThread<Job>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
-    readers: ReaderPool,
+    readers: Arc<ReaderPool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -101,7 +105,7 @@ impl SqliteStore {
             writer,
             queued,
             capacity: opts.queue_records.max(1),
-            readers: ReaderPool::new(&opts.path, opts.readers, CACHE_KIB),
+            readers: Arc::new(ReaderPool::new(&opts.path, opts.readers, CACHE_KIB)),
         })
     }
 
@@ -145,8 +149,18 @@ impl SqliteStore {
         Ok(Commit(rx))
     }
 
+    #[cfg(test)]
     fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Error>) -> Result<R, Error> {
         self.readers.with(f)
+    }
+
+    /// Runs `f` on a pooled read connection, on the blocking pool.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let readers = self.readers.clone();
+        blocking(move || readers.with(f)).await
     }
 }
 
@@ -269,22 +283,11 @@ fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> WhereClause {
     }
 }
 
+#[async_trait::async_trait]
 impl TelemetryStore for SqliteStore {
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, Error> {
         let (reply, rx) = oneshot::channel();
         self.enqueue(records.len(), Job::Telemetry(records, reply))?;
-        Ok(Commit(rx))
-    }
-
-    fn submit_conversations(
-        &self,
-        conversations: Vec<NewConversation>,
-    ) -> Result<Commit<Vec<bool>>, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.enqueue(
-            conversations.len(),
-            Job::Conversations(conversations, reply),
-        )?;
         Ok(Commit(rx))
     }
 
@@ -308,15 +311,7 @@ impl TelemetryStore for SqliteStore {
         self.purge(Table::Telemetry, cutoff, limit)
     }
 
-    fn purge_conversations_before(
-        &self,
-        cutoff: i64,
-        limit: usize,
-    ) -> Result<Commit<usize>, Error> {
-        self.purge(Table::Conversations, cutoff, limit)
-    }
-
-    fn query(
+    async fn query(
         &self,
         filter: &TelemetryFilter,
         limit: usize,
@@ -336,7 +331,7 @@ impl TelemetryStore for SqliteStore {
              ORDER BY seq DESC LIMIT ?{}",
             args.len()
         );
-        self.with_reader(|conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(params_from_iter(args.iter()))?;
             let mut records = Vec::with_capacity(limit.min(10_000));
@@ -356,10 +351,12 @@ impl TelemetryStore for SqliteStore {
                 next_cursor: if more { last_seq } else { None },
             })
         })
+        .await
     }
 
-    fn last_heartbeats(&self, orch_hashes: &[String]) -> Result<HashMap<String, i64>, Error> {
-        self.with_reader(|conn| {
+    async fn last_heartbeats(&self, orch_hashes: &[String]) -> Result<HashMap<String, i64>, Error> {
+        let orch_hashes = orch_hashes.to_vec();
+        self.read(move |conn| {
             // The tail first, `orchs` second: a flush between the two reads moves heartbeats
             // into `orchs`, where the second read still finds them.
             let wanted: std::collections::HashSet<&str> =
@@ -380,7 +377,7 @@ impl TelemetryStore for SqliteStore {
                 conn.prepare_cached(
                     "SELECT last_heartbeat_ts FROM orchs WHERE orch_hash = ?1 AND last_heartbeat_ts IS NOT NULL",
                 )?;
-            for h in orch_hashes {
+            for h in &orch_hashes {
                 let ts: Option<i64> = stmt.query_row([h], |r| r.get(0)).optional()?;
                 if let Some(ts) = ts {
                     let latest = out.entry(h.clone()).or_insert(ts);
@@ -389,10 +386,11 @@ impl TelemetryStore for SqliteStore {
             }
             Ok(out)
         })
+        .await
     }
 
-    fn insights(&self, limit: usize) -> Result<Vec<Insight>, Error> {
-        self.with_reader(|conn| {
+    async fn insights(&self, limit: usize) -> Result<Vec<Insight>, Error> {
+        self.read(move |conn| {
             let mut stmt =
                 conn.prepare_cached("SELECT body FROM insights ORDER BY seq DESC LIMIT ?1")?;
             let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
@@ -402,24 +400,84 @@ impl TelemetryStore for SqliteStore {
             })
             .collect()
         })
+        .await
     }
 
     fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
 
-    fn count(&self) -> Result<u64, Error> {
-        self.with_reader(|conn| {
+    async fn count(&self) -> Result<u64, Error> {
+        self.read(|conn| {
             Ok(conn.query_row(
                 &format!("SELECT (SELECT COUNT(*) FROM telemetry) + (SELECT COUNT(*) FROM {TAIL})"),
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64)
         })
+        .await
     }
 
-    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(self.close())
+    async fn shutdown(&self) {
+        self.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ConversationStore for SqliteStore {
+    fn submit_conversations(
+        &self,
+        conversations: Vec<NewConversation>,
+    ) -> Result<Commit<Vec<bool>>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(
+            conversations.len(),
+            Job::Conversations(conversations, reply),
+        )?;
+        Ok(Commit(rx))
+    }
+
+    fn purge_conversations_before(
+        &self,
+        cutoff: i64,
+        limit: usize,
+    ) -> Result<Commit<usize>, Error> {
+        self.purge(Table::Conversations, cutoff, limit)
+    }
+
+    async fn filter_counts(&self, filter: &ConversationFilter) -> Result<FilterCounts, Error> {
+        let filter = *filter;
+        self.read(move |conn| conv::filter_counts(conn, &filter))
+            .await
+    }
+
+    async fn count_conversations(
+        &self,
+        filter: &ConversationFilter,
+        order: ReadOrder,
+    ) -> Result<u64, Error> {
+        let filter = *filter;
+        self.read(move |conn| conv::count(conn, &filter, order))
+            .await
+    }
+
+    async fn read_conversations(
+        &self,
+        filter: &ConversationFilter,
+        order: ReadOrder,
+    ) -> Result<ConversationStream, Error> {
+        let (tx, rows) = ConversationStream::channel(64);
+        let (filter, readers) = (*filter, self.readers.clone());
+        tokio::task::spawn_blocking(move || {
+            let opened = readers.with(|conn| {
+                conv::stream(conn, &filter, order, &tx);
+                Ok::<_, Error>(())
+            });
+            if let Err(e) = opened {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(rows)
     }
 }
 

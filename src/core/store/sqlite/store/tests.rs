@@ -40,13 +40,17 @@ async fn write_query_purge_and_shutdown() {
         })
         .collect();
     store.submit(batch).unwrap().wait().await.unwrap();
-    assert_eq!(store.count().unwrap(), 10);
+    assert_eq!(store.count().await.unwrap(), 10);
 
-    let page = store.query(&TelemetryFilter::default(), 4, None).unwrap();
+    let page = store
+        .query(&TelemetryFilter::default(), 4, None)
+        .await
+        .unwrap();
     assert_eq!(page.records.len(), 4);
     assert_eq!(page.records[0].id, "id-9");
     let next = store
         .query(&TelemetryFilter::default(), 4, page.next_cursor)
+        .await
         .unwrap();
     assert_eq!(next.records[0].id, "id-5");
 
@@ -54,7 +58,7 @@ async fn write_query_purge_and_shutdown() {
         agent_prefix: Some("code-gen".into()),
         ..Default::default()
     };
-    let page = store.query(&f, 100, None).unwrap();
+    let page = store.query(&f, 100, None).await.unwrap();
     assert!(
         page.records
             .iter()
@@ -68,6 +72,7 @@ async fn write_query_purge_and_shutdown() {
             "orch_0000000000000000".to_owned(),
             "orch_missing".to_owned(),
         ])
+        .await
         .unwrap();
     assert_eq!(hb.len(), 1);
     assert_eq!(hb["orch_0000000000000000"], now - 100 + 6);
@@ -86,7 +91,7 @@ async fn write_query_purge_and_shutdown() {
         .await
         .unwrap();
     assert_eq!(deleted, 2);
-    assert_eq!(store.count().unwrap(), 5);
+    assert_eq!(store.count().await.unwrap(), 5);
 
     let pending = store.submit(vec![rec(99, "late", None, now)]).unwrap();
     store.close().await;
@@ -122,7 +127,7 @@ async fn queue_full_is_refused_not_dropped() {
         .wait()
         .await
         .unwrap();
-    assert_eq!(store.count().unwrap(), 50);
+    assert_eq!(store.count().await.unwrap(), 50);
 }
 
 /// Rows in (tail, telemetry), read with a fresh connection.
@@ -153,7 +158,10 @@ async fn small_commits_go_through_the_tail_and_stay_in_order() {
         store.submit(batch(2)).unwrap().wait().await.unwrap();
     }
     assert_eq!(rows_where(&path), (6, 0));
-    let page = store.query(&TelemetryFilter::default(), 4, None).unwrap();
+    let page = store
+        .query(&TelemetryFilter::default(), 4, None)
+        .await
+        .unwrap();
     let ids: Vec<_> = page.records.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["id-5", "id-4", "id-3", "id-2"]);
     // A large group moves the tail first, then goes straight into `telemetry`.
@@ -173,13 +181,14 @@ async fn small_commits_go_through_the_tail_and_stay_in_order() {
     store.submit(batch(1)).unwrap().wait().await.unwrap();
     assert_eq!(rows_where(&path).0, 1, "the full tail was not flushed");
     // Whatever table a record sits in, newest-first paging sees each once, in order.
-    let total = store.count().unwrap() as usize;
+    let total = store.count().await.unwrap() as usize;
     assert_eq!(total, next);
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
         let page = store
             .query(&TelemetryFilter::default(), 300, cursor)
+            .await
             .unwrap();
         seen.extend(page.records.into_iter().map(|r| r.id));
         match page.next_cursor {
@@ -242,7 +251,10 @@ async fn tail_rows_left_by_a_crash_are_served_and_numbered_after() {
         .wait()
         .await
         .unwrap();
-    let page = store.query(&TelemetryFilter::default(), 10, None).unwrap();
+    let page = store
+        .query(&TelemetryFilter::default(), 10, None)
+        .await
+        .unwrap();
     let ids: Vec<_> = page.records.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["id-3", "tail", "old"]);
     store.close().await;
@@ -278,7 +290,10 @@ async fn heartbeats_keep_the_latest_even_out_of_order() {
         .wait()
         .await
         .unwrap();
-    let hb = store.last_heartbeats(std::slice::from_ref(&orch)).unwrap();
+    let hb = store
+        .last_heartbeats(std::slice::from_ref(&orch))
+        .await
+        .unwrap();
     assert_eq!(hb[&orch], 300);
     store.close().await;
 }
@@ -302,7 +317,10 @@ async fn orchs_see_records_in_the_tail_and_after_a_flush() {
         .await
         .unwrap();
     assert_eq!(
-        store.last_heartbeats(std::slice::from_ref(&orch)).unwrap()[&orch],
+        store
+            .last_heartbeats(std::slice::from_ref(&orch))
+            .await
+            .unwrap()[&orch],
         300
     );
     let direct: Vec<_> = (1..=DIRECT_RECORDS)
@@ -312,7 +330,10 @@ async fn orchs_see_records_in_the_tail_and_after_a_flush() {
     assert_eq!(rows_where(&path).0, 0);
     // An older heartbeat in the tail does not hide the flushed one; a newer one wins.
     for (i, ts) in [(DIRECT_RECORDS + 2, 200), (DIRECT_RECORDS + 5, 400)] {
-        let hb = store.last_heartbeats(std::slice::from_ref(&orch)).unwrap();
+        let hb = store
+            .last_heartbeats(std::slice::from_ref(&orch))
+            .await
+            .unwrap();
         assert_eq!(hb[&orch], 300);
         store
             .submit(vec![rec(i, HEARTBEAT_KIND, None, ts)])
@@ -322,11 +343,14 @@ async fn orchs_see_records_in_the_tail_and_after_a_flush() {
             .unwrap();
     }
     assert_eq!(
-        store.last_heartbeats(std::slice::from_ref(&orch)).unwrap()[&orch],
+        store
+            .last_heartbeats(std::slice::from_ref(&orch))
+            .await
+            .unwrap()[&orch],
         400
     );
     // The ORCH filter finds its records on both sides of the flush, newest first.
-    let page = store.query(&by_orch, 1000, None).unwrap();
+    let page = store.query(&by_orch, 1000, None).await.unwrap();
     let expected = 2 + 1 + DIRECT_RECORDS / 3;
     assert_eq!(page.records.len(), expected);
     assert_eq!(page.records[0].id, format!("id-{}", DIRECT_RECORDS + 5));
@@ -392,23 +416,26 @@ async fn orch_filters_read_only_the_orchs_seq_range() {
         n += batch.len();
         store.submit(batch).unwrap().wait().await.unwrap();
     }
-    assert_eq!(store.count().unwrap(), n as u64);
+    assert_eq!(store.count().await.unwrap(), n as u64);
     let by = |orch: &str| TelemetryFilter {
         orch_hash: Some(orch.to_owned()),
         ..Default::default()
     };
     let page = store
         .query(&by("orch_0000000000000002"), 100, None)
+        .await
         .unwrap();
     let ids: Vec<_> = page.records.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["id-47", "id-44", "id-41"]);
     let page = store
         .query(&by("orch_0000000000000000"), 100, None)
+        .await
         .unwrap();
     assert_eq!(page.records.len(), 30);
     assert!(
         store
             .query(&by("orch_unknown"), 100, None)
+            .await
             .unwrap()
             .records
             .is_empty()
