@@ -4,6 +4,7 @@ mod analyze;
 mod bench;
 mod cli;
 mod collector;
+mod conformance;
 mod conversations;
 mod distributor;
 mod export;
