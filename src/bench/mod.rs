@@ -722,7 +722,7 @@ fn rows_like_ingest(bodies: &[Bytes], n: usize, anonymizer: &Anonymizer) -> Vec<
 /// writer connection; only the inserts and the commit are timed.
 fn storage_ceiling(path: &Path, rows: &[NewRecord]) -> Result<StorageFigures, Error> {
     let mut conn = open_like_store(path)?;
-    store::migrate(&mut conn)?;
+    store::sqlite::migrations::migrate(&mut conn)?;
     let started = Instant::now();
     let tx = conn.transaction()?;
     {

@@ -34,6 +34,7 @@ use crate::core::store::TelemetryStore;
 
 pub use analyze::AnalyzeRequest;
 pub use conversations::{ConversationsResponse, PiiRecord};
+pub use ingest::{IngestResponse, accept};
 pub use metrics::Metrics;
 pub use retention::{purge_expired, purge_expired_conversations};
 

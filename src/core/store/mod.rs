@@ -23,7 +23,7 @@ pub use error::Error;
 pub use memory::MemoryStore;
 pub use open::{Location, OpenOptions, open, open_conversations};
 pub use sqlite::conversations::SqliteConversations;
-pub use sqlite::migrations::{SCHEMA_VERSION, migrate};
+pub use sqlite::migrations::SCHEMA_VERSION;
 pub use sqlite::store::{
     CHECKPOINT_THREAD, SqliteStore, StoreOptions, WRITER_THREAD, insert_statement,
 };

@@ -453,7 +453,7 @@ fn insert_records<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::store::migrate;
+    use crate::core::store::sqlite::migrations::migrate;
 
     fn record(i: usize) -> NewRecord {
         NewRecord {
