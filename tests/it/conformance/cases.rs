@@ -582,3 +582,41 @@ pub async fn closed_after_shutdown(b: Backend) {
     // Reads still answer.
     assert_eq!(s.count().await.unwrap(), 0);
 }
+
+pub async fn an_open_stream_does_not_block_other_reads(b: Backend) {
+    let s = b.store.as_ref();
+    put_conversations(
+        s,
+        (0..200)
+            .map(|i| conversation(&format!("c{i}"), i, None, None))
+            .collect(),
+    )
+    .await;
+    let all = ConversationFilter::default();
+    let mut views: Vec<std::sync::Arc<dyn ConversationStore>> = Vec::new();
+    if let Some(view) = &b.export_view {
+        views.push(view());
+    }
+    let mut readers: Vec<&dyn ConversationStore> = vec![s];
+    readers.extend(views.iter().map(|v| v.as_ref()));
+    for r in readers {
+        let mut rows = r.read_conversations(&all, ReadOrder::Stored).await.unwrap();
+        let first = rows.next().await.unwrap().unwrap();
+        assert_eq!(first.conversation_id, "c0");
+        // Half-read, the stream holds its snapshot; other reads go on meanwhile.
+        assert_eq!(
+            r.count_conversations(&all, ReadOrder::Stored)
+                .await
+                .unwrap(),
+            200
+        );
+        assert_eq!(r.filter_counts(&all).await.unwrap().stored, 200);
+        let mut n = 1;
+        while let Some(c) = rows.next().await {
+            c.unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 200);
+    }
+    b.store.shutdown().await;
+}

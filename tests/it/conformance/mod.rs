@@ -91,6 +91,7 @@ macro_rules! suite {
                 conversation_filters_and_counts,
                 conversation_export_order,
                 conversation_purge,
+                an_open_stream_does_not_block_other_reads,
                 shutdown_commits_what_was_queued,
                 closed_after_shutdown,
             );

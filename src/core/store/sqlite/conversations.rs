@@ -3,13 +3,14 @@
 //! stream from (safe next to a running collector: WAL readers never block the writer).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rusqlite::{Connection, Transaction, params, params_from_iter};
 use tokio::sync::mpsc;
 
+use super::db::ReaderPool;
 use super::migrations::{CONVERSATIONS_SINCE, SCHEMA_VERSION};
-use super::store::open_connection;
+use super::store::{CACHE_KIB, open_connection};
 use crate::core::shared::config::SyncMode;
 use crate::core::store::{
     Commit, ConversationFilter, ConversationStore, ConversationStream, Error, FilterCounts,
@@ -51,10 +52,17 @@ const STREAM_ROWS: usize = 64;
 
 /// A read-only view of a collector database's conversations (what `phoenix export` opens:
 /// safe next to a running collector).
-#[derive(Debug)]
 pub struct SqliteConversations {
     path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
+    readers: Arc<ReaderPool>,
+}
+
+impl std::fmt::Debug for SqliteConversations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteConversations")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqliteConversations {
@@ -77,9 +85,12 @@ impl SqliteConversations {
                 ),
             });
         }
+        drop(conn);
         Ok(SqliteConversations {
             path: path.to_owned(),
-            conn: Arc::new(Mutex::new(conn)),
+            // Each read (and an open stream) takes its own connection: a stream left open
+            // never blocks a count.
+            readers: Arc::new(ReaderPool::new(path, 2, CACHE_KIB)),
         })
     }
 
@@ -92,8 +103,8 @@ impl SqliteConversations {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, Error> + Send + 'static,
     ) -> Result<R, Error> {
-        let conn = self.conn.clone();
-        blocking(move || f(&conn.lock().expect("conversation reader lock"))).await
+        let readers = self.readers.clone();
+        blocking(move || readers.with(f)).await
     }
 }
 
@@ -133,17 +144,7 @@ impl ConversationStore for SqliteConversations {
         filter: &ConversationFilter,
         order: ReadOrder,
     ) -> Result<ConversationStream, Error> {
-        let (tx, rows) = ConversationStream::channel(STREAM_ROWS);
-        let (filter, conn) = (*filter, self.conn.clone());
-        tokio::task::spawn_blocking(move || {
-            stream(
-                &conn.lock().expect("conversation reader lock"),
-                &filter,
-                order,
-                &tx,
-            )
-        });
-        Ok(rows)
+        Ok(spawn_stream(self.readers.clone(), *filter, order))
     }
 }
 
@@ -166,6 +167,25 @@ pub(super) async fn blocking<R: Send + 'static>(
             transient: false,
         })
     })
+}
+
+/// Streams from a read connection of `readers`, on the blocking pool.
+pub(super) fn spawn_stream(
+    readers: Arc<ReaderPool>,
+    filter: ConversationFilter,
+    order: ReadOrder,
+) -> ConversationStream {
+    let (tx, rows) = ConversationStream::channel(STREAM_ROWS);
+    tokio::task::spawn_blocking(move || {
+        let opened = readers.with(|conn| {
+            stream(conn, &filter, order, &tx);
+            Ok::<_, Error>(())
+        });
+        if let Err(e) = opened {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rows
 }
 
 /// How many conversations are stored and how many `filter` leaves out, by reason.

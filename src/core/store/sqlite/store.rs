@@ -78,7 +78,7 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 /// Page cache of each connection, KiB.
-const CACHE_KIB: i64 = 16_000;
+pub(super) const CACHE_KIB: i64 = 16_000;
 
 /// Opens a connection to the telemetry database.
 pub(super) fn open_connection(
@@ -466,18 +466,7 @@ impl ConversationStore for SqliteStore {
         filter: &ConversationFilter,
         order: ReadOrder,
     ) -> Result<ConversationStream, Error> {
-        let (tx, rows) = ConversationStream::channel(64);
-        let (filter, readers) = (*filter, self.readers.clone());
-        tokio::task::spawn_blocking(move || {
-            let opened = readers.with(|conn| {
-                conv::stream(conn, &filter, order, &tx);
-                Ok::<_, Error>(())
-            });
-            if let Err(e) = opened {
-                let _ = tx.blocking_send(Err(e));
-            }
-        });
-        Ok(rows)
+        Ok(conv::spawn_stream(self.readers.clone(), *filter, order))
     }
 }
 
