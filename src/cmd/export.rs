@@ -127,6 +127,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let show_progress = ctx.stderr_tty;
     let out = args.out.clone();
     let conversations = store::open_conversations(&location)
+        .await
         .with_context(|| format!("opening the collector database {}", db.display()))?;
     let handle = tokio::runtime::Handle::current();
     // The dataset writer is synchronous: it runs on the blocking pool and waits on the store.

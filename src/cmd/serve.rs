@@ -409,8 +409,11 @@ impl Collector {
             queue_records: c.queue_records,
             ..store::OpenOptions::default()
         };
-        let store = Location::from_path(&c.db_path)
-            .and_then(|at| store::open(&at, &store_opts, metrics.store.clone()))
+        let opened = match Location::from_path(&c.db_path) {
+            Ok(at) => store::open(&at, &store_opts, metrics.store.clone()).await,
+            Err(e) => Err(e),
+        };
+        let store = opened
             .with_context(|| format!("opening the telemetry store at {}", c.db_path.display()))?;
         let config = CollectorConfig {
             limits: Limits {

@@ -101,8 +101,8 @@ impl Default for OpenOptions {
 }
 
 /// Opens the collector's store at `location` (creating and migrating it if needed); the
-/// store feeds `metrics`.
-pub fn open(
+/// store feeds `metrics`. Async because a network backend connects its pool here.
+pub async fn open(
     location: &Location,
     options: &OpenOptions,
     metrics: StoreMetrics,
@@ -122,7 +122,7 @@ pub fn open(
 }
 
 /// Opens stored conversations read-only, for exports (safe next to a running collector).
-pub fn open_conversations(location: &Location) -> Result<Arc<dyn ConversationStore>, Error> {
+pub async fn open_conversations(location: &Location) -> Result<Arc<dyn ConversationStore>, Error> {
     Ok(match location {
         Location::Sqlite(path) => Arc::new(SqliteConversations::open(path)?),
         Location::Memory => Arc::new(MemoryStore::default()),

@@ -1,7 +1,8 @@
 //! The store conformance suite: what every storage backend must do, written once against the
 //! traits (`TelemetryStore`, `ConversationStore`) and run against each backend. A backend joins
-//! with one line, `suite!(name => factory);`, where `factory()` gives a fresh, empty
-//! [`Backend`] (the distributor's update log and PostgreSQL add theirs the same way).
+//! with one line, `suite!(name => factory);`, where `factory().await` gives a fresh, empty
+//! [`Backend`] (async: a network backend connects there). PostgreSQL (issue 15) adds its
+//! factory the same way; the distributor's update log gets a suite of its own beside this one.
 
 mod cases;
 
@@ -24,7 +25,7 @@ pub struct Backend {
 }
 
 /// SQLite in a temporary directory, opened through `store::open`.
-pub fn sqlite() -> Backend {
+pub async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("conformance.db");
     let store = phoenix::core::store::open(
@@ -32,6 +33,7 @@ pub fn sqlite() -> Backend {
         &OpenOptions::default(),
         StoreMetrics::default(),
     )
+    .await
     .expect("open the SQLite store");
     Backend {
         store,
@@ -43,7 +45,7 @@ pub fn sqlite() -> Backend {
 }
 
 /// SQLite opened directly with small queues, as tests and the bench do.
-pub fn sqlite_direct() -> Backend {
+pub async fn sqlite_direct() -> Backend {
     let dir = tempfile::tempdir().expect("temporary directory");
     let opts = StoreOptions {
         readers: 1,
@@ -59,12 +61,13 @@ pub fn sqlite_direct() -> Backend {
 }
 
 /// The in-memory backend, opened through `store::open("memory:")`.
-pub fn memory() -> Backend {
+pub async fn memory() -> Backend {
     let store = phoenix::core::store::open(
         &Location::parse("memory:").expect("memory URL"),
         &OpenOptions::default(),
         StoreMetrics::default(),
     )
+    .await
     .expect("open the memory store");
     Backend {
         store,
@@ -101,7 +104,7 @@ macro_rules! suite {
         $(
             #[tokio::test]
             async fn $case() {
-                cases::$case($factory()).await;
+                cases::$case($factory().await).await;
             }
         )*
     };
