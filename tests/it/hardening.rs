@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use phoenix::core::collector::insight::Insight;
 use phoenix::core::collector::{CollectorConfig, Limits};
 use phoenix::core::distributor::DistributorConfig;
 use phoenix::core::server::ServerLimits;
 use phoenix::core::server::inflate::DecodeBudget;
 use phoenix::core::store::{
     Commit, ConversationFilter, ConversationStore, ConversationStream, Error as StoreError,
-    FilterCounts, Page, ReadOrder, StoreOptions, TelemetryFilter, TelemetryStore,
+    FilterCounts, InsightRecord, Page, ReadOrder, StoreOptions, TelemetryFilter, TelemetryStore,
 };
 use phoenix::core::telemetry::NewRecord;
 use phoenix::core::telemetry::conversation::NewConversation;
@@ -142,7 +141,7 @@ impl TelemetryStore for GatedStore {
         });
         self.inner.submit(records)
     }
-    fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, StoreError> {
+    fn save_insight(&self, insight: InsightRecord) -> Result<Commit<()>, StoreError> {
         self.inner.save_insight(insight)
     }
     fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, StoreError> {
@@ -162,7 +161,7 @@ impl TelemetryStore for GatedStore {
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         self.inner.last_heartbeats(orch_hashes).await
     }
-    async fn insights(&self, limit: usize) -> Result<Vec<Insight>, StoreError> {
+    async fn insights(&self, limit: usize) -> Result<Vec<InsightRecord>, StoreError> {
         self.inner.insights(limit).await
     }
     fn queue_depth(&self) -> usize {

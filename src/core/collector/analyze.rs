@@ -229,7 +229,11 @@ pub(super) async fn analyze(
         analysis_ms,
         llm_ms,
     };
-    state.store.save_insight(&insight)?.wait().await?;
+    state
+        .store
+        .save_insight(insight.to_record()?)?
+        .wait()
+        .await?;
     state
         .metrics
         .analyze

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use crate::core::collector::insight::InsightList;
+use crate::core::collector::insight::{Insight, InsightList};
 use crate::core::server::access::ReadPolicy;
 use crate::core::server::api_error::ApiError;
 use crate::core::server::http;
@@ -171,7 +171,13 @@ pub(super) async fn insights(
             "`limit` must be 1..=1000",
         ));
     }
-    let insights = state.store.insights(limit).await?;
+    let insights = state
+        .store
+        .insights(limit)
+        .await?
+        .iter()
+        .map(Insight::from_record)
+        .collect::<Result<Vec<_>, _>>()?;
     let total = insights.len();
     let insights: Vec<_> = insights
         .into_iter()

@@ -27,4 +27,4 @@ pub use sqlite::migrations::SCHEMA_VERSION;
 pub use sqlite::store::{
     CHECKPOINT_THREAD, SqliteStore, StoreOptions, WRITER_THREAD, insert_statement,
 };
-pub use telemetry::{Commit, Page, StoreMetrics, TelemetryFilter, TelemetryStore};
+pub use telemetry::{Commit, InsightRecord, Page, StoreMetrics, TelemetryFilter, TelemetryStore};

@@ -9,7 +9,6 @@ use tokio::sync::oneshot;
 
 use super::conversations::ConversationStore;
 use super::error::Error;
-use crate::core::collector::insight::Insight;
 use crate::core::telemetry::{NewRecord, StoredTelemetry};
 
 /// Which records a query or an analysis looks at.
@@ -75,6 +74,24 @@ pub struct Page {
     pub next_cursor: Option<i64>,
 }
 
+/// An insight as stored: the columns a backend may index, and the whole insight as JSON
+/// (the store never looks inside it; the collector encodes and decodes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsightRecord {
+    /// Identifier.
+    pub id: String,
+    /// When it was produced, Unix seconds.
+    pub ts_unix: i64,
+    /// `free` or `premium`.
+    pub tier: String,
+    /// Analysis focus.
+    pub focus: String,
+    /// `llm` or `heuristic`.
+    pub source: String,
+    /// The insight, JSON.
+    pub body: String,
+}
+
 /// Commit latency and group sizes, observed by the writer.
 #[derive(Debug, Clone)]
 pub struct StoreMetrics {
@@ -127,7 +144,7 @@ pub trait TelemetryStore: ConversationStore {
     /// Queues records for the writer. Fails at once with `QueueFull` under back-pressure.
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, Error>;
     /// Queues an insight for the writer.
-    fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, Error>;
+    fn save_insight(&self, insight: InsightRecord) -> Result<Commit<()>, Error>;
     /// Deletes at most `limit` records older than `cutoff`; returns how many were deleted.
     fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, Error>;
     /// The newest records matching `filter`, at most `limit`, older than `cursor` if given.
@@ -140,7 +157,7 @@ pub trait TelemetryStore: ConversationStore {
     /// Most recent `orch_heartbeat` time of each given orch hash, over all stored records.
     async fn last_heartbeats(&self, orch_hashes: &[String]) -> Result<HashMap<String, i64>, Error>;
     /// The newest insights, newest first.
-    async fn insights(&self, limit: usize) -> Result<Vec<Insight>, Error>;
+    async fn insights(&self, limit: usize) -> Result<Vec<InsightRecord>, Error>;
     /// Records waiting for the writer.
     fn queue_depth(&self) -> usize;
     /// Total stored records.

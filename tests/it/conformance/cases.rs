@@ -280,12 +280,30 @@ pub async fn insights_newest_first(b: Backend) {
     assert!(s.insights(10).await.unwrap().is_empty());
     let saved: Vec<Insight> = (0..4).map(insight).collect();
     for i in &saved {
-        s.save_insight(i).unwrap().wait().await.unwrap();
+        s.save_insight(i.to_record().unwrap())
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
     }
     let got = s.insights(3).await.unwrap();
+    let decoded: Vec<Insight> = got
+        .iter()
+        .map(|r| Insight::from_record(r).unwrap())
+        .collect();
     assert_eq!(
-        got,
+        decoded,
         vec![saved[3].clone(), saved[2].clone(), saved[1].clone()]
+    );
+    // The indexed columns come back as they were saved.
+    assert_eq!(got[0], saved[3].to_record().unwrap());
+    assert_eq!(
+        (
+            got[0].tier.as_str(),
+            got[1].tier.as_str(),
+            got[0].source.as_str()
+        ),
+        ("premium", "free", "heuristic")
     );
     assert_eq!(s.insights(100).await.unwrap().len(), 4);
     b.store.shutdown().await;
@@ -573,7 +591,10 @@ pub async fn closed_after_shutdown(b: Backend) {
         s.submit_conversations(vec![conversation("x", 1, None, None)]),
         Err(Error::Closed)
     ));
-    assert!(matches!(s.save_insight(&insight(0)), Err(Error::Closed)));
+    assert!(matches!(
+        s.save_insight(insight(0).to_record().unwrap()),
+        Err(Error::Closed)
+    ));
     assert!(matches!(s.purge_before(1, 1), Err(Error::Closed)));
     assert!(matches!(
         s.purge_conversations_before(1, 1),

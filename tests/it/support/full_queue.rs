@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use phoenix::core::collector::CollectorConfig;
-use phoenix::core::collector::insight::Insight;
 use phoenix::core::store::{
     Commit, ConversationFilter, ConversationStore, ConversationStream, Error as StoreError,
-    FilterCounts, Page, ReadOrder, StoreOptions, TelemetryFilter, TelemetryStore,
+    FilterCounts, InsightRecord, Page, ReadOrder, StoreOptions, TelemetryFilter, TelemetryStore,
 };
 use phoenix::core::telemetry::NewRecord;
 use phoenix::core::telemetry::conversation::NewConversation;
@@ -65,7 +64,7 @@ impl TelemetryStore for FullQueueStore {
         self.refuse()?;
         self.inner.submit(records)
     }
-    fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, StoreError> {
+    fn save_insight(&self, insight: InsightRecord) -> Result<Commit<()>, StoreError> {
         self.inner.save_insight(insight)
     }
     fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, StoreError> {
@@ -85,7 +84,7 @@ impl TelemetryStore for FullQueueStore {
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         self.inner.last_heartbeats(orch_hashes).await
     }
-    async fn insights(&self, limit: usize) -> Result<Vec<Insight>, StoreError> {
+    async fn insights(&self, limit: usize) -> Result<Vec<InsightRecord>, StoreError> {
         self.inner.insights(limit).await
     }
     fn queue_depth(&self) -> usize {

@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
 use super::error::Error;
-use super::telemetry::Commit;
+use super::telemetry::{Commit, InsightRecord};
 use crate::core::telemetry::conversation::{NewConversation, StoredConversation};
 use crate::core::telemetry::{NewRecord, StoredTelemetry};
 
@@ -48,8 +48,8 @@ impl Default for MemoryStore {
 struct State {
     /// Telemetry by ascending seq.
     records: Vec<(i64, StoredTelemetry)>,
-    /// Insight bodies (JSON, as SQLite keeps them), oldest first.
-    insights: Vec<String>,
+    /// Insights, oldest first.
+    insights: Vec<InsightRecord>,
     /// Conversations by ascending seq.
     conversations: Vec<StoredConversation>,
     conversation_ids: HashSet<String>,
@@ -69,7 +69,7 @@ enum Job {
         Vec<NewConversation>,
         oneshot::Sender<Result<Vec<bool>, Error>>,
     ),
-    Insight(String, oneshot::Sender<Result<(), Error>>),
+    Insight(InsightRecord, oneshot::Sender<Result<(), Error>>),
     Purge {
         conversations: bool,
         cutoff: i64,
@@ -163,8 +163,8 @@ impl State {
             Job::Conversations(rows, reply) => {
                 let _ = reply.send(Ok(self.insert_conversations(rows)));
             }
-            Job::Insight(body, reply) => {
-                self.insights.push(body);
+            Job::Insight(insight, reply) => {
+                self.insights.push(insight);
                 let _ = reply.send(Ok(()));
             }
             Job::Purge {

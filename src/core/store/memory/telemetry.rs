@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 
 use super::{Job, MemoryStore, State, commit};
-use crate::core::collector::insight::Insight;
-use crate::core::store::{Commit, Error, Page, TelemetryFilter, TelemetryStore};
+use crate::core::store::{Commit, Error, InsightRecord, Page, TelemetryFilter, TelemetryStore};
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord, StoredTelemetry};
 
 impl State {
@@ -50,11 +49,9 @@ impl TelemetryStore for MemoryStore {
         Ok(done)
     }
 
-    fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, Error> {
-        let body =
-            serde_json::to_string(insight).map_err(|e| Error::Corrupt(format!("insight: {e}")))?;
+    fn save_insight(&self, insight: InsightRecord) -> Result<Commit<()>, Error> {
         let (reply, done) = commit();
-        self.enqueue(Job::Insight(body, reply))?;
+        self.enqueue(Job::Insight(insight, reply))?;
         Ok(done)
     }
 
@@ -110,17 +107,9 @@ impl TelemetryStore for MemoryStore {
         Ok(out)
     }
 
-    async fn insights(&self, limit: usize) -> Result<Vec<Insight>, Error> {
+    async fn insights(&self, limit: usize) -> Result<Vec<InsightRecord>, Error> {
         let state = self.lock();
-        state
-            .insights
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|body| {
-                serde_json::from_str(body).map_err(|e| Error::Corrupt(format!("insight: {e}")))
-            })
-            .collect()
+        Ok(state.insights.iter().rev().take(limit).cloned().collect())
     }
 
     fn queue_depth(&self) -> usize {

@@ -13,13 +13,12 @@ use super::conversations::{self as conv, blocking};
 use super::migrations::migrate;
 use super::migrations::{INDEXED_LEVELS, INDEXED_LEVELS_CONDITION};
 use super::tail::TABLE as TAIL;
-use super::writer::{self, InsightRow, Job, Table};
-use crate::core::collector::insight::Insight;
+use super::writer::{self, Job, Table};
 use crate::core::shared::config::SyncMode;
 use crate::core::store::sqlite::db::{self as db, ReaderPool, WriterThread};
 use crate::core::store::{
-    Commit, ConversationFilter, ConversationStore, ConversationStream, Error, FilterCounts, Page,
-    ReadOrder, StoreMetrics, TelemetryFilter, TelemetryStore,
+    Commit, ConversationFilter, ConversationStore, ConversationStream, Error, FilterCounts,
+    InsightRecord, Page, ReadOrder, StoreMetrics, TelemetryFilter, TelemetryStore,
 };
 use crate::core::telemetry::conversation::NewConversation;
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord, StoredTelemetry};
@@ -291,19 +290,9 @@ impl TelemetryStore for SqliteStore {
         Ok(Commit(rx))
     }
 
-    fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, Error> {
-        let body =
-            serde_json::to_string(insight).map_err(|e| Error::Corrupt(format!("insight: {e}")))?;
-        let row = InsightRow {
-            id: insight.id.clone(),
-            ts_unix: insight.ts_unix,
-            tier: insight.tier.as_str().to_owned(),
-            focus: insight.focus.clone(),
-            source: insight.source.as_str().to_owned(),
-            body,
-        };
+    fn save_insight(&self, insight: InsightRecord) -> Result<Commit<()>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Insight(row, reply))?;
+        self.send(Job::Insight(insight, reply))?;
         Ok(Commit(rx))
     }
 
@@ -389,16 +378,22 @@ impl TelemetryStore for SqliteStore {
         .await
     }
 
-    async fn insights(&self, limit: usize) -> Result<Vec<Insight>, Error> {
+    async fn insights(&self, limit: usize) -> Result<Vec<InsightRecord>, Error> {
         self.read(move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT body FROM insights ORDER BY seq DESC LIMIT ?1")?;
-            let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
-            rows.map(|body| {
-                let body = body?;
-                serde_json::from_str(&body).map_err(|e| Error::Corrupt(format!("insight: {e}")))
-            })
-            .collect()
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, ts_unix, tier, focus, source, body FROM insights ORDER BY seq DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok(InsightRecord {
+                    id: r.get(0)?,
+                    ts_unix: r.get(1)?,
+                    tier: r.get(2)?,
+                    focus: r.get(3)?,
+                    source: r.get(4)?,
+                    body: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

@@ -22,14 +22,7 @@ use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord};
 const MAX_GROUP_RECORDS: usize = 50_000;
 
 /// An insight as the writer stores it.
-pub(super) struct InsightRow {
-    pub id: String,
-    pub ts_unix: i64,
-    pub tier: String,
-    pub focus: String,
-    pub source: String,
-    pub body: String,
-}
+pub(super) use crate::core::store::InsightRecord as InsightRow;
 
 /// What retention deletes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
