@@ -722,7 +722,7 @@ fn rows_like_ingest(bodies: &[Bytes], n: usize, anonymizer: &Anonymizer) -> Vec<
 /// writer connection; only the inserts and the commit are timed.
 fn storage_ceiling(path: &Path, rows: &[NewRecord]) -> Result<StorageFigures, Error> {
     let mut conn = open_like_store(path)?;
-    store::migrate(&mut conn)?;
+    store::sqlite::migrations::migrate(&mut conn)?;
     let started = Instant::now();
     let tx = conn.transaction()?;
     {
@@ -782,10 +782,7 @@ fn open_like_store(path: &Path) -> Result<Connection, Error> {
 /// Makes sure the store holds at least [`ANALYZE_RECORDS`] rows, whatever the load phases
 /// managed to write (a very short `--duration` may not reach it).
 async fn top_up(store: &Arc<dyn TelemetryStore>, rows: &Arc<Vec<NewRecord>>) -> Result<(), Error> {
-    let s = store.clone();
-    let count = tokio::task::spawn_blocking(move || s.count())
-        .await
-        .map_err(|e| Error::Store(store::Error::Corrupt(e.to_string())))??;
+    let count = store.count().await?;
     let missing = ANALYZE_RECORDS.saturating_sub(count as usize);
     if missing > 0 {
         let extra: Vec<_> = rows.iter().cycle().take(missing).cloned().collect();

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Context, parse_when};
 use crate::core::privacy::dataset::{self, AtomicFile, Format, Summary};
-use crate::core::store::{ConversationFilter, ConversationReader};
+use crate::core::store::{self, ConversationFilter, ConversationReader, Location};
 
 const AFTER_HELP: &str = "\
 Formats (one JSON object per line):
@@ -109,10 +109,14 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .db
         .clone()
         .unwrap_or_else(|| ctx.settings.collector.db_path.clone());
-    if !db.is_file() {
+    let location = Location::from_path(&db)
+        .with_context(|| format!("opening the collector database {}", db.display()))?;
+    if let Location::Sqlite(path) = &location
+        && !path.is_file()
+    {
         anyhow::bail!(
             "there is no collector database at {} (give --db FILE or set TELEMETRIST_DB_PATH)",
-            db.display()
+            path.display()
         );
     }
     let format = Format::from(args.format);
@@ -122,9 +126,13 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     };
     let show_progress = ctx.stderr_tty;
     let out = args.out.clone();
+    let conversations = store::open_conversations(&location)
+        .await
+        .with_context(|| format!("opening the collector database {}", db.display()))?;
+    let handle = tokio::runtime::Handle::current();
+    // The dataset writer is synchronous: it runs on the blocking pool and waits on the store.
     let summary = tokio::task::spawn_blocking(move || {
-        let reader = ConversationReader::open(&db)
-            .with_context(|| format!("opening the collector database {}", db.display()))?;
+        let reader = ConversationReader::new(conversations, handle);
         let planned = dataset::planned(&reader, format, &filter)?;
         let bar = progress_bar(show_progress && planned >= PROGRESS_FROM, planned);
         let mut tick = |n: u64| bar.set_position(n);

@@ -18,7 +18,7 @@ use crate::core::shared::agent_token::AgentKeys;
 use crate::core::shared::anonymize::Anonymizer;
 use crate::core::shared::config::Settings;
 use crate::core::shared::signal;
-use crate::core::store::{SqliteStore, StoreOptions, TelemetryStore};
+use crate::core::store::{self, Location};
 
 /// Which services to run.
 #[derive(Debug, clap::Subcommand)]
@@ -356,12 +356,16 @@ impl Collector {
         let anonymizer =
             Anonymizer::load_or_create(&c.hash_key_file).context("loading the orch hash key")?;
         let metrics = Arc::new(Metrics::default());
-        let store_opts = StoreOptions {
+        let store_opts = store::OpenOptions {
             sync: c.sync,
             queue_records: c.queue_records,
-            ..StoreOptions::new(&c.db_path)
+            ..store::OpenOptions::default()
         };
-        let store = SqliteStore::open(&store_opts, metrics.store.clone())
+        let opened = match Location::from_path(&c.db_path) {
+            Ok(at) => store::open(&at, &store_opts, metrics.store.clone()).await,
+            Err(e) => Err(e),
+        };
+        let store = opened
             .with_context(|| format!("opening the telemetry store at {}", c.db_path.display()))?;
         let config = CollectorConfig {
             limits: Limits {
@@ -390,7 +394,6 @@ impl Collector {
                 "LLM summaries disabled ({reason}); insights use the heuristic summary"
             ),
         }
-        let store: Arc<dyn TelemetryStore> = Arc::new(store);
         let state = AppState::new(store, anonymizer, config, metrics)
             .context("setting up the collector")?;
         let bound = Bound::bind("collector", addr, tls).await?;

@@ -499,7 +499,7 @@ async fn shutdown_under_load_keeps_every_acknowledged_record() {
     // And a collector restarted on the directory serves them.
     let c = TestCollector::start_in(dir, CollectorConfig::default()).await;
     assert_eq!(
-        c.state.store.count().unwrap() as usize,
+        c.state.store.count().await.unwrap() as usize,
         stored.len(),
         "restart changed the record count"
     );

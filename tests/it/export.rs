@@ -475,3 +475,39 @@ async fn a_missing_database_exits_1_and_bad_flags_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[tokio::test]
+async fn a_store_url_picks_the_backend() {
+    let home = tempfile::tempdir().unwrap();
+    // PostgreSQL is not in this build yet: a clear refusal, exit 1, nothing on stdout.
+    let out = export(
+        home.path(),
+        &["--format", "sft", "--db", "postgres://127.0.0.1/test"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("issue 15"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    // `sqlite:PATH` is the SQLite file at PATH.
+    let missing = home.path().join("nope.db");
+    let out = export(
+        home.path(),
+        &[
+            "--format",
+            "sft",
+            "--db",
+            &format!("sqlite:{}", missing.display()),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("no collector database at {}", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+    // `memory:` is an empty store: nothing to export, and no error.
+    let out = export(home.path(), &["--format", "sft", "--db", "memory:"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}

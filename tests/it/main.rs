@@ -4,6 +4,7 @@ mod analyze;
 mod bench;
 mod cli;
 mod collector;
+mod conformance;
 mod conformance_log;
 mod conversations;
 mod distributor;

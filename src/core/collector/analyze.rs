@@ -132,28 +132,27 @@ pub(super) async fn analyze(
     )?;
 
     let started = Instant::now();
-    let store = state.store.clone();
     let stale_after = state.config.stale_after.as_secs() as i64;
-    let query_filter = filter.clone();
-    let stats = tokio::task::spawn_blocking(move || -> Result<_, crate::core::store::Error> {
-        let page = store.query(&query_filter, last_n, None)?;
-        let orchs: Vec<String> = page
-            .records
-            .iter()
-            .filter_map(|r| r.orch_hash.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let heartbeats = store.last_heartbeats(&orchs)?;
+    let page = state.store.query(&filter, last_n, None).await?;
+    let orchs: Vec<String> = page
+        .records
+        .iter()
+        .filter_map(|r| r.orch_hash.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let heartbeats = state.store.last_heartbeats(&orchs).await?;
+    // The analysis is CPU work over up to a tier's worth of records: off the async workers.
+    let stats = tokio::task::spawn_blocking(move || {
         let opts = AnalysisOptions {
             now_unix: now_unix(),
             stale_after_secs: stale_after,
             ..AnalysisOptions::default()
         };
-        Ok((
+        (
             page.records.len(),
             analysis::analyze(&page.records, &heartbeats, &opts),
-        ))
+        )
     })
     .await
     .map_err(|e| {
@@ -162,7 +161,7 @@ pub(super) async fn analyze(
             "unavailable",
             e.to_string(),
         )
-    })??;
+    })?;
     let (records_analyzed, stats) = stats;
     let analysis_ms = started.elapsed().as_secs_f64() * 1000.0;
 
@@ -230,7 +229,11 @@ pub(super) async fn analyze(
         analysis_ms,
         llm_ms,
     };
-    state.store.save_insight(&insight)?.wait().await?;
+    state
+        .store
+        .save_insight(insight.to_record()?)?
+        .wait()
+        .await?;
     state
         .metrics
         .analyze

@@ -18,7 +18,7 @@ use crate::core::privacy::dataset::prompt_key;
 use crate::core::privacy::pii::{EntityType, scan_messages, scan_text};
 use crate::core::server::api_error::ApiError;
 use crate::core::telemetry::conversation::{Conversation, NewConversation, parse_conversations};
-use crate::core::telemetry::{MAX_REPORTED_ERRORS, ParseError, now_unix};
+use crate::core::telemetry::{MAX_REPORTED_ERRORS, now_unix};
 
 /// Bodies larger than this are parsed and scanned on the blocking pool: the PII scan costs
 /// far more per byte than parsing does.
@@ -55,14 +55,19 @@ pub(super) async fn ingest_conversations(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ConversationsResponse>, ApiError> {
-    let result = accept(&state, &headers, body).await;
-    if let Err(e) = &result {
-        // Record-level rejections are counted where the records are known.
-        if !matches!(e.code, "invalid_record" | "queue_full" | "pii_detected") {
-            state.metrics.reject_conversations(e.code, 1);
-        }
+    let (conversations, inline) = read_conversations(&state, &headers, body)
+        .await
+        .inspect_err(|e| count_refusal(&state, e))?;
+    accept_conversations(&state, conversations, inline)
+        .await
+        .map(Json)
+}
+
+/// Record-level rejections are counted where the records are known; the rest once here.
+fn count_refusal(state: &AppState, e: &ApiError) {
+    if !matches!(e.code, "invalid_record" | "queue_full" | "pii_detected") {
+        state.metrics.reject_conversations(e.code, 1);
     }
-    result.map(Json)
 }
 
 /// A conversation that passed every check, with what the writer needs precomputed.
@@ -74,40 +79,61 @@ struct Checked {
 
 /// Why a parsed batch is refused.
 enum Refused {
-    Parse(ParseError),
-    TooMany(usize),
     Pii {
         findings: Vec<PiiRecord>,
         total: usize,
     },
 }
 
-async fn accept(
+/// Reads, decodes and parses a body of conversations (the HTTP part of
+/// `/ingest/conversations`); also says whether the body is small enough to scan inline.
+async fn read_conversations(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<ConversationsResponse, ApiError> {
+) -> Result<(Vec<Conversation>, bool), ApiError> {
     let limits = state.config.limits;
     let (bytes, format) =
         body::read(limits, &state.config.server.decode_budget, headers, body).await?;
     let inline = bytes.len() <= INLINE_SCAN_BYTES;
-    let max = limits.max_batch_records;
-    let checked = body::off_the_workers(inline, move || {
-        let conversations = parse_conversations(&bytes, format).map_err(Refused::Parse)?;
-        if conversations.len() > max {
-            return Err(Refused::TooMany(conversations.len()));
-        }
-        check(conversations)
-    })
-    .await?;
+    let parsed = body::off_the_workers(inline, move || parse_conversations(&bytes, format)).await?;
+    let conversations = parsed.map_err(|e| {
+        body::parse_error(e, "conversation", |reason, n| {
+            state.metrics.reject_conversations(reason, n)
+        })
+    })?;
+    Ok((conversations, inline))
+}
+
+/// Accepts parsed conversations, whatever transport brought them: checks the batch size,
+/// refuses the batch if any conversation still holds personal data (scanned on the blocking
+/// pool unless `scan_inline`), stores the new ones by `conversation_id` and answers once
+/// they are committed. Counts what it accepts and refuses.
+pub async fn accept_conversations(
+    state: &AppState,
+    conversations: Vec<Conversation>,
+    scan_inline: bool,
+) -> Result<ConversationsResponse, ApiError> {
+    accept_checked(state, conversations, scan_inline)
+        .await
+        .inspect_err(|e| count_refusal(state, e))
+}
+
+async fn accept_checked(
+    state: &AppState,
+    conversations: Vec<Conversation>,
+    scan_inline: bool,
+) -> Result<ConversationsResponse, ApiError> {
+    let max = state.config.limits.max_batch_records;
+    if conversations.len() > max {
+        return Err(body::too_large(format!(
+            "batch has {} conversations; at most {max} per request",
+            conversations.len()
+        )));
+    }
+    let checked = body::off_the_workers(scan_inline, move || check(conversations)).await?;
     let metrics = &state.metrics;
     let checked = checked.map_err(|refused| match refused {
-        Refused::Parse(e) => body::parse_error(e, "conversation", |reason, n| {
-            metrics.reject_conversations(reason, n)
-        }),
-        Refused::TooMany(n) => body::too_large(format!(
-            "batch has {n} conversations; at most {max} per request"
-        )),
         Refused::Pii { findings, total } => pii_refusal(state, findings, total),
     })?;
 

@@ -1,7 +1,8 @@
 //! `POST /ingest`: one envelope, a JSON array or NDJSON, optionally gzip-compressed.
 //!
 //! A batch is validated whole (any bad record rejects it, naming every bad record), then
-//! anonymised and queued to the writer; the 200 goes out only after the commit.
+//! anonymised and queued to the writer; the 200 goes out only after the commit. The HTTP
+//! handler only reads and parses the body; [`accept`] does the rest for any transport.
 
 use axum::Json;
 use axum::body::Body;
@@ -33,32 +34,56 @@ pub(super) async fn ingest(
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let agent = agent.map(|Extension(AgentBearer(token))| token);
-    let result = accept(&state, agent.as_deref(), &headers, body).await;
-    if let Err(e) = &result {
-        // Record-level rejections are counted where the records are known.
-        if e.code != "invalid_record" && e.code != "queue_full" {
-            state.metrics.reject(e.code, 1);
-        }
-    }
-    result.map(Json)
+    let envelopes = read_envelopes(&state, &headers, body)
+        .await
+        .inspect_err(|e| count_refusal(&state, e))?;
+    accept(&state, agent.as_deref(), envelopes).await.map(Json)
 }
 
-async fn accept(
+/// Record-level rejections are counted where the records are known; the rest once here.
+fn count_refusal(state: &AppState, e: &ApiError) {
+    if e.code != "invalid_record" && e.code != "queue_full" {
+        state.metrics.reject(e.code, 1);
+    }
+}
+
+/// Reads, decodes and parses an ingest body into envelopes (the HTTP part of `/ingest`).
+async fn read_envelopes(
     state: &AppState,
-    agent_token: Option<&str>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<IngestResponse, ApiError> {
+) -> Result<Vec<TelemetryEnvelope>, ApiError> {
     let limits = state.config.limits;
     let (bytes, format) =
         body::read(limits, &state.config.server.decode_budget, headers, body).await?;
     let inline = bytes.len() <= INLINE_PARSE_BYTES;
     let envelopes = body::off_the_workers(inline, move || parse_body(&bytes, format)).await?;
-    let envelopes = envelopes.map_err(|e| {
+    envelopes.map_err(|e| {
         body::parse_error(e, "telemetry record", |reason, n| {
             state.metrics.reject(reason, n)
         })
-    })?;
+    })
+}
+
+/// Accepts parsed envelopes, whatever transport brought them (`POST /ingest`, the bench,
+/// OTLP next): checks the batch size and the agent token, anonymises, queues the records and
+/// answers once they are committed. Counts what it accepts and refuses.
+pub async fn accept(
+    state: &AppState,
+    agent_token: Option<&str>,
+    envelopes: Vec<TelemetryEnvelope>,
+) -> Result<IngestResponse, ApiError> {
+    accept_checked(state, agent_token, envelopes)
+        .await
+        .inspect_err(|e| count_refusal(state, e))
+}
+
+async fn accept_checked(
+    state: &AppState,
+    agent_token: Option<&str>,
+    envelopes: Vec<TelemetryEnvelope>,
+) -> Result<IngestResponse, ApiError> {
+    let limits = state.config.limits;
     if envelopes.len() > limits.max_batch_records {
         return Err(body::too_large(format!(
             "batch has {} records; at most {} per request",

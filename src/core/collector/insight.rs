@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::collector::analysis::Stats;
 pub use crate::core::shared::tier::{FREE_LIMIT, PREMIUM_LIMIT, Tier};
-use crate::core::store::TelemetryFilter;
+use crate::core::store::{self, InsightRecord, TelemetryFilter};
 
 /// Who wrote the summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +69,28 @@ pub struct Insight {
     /// Milliseconds spent waiting for the LLM, when one was asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm_ms: Option<f64>,
+}
+
+impl Insight {
+    /// The insight as a store keeps it.
+    pub fn to_record(&self) -> Result<InsightRecord, store::Error> {
+        let body = serde_json::to_string(self)
+            .map_err(|e| store::Error::Corrupt(format!("insight: {e}")))?;
+        Ok(InsightRecord {
+            id: self.id.clone(),
+            ts_unix: self.ts_unix,
+            tier: self.tier.as_str().to_owned(),
+            focus: self.focus.clone(),
+            source: self.source.as_str().to_owned(),
+            body,
+        })
+    }
+
+    /// The insight a store gave back.
+    pub fn from_record(record: &InsightRecord) -> Result<Insight, store::Error> {
+        serde_json::from_str(&record.body)
+            .map_err(|e| store::Error::Corrupt(format!("insight: {e}")))
+    }
 }
 
 /// The body of `GET /insights`.

@@ -34,7 +34,8 @@ use crate::core::shared::llm::{LlmClient, LlmSettings};
 use crate::core::store::TelemetryStore;
 
 pub use analyze::AnalyzeRequest;
-pub use conversations::{ConversationsResponse, PiiRecord};
+pub use conversations::{ConversationsResponse, PiiRecord, accept_conversations};
+pub use ingest::{IngestResponse, accept};
 pub use metrics::Metrics;
 pub use retention::{purge_expired, purge_expired_conversations};
 

@@ -2,12 +2,12 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use crate::core::collector::insight::InsightList;
+use crate::core::collector::insight::{Insight, InsightList};
 use crate::core::server::access::ReadPolicy;
 use crate::core::server::api_error::ApiError;
 use crate::core::server::http;
@@ -136,16 +136,7 @@ pub(super) async fn telemetry(
         since,
         until,
     )?;
-    let store = state.store.clone();
-    let page = tokio::task::spawn_blocking(move || store.query(&filter, limit, p.cursor))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                e.to_string(),
-            )
-        })??;
+    let page = state.store.query(&filter, limit, p.cursor).await?;
     Ok(Json(TelemetryPage {
         count: page.records.len(),
         records: page.records,
@@ -180,16 +171,13 @@ pub(super) async fn insights(
             "`limit` must be 1..=1000",
         ));
     }
-    let store = state.store.clone();
-    let insights = tokio::task::spawn_blocking(move || store.insights(limit))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                e.to_string(),
-            )
-        })??;
+    let insights = state
+        .store
+        .insights(limit)
+        .await?
+        .iter()
+        .map(Insight::from_record)
+        .collect::<Result<Vec<_>, _>>()?;
     let total = insights.len();
     let insights: Vec<_> = insights
         .into_iter()

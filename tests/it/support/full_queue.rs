@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use phoenix::core::collector::CollectorConfig;
-use phoenix::core::collector::insight::Insight;
 use phoenix::core::store::{
-    Commit, Error as StoreError, Page, StoreOptions, TelemetryFilter, TelemetryStore,
+    Commit, ConversationFilter, ConversationStore, ConversationStream, Error as StoreError,
+    FilterCounts, InsightRecord, Page, ReadOrder, StoreOptions, TelemetryFilter, TelemetryStore,
 };
 use phoenix::core::telemetry::NewRecord;
 use phoenix::core::telemetry::conversation::NewConversation;
@@ -58,23 +58,54 @@ impl FullQueueStore {
     }
 }
 
+#[async_trait::async_trait]
 impl TelemetryStore for FullQueueStore {
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, StoreError> {
         self.refuse()?;
         self.inner.submit(records)
     }
+    fn save_insight(&self, insight: InsightRecord) -> Result<Commit<()>, StoreError> {
+        self.inner.save_insight(insight)
+    }
+    fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, StoreError> {
+        self.inner.purge_before(cutoff, limit)
+    }
+    async fn query(
+        &self,
+        filter: &TelemetryFilter,
+        limit: usize,
+        cursor: Option<i64>,
+    ) -> Result<Page, StoreError> {
+        self.inner.query(filter, limit, cursor).await
+    }
+    async fn last_heartbeats(
+        &self,
+        orch_hashes: &[String],
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        self.inner.last_heartbeats(orch_hashes).await
+    }
+    async fn insights(&self, limit: usize) -> Result<Vec<InsightRecord>, StoreError> {
+        self.inner.insights(limit).await
+    }
+    fn queue_depth(&self) -> usize {
+        self.inner.queue_depth()
+    }
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.inner.count().await
+    }
+    async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ConversationStore for FullQueueStore {
     fn submit_conversations(
         &self,
         conversations: Vec<NewConversation>,
     ) -> Result<Commit<Vec<bool>>, StoreError> {
         self.refuse()?;
         self.inner.submit_conversations(conversations)
-    }
-    fn save_insight(&self, insight: &Insight) -> Result<Commit<()>, StoreError> {
-        self.inner.save_insight(insight)
-    }
-    fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, StoreError> {
-        self.inner.purge_before(cutoff, limit)
     }
     fn purge_conversations_before(
         &self,
@@ -83,30 +114,21 @@ impl TelemetryStore for FullQueueStore {
     ) -> Result<Commit<usize>, StoreError> {
         self.inner.purge_conversations_before(cutoff, limit)
     }
-    fn query(
+    async fn filter_counts(&self, filter: &ConversationFilter) -> Result<FilterCounts, StoreError> {
+        self.inner.filter_counts(filter).await
+    }
+    async fn count_conversations(
         &self,
-        filter: &TelemetryFilter,
-        limit: usize,
-        cursor: Option<i64>,
-    ) -> Result<Page, StoreError> {
-        self.inner.query(filter, limit, cursor)
+        filter: &ConversationFilter,
+        order: ReadOrder,
+    ) -> Result<u64, StoreError> {
+        self.inner.count_conversations(filter, order).await
     }
-    fn last_heartbeats(
+    async fn read_conversations(
         &self,
-        orch_hashes: &[String],
-    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-        self.inner.last_heartbeats(orch_hashes)
-    }
-    fn insights(&self, limit: usize) -> Result<Vec<Insight>, StoreError> {
-        self.inner.insights(limit)
-    }
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth()
-    }
-    fn count(&self) -> Result<u64, StoreError> {
-        self.inner.count()
-    }
-    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        self.inner.shutdown()
+        filter: &ConversationFilter,
+        order: ReadOrder,
+    ) -> Result<ConversationStream, StoreError> {
+        self.inner.read_conversations(filter, order).await
     }
 }

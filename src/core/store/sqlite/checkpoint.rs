@@ -47,7 +47,7 @@ impl Checkpointer {
             .name(super::store::CHECKPOINT_THREAD.to_owned())
             .spawn(move || run(conn, rx, flag))
             .map_err(|e| Error::Open {
-                path: path.to_owned(),
+                what: path.display().to_string(),
                 message: format!("cannot start the checkpoint thread: {e}"),
             })?;
         Ok(Checkpointer {

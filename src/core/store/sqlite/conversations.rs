@@ -1,15 +1,21 @@
-//! The `conversations` table: idempotent inserts for the writer, and a read-only reader
-//! that dataset exports stream from (safe next to a running collector: WAL readers never
-//! block the writer).
+//! The `conversations` table: idempotent inserts for the writer, the reads both the
+//! collector's store and the read-only [`SqliteConversations`] serve, which dataset exports
+//! stream from (safe next to a running collector: WAL readers never block the writer).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, Transaction, params, params_from_iter};
+use tokio::sync::mpsc;
 
+use super::db::ReaderPool;
 use super::migrations::{CONVERSATIONS_SINCE, SCHEMA_VERSION};
-use super::store::open_connection;
+use super::store::{CACHE_KIB, open_connection};
 use crate::core::shared::config::SyncMode;
-use crate::core::store::Error;
+use crate::core::store::{
+    Commit, ConversationFilter, ConversationStore, ConversationStream, Error, FilterCounts,
+    ReadOrder,
+};
 use crate::core::telemetry::conversation::{Feedback, NewConversation, StoredConversation};
 
 /// Inserts rows whose `conversation_id` is new; returns, per row, whether it was stored
@@ -41,45 +47,25 @@ pub(super) fn insert_conversations(
         .collect()
 }
 
-/// Which stored conversations an export reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ConversationFilter {
-    /// Only conversations with `ts_unix >= since`.
-    pub since: Option<i64>,
-    /// Only scored conversations with `score >= min_score`.
-    pub min_score: Option<f64>,
-}
+/// Rows handed from the reading thread to a [`ConversationStream`] at a time.
+const STREAM_ROWS: usize = 64;
 
-/// How many stored conversations a filter leaves out, and why.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FilterCounts {
-    /// Stored conversations.
-    pub stored: u64,
-    /// Older than `since`.
-    pub before_since: u64,
-    /// Without a score while `min_score` is set.
-    pub unscored: u64,
-    /// Scored below `min_score`.
-    pub below_min_score: u64,
-}
-
-/// The order an export reads in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadOrder {
-    /// As stored.
-    Stored,
-    /// Grouped by prompt key (conversations without one are skipped), stored order within.
-    ByPrompt,
-}
-
-/// A read-only view of a collector database's conversations.
-#[derive(Debug)]
-pub struct ConversationReader {
+/// A read-only view of a collector database's conversations (what `phoenix export` opens:
+/// safe next to a running collector).
+pub struct SqliteConversations {
     path: PathBuf,
-    conn: Connection,
+    readers: Arc<ReaderPool>,
 }
 
-impl ConversationReader {
+impl std::fmt::Debug for SqliteConversations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteConversations")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteConversations {
     /// Opens `path` read-only; refuses a database without the conversations table or written
     /// by a newer Phoenix.
     pub fn open(path: &Path) -> Result<Self, Error> {
@@ -93,15 +79,18 @@ impl ConversationReader {
         }
         if version < CONVERSATIONS_SINCE {
             return Err(Error::Open {
-                path: path.to_owned(),
+                what: path.display().to_string(),
                 message: format!(
                     "schema version {version} has no conversations (start `phoenix serve collector` on it once to upgrade it)"
                 ),
             });
         }
-        Ok(ConversationReader {
+        drop(conn);
+        Ok(SqliteConversations {
             path: path.to_owned(),
-            conn,
+            // Each read (and an open stream) takes its own connection: a stream left open
+            // never blocks a count.
+            readers: Arc::new(ReaderPool::new(path, 2, CACHE_KIB)),
         })
     }
 
@@ -110,51 +99,147 @@ impl ConversationReader {
         &self.path
     }
 
-    /// How many conversations are stored and how many `filter` leaves out, by reason.
-    pub fn filter_counts(&self, filter: &ConversationFilter) -> Result<FilterCounts, Error> {
-        let since = filter.since.unwrap_or(i64::MIN);
-        let min = filter.min_score;
-        let row = self.conn.query_row(
-            "SELECT COUNT(*), \
-                 COALESCE(SUM(ts_unix < ?1), 0), \
-                 COALESCE(SUM(ts_unix >= ?1 AND ?2 IS NOT NULL AND score IS NULL), 0), \
-                 COALESCE(SUM(ts_unix >= ?1 AND ?2 IS NOT NULL AND score < ?2), 0) \
-                 FROM conversations",
-            params![since, min],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            },
-        )?;
-        Ok(FilterCounts {
-            stored: row.0 as u64,
-            before_since: row.1 as u64,
-            unscored: row.2 as u64,
-            below_min_score: row.3 as u64,
-        })
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let readers = self.readers.clone();
+        blocking(move || readers.with(f)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ConversationStore for SqliteConversations {
+    fn submit_conversations(
+        &self,
+        _conversations: Vec<NewConversation>,
+    ) -> Result<Commit<Vec<bool>>, Error> {
+        Err(read_only())
     }
 
-    /// How many conversations `for_each` would visit.
-    pub fn count(&self, filter: &ConversationFilter, order: ReadOrder) -> Result<u64, Error> {
-        let (clause, args) = where_clause(filter, order);
-        let sql = format!("SELECT COUNT(*) FROM conversations {clause}");
-        let n: i64 = self
-            .conn
-            .query_row(&sql, params_from_iter(args.iter()), |r| r.get(0))?;
-        Ok(n as u64)
+    fn purge_conversations_before(
+        &self,
+        _cutoff: i64,
+        _limit: usize,
+    ) -> Result<Commit<usize>, Error> {
+        Err(read_only())
     }
 
-    /// Calls `f` with every conversation `filter` keeps, in `order`, one row at a time.
-    pub fn for_each<E: From<Error>>(
+    async fn filter_counts(&self, filter: &ConversationFilter) -> Result<FilterCounts, Error> {
+        let filter = *filter;
+        self.read(move |conn| filter_counts(conn, &filter)).await
+    }
+
+    async fn count_conversations(
         &self,
         filter: &ConversationFilter,
         order: ReadOrder,
-        mut f: impl FnMut(StoredConversation) -> Result<(), E>,
-    ) -> Result<(), E> {
+    ) -> Result<u64, Error> {
+        let filter = *filter;
+        self.read(move |conn| count(conn, &filter, order)).await
+    }
+
+    async fn read_conversations(
+        &self,
+        filter: &ConversationFilter,
+        order: ReadOrder,
+    ) -> Result<ConversationStream, Error> {
+        Ok(spawn_stream(self.readers.clone(), *filter, order))
+    }
+}
+
+fn read_only() -> Error {
+    Error::Backend {
+        backend: "sqlite",
+        message: "the database is open read-only".to_owned(),
+        transient: false,
+    }
+}
+
+/// Runs a blocking read on the blocking pool.
+pub(super) async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, Error> + Send + 'static,
+) -> Result<R, Error> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(Error::Backend {
+            backend: "sqlite",
+            message: format!("the read task failed: {e}"),
+            transient: false,
+        })
+    })
+}
+
+/// Streams from a read connection of `readers`, on the blocking pool.
+pub(super) fn spawn_stream(
+    readers: Arc<ReaderPool>,
+    filter: ConversationFilter,
+    order: ReadOrder,
+) -> ConversationStream {
+    let (tx, rows) = ConversationStream::channel(STREAM_ROWS);
+    tokio::task::spawn_blocking(move || {
+        let opened = readers.with(|conn| {
+            stream(conn, &filter, order, &tx);
+            Ok::<_, Error>(())
+        });
+        if let Err(e) = opened {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rows
+}
+
+/// How many conversations are stored and how many `filter` leaves out, by reason.
+pub(super) fn filter_counts(
+    conn: &Connection,
+    filter: &ConversationFilter,
+) -> Result<FilterCounts, Error> {
+    let since = filter.since.unwrap_or(i64::MIN);
+    let min = filter.min_score;
+    let row = conn.query_row(
+        "SELECT COUNT(*), \
+             COALESCE(SUM(ts_unix < ?1), 0), \
+             COALESCE(SUM(ts_unix >= ?1 AND ?2 IS NOT NULL AND score IS NULL), 0), \
+             COALESCE(SUM(ts_unix >= ?1 AND ?2 IS NOT NULL AND score < ?2), 0) \
+             FROM conversations",
+        params![since, min],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    Ok(FilterCounts {
+        stored: row.0 as u64,
+        before_since: row.1 as u64,
+        unscored: row.2 as u64,
+        below_min_score: row.3 as u64,
+    })
+}
+
+/// How many conversations [`stream`] would send.
+pub(super) fn count(
+    conn: &Connection,
+    filter: &ConversationFilter,
+    order: ReadOrder,
+) -> Result<u64, Error> {
+    let (clause, args) = where_clause(filter, order);
+    let sql = format!("SELECT COUNT(*) FROM conversations {clause}");
+    let n: i64 = conn.query_row(&sql, params_from_iter(args.iter()), |r| r.get(0))?;
+    Ok(n as u64)
+}
+
+/// Sends every conversation `filter` keeps, in `order`, from one statement (one snapshot);
+/// stops early when the consumer goes away. A failure is sent as the last item.
+pub(super) fn stream(
+    conn: &Connection,
+    filter: &ConversationFilter,
+    order: ReadOrder,
+    tx: &mpsc::Sender<Result<StoredConversation, Error>>,
+) {
+    let sent = (|| -> Result<(), Error> {
         let (clause, args) = where_clause(filter, order);
         let order_by = match order {
             ReadOrder::Stored => "seq",
@@ -164,14 +249,17 @@ impl ConversationReader {
             "SELECT seq, conversation_id, ts_unix, received_unix, orch_hash, agent_path, feedback, \
              score, prompt_key, messages FROM conversations {clause} ORDER BY {order_by}"
         );
-        let mut stmt = self.conn.prepare(&sql).map_err(Error::from)?;
-        let mut rows = stmt
-            .query(params_from_iter(args.iter()))
-            .map_err(Error::from)?;
-        while let Some(row) = rows.next().map_err(Error::from)? {
-            f(decode(row).map_err(E::from)?)?;
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query(params_from_iter(args.iter()))?;
+        while let Some(row) = rows.next()? {
+            if tx.blocking_send(Ok(decode(row)?)).is_err() {
+                break;
+            }
         }
         Ok(())
+    })();
+    if let Err(e) = sent {
+        let _ = tx.blocking_send(Err(e));
     }
 }
 
@@ -227,7 +315,7 @@ fn decode(row: &rusqlite::Row<'_>) -> Result<StoredConversation, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::store::{SqliteStore, StoreMetrics, StoreOptions, TelemetryStore};
+    use crate::core::store::{SqliteStore, StoreMetrics, StoreOptions};
 
     fn row(id: &str, ts: i64, score: Option<f64>, key: Option<&str>) -> NewConversation {
         NewConversation {
@@ -243,18 +331,16 @@ mod tests {
         }
     }
 
-    fn ids(
-        reader: &ConversationReader,
+    async fn ids(
+        reader: &SqliteConversations,
         filter: ConversationFilter,
         order: ReadOrder,
     ) -> Vec<String> {
         let mut out = Vec::new();
-        reader
-            .for_each::<Error>(&filter, order, |c| {
-                out.push(c.conversation_id);
-                Ok(())
-            })
-            .unwrap();
+        let mut rows = reader.read_conversations(&filter, order).await.unwrap();
+        while let Some(c) = rows.next().await {
+            out.push(c.unwrap().conversation_id);
+        }
         out
     }
 
@@ -289,18 +375,30 @@ mod tests {
         assert_eq!(stored, [false, true]);
 
         // The reader works next to the running writer (WAL).
-        let reader = ConversationReader::open(&path).unwrap();
+        let reader = SqliteConversations::open(&path).unwrap();
         let all = ConversationFilter::default();
-        assert_eq!(ids(&reader, all, ReadOrder::Stored), ["a", "b", "c", "d"]);
-        assert_eq!(ids(&reader, all, ReadOrder::ByPrompt), ["b", "a", "d"]);
+        assert_eq!(
+            ids(&reader, all, ReadOrder::Stored).await,
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(
+            ids(&reader, all, ReadOrder::ByPrompt).await,
+            ["b", "a", "d"]
+        );
         let recent = ConversationFilter {
             since: Some(200),
             min_score: Some(2.0),
         };
-        assert_eq!(ids(&reader, recent, ReadOrder::Stored), ["d"]);
-        assert_eq!(reader.count(&recent, ReadOrder::Stored).unwrap(), 1);
+        assert_eq!(ids(&reader, recent, ReadOrder::Stored).await, ["d"]);
         assert_eq!(
-            reader.filter_counts(&recent).unwrap(),
+            reader
+                .count_conversations(&recent, ReadOrder::Stored)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            reader.filter_counts(&recent).await.unwrap(),
             FilterCounts {
                 stored: 4,
                 before_since: 1,
@@ -323,7 +421,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(purged, 1);
-        assert_eq!(ids(&reader, all, ReadOrder::Stored), ["c", "d"]);
+        assert_eq!(ids(&reader, all, ReadOrder::Stored).await, ["c", "d"]);
         store.close().await;
     }
 
@@ -334,7 +432,7 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 2).unwrap();
         drop(conn);
-        let err = ConversationReader::open(&path).unwrap_err().to_string();
+        let err = SqliteConversations::open(&path).unwrap_err().to_string();
         assert!(err.contains("serve collector"), "{err}");
     }
 }

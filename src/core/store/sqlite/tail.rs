@@ -116,7 +116,7 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::store::migrate;
+    use crate::core::store::sqlite::migrations::migrate;
 
     fn insert(conn: &Connection, table: &str, seq: i64) {
         conn.execute(

@@ -22,14 +22,7 @@ use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord};
 const MAX_GROUP_RECORDS: usize = 50_000;
 
 /// An insight as the writer stores it.
-pub(super) struct InsightRow {
-    pub id: String,
-    pub ts_unix: i64,
-    pub tier: String,
-    pub focus: String,
-    pub source: String,
-    pub body: String,
-}
+pub(super) use crate::core::store::InsightRecord as InsightRow;
 
 /// What retention deletes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,7 +446,7 @@ fn insert_records<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::store::migrate;
+    use crate::core::store::sqlite::migrations::migrate;
 
     fn record(i: usize) -> NewRecord {
         NewRecord {
