@@ -27,6 +27,8 @@ use tokio::task::JoinSet;
 
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
 use crate::core::shared::anonymize::Anonymizer;
+pub use crate::core::shared::stats::median;
+use crate::core::shared::stats::nearest_rank_percentile;
 use crate::core::store::{self, SqliteStore, StoreOptions, TelemetryStore, insert_statement};
 use crate::core::telemetry::{BodyFormat, NewRecord, now_unix, parse_body};
 
@@ -414,28 +416,6 @@ pub struct BenchReport {
     pub targets: Vec<TargetCheck>,
     /// Scenarios that had non-2xx answers or errors; a run with any is not trustworthy.
     pub failures: Vec<String>,
-}
-
-/// Median; NaN for no values.
-pub fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// Nearest-rank percentile (`p` in 0..=1); NaN for no values.
-pub fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
 }
 
 /// Runs every scenario against one in-process collector on this runtime; `progress` is told
@@ -1116,7 +1096,7 @@ async fn analyze(addr: SocketAddr, runs: usize) -> Result<AnalyzeFigures, Error>
         runs: latencies.len(),
         records_analyzed,
         median_ms: median(&latencies),
-        p95_ms: percentile(&latencies, 0.95),
+        p95_ms: nearest_rank_percentile(&latencies, 0.95),
         max_ms: latencies.iter().copied().fold(f64::NAN, f64::max),
         server_analysis_median_ms: median(&server_ms),
         failures: tally.non_2xx + tally.errors,

@@ -1,16 +1,5 @@
 use super::*;
 
-#[test]
-fn median_and_percentile() {
-    assert!(median(&[]).is_nan());
-    assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-    assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-    let v: Vec<f64> = (1..=21).map(f64::from).collect();
-    assert_eq!(percentile(&v, 0.95), 20.0);
-    assert_eq!(percentile(&v, 1.0), 21.0);
-    assert_eq!(percentile(&[7.0], 0.5), 7.0);
-}
-
 fn summary() -> Summary {
     Summary {
         health_per_sec: 50_000.0,

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::shared::stats::linear_percentile_sorted;
 use crate::core::telemetry::{ERROR_LEVELS, StoredTelemetry, now_unix};
 
 /// Level name under which records without a level are counted.
@@ -552,27 +553,11 @@ fn summarize_sorted(sorted: &[f64]) -> Summary {
     Summary {
         count: sorted.len(),
         mean: mean(sorted),
-        p50: percentile_sorted(sorted, 0.50),
-        p95: percentile_sorted(sorted, 0.95),
-        p99: percentile_sorted(sorted, 0.99),
+        p50: linear_percentile_sorted(sorted, 0.50),
+        p95: linear_percentile_sorted(sorted, 0.95),
+        p99: linear_percentile_sorted(sorted, 0.99),
         min: sorted[0],
         max: sorted[sorted.len() - 1],
-    }
-}
-
-/// Percentile `p` (0..=1) of a sorted, non-empty sample by linear interpolation between the
-/// closest ranks (numpy's default, "type 7").
-pub fn percentile_sorted(sorted: &[f64], p: f64) -> f64 {
-    let h = p.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    let frac = h - lo as f64;
-    let (a, b) = (sorted[lo], sorted[hi]);
-    let value = a + frac * (b - a);
-    if value.is_finite() {
-        value
-    } else {
-        a * (1.0 - frac) + b * frac
     }
 }
 

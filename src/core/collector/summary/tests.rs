@@ -1,3 +1,6 @@
+use super::heuristic::*;
+use super::parse::*;
+use super::prompt::*;
 use super::*;
 use crate::core::collector::analysis::{AnalysisOptions, analyze};
 use crate::core::telemetry::StoredTelemetry;

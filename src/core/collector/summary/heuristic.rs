@@ -1,39 +1,11 @@
-//! Insight summaries: rule-based bullets from [`Stats`], the LLM prompt that asks for the same
-//! thing, and parsing an LLM's answer back into bullets.
-//!
-//! Every bullet proposes a non-binary update (`prompt_tweak`, `model_tweak`, `json_patch`,
-//! `yaml_graft`) or an operational check, with the figures that justify it, so an operator can
-//! act on an insight without re-reading the telemetry.
+//! Rule-based insight bullets: findings from [`Stats`] ranked by topic and severity, and the
+//! number formatting they are written with.
 
-use std::fmt::Write as _;
-
-use crate::core::collector::analysis::{
-    AgentStats, Direction, ERROR_RATE_FIELD, FieldStats, NO_AGENT_PATH, Outlier, Stats,
-};
-
-/// Most bullets an insight summary holds.
-pub const MAX_BULLETS: usize = 12;
-/// Overall error rate, and per-agent error rate, from which a bullet is written.
-pub const HIGH_ERROR_RATE: f64 = 0.05;
-/// An agent gets its own error bullet only when its rate is this many times the rest's.
-pub const AGENT_ERROR_FACTOR: f64 = 1.5;
-/// Mean below which a 0..1 score such as `love_score` asks for a prompt tweak.
-pub const LOW_SCORE: f64 = 0.8;
-/// `p99 / p50` above which a latency-like field has a tail worth a timeout.
-pub const TAIL_FACTOR: f64 = 3.0;
-/// Approximate size, in bytes, above which the statistics JSON of a prompt is trimmed.
-pub const PROMPT_STATS_BUDGET: usize = 24 * 1024;
-/// How many agents (by record count) keep their per-agent field summaries in a trimmed prompt.
-pub const PROMPT_TOP_AGENTS: usize = 20;
-
-/// Fewest records or samples an agent needs before rules single it out.
-const MIN_AGENT_SAMPLES: usize = 5;
-/// Per-agent error bullets beyond this many are folded into one.
-const MAX_AGENT_ERROR_BULLETS: usize = 4;
+use super::*;
 
 /// What a bullet is about; a `focus` moves one topic to the front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Topic {
+pub(super) enum Topic {
     Errors,
     Performance,
     Quality,
@@ -42,7 +14,7 @@ enum Topic {
 }
 
 impl Topic {
-    fn from_focus(focus: &str) -> Option<Topic> {
+    pub(super) fn from_focus(focus: &str) -> Option<Topic> {
         let focus = focus.to_ascii_lowercase();
         let has = |words: &[&str]| words.iter().any(|w| focus.contains(w));
         if has(&["error", "reliab", "stabil", "failure", "robust"]) {
@@ -77,7 +49,7 @@ impl Topic {
 
 /// What a numeric field measures, guessed from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Metric {
+pub(super) enum Metric {
     Latency,
     Tokens,
     Cost,
@@ -88,7 +60,7 @@ enum Metric {
 }
 
 impl Metric {
-    fn of(field: &str) -> Metric {
+    pub(super) fn of(field: &str) -> Metric {
         let name = field.to_ascii_lowercase();
         let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
         // Order matters: `tokens_per_sec` is a throughput, `timeout_count` a failure, and a
@@ -137,7 +109,7 @@ impl Metric {
     }
 
     /// The direction in which this metric gets worse, if the name tells.
-    fn worse(self) -> Option<Direction> {
+    pub(super) fn worse(self) -> Option<Direction> {
         match self {
             Metric::Latency | Metric::Tokens | Metric::Cost | Metric::Failure => {
                 Some(Direction::Higher)
@@ -147,7 +119,7 @@ impl Metric {
         }
     }
 
-    fn topic(self) -> Topic {
+    pub(super) fn topic(self) -> Topic {
         match self {
             Metric::Latency | Metric::Tokens | Metric::Cost | Metric::Throughput => {
                 Topic::Performance
@@ -160,7 +132,7 @@ impl Metric {
 }
 
 /// One candidate bullet.
-struct Finding {
+pub(super) struct Finding {
     topic: Topic,
     severity: f64,
     text: String,
@@ -215,7 +187,7 @@ pub fn heuristic_bullets(stats: &Stats, focus: &str) -> Vec<String> {
         .collect()
 }
 
-fn error_findings(stats: &Stats, out: &mut Vec<Finding>) {
+pub(super) fn error_findings(stats: &Stats, out: &mut Vec<Finding>) {
     if stats.error_rate >= HIGH_ERROR_RATE {
         out.push(Finding {
             topic: Topic::Errors,
@@ -304,7 +276,7 @@ fn error_findings(stats: &Stats, out: &mut Vec<Finding>) {
     }
 }
 
-fn outlier_findings(stats: &Stats, out: &mut Vec<Finding>) {
+pub(super) fn outlier_findings(stats: &Stats, out: &mut Vec<Finding>) {
     for outlier in stats
         .outliers
         .iter()
@@ -383,7 +355,7 @@ fn outlier_findings(stats: &Stats, out: &mut Vec<Finding>) {
 }
 
 /// "its response_time mean 2400 is 3.0x the rest of the fleet's 800 (z=4.1, 40 samples)"
-fn outlier_evidence(o: &Outlier) -> String {
+pub(super) fn outlier_evidence(o: &Outlier) -> String {
     let comparison = match o.ratio {
         Some(r) => format!(
             "{}x the rest of the fleet's {}",
@@ -410,7 +382,7 @@ fn outlier_evidence(o: &Outlier) -> String {
     )
 }
 
-fn low_score_finding(stats: &Stats, field: &FieldStats, out: &mut Vec<Finding>) {
+pub(super) fn low_score_finding(stats: &Stats, field: &FieldStats, out: &mut Vec<Finding>) {
     let s = &field.overall;
     // The 0.8 bar only means something on a 0..1 scale.
     if Metric::of(&field.field) != Metric::Score
@@ -467,7 +439,7 @@ fn low_score_finding(stats: &Stats, field: &FieldStats, out: &mut Vec<Finding>) 
     });
 }
 
-fn tail_finding(field: &FieldStats, out: &mut Vec<Finding>) {
+pub(super) fn tail_finding(field: &FieldStats, out: &mut Vec<Finding>) {
     let s = &field.overall;
     if Metric::of(&field.field) != Metric::Latency
         || s.count < MIN_AGENT_SAMPLES
@@ -512,7 +484,7 @@ fn tail_finding(field: &FieldStats, out: &mut Vec<Finding>) {
     });
 }
 
-fn fleet_findings(stats: &Stats, out: &mut Vec<Finding>) {
+pub(super) fn fleet_findings(stats: &Stats, out: &mut Vec<Finding>) {
     let orchs = &stats.orchs;
     if let Some(oldest) = orchs.stale.first() {
         let count = orchs.stale.len();
@@ -546,7 +518,7 @@ fn fleet_findings(stats: &Stats, out: &mut Vec<Finding>) {
 }
 
 /// "; top error kinds: tool_call ×15, llm_request ×10" (at most three), or nothing.
-fn top_kinds(kinds: &[crate::core::collector::analysis::Count], lead: &str) -> String {
+pub(super) fn top_kinds(kinds: &[crate::core::collector::analysis::Count], lead: &str) -> String {
     if kinds.is_empty() {
         return String::new();
     }
@@ -559,7 +531,7 @@ fn top_kinds(kinds: &[crate::core::collector::analysis::Count], lead: &str) -> S
 }
 
 /// A figure with at most three decimals and no trailing zeros; fewer decimals as it grows.
-fn num(x: f64) -> String {
+pub(super) fn num(x: f64) -> String {
     if !x.is_finite() {
         return "n/a".to_owned();
     }
@@ -587,7 +559,7 @@ fn num(x: f64) -> String {
 }
 
 /// A ratio with one decimal: "3.0".
-fn ratio(x: f64) -> String {
+pub(super) fn ratio(x: f64) -> String {
     if !x.is_finite() {
         "n/a".to_owned()
     } else if x.abs() < 1.0 {
@@ -598,18 +570,18 @@ fn ratio(x: f64) -> String {
     }
 }
 
-fn fixed1(x: f64) -> String {
+pub(super) fn fixed1(x: f64) -> String {
     format!("{x:.1}")
 }
 
 /// A rate as a percentage with at most one decimal: "12.5%", "5%".
-fn pct(rate: f64) -> String {
+pub(super) fn pct(rate: f64) -> String {
     let text = format!("{:.1}", rate * 100.0);
     format!("{}%", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// A duration for humans: "45s", "15m", "2h 30m", "3d 4h".
-fn duration(secs: i64) -> String {
+pub(super) fn duration(secs: i64) -> String {
     let secs = secs.max(0);
     let (d, h, m, s) = (
         secs / 86_400,
@@ -626,292 +598,3 @@ fn duration(secs: i64) -> String {
         (d, h, _) => format!("{d}d {h}h"),
     }
 }
-
-const SYSTEM_PROMPT: &str = "\
-You are Phoenix's telemetry analyst. Phoenix operates a fleet of LLM agents (ORCHs) and \
-improves them without shipping new binaries, by publishing non-binary updates: prompt_tweak \
-(prompt overrides), model_tweak (model selection), json_patch (an RFC 6902 patch of the agent \
-configuration) and yaml_graft (a YAML fragment merged into the configuration).
-
-Answer with at most 12 bullet points, one per line, each starting with \"- \". Each bullet is \
-one actionable update: name its update type, its target agent prefix when it concerns specific \
-agents, what to change, and the figures from the statistics that justify it. Use only agents, \
-fields and figures present in the statistics; do not invent any. Put the most important update \
-first. No preamble, no headings, no closing remarks.";
-
-/// The system and user prompts asking an LLM for the bullets of `stats`.
-///
-/// The user prompt carries the focus, the tier and the statistics as compact JSON. When that
-/// JSON would exceed [`PROMPT_STATS_BUDGET`], per-agent field summaries are kept only for the
-/// [`PROMPT_TOP_AGENTS`] agents with the most records (and, if still too large, long lists are
-/// cut), and the prompt says so.
-pub fn llm_prompt(stats: &Stats, focus: &str, tier: &str) -> (String, String) {
-    let (json, note) = stats_json(stats);
-    let mut user = String::new();
-    let focus = if focus.trim().is_empty() {
-        "general"
-    } else {
-        focus.trim()
-    };
-    let _ = writeln!(user, "Focus: {focus}");
-    let _ = writeln!(user, "Tier: {tier}");
-    match tier {
-        "free" => {
-            let _ = writeln!(
-                user,
-                "Free tier: basic insights; prefer the few fleet-wide updates with the most impact."
-            );
-        }
-        "premium" => {
-            let _ = writeln!(
-                user,
-                "Premium tier: advanced insights; per-agent targeting and precise config patches are welcome."
-            );
-        }
-        _ => {}
-    }
-    let _ = writeln!(
-        user,
-        "\nHow to read the statistics: counts are over the last {} records (ts_unix {} to {}). \
-         `fields` summarises numeric payload fields (percentiles by linear interpolation); \
-         `outliers[].fleet_mean` is the mean of all OTHER agents and `z` is in their standard \
-         deviations; agent `{}` means records without an agent path; `orchs.stale` lists ORCHs \
-         whose last heartbeat is older than `orchs.stale_after_secs`.",
-        stats.records,
-        stats
-            .from_ts
-            .map_or_else(|| "-".to_owned(), |t| t.to_string()),
-        stats
-            .to_ts
-            .map_or_else(|| "-".to_owned(), |t| t.to_string()),
-        NO_AGENT_PATH,
-    );
-    if let Some(note) = note {
-        let _ = writeln!(user, "\nNote: {note}");
-    }
-    let _ = writeln!(user, "\nStatistics (JSON):\n{json}");
-    let _ = writeln!(
-        user,
-        "\nFindings of fixed rules over the same statistics (may be incomplete):"
-    );
-    for bullet in heuristic_bullets(stats, focus) {
-        let _ = writeln!(user, "- {bullet}");
-    }
-    let _ = write!(
-        user,
-        "\nWrite at most {MAX_BULLETS} bullets, focused on {focus}."
-    );
-    (SYSTEM_PROMPT.to_owned(), user)
-}
-
-/// The statistics as compact JSON within the prompt budget, and what was left out.
-fn stats_json(stats: &Stats) -> (String, Option<String>) {
-    let encode = |s: &Stats| {
-        let mut value = serde_json::to_value(s).unwrap_or_default();
-        round_floats(&mut value);
-        value.to_string()
-    };
-    let full = encode(stats);
-    if full.len() <= PROMPT_STATS_BUDGET {
-        return (full, None);
-    }
-    let mut largest: Vec<&AgentStats> = stats.agents.iter().collect();
-    largest.sort_by(|a, b| {
-        b.records
-            .cmp(&a.records)
-            .then_with(|| a.agent_path.cmp(&b.agent_path))
-    });
-    let kept: std::collections::HashSet<&str> = largest
-        .iter()
-        .take(PROMPT_TOP_AGENTS)
-        .map(|a| a.agent_path.as_str())
-        .collect();
-    let mut trimmed = stats.clone();
-    for field in &mut trimmed.fields {
-        field
-            .per_agent
-            .retain(|a| kept.contains(a.agent_path.as_str()));
-    }
-    let mut note = format!(
-        "per-agent field summaries are kept only for the {} agents with the most records; {} \
-         other agents are left out of `fields[].per_agent` to fit the prompt.",
-        kept.len(),
-        stats.agents.len().saturating_sub(kept.len())
-    );
-    let json = encode(&trimmed);
-    if json.len() <= PROMPT_STATS_BUDGET {
-        return (json, Some(note));
-    }
-    // Still too large: drop per-agent summaries altogether and cut the long lists.
-    for field in &mut trimmed.fields {
-        field.per_agent.clear();
-    }
-    trimmed.fields.truncate(50);
-    trimmed.by_kind.truncate(50);
-    trimmed.by_agent_path.truncate(50);
-    trimmed.error_kinds.truncate(20);
-    trimmed.agents.sort_by(|a, b| {
-        b.records
-            .cmp(&a.records)
-            .then_with(|| a.agent_path.cmp(&b.agent_path))
-    });
-    trimmed.agents.truncate(50);
-    trimmed.outliers.truncate(50);
-    trimmed.orchs.stale.truncate(20);
-    note = format!(
-        "{note} Even so the statistics were too large: every per-agent field summary is left out, \
-         and lists are cut to their first entries (fields 50, kinds 50, agents 50 by record \
-         count, outliers 50, stale ORCHs 20); counts such as `records`, `errors` and `orchs` \
-         still cover the whole window."
-    );
-    (encode(&trimmed), Some(note))
-}
-
-/// Rounds every non-integer number to four significant digits: float noise such as
-/// `0.010000000000000007` costs prompt tokens and invites the model to quote it.
-fn round_floats(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Number(n) if n.is_f64() => {
-            if let Some(x) = n.as_f64().filter(|x| *x != 0.0) {
-                // Powers of ten above 1 are exact; dividing by them avoids 0.1-style noise.
-                let digits = 3 - x.abs().log10().floor() as i32;
-                let rounded = if digits >= 0 {
-                    let scale = 10f64.powi(digits);
-                    (x * scale).round() / scale
-                } else {
-                    let scale = 10f64.powi(-digits);
-                    (x / scale).round() * scale
-                };
-                if let Some(r) =
-                    serde_json::Number::from_f64(rounded).filter(|_| rounded.is_finite())
-                {
-                    *n = r;
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(round_floats),
-        serde_json::Value::Object(map) => map.values_mut().for_each(round_floats),
-        _ => {}
-    }
-}
-
-/// Bullets out of an LLM's answer, at most [`MAX_BULLETS`].
-///
-/// Lines marked `-`, `*`, `•` or `1.` / `1)` are bullets (markers and surrounding `**` are
-/// stripped); indented lines after a bullet continue it. Blank lines, headings (`#`), code
-/// fences and preamble lines ending with `:` are ignored. An answer without any marked line
-/// gives one bullet per remaining line.
-pub fn parse_bullets(text: &str) -> Vec<String> {
-    let mut marked: Vec<String> = Vec::new();
-    // Indentation of the bullet being built, while continuation lines may still join it.
-    let mut open: Option<usize> = None;
-    let mut plain: Vec<String> = Vec::new();
-
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        if trimmed.starts_with('#') || trimmed.starts_with("```") {
-            open = None;
-            continue;
-        }
-        let indent = line.len() - line.trim_start().len();
-        match strip_marker(trimmed) {
-            Some(body) => {
-                let body = clean(body);
-                match open {
-                    // A nested bullet belongs to its parent.
-                    Some(parent) if indent > parent => append(marked.last_mut(), &body),
-                    _ => {
-                        marked.push(body);
-                        open = Some(indent);
-                    }
-                }
-            }
-            None => match open {
-                Some(parent) if indent > parent => append(marked.last_mut(), &clean(trimmed)),
-                _ => {
-                    open = None;
-                    let body = clean(trimmed);
-                    if !body.ends_with(':') {
-                        plain.push(body);
-                    }
-                }
-            },
-        }
-    }
-
-    let bullets = if marked.iter().any(|b| !b.is_empty()) {
-        marked
-    } else {
-        plain
-    };
-    bullets
-        .into_iter()
-        .filter(|b| !b.is_empty())
-        .take(MAX_BULLETS)
-        .collect()
-}
-
-fn append(bullet: Option<&mut String>, more: &str) {
-    if let Some(bullet) = bullet {
-        if more.is_empty() {
-            return;
-        }
-        if !bullet.is_empty() {
-            bullet.push(' ');
-        }
-        bullet.push_str(more);
-    }
-}
-
-/// The text after a list marker, if the line starts with one.
-fn strip_marker(line: &str) -> Option<&str> {
-    for marker in ["-", "*", "•", "–", "+"] {
-        if let Some(rest) = line.strip_prefix(marker) {
-            // `**bold**` and `---` are not markers; a marker is followed by a space.
-            if rest.is_empty() || rest.starts_with(char::is_whitespace) {
-                return Some(rest);
-            }
-        }
-    }
-    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
-    if (1..=3).contains(&digits) {
-        let rest = &line[digits..];
-        if let Some(rest) = rest.strip_prefix('.').or_else(|| rest.strip_prefix(')'))
-            && (rest.is_empty() || rest.starts_with(char::is_whitespace))
-        {
-            return Some(rest);
-        }
-    }
-    None
-}
-
-/// Trims a bullet and removes bold wrapping the whole of it.
-fn clean(text: &str) -> String {
-    let mut text = text.trim();
-    while let Some(inner) = text.strip_prefix("**").and_then(|t| t.strip_suffix("**")) {
-        text = inner.trim();
-    }
-    if let Some(inner) = text.strip_prefix("**").and_then(|t| t.strip_suffix("**:")) {
-        return format!("{}:", inner.trim());
-    }
-    text.to_owned()
-}
-
-/// Bullets as a Markdown list: `- a\n- b`.
-pub fn render_summary(bullets: &[String]) -> String {
-    let mut out = String::new();
-    for (i, bullet) in bullets.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str("- ");
-        out.push_str(bullet);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests;
