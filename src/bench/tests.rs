@@ -1,3 +1,5 @@
+use super::ingest::*;
+use super::load::*;
 use super::*;
 
 fn summary() -> Summary {
