@@ -19,6 +19,7 @@ use super::{
     PullRequest, Repo, smart_http,
 };
 use crate::core::forge::git::{RefSpec, Token};
+use crate::core::shared::retry::{RetryPolicy, Verdict, retry};
 
 /// Rate-limit waits before giving up.
 const RATE_LIMIT_RETRIES: u32 = 3;
@@ -58,6 +59,7 @@ pub struct GithubForge {
     owner: String,
 }
 
+#[derive(Clone, Copy)]
 enum Method {
     Get,
     Post,
@@ -158,59 +160,81 @@ impl GithubForge {
         &self.owner
     }
 
+    /// One API call; rate limits are waited out (at most [`RATE_LIMIT_RETRIES`] times, each
+    /// wait no longer than `max_rate_wait`) before giving up with [`Error::RateLimited`].
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Answer, Error> {
-        let mut waits = 0;
-        loop {
-            let sent = match method {
-                Method::Get => self.client._get(path).await,
-                Method::Post => self.client._post(path, body).await,
-                Method::Put => self.client._put(path, body).await,
-                Method::Patch => self.client._patch(path, body).await,
-                Method::Delete => self.client._delete(path, body).await,
-            };
-            let response = sent.map_err(|e| Error::Unreachable {
-                url: format!("{}{path}", self.settings.api_url.trim_end_matches('/')),
-                detail: crate::core::shared::llm::error_chain(&e),
-            })?;
-            let status = response.status();
-            let wait = rate_limit_wait(status, response.headers());
-            let text =
-                self.client
-                    .body_to_string(response)
-                    .await
-                    .map_err(|e| Error::Unreachable {
-                        url: path.to_owned(),
-                        detail: crate::core::shared::llm::error_chain(&e),
-                    })?;
-            if let Some(wait) = wait {
-                if wait > self.settings.max_rate_wait || waits >= RATE_LIMIT_RETRIES {
-                    return Err(Error::RateLimited { reset_in: wait });
+        let max_rate_wait = self.settings.max_rate_wait;
+        let policy = RetryPolicy {
+            max_retries: RATE_LIMIT_RETRIES,
+            base: Duration::ZERO,
+            max: max_rate_wait,
+        };
+        retry(
+            policy,
+            |_| self.call_once(method, path, body),
+            |e| match e {
+                Error::RateLimited { reset_in } if *reset_in <= max_rate_wait => {
+                    Verdict::Retry(Some(*reset_in))
                 }
-                waits += 1;
+                _ => Verdict::Fail,
+            },
+            |_, wait| {
                 tracing::warn!(
                     path,
-                    wait_ms = wait.as_millis() as u64,
+                    wait_ms = wait.delay.as_millis() as u64,
                     "GitHub rate limit; waiting"
                 );
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let answer = Answer { status, body, text };
-            return match status.as_u16() {
-                401 => Err(Error::Unauthorized {
-                    detail: message(&answer),
-                }),
-                403 => Err(Error::Forbidden {
-                    detail: message(&answer),
-                }),
-                _ => Ok(answer),
-            };
+            },
+        )
+        .await
+    }
+
+    /// One HTTP request; a rate-limited answer is [`Error::RateLimited`] with the wait asked.
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, Error> {
+        let sent = match method {
+            Method::Get => self.client._get(path).await,
+            Method::Post => self.client._post(path, body).await,
+            Method::Put => self.client._put(path, body).await,
+            Method::Patch => self.client._patch(path, body).await,
+            Method::Delete => self.client._delete(path, body).await,
+        };
+        let response = sent.map_err(|e| Error::Unreachable {
+            url: format!("{}{path}", self.settings.api_url.trim_end_matches('/')),
+            detail: crate::core::shared::llm::error_chain(&e),
+        })?;
+        let status = response.status();
+        let wait = rate_limit_wait(status, response.headers());
+        let text = self
+            .client
+            .body_to_string(response)
+            .await
+            .map_err(|e| Error::Unreachable {
+                url: path.to_owned(),
+                detail: crate::core::shared::llm::error_chain(&e),
+            })?;
+        if let Some(wait) = wait {
+            return Err(Error::RateLimited { reset_in: wait });
+        }
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let answer = Answer { status, body, text };
+        match status.as_u16() {
+            401 => Err(Error::Unauthorized {
+                detail: message(&answer),
+            }),
+            403 => Err(Error::Forbidden {
+                detail: message(&answer),
+            }),
+            _ => Ok(answer),
         }
     }
 

@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::core::shared::retry::{RetryPolicy, Verdict, retry};
 
 /// Longest provider message kept in an error, so a proxy's HTML error page cannot flood logs.
 const DETAIL_LIMIT: usize = 300;
@@ -449,34 +450,41 @@ impl LlmClient {
             temperature: request.temperature,
             max_tokens: request.max_tokens,
         };
-        let max_attempts = settings.max_retries.saturating_add(1);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let failure = match self.attempt(&body, attempts).await {
-                Ok(mut response) => {
+        let policy = RetryPolicy {
+            max_retries: settings.max_retries,
+            base: settings.backoff_base,
+            max: settings.max_backoff,
+        };
+        retry(
+            policy,
+            |attempts| {
+                let body = &body;
+                async move {
+                    let mut response = self.attempt(body, attempts).await?;
                     response.attempts = attempts;
-                    return Ok(response);
+                    Ok(response)
                 }
-                Err(failure) => failure,
-            };
-            if attempts >= max_attempts || !failure.error.is_retryable() {
-                return Err(failure.error);
-            }
-            let delay = match failure.retry_after {
-                Some(wanted) => wanted.min(settings.max_backoff),
-                None => backoff(settings.backoff_base, settings.max_backoff, attempts - 1),
-            };
-            tracing::warn!(
-                attempt = attempts,
-                max_attempts,
-                delay_ms = delay.as_millis() as u64,
-                kind = failure.error.kind(),
-                error = %failure.error,
-                "LLM request failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
+            },
+            |failure: &Failure| {
+                if failure.error.is_retryable() {
+                    Verdict::Retry(failure.retry_after)
+                } else {
+                    Verdict::Fail
+                }
+            },
+            |failure, wait| {
+                tracing::warn!(
+                    attempt = wait.attempt,
+                    max_attempts = wait.max_attempts,
+                    delay_ms = wait.delay.as_millis() as u64,
+                    kind = failure.error.kind(),
+                    error = %failure.error,
+                    "LLM request failed; retrying"
+                );
+            },
+        )
+        .await
+        .map_err(|failure| failure.error)
     }
 
     /// One system + one user message with the default model; an empty `system` is left out.
@@ -570,16 +578,6 @@ fn header_value(what: &str, value: &str) -> Result<HeaderValue, Error> {
             "the {what} contains characters not allowed in an HTTP header"
         ))
     })
-}
-
-/// `base * 2^retry`, ±25% jitter so concurrent callers (the hive) do not retry in lockstep,
-/// never above `max`.
-fn backoff(base: Duration, max: Duration, retry: u32) -> Duration {
-    let exponential = base.saturating_mul(2u32.saturating_pow(retry)).min(max);
-    let jitter = rand::rng().random_range(0.75..=1.25);
-    Duration::try_from_secs_f64(exponential.as_secs_f64() * jitter)
-        .unwrap_or(max)
-        .min(max)
 }
 
 /// The server's requested wait: OpenAI's `retry-after-ms`, else `Retry-After` in seconds.

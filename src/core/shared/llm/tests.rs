@@ -87,25 +87,6 @@ fn provider_detail_prefers_the_json_message_and_truncates() {
 }
 
 #[test]
-fn backoff_doubles_with_jitter_and_respects_the_cap() {
-    let base = Duration::from_millis(100);
-    let max = Duration::from_secs(1);
-    for _ in 0..50 {
-        let first = backoff(base, max, 0);
-        assert!(
-            first >= Duration::from_millis(75) && first <= Duration::from_millis(125),
-            "{first:?}"
-        );
-        let third = backoff(base, max, 2);
-        assert!(
-            third >= Duration::from_millis(300) && third <= Duration::from_millis(500),
-            "{third:?}"
-        );
-        assert!(backoff(base, max, 40) <= max);
-    }
-}
-
-#[test]
 fn settings_are_validated_and_the_key_is_not_logged() {
     let mut settings = LlmSettings::new("ftp://example.com", "m");
     assert!(matches!(
