@@ -1,3 +1,4 @@
+use super::operations::check_state;
 use super::*;
 
 #[test]
