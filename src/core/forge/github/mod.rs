@@ -320,15 +320,19 @@ impl GithubForge {
         }
     }
 
+    /// `GET /contents/{path}` of a file on a commit.
+    async fn contents(&self, repo: &Repo, sha: &str, path: &str) -> Result<Answer, Error> {
+        self.call(
+            Method::Get,
+            &format!("{}/contents/{path}?ref={sha}", self.repo_path(repo)),
+            None,
+        )
+        .await
+    }
+
     /// The blob sha of a file on a commit, for the contents API's optimistic concurrency.
     async fn file_sha(&self, repo: &Repo, sha: &str, path: &str) -> Result<Option<String>, Error> {
-        let a = self
-            .call(
-                Method::Get,
-                &format!("{}/contents/{path}?ref={sha}", self.repo_path(repo)),
-                None,
-            )
-            .await?;
+        let a = self.contents(repo, sha, path).await?;
         match a.status.as_u16() {
             200 => Ok(a.body.get("sha").and_then(Value::as_str).map(str::to_owned)),
             404 => Ok(None),

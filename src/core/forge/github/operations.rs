@@ -87,13 +87,7 @@ impl Forge for GithubForge {
     }
 
     async fn read_file(&self, repo: &Repo, sha: &str, path: &str) -> Result<Option<String>, Error> {
-        let a = self
-            .call(
-                Method::Get,
-                &format!("{}/contents/{path}?ref={sha}", self.repo_path(repo)),
-                None,
-            )
-            .await?;
+        let a = self.contents(repo, sha, path).await?;
         match a.status.as_u16() {
             200 => {
                 let encoded: String = a.body["content"]
