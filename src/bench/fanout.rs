@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{Machine, ScratchDir, median, percentile, secs};
+use super::{Machine, ScratchDir, secs};
 use crate::core::distributor::UpdateStatus;
 use crate::core::shared::client::{self, ApiClient, ClientOptions};
+use crate::core::shared::stats::{median, nearest_rank_percentile};
 use crate::core::updates::{PublishRequest, UpdateEnvelope, UpdateType};
 use process::Distributor;
 pub use report::{
@@ -288,8 +289,8 @@ async fn measure(
     let latency = LatencyFigures {
         acks: latencies.len(),
         expected: connected * opts.publishes,
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
+        p50_ms: nearest_rank_percentile(&latencies, 0.50),
+        p99_ms: nearest_rank_percentile(&latencies, 0.99),
         max_ms: latencies.iter().copied().fold(f64::NAN, f64::max),
         last_ack_median_ms: of_publishes(|p| p.last_ack_ms),
         recorded_median_ms: of_publishes(|p| p.recorded_ms),

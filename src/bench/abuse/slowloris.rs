@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{AbuseOptions, CONNECT_PARALLELISM, Error, REQUEST_TIMEOUT, authority, mb, stop};
-use crate::bench::percentile;
+use crate::core::shared::stats::nearest_rank_percentile;
 
 /// A slowloris connection sends one more header byte this often.
 const TRICKLE: Duration = Duration::from_secs(1);
@@ -120,8 +120,8 @@ pub(super) async fn run(
         cut_by_server: cut.load(Ordering::Acquire),
         health_requests: latencies.len() + failed,
         health_failures: failed,
-        health_p50_ms: percentile(&latencies, 0.50),
-        health_p99_ms: percentile(&latencies, 0.99),
+        health_p50_ms: nearest_rank_percentile(&latencies, 0.50),
+        health_p99_ms: nearest_rank_percentile(&latencies, 0.99),
         health_max_ms: latencies.iter().copied().fold(f64::NAN, f64::max),
         rss_mb,
     })

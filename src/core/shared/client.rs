@@ -11,6 +11,7 @@ use reqwest::header::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::core::shared::retry::{self, Verdict};
 use crate::core::shared::tls;
 
 /// How to reach a server.
@@ -313,26 +314,7 @@ impl ApiClient {
     }
 }
 
-/// How hard to retry.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Extra attempts after the first.
-    pub max_retries: u32,
-    /// First backoff; doubles each time.
-    pub base: Duration,
-    /// Cap on one wait (also caps `Retry-After`).
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_retries: 5,
-            base: Duration::from_millis(250),
-            max: Duration::from_secs(30),
-        }
-    }
-}
+pub use super::retry::RetryPolicy;
 
 /// Runs `attempt` until it succeeds, fails for good, or retries run out.
 pub async fn with_retry<T, F, Fut>(policy: RetryPolicy, mut attempt: F) -> Result<T, Error>
@@ -340,25 +322,19 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
 {
-    let mut tries = 0;
-    loop {
-        match attempt().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retryable() && tries < policy.max_retries => {
-                let backoff = policy
-                    .base
-                    .saturating_mul(1 << tries.min(16))
-                    .min(policy.max);
-                let jitter = rand::random_range(0.75..1.25);
-                let wait = e
-                    .retry_after()
-                    .map(|r| r.min(policy.max))
-                    .unwrap_or_else(|| backoff.mul_f64(jitter));
-                tracing::warn!(error = %e, attempt = tries + 1, wait_ms = wait.as_millis() as u64, "retrying");
-                tokio::time::sleep(wait).await;
-                tries += 1;
+    retry::retry(
+        policy,
+        |_| attempt(),
+        |e: &Error| {
+            if e.is_retryable() {
+                Verdict::Retry(e.retry_after())
+            } else {
+                Verdict::Fail
             }
-            Err(e) => return Err(e),
-        }
-    }
+        },
+        |e, wait| {
+            tracing::warn!(error = %e, attempt = wait.attempt, wait_ms = wait.delay.as_millis() as u64, "retrying");
+        },
+    )
+    .await
 }

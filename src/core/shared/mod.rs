@@ -1,6 +1,6 @@
 //! What every component may use and that depends on no component: settings, the HTTP client
 //! of Phoenix's servers, the LLM client, TLS, per-installation keys (orch hashes, agent
-//! tokens), tiers, and strict JSON.
+//! tokens), tiers, strict JSON, one retry/backoff loop, and order statistics (median, percentiles).
 
 pub mod agent_token;
 pub mod anonymize;
@@ -10,6 +10,8 @@ pub mod error_kind;
 pub mod json;
 pub mod keyfile;
 pub mod llm;
+pub mod retry;
 pub mod signal;
+pub mod stats;
 pub mod tier;
 pub mod tls;

@@ -1,0 +1,340 @@
+//! The `phoenix bench ingest` run: the scenarios against one in-process collector, the
+//! generated envelopes and the storage ceiling measured beside them.
+
+use super::load::*;
+use super::*;
+
+pub async fn run(
+    opts: &BenchOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BenchReport, Error> {
+    opts.validate()?;
+    let machine = Machine::current();
+    let scratch = ScratchDir::create()?;
+    let metrics = Arc::new(Metrics::default());
+    let store: Arc<dyn TelemetryStore> = Arc::new(SqliteStore::open(
+        &StoreOptions::new(scratch.0.join("collector.db")),
+        metrics.store.clone(),
+    )?);
+    let anonymizer = Anonymizer::from_key(b"phoenix-bench");
+    let config = CollectorConfig {
+        premium_key: Some(PREMIUM_KEY.to_owned()),
+        ..CollectorConfig::default()
+    };
+    let state = AppState::new(store.clone(), anonymizer.clone(), config, metrics.clone())?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io("binding 127.0.0.1:0"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("reading the bound address"))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(collector::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+
+    let rig = Rig {
+        addr,
+        anonymizer: &anonymizer,
+        dir: &scratch.0,
+        store,
+        metrics: &metrics,
+    };
+    let measured = measure(opts, machine, &rig, progress).await;
+
+    let _ = stop_tx.send(());
+    let stopped = match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(Error::Shutdown(e.to_string())),
+        Ok(Err(e)) => Err(Error::Shutdown(e.to_string())),
+        Err(_) => Err(Error::Shutdown(format!(
+            "still draining after {}s",
+            SHUTDOWN_GRACE.as_secs()
+        ))),
+    };
+    let report = measured?;
+    stopped?;
+    Ok(report)
+}
+
+/// The in-process collector under test and what the scenarios reach it through.
+pub(super) struct Rig<'a> {
+    addr: SocketAddr,
+    anonymizer: &'a Anonymizer,
+    /// Scratch directory for the storage ceiling's databases.
+    dir: &'a Path,
+    store: Arc<dyn TelemetryStore>,
+    metrics: &'a Metrics,
+}
+
+pub(super) async fn measure(
+    opts: &BenchOptions,
+    machine: Machine,
+    rig: &Rig<'_>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BenchReport, Error> {
+    let (addr, metrics) = (rig.addr, rig.metrics);
+    let ts = now_unix();
+    let health = Arc::new(Template::new(
+        addr,
+        Method::GET,
+        "/health",
+        None,
+        0,
+        vec![Bytes::new()],
+    ));
+    let single_bodies = (0..SINGLE_BODIES)
+        .map(|i| Bytes::from(envelope(i, ts)))
+        .collect();
+    let single = Arc::new(Template::new(
+        addr,
+        Method::POST,
+        "/ingest",
+        Some("application/json"),
+        1,
+        single_bodies,
+    ));
+    let batch_bodies: Vec<Bytes> = (0..BATCH_BODIES)
+        .map(|b| {
+            let lines: Vec<String> = (0..opts.batch_size)
+                .map(|i| envelope(b * opts.batch_size + i, ts))
+                .collect();
+            Bytes::from(lines.join("\n"))
+        })
+        .collect();
+    let rows = Arc::new(rows_like_ingest(
+        &batch_bodies,
+        opts.storage_rows,
+        rig.anonymizer,
+    ));
+    let batch = Arc::new(Template::new(
+        addr,
+        Method::POST,
+        "/ingest",
+        Some("application/x-ndjson"),
+        opts.batch_size,
+        batch_bodies,
+    ));
+
+    let mut rounds = Vec::with_capacity(opts.rounds);
+    for r in 1..=opts.rounds {
+        let tag = |what: &str| format!("round {r}/{}: {what}", opts.rounds);
+        progress(&tag("GET /health (HTTP ceiling)"));
+        let health = load(&health, opts.connections, opts, metrics).await?;
+        progress(&tag("POST /ingest, one event per request"));
+        let ingest_single = load(&single, opts.connections, opts, metrics).await?;
+        progress(&tag("POST /ingest, NDJSON batches"));
+        let ingest_batch = load(&batch, opts.batch_connections, opts, metrics).await?;
+        progress(&tag("raw SQLite inserts (storage ceiling)"));
+        let path = rig.dir.join(format!("ceiling-{r}.db"));
+        let rows = rows.clone();
+        let storage_ceiling = tokio::task::spawn_blocking(move || storage_ceiling(&path, &rows))
+            .await
+            .map_err(|e| Error::Io {
+                what: "running the storage ceiling".to_owned(),
+                source: std::io::Error::other(e),
+            })??;
+        rounds.push(Round {
+            single_vs_health: ingest_single.events_per_sec / health.requests_per_sec,
+            batch_vs_storage: ingest_batch.events_per_sec / storage_ceiling.rows_per_sec,
+            health,
+            ingest_single,
+            ingest_batch,
+            storage_ceiling,
+        });
+    }
+
+    progress(&format!("POST /analyze over {ANALYZE_RECORDS} records"));
+    top_up(&rig.store, &rows).await?;
+    let analyze = analyze(addr, opts.analyze_runs).await?;
+
+    let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    let summary = Summary {
+        health_per_sec: med(|r| r.health.requests_per_sec),
+        ingest_single_per_sec: med(|r| r.ingest_single.events_per_sec),
+        ingest_batch_per_sec: med(|r| r.ingest_batch.events_per_sec),
+        storage_rows_per_sec: med(|r| r.storage_ceiling.rows_per_sec),
+        single_vs_health: med(|r| r.single_vs_health),
+        batch_vs_storage: med(|r| r.batch_vs_storage),
+        analyze_median_ms: analyze.median_ms,
+    };
+    let mut failures = Vec::new();
+    for (i, r) in rounds.iter().enumerate() {
+        for (name, f) in [
+            ("health", &r.health),
+            ("ingest_single", &r.ingest_single),
+            ("ingest_batch", &r.ingest_batch),
+        ] {
+            if f.non_2xx + f.errors > 0 {
+                failures.push(format!(
+                    "{name} (round {}): {} non-2xx, {} errors; first: {}",
+                    i + 1,
+                    f.non_2xx,
+                    f.errors,
+                    f.first_failure.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+    }
+    if analyze.failures > 0 || analyze.records_analyzed != ANALYZE_RECORDS {
+        failures.push(format!(
+            "analyze: {} failed calls, records_analyzed {} (expected {ANALYZE_RECORDS}); first: {}",
+            analyze.failures,
+            analyze.records_analyzed,
+            analyze.first_failure.as_deref().unwrap_or("-")
+        ));
+    }
+    Ok(BenchReport {
+        machine,
+        options: opts.clone(),
+        targets: evaluate_targets(&summary),
+        rounds,
+        analyze,
+        summary,
+        failures,
+    })
+}
+
+/// A cheap hash so generated values vary without a random source: runs are reproducible.
+pub(super) fn mix(i: usize) -> u64 {
+    let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The `i`-th generated envelope: what an orch of a ~50-strong fleet would send.
+pub(super) fn envelope(i: usize, ts: i64) -> String {
+    let h = mix(i);
+    let level = match h % 20 {
+        0 => "error",
+        1 | 2 => "warn",
+        _ => "info",
+    };
+    serde_json::json!({
+        "orch_id": format!("orch-bench-{:02}", i % ORCH_IDS),
+        "agent_path": AGENT_PATHS[(h >> 8) as usize % AGENT_PATHS.len()],
+        // Live agents send events seconds after they happen, so index inserts land near the
+        // end of each index. Spreading them over minutes in a database that holds only those
+        // minutes makes every insert random and halves both ingest and the storage ceiling.
+        "ts_unix": ts - (h % 3) as i64,
+        "kind": KINDS[(h >> 12) as usize % KINDS.len()],
+        "level": level,
+        "tags": ["bench", format!("region-{}", (h >> 16) % 3)],
+        "payload": {
+            "response_time": 20.0 + ((h >> 20) % 4000) as f64 / 10.0,
+            "token_count": 50 + (h >> 32) % 4000,
+            "love_score": ((h >> 44) % 1000) as f64 / 1000.0,
+        },
+    })
+    .to_string()
+}
+
+/// The rows `POST /ingest` would store for these bodies, cycled up to `n` rows; mirrors the
+/// collector's envelope-to-record step so the storage ceiling inserts the same data.
+pub(super) fn rows_like_ingest(
+    bodies: &[Bytes],
+    n: usize,
+    anonymizer: &Anonymizer,
+) -> Vec<NewRecord> {
+    let now = now_unix();
+    let envelopes: Vec<_> = bodies
+        .iter()
+        .flat_map(|b| parse_body(b, BodyFormat::Ndjson).expect("generated envelopes are valid"))
+        .collect();
+    envelopes
+        .iter()
+        .cycle()
+        .take(n)
+        .map(|e| NewRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            ts_unix: e.ts_unix.unwrap_or(now),
+            received_unix: now,
+            kind: e.kind.clone(),
+            level: e.level.clone(),
+            orch_hash: e.orch_id.as_deref().map(|id| anonymizer.orch_hash(id)),
+            agent_path: e.agent_path.clone(),
+            tags_json: e
+                .tags
+                .as_ref()
+                .map(|t| serde_json::to_string(t).expect("strings serialize")),
+            payload_json: e.payload.get().to_owned(),
+        })
+        .collect()
+}
+
+/// Inserts `rows` in one transaction into a fresh database opened as the store opens its
+/// writer connection; only the inserts and the commit are timed.
+pub(super) fn storage_ceiling(path: &Path, rows: &[NewRecord]) -> Result<StorageFigures, Error> {
+    let mut conn = open_like_store(path)?;
+    store::sqlite::migrations::migrate(&mut conn)?;
+    let started = Instant::now();
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(insert_statement())?;
+        for r in rows {
+            stmt.execute(params![
+                r.id,
+                r.ts_unix,
+                r.received_unix,
+                r.kind,
+                r.level,
+                r.orch_hash,
+                r.agent_path,
+                r.tags_json,
+                r.payload_json
+            ])?;
+        }
+    }
+    tx.commit()?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(StorageFigures {
+        rows: rows.len(),
+        seconds,
+        rows_per_sec: rows.len() as f64 / seconds,
+    })
+}
+
+/// The pragmas of the store's writer connection (`store::sqlite::open_connection`, default
+/// `SyncMode::Normal`); keep the two in step or the ceiling measures a different engine.
+pub(super) fn open_like_store(path: &Path) -> Result<Connection, Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Io {
+            what: format!("storage ceiling at {}", path.display()),
+            source: std::io::Error::other(format!("cannot enable WAL (journal_mode is {mode})")),
+        });
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    // The writer leaves checkpoints to a background thread (store::checkpoint).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
+}
+
+/// Makes sure the store holds at least [`ANALYZE_RECORDS`] rows, whatever the load phases
+/// managed to write (a very short `--duration` may not reach it).
+pub(super) async fn top_up(
+    store: &Arc<dyn TelemetryStore>,
+    rows: &Arc<Vec<NewRecord>>,
+) -> Result<(), Error> {
+    let count = store.count().await?;
+    let missing = ANALYZE_RECORDS.saturating_sub(count as usize);
+    if missing > 0 {
+        let extra: Vec<_> = rows.iter().cycle().take(missing).cloned().collect();
+        store.submit(extra)?.wait().await?;
+    }
+    Ok(())
+}

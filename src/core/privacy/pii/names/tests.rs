@@ -1,0 +1,85 @@
+use super::*;
+
+fn people(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    detect_people_and_orgs(text, &mut found);
+    found
+        .iter()
+        .filter(|s| s.entity == EntityType::Person)
+        .map(|s| &text[s.start..s.end])
+        .collect()
+}
+
+fn orgs_in(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    detect_people_and_orgs(text, &mut found);
+    found
+        .iter()
+        .filter(|s| s.entity == EntityType::Organization)
+        .map(|s| &text[s.start..s.end])
+        .collect()
+}
+
+#[test]
+fn gazetteer_names_capitalised_or_not() {
+    assert_eq!(people("I talked to Dan Johnson yesterday"), ["Dan Johnson"]);
+    assert_eq!(people("sarah said the build is green"), Vec::<&str>::new());
+    assert_eq!(people("ping dan johnson about it"), ["dan johnson"]);
+    assert_eq!(people("Priya's laptop broke"), ["Priya"]);
+    assert_eq!(people("Anna-Lena O'Brien called"), ["Anna-Lena O'Brien"]);
+}
+
+#[test]
+fn context_finds_names_the_gazetteer_lacks() {
+    assert_eq!(
+        people("hi, my name is zephyrine and I need help"),
+        ["zephyrine"]
+    );
+    assert_eq!(
+        people("Dear Xiomara,\nthe invoice is attached"),
+        ["Xiomara"]
+    );
+    assert_eq!(people("Best regards,\nOlwethu Dube"), ["Olwethu Dube"]);
+    assert_eq!(people("my colleague Thandeka will join"), ["Thandeka"]);
+    assert_eq!(people("please ask Mr. Okoro about it"), ["Okoro"]);
+    assert_eq!(people("I'm dan, nice to meet you"), ["dan"]);
+    assert_eq!(people("Zephyrine Johnson signed it"), ["Zephyrine Johnson"]);
+}
+
+#[test]
+fn common_words_that_are_names_need_evidence() {
+    for negative in [
+        "Will you send the report?",
+        "We ship in May.",
+        "Mark the ticket as done",
+        "I hope you can help",
+        "thanks for the help",
+        "hi there, the build broke",
+        "I'm fine, thanks",
+        "Thanks, noted.",
+        "thanks, understood",
+        "Hi again, the build broke",
+        "my name is not important",
+        "We use Python with Docker",
+    ] {
+        assert!(
+            people(negative).is_empty(),
+            "{negative}: {:?}",
+            people(negative)
+        );
+    }
+    assert_eq!(people("Will Smith called"), ["Will Smith"]);
+    assert_eq!(people("my name is Will"), ["Will"]);
+}
+
+#[test]
+fn organisations_by_suffix_and_context() {
+    assert_eq!(
+        orgs_in("a contract with Northwind Traders Ltd. last year"),
+        ["Northwind Traders Ltd"]
+    );
+    assert_eq!(orgs_in("Globex GmbH and Initech"), ["Globex GmbH"]);
+    assert_eq!(orgs_in("I work at Initech now"), ["Initech"]);
+    assert_eq!(orgs_in("we bought acme corp"), ["acme corp"]);
+    assert!(orgs_in("I work at the bank").is_empty());
+}
