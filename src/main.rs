@@ -44,12 +44,12 @@ fn main() -> ExitCode {
         Err(err) => {
             // Causes can quote a server: shown, never interpreted by the terminal.
             let shown =
-                |e: &dyn std::fmt::Display| cmd::output::printable(&e.to_string()).into_owned();
+                |e: &dyn std::fmt::Display| phoenix::output::printable(&e.to_string()).into_owned();
             eprintln!("error: {}", shown(&err));
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {}", shown(cause));
             }
-            if json && !cmd::output::document_printed() {
+            if json && !phoenix::output::document_printed() {
                 println!("{}", cmd::error_document(&err));
             }
             ExitCode::from(cmd::exit_code(&err))

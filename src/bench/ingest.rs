@@ -266,62 +266,14 @@ pub(super) fn rows_like_ingest(
 /// Inserts `rows` in one transaction into a fresh database opened as the store opens its
 /// writer connection; only the inserts and the commit are timed.
 pub(super) fn storage_ceiling(path: &Path, rows: &[NewRecord]) -> Result<StorageFigures, Error> {
-    let mut conn = open_like_store(path)?;
-    store::sqlite::migrations::migrate(&mut conn)?;
-    let started = Instant::now();
-    let tx = conn.transaction()?;
-    {
-        let mut stmt = tx.prepare_cached(insert_statement())?;
-        for r in rows {
-            stmt.execute(params![
-                r.id,
-                r.ts_unix,
-                r.received_unix,
-                r.kind,
-                r.level,
-                r.orch_hash,
-                r.agent_path,
-                r.tags_json,
-                r.payload_json
-            ])?;
-        }
-    }
-    tx.commit()?;
-    let seconds = started.elapsed().as_secs_f64();
-    drop(conn);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
+    let seconds = store::sqlite::ceiling::raw_insert(path, rows)
+        .map_err(Error::Ceiling)?
+        .as_secs_f64();
     Ok(StorageFigures {
         rows: rows.len(),
         seconds,
         rows_per_sec: rows.len() as f64 / seconds,
     })
-}
-
-/// The pragmas of the store's writer connection (`store::sqlite::open_connection`, default
-/// `SyncMode::Normal`); keep the two in step or the ceiling measures a different engine.
-pub(super) fn open_like_store(path: &Path) -> Result<Connection, Error> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Io {
-            what: format!("storage ceiling at {}", path.display()),
-            source: std::io::Error::other(format!("cannot enable WAL (journal_mode is {mode})")),
-        });
-    }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    conn.pragma_update(None, "cache_size", -16_000)?;
-    // The writer leaves checkpoints to a background thread (store::checkpoint).
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    Ok(conn)
 }
 
 /// Makes sure the store holds at least [`ANALYZE_RECORDS`] rows, whatever the load phases

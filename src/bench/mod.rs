@@ -25,7 +25,6 @@ use hyper::client::conn::http1;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
-use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize, Serializer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -34,7 +33,7 @@ use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
 use crate::core::shared::anonymize::Anonymizer;
 pub use crate::core::shared::stats::median;
 use crate::core::shared::stats::nearest_rank_percentile;
-use crate::core::store::{self, SqliteStore, StoreOptions, TelemetryStore, insert_statement};
+use crate::core::store::{self, SqliteStore, StoreOptions, TelemetryStore};
 use crate::core::telemetry::{BodyFormat, NewRecord, now_unix, parse_body};
 
 /// Records `POST /analyze` is asked to look at (the premium tier's window).
@@ -138,8 +137,8 @@ pub enum Error {
     #[error("telemetry store: {0}")]
     Store(#[from] store::Error),
     /// The storage ceiling's own connection failed.
-    #[error("storage ceiling: sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error("storage ceiling: {0}")]
+    Ceiling(store::Error),
     /// The collector could not be set up.
     #[error("collector: {0}")]
     Collector(#[from] collector::Error),

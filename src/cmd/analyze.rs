@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 
-use super::output::{self, num, pct, table};
 use super::{CollectorClientArgs, Context, parse_when};
 use crate::core::collector::insight::Insight;
+use crate::output::{self, num, pct, table};
 
 /// Analyse the latest telemetry.
 #[derive(Debug, clap::Args)]

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::output::{self, goal, num, pct, warn_if_busy, warn_if_unoptimised};
 use super::{Context, UsageError};
 use crate::bench::fanout::{self, FanoutOptions, FanoutReport, FanoutTarget};
 use crate::bench::{
     self, BenchOptions, BenchReport, LoadFigures, Round, Target, TargetCheck, WriterActivity,
 };
+use crate::output::{self, goal, num, pct, warn_if_busy, warn_if_unoptimised};
 
 /// Benchmarks.
 #[derive(Debug, clap::Subcommand)]

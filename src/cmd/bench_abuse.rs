@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::output::{self, goal, num, warn_if_busy, warn_if_unoptimised};
 use super::{Context, UsageError};
 use crate::bench::TargetCheck;
 use crate::bench::abuse::{self, AbuseOptions, AbuseReport, AbuseTarget, Scenario};
+use crate::output::{self, goal, num, warn_if_busy, warn_if_unoptimised};
 
 /// A scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

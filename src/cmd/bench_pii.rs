@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::Context;
-use super::output::{self, num, pct};
 use crate::bench::pii_eval::{self as eval, EvalOptions, EvalReport, PiiTarget};
 use crate::bench::{Bound, TargetCheck};
 use crate::core::privacy::pii::EntityType;
+use crate::output::{self, num, pct};
 
 /// Options of `phoenix bench pii`.
 #[derive(Debug, Clone, clap::Args)]

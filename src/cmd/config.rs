@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use super::Context;
-use super::output::table;
 use crate::core::shared::config::Entry;
+use crate::output::table;
 
 /// Configuration subcommands.
 #[derive(Debug, clap::Subcommand)]

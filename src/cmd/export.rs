@@ -177,7 +177,7 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
 fn print_summary(ctx: &Context, summary: &Summary, out: Option<&Path>) -> anyhow::Result<()> {
     let report = Report { summary, out };
     match (ctx.json, out) {
-        (true, Some(_)) => super::output::print_json(&report),
+        (true, Some(_)) => crate::output::print_json(&report),
         // stdout holds the dataset: the machine summary goes to stderr, on one line.
         (true, None) => {
             let mut err = std::io::stderr().lock();

@@ -1,7 +1,7 @@
 //! `phoenix insights`: list stored insights.
 
-use super::output::{self, table};
 use super::{CollectorClientArgs, Context};
+use crate::output::{self, table};
 
 /// List the newest insights.
 #[derive(Debug, clap::Args)]

@@ -13,7 +13,6 @@ mod forge_args;
 pub mod ingest;
 pub mod insights;
 pub mod man;
-pub mod output;
 pub mod propose;
 pub mod publish;
 pub mod redact;
@@ -36,10 +35,10 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command};
 use crate::core::collector::client::CollectorClient;
 use crate::core::distributor::client::{DistributorClient, http_base};
+use crate::core::error_kind::{self, ErrorKind};
 use crate::core::privacy::telemetrist::{Report, SendOptions, Sender, sender};
 use crate::core::shared::client::{ApiClient, ClientOptions, RetryPolicy};
 use crate::core::shared::config::{LoadOptions, Settings};
-use crate::core::shared::error_kind::{self, ErrorKind};
 use crate::core::updates::{PublishRequest, UpdateEnvelope, UpdateType};
 
 /// Process exit codes (documented in `--help` and README).
@@ -83,8 +82,8 @@ pub struct Context {
 
 impl Context {
     /// Where this command's output goes.
-    pub fn printer(&self) -> output::Printer {
-        output::Printer::new(self.json, self.stdout_tty, self.stderr_tty)
+    pub fn printer(&self) -> crate::output::Printer {
+        crate::output::Printer::new(self.json, self.stdout_tty, self.stderr_tty)
     }
 }
 

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::output::{self, table};
 use super::{Context, DistributorClientArgs, Targeting, UsageError, audience, publish_request};
 use crate::core::updates::UpdateType;
+use crate::output::{self, table};
 
 const EXAMPLES: &str = "\
 Examples:

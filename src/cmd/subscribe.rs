@@ -5,16 +5,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::output::{self, table};
 use super::{Context, UsageError};
+use crate::core::error_kind::{Classified, ErrorKind};
 use crate::core::learning::{
     self, Error, HeartbeatConfig, LearningPipelineState, SubscribeOptions, Summary, UpdateReport,
     state_file,
 };
 use crate::core::shared::client::{ApiClient, ClientOptions};
-use crate::core::shared::error_kind::{Classified, ErrorKind};
 use crate::core::shared::tls;
 use crate::core::telemetry::validate_agent_path;
+use crate::output::{self, table};
 
 const EXAMPLES: &str = "\
 Examples:

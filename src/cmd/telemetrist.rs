@@ -9,11 +9,11 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::output::{self, table, time};
 use super::{CollectorClientArgs, Context, UsageError, conversations_outcome};
 use crate::core::privacy::edge;
 use crate::core::privacy::telemetrist::service::{self, CycleReport, ServiceOptions};
 use crate::core::privacy::telemetrist::spool::Spool;
+use crate::output::{self, table, time};
 
 const AFTER_HELP: &str = "\
 Conversations: `*.json` files holding one conversation object and `*.jsonl` files holding one

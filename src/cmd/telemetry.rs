@@ -1,7 +1,7 @@
 //! `phoenix telemetry query`: read stored telemetry with filters.
 
-use super::output::{self, table};
 use super::{CollectorClientArgs, Context, parse_when};
+use crate::output::{self, table};
 
 /// Telemetry subcommands.
 #[derive(Debug, clap::Subcommand)]

@@ -5,10 +5,12 @@
 //! used by every other folder; `telemetry` and `updates` are the wire types agents and
 //! servers exchange; `store` holds storage behind backend-neutral traits. The components —
 //! `collector`, `distributor`, `learning`, `hive`, `forge`, `privacy` — use those, and one
-//! another only through their public items.
+//! another only through their public items. `error_kind` sits above them all: it says which
+//! kind (and so which exit code) each component's errors are.
 
 pub mod collector;
 pub mod distributor;
+pub mod error_kind;
 pub mod forge;
 pub mod hive;
 pub mod learning;

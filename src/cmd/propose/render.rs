@@ -4,17 +4,8 @@
 use std::time::Duration;
 
 use super::Output;
-use crate::cmd::output::{shorten, table};
 use crate::core::hive::{WorkerReport, WorkerStatus};
-
-/// `812ms`, `1.25s`.
-pub(super) fn seconds(ms: f64) -> String {
-    if ms < 1000.0 {
-        format!("{ms:.0}ms")
-    } else {
-        format!("{:.2}s", ms / 1000.0)
-    }
-}
+use crate::output::{seconds, shorten, table};
 
 /// Title, rationale and update of a worker's proposal, or its `(failed) …` slot.
 fn proposal_cell(w: &WorkerReport) -> String {

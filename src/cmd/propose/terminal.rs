@@ -8,10 +8,9 @@ use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
-use super::render::seconds;
 use crate::cmd::Targeting;
-use crate::cmd::output::shorten;
 use crate::core::hive::{self, Phase, Progress, WorkerReport};
+use crate::output::{seconds, shorten};
 
 /// The confirmation question for publishing `chosen`.
 pub(super) fn question(chosen: &WorkerReport, target: &Targeting) -> String {

@@ -6,7 +6,6 @@ pub mod agent_token;
 pub mod anonymize;
 pub mod client;
 pub mod config;
-pub mod error_kind;
 pub mod json;
 pub mod keyfile;
 pub mod llm;

@@ -3,6 +3,7 @@
 //! distributor's update log, and the connection set-up they share. The only place `rusqlite`
 //! types meet the storage seams: its errors become [`Error`] here.
 
+pub mod ceiling;
 pub(crate) mod checkpoint;
 pub mod conversations;
 pub mod db;

@@ -223,6 +223,15 @@ pub fn goal<T>(c: &TargetCheck<T>, value: impl Fn(f64) -> String) -> String {
     format!("{op} {}", value(c.threshold))
 }
 
+/// `812ms`, `1.25s`.
+pub fn seconds(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
