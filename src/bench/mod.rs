@@ -2,6 +2,9 @@
 //! HTTP/1.1 load generator on the same runtime, and this machine's HTTP and storage ceilings
 //! measured in the same run, so ingest rates are judged against what the machine can do.
 //!
+//! Outside the domain: uses `core` (collector, distributor, store, telemetry, updates, the PII
+//! redactor) as a user of the library would; nothing in `core` uses `bench`.
+//!
 //! Speed targets live here and are checked by this benchmark, never by timed tests.
 
 pub mod abuse;

@@ -1,4 +1,7 @@
 //! Subcommands: each module parses its arguments, calls `core`, and prints the result.
+//!
+//! Each command depends on `core` and on this module's context (settings, clients, the printer
+//! of `crate::output`); no command imports another.
 
 pub mod agents;
 pub mod analyze;

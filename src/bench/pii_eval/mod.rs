@@ -2,6 +2,8 @@
 //! per conversation, as the pipeline runs), scores the replaced spans against the labels, and
 //! measures single-threaded throughput.
 //!
+//! Depends only on `core::privacy::pii` (what it evaluates).
+//!
 //! Scoring: a predicted span is a true positive when it overlaps a labelled span of the same
 //! type that no other prediction has matched (one-to-one, partial overlap counts — the MUC
 //! "type" criterion; a detected street without its city still removes the street). Figures

@@ -1,5 +1,8 @@
 //! The Vital Pulse collector: HTTP ingest of telemetry, storage, analysis and insights.
 //!
+//! Depends on `store` (the traits, never a backend), `server`, `shared`, `telemetry` and the
+//! PII guard of `privacy::pii`; used by `cmd`, `bench` and, for insights, `hive`.
+//!
 //! [`router`] builds the routes over an [`AppState`]; [`serve`] runs them on a listener the
 //! caller bound (tests bind `127.0.0.1:0`) until the shutdown future resolves, then commits
 //! everything already accepted before returning.

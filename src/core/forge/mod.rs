@@ -1,5 +1,7 @@
 //! Forges: where agent repositories live, with pull requests, CI results and reviews.
 //!
+//! Depends on `shared` (LLM client, retry) and git2/octocrab; no server or store.
+//!
 //! Two backends implement [`Forge`]: [`local::LocalForge`] (bare repositories under the data
 //! directory, fully offline) and [`github::GithubForge`] (GitHub or GitHub Enterprise through
 //! its REST API). The spawn and evolve workflows are written once against the trait.

@@ -2,6 +2,9 @@
 //! for an improvement proposal concurrently, supervises them (deadline, bounded retries,
 //! panics, cancellation), drops duplicate proposals and can ask for a ranked synthesis.
 //!
+//! Depends on `shared::llm`, `updates` (what a proposal publishes) and the collector's
+//! insights (what workers read); no server or store.
+//!
 //! The queen talks to the LLM through [`ChatModel`], so tests can script failures, hangs and
 //! panics per worker and attempt without a network or timing tricks.
 

@@ -1,6 +1,9 @@
 //! The agent-side learning pipeline: applies hot updates from the distributor to a local
 //! `LearningPipelineState`, keeps it in a state file, and sends heartbeats to the collector.
 //!
+//! Agent-side: depends on `updates` (envelopes, protocol), `telemetry` (heartbeats) and
+//! `shared` (client, TLS, tiers); never on a server module.
+//!
 //! - [`state`]: the state and how one update changes it (targeting re-check, idempotence,
 //!   all-or-nothing patches, exact rollback);
 //! - [`document`]: the patchable `{"overrides", "config"}` document and deep merge;

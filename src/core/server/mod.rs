@@ -2,6 +2,9 @@
 //! upgrades through hyper, header and body read timeouts, a cap on open connections, and a
 //! shutdown with a deadline.
 //!
+//! Depends on `shared` (TLS, tiers) and the store's error (its HTTP answers); every server
+//! (`collector`, `distributor`) mounts its routes here.
+//!
 //! On the shutdown signal the listener is closed; connections that are idle or still sending
 //! their request are closed at once, connections with a complete request in flight get its
 //! answer written (then close), and whatever remains after

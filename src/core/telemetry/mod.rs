@@ -1,5 +1,7 @@
 //! Telemetry envelopes as agents send them, their validation, and the stored form.
 //!
+//! Wire types: depends only on `shared::json`.
+//!
 //! The wire shape is the seed's `TelemetryEnvelope`; a request body holds one envelope, a
 //! JSON array of them, or NDJSON. Parsing never stops at the first bad record: every
 //! problem is collected so the client learns about all of them in one round trip.

@@ -1,6 +1,8 @@
 //! Hot updates: the `UpdateEnvelope`, validation of publish requests by type, targeting,
 //! tiers and gradual rollout. Shared by the distributor (server side) and the learning
 //! pipeline (client side), so both filter with exactly the same rules.
+//!
+//! Wire types: depends only on `telemetry` and `shared::tier`.
 
 pub mod protocol;
 

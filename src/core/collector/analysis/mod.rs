@@ -1,6 +1,8 @@
 //! Statistics over a window of telemetry records: counts, error rates, heartbeat freshness,
 //! numeric payload fields and the agents that stand out from the rest of the fleet.
 //!
+//! Pure functions over records: depends only on `telemetry` and `shared::stats`.
+//!
 //! Everything here is pure: the collector selects the records and the heartbeat times, this
 //! module only computes. The result, [`Stats`], is part of the `POST /analyze` response and
 //! is stored with the insight, so its field names are a stable interface.

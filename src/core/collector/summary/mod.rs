@@ -1,6 +1,8 @@
 //! Insight summaries: rule-based bullets from [`Stats`], the LLM prompt that asks for the same
 //! thing, and parsing an LLM's answer back into bullets.
 //!
+//! Depends only on `analysis` and `telemetry`; the LLM call itself is the caller's.
+//!
 //! Every bullet proposes a non-binary update (`prompt_tweak`, `model_tweak`, `json_patch`,
 //! `yaml_graft`) or an operational check, with the figures that justify it, so an operator can
 //! act on an insight without re-reading the telemetry.

@@ -1,5 +1,7 @@
 //! The GitHub forge (github.com or GitHub Enterprise) through its REST API with octocrab.
 //!
+//! Depends on the forge's traits and `git`, and `shared` (LLM errors, retry).
+//!
 //! Requests go through octocrab's raw methods so every status and header can be acted on:
 //! rate limits are waited out per `Retry-After` / `X-RateLimit-Reset` (bounded), 401 and 403
 //! become typed errors, an existing pull request for a branch is reused, a merge sends the

@@ -1,6 +1,8 @@
 //! Fine-tuning datasets from the collector's stored conversations: TRL and OpenAI JSONL,
 //! supervised (`sft`) or preference pairs (`dpo`).
 //!
+//! Depends on `store` (the conversation trait), `telemetry::conversation` and `privacy::pii`.
+//!
 //! Every conversation's pseudonyms are renumbered canonically first (see [`prompt`]), so
 //! identical prompts group together and a pair's prompt, chosen and rejected agree on who is
 //! who by construction. Pairs follow the rule in [`pairs`]. Nothing here prints: the caller

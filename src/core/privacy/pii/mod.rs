@@ -1,5 +1,7 @@
 //! PII detection and session pseudonymisation, for conversations that leave the machine.
 //!
+//! Depends only on `shared` (config, key files); performance-critical (`phoenix bench pii`).
+//!
 //! `detect` finds spans of personal data in free text, read through `normalize`'s scan view
 //! so that an encoding does not hide them; `Redactor` replaces them with pseudonyms that are
 //! stable within a session (`USER_A`, `ORG_ID_A`, `EMAIL_1`, ...) and remembers what it

@@ -2,6 +2,9 @@
 //! are de-identified on this machine, kept in a durable spool, and sent to the collector's
 //! `POST /ingest/conversations` until it has them, each exactly once.
 //!
+//! Depends on `privacy::pii`, `telemetry::conversation`, `shared` (client, config, LLM) and
+//! the SQLite helpers of `store::sqlite` for its local spool.
+//!
 //! The order is what makes it safe: pseudonyms are committed to the vault before the
 //! redacted conversation is committed to the spool (so whatever leaves can be revealed
 //! here), and a conversation leaves the spool for the ledger only after the collector's

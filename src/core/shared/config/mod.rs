@@ -1,5 +1,7 @@
 //! Settings: defaults < `phoenix.toml` < environment < flags, with where each value came from.
 //!
+//! Depends only on `shared::llm` (its settings type).
+//!
 //! The environment is passed in as a snapshot (`Env`) so that nothing else in `core` reads
 //! process-global state and tests can layer settings without touching the real environment.
 

@@ -1,5 +1,7 @@
 //! OpenAI-compatible chat client shared by every feature that talks to an LLM.
 //!
+//! Depends only on `shared::retry`.
+//!
 //! One `POST {base_url}/chat/completions` per attempt, with bounded retries for the failures
 //! that are worth retrying (429, 5xx, timeouts, transport errors) and a typed [`Error`] for the
 //! rest, so callers can tell "fix your key" from "try later" without parsing strings.

@@ -2,6 +2,9 @@
 //! writer, the recent tail, the WAL checkpointer, migrations), conversations, the
 //! distributor's update log, and the connection set-up they share. The only place `rusqlite`
 //! types meet the storage seams: its errors become [`Error`] here.
+//!
+//! Depends on the store's traits and error, and the domain types they carry (`telemetry`,
+//! `updates`); the only module where `rusqlite` meets a store.
 
 pub mod ceiling;
 pub(crate) mod checkpoint;

@@ -2,6 +2,8 @@
 //! binary, capitalisation, titles, and context ("my name is", greetings, sign-offs, "my
 //! colleague", "I work at", legal suffixes such as Ltd or GmbH).
 //!
+//! Depends on nothing outside `pii`; the gazetteers are embedded at build time.
+//!
 //! A name that is also a common word ("Will", "May", "Mark", "can") needs more than its
 //! capital letter: a surname after it, a title before it, or a context that names people.
 

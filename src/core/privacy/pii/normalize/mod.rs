@@ -3,6 +3,8 @@
 //! `d\u{200b}an@example.com`, `dan [at] example [dot] com` and a card number in fullwidth or
 //! Arabic-Indic digits all read as the plain ASCII the patterns are written for.
 //!
+//! Depends on nothing outside `pii`.
+//!
 //! The view is built in layers, each a list of edits to the layer below, and every byte of
 //! it remembers which bytes of the original it stands for, so that a span found in the view
 //! names the original characters to replace:

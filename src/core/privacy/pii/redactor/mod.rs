@@ -1,6 +1,8 @@
 //! The session pseudonymiser: replaces detected spans with pseudonyms that stay the same for
 //! the whole session, links a person's aliases ("Dan", "Dan Johnson", `dan.johnson@…`), and
 //! replaces every later occurrence of a known value even where the detectors would miss it.
+//!
+//! Depends on nothing outside `pii`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
