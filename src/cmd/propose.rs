@@ -4,12 +4,13 @@
 mod render;
 mod terminal;
 
+use render::{ContextInfo, Output, Published};
+
 use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -20,9 +21,9 @@ use super::{
     publish_request,
 };
 use crate::core::collector::insight::Insight;
-use crate::core::hive::{self, Brief, HiveConfig, HiveReport, Progress, Ranking};
+use crate::core::hive::{self, Brief, HiveConfig, HiveReport, Progress};
 use crate::core::shared::llm::LlmClient;
-use crate::core::updates::{UpdateEnvelope, UpdateType};
+use crate::core::updates::UpdateType;
 
 /// Most workers one run may start: beyond this a run is a load test of the provider.
 pub const MAX_WORKERS: u16 = 64;
@@ -110,48 +111,6 @@ impl PublishAs {
             PublishAs::ModelTweak => UpdateType::ModelTweak,
         }
     }
-}
-
-/// Which insight grounded the proposals.
-#[derive(Debug, Serialize)]
-struct ContextInfo {
-    /// The insight's id.
-    insight_id: String,
-    /// Its analysis focus.
-    focus: String,
-    /// Records it summarised.
-    records_analyzed: usize,
-    /// When it was produced.
-    ts_unix: i64,
-}
-
-/// The update published from a proposal.
-#[derive(Debug, Serialize)]
-struct Published {
-    /// Worker whose proposal it is.
-    worker: usize,
-    /// The envelope the distributor stored.
-    update: UpdateEnvelope,
-}
-
-/// `--json` output: the hive report plus what the queen did with it.
-#[derive(Debug, Serialize)]
-struct Output<'a> {
-    /// The LLM model the workers asked.
-    model: &'a str,
-    /// The insight in the prompts (`--context-from-insights`).
-    context: Option<ContextInfo>,
-    /// Workers, their results and the tally.
-    #[serde(flatten)]
-    hive: &'a HiveReport,
-    /// The queen's ranked synthesis (`--rank`, `--publish-best`).
-    ranking: Option<Ranking>,
-    /// Why the ranking failed.
-    ranking_error: Option<String>,
-    /// The update published (`--publish-best`).
-    published: Option<Published>,
-    /// Why nothing was published.
-    publish_error: Option<String>,
 }
 
 /// What the invocation asks for, checked before any LLM call.

@@ -3,9 +3,53 @@
 
 use std::time::Duration;
 
-use super::Output;
-use crate::core::hive::{WorkerReport, WorkerStatus};
+use serde::Serialize;
+
+use crate::core::hive::{HiveReport, Ranking, WorkerReport, WorkerStatus};
+use crate::core::updates::UpdateEnvelope;
 use crate::output::{seconds, shorten, table};
+
+/// Which insight grounded the proposals.
+#[derive(Debug, Serialize)]
+pub(super) struct ContextInfo {
+    /// The insight's id.
+    pub(super) insight_id: String,
+    /// Its analysis focus.
+    pub(super) focus: String,
+    /// Records it summarised.
+    pub(super) records_analyzed: usize,
+    /// When it was produced.
+    pub(super) ts_unix: i64,
+}
+
+/// The update published from a proposal.
+#[derive(Debug, Serialize)]
+pub(super) struct Published {
+    /// Worker whose proposal it is.
+    pub(super) worker: usize,
+    /// The envelope the distributor stored.
+    pub(super) update: UpdateEnvelope,
+}
+
+/// `--json` output: the hive report plus what the queen did with it.
+#[derive(Debug, Serialize)]
+pub(super) struct Output<'a> {
+    /// The LLM model the workers asked.
+    pub(super) model: &'a str,
+    /// The insight in the prompts (`--context-from-insights`).
+    pub(super) context: Option<ContextInfo>,
+    /// Workers, their results and the tally.
+    #[serde(flatten)]
+    pub(super) hive: &'a HiveReport,
+    /// The queen's ranked synthesis (`--rank`, `--publish-best`).
+    pub(super) ranking: Option<Ranking>,
+    /// Why the ranking failed.
+    pub(super) ranking_error: Option<String>,
+    /// The update published (`--publish-best`).
+    pub(super) published: Option<Published>,
+    /// Why nothing was published.
+    pub(super) publish_error: Option<String>,
+}
 
 /// Title, rationale and update of a worker's proposal, or its `(failed) …` slot.
 fn proposal_cell(w: &WorkerReport) -> String {
