@@ -12,6 +12,7 @@ pub mod conversations;
 pub mod error;
 pub mod memory;
 pub mod open;
+pub mod postgres;
 pub mod sqlite;
 pub mod telemetry;
 pub mod update_log;

@@ -5,3 +5,4 @@ pub mod fake_conversations;
 pub mod fake_github;
 pub mod fake_llm;
 pub mod full_queue;
+pub mod services;

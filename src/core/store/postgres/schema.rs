@@ -1,0 +1,174 @@
+//! The PostgreSQL schema, in versioned migrations applied at start. Two processes starting
+//! at once are safe: each migration runs in a transaction that first takes one advisory
+//! lock, so the second waits, then finds the version already applied.
+
+use deadpool_postgres::Pool;
+
+use super::Error;
+
+/// Key of the advisory lock every schema change (and partition creation) takes.
+pub(super) const SCHEMA_LOCK: i64 = 0x7068_6f65_6e69_7801;
+
+/// Each entry moves the schema from version `i` to `i + 1`.
+///
+/// Telemetry is range-partitioned by `received_unix` (the collector's clock, so a day's
+/// partition fills in ingest order and an old one is never written again): retention drops
+/// whole partitions. Partitions are made ahead of time and on demand (`partitions.rs`).
+/// Every filtered read of `GET /telemetry` is newest-first by `seq`, so each filter has an
+/// index that ends in `seq`: the read walks it backwards and stops after `limit` rows.
+const MIGRATIONS: &[&str] = &[
+    // 1: every fleet store.
+    "CREATE SEQUENCE telemetry_seq AS bigint;
+    CREATE TABLE telemetry (
+        seq bigint NOT NULL DEFAULT nextval('telemetry_seq'),
+        id uuid NOT NULL,
+        ts_unix bigint NOT NULL,
+        received_unix bigint NOT NULL,
+        kind text NOT NULL,
+        level text,
+        orch_hash text,
+        agent_path text,
+        tags text,
+        payload text NOT NULL,
+        PRIMARY KEY (seq, received_unix),
+        UNIQUE (id, received_unix)
+    ) PARTITION BY RANGE (received_unix);
+    CREATE INDEX telemetry_kind ON telemetry (kind, seq);
+    CREATE INDEX telemetry_agent ON telemetry (agent_path, seq);
+    CREATE INDEX telemetry_orch ON telemetry (orch_hash, seq);
+    CREATE INDEX telemetry_level ON telemetry (level, seq)
+        WHERE level IN ('warn', 'error', 'critical', 'fatal');
+    CREATE TABLE agent_paths (agent_path text PRIMARY KEY);
+    CREATE TABLE orchs (
+        orch_hash text PRIMARY KEY,
+        last_heartbeat_ts bigint
+    );
+    CREATE TABLE insights (
+        seq bigserial PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        ts_unix bigint NOT NULL,
+        tier text NOT NULL,
+        focus text NOT NULL,
+        source text NOT NULL,
+        body text NOT NULL
+    );
+    CREATE TABLE conversations (
+        seq bigserial PRIMARY KEY,
+        conversation_id text NOT NULL UNIQUE,
+        ts_unix bigint NOT NULL,
+        received_unix bigint NOT NULL,
+        orch_hash text,
+        agent_path text,
+        feedback text,
+        score double precision,
+        prompt_key text,
+        messages text NOT NULL
+    );
+    CREATE INDEX conversations_ts ON conversations (ts_unix);
+    CREATE INDEX conversations_prompt ON conversations (prompt_key, seq)
+        WHERE prompt_key IS NOT NULL;
+    CREATE TABLE updates (
+        seq bigint PRIMARY KEY,
+        update_id text NOT NULL UNIQUE,
+        ts_unix bigint NOT NULL,
+        update_type text NOT NULL,
+        target_orch_hash text,
+        rolls_back text,
+        initial_percent integer,
+        rollout_percent integer,
+        envelope text NOT NULL
+    );
+    CREATE TABLE widenings (
+        widen_seq bigint PRIMARY KEY,
+        update_id text NOT NULL,
+        from_percent integer,
+        to_percent integer NOT NULL,
+        ts_unix bigint NOT NULL
+    );
+    CREATE INDEX widenings_update ON widenings (update_id, widen_seq);
+    CREATE TABLE deliveries (
+        update_id text NOT NULL,
+        orch_hash text NOT NULL,
+        ts_unix bigint NOT NULL,
+        PRIMARY KEY (update_id, orch_hash)
+    );
+    CREATE TABLE acks (
+        update_id text NOT NULL,
+        orch_hash text NOT NULL,
+        status text NOT NULL,
+        error text,
+        ts_unix bigint NOT NULL,
+        PRIMARY KEY (update_id, orch_hash)
+    );
+    CREATE INDEX acks_status ON acks (update_id, status);
+    CREATE TABLE subscribers (
+        orch_hash text NOT NULL,
+        agent_path text NOT NULL,
+        tier text NOT NULL,
+        first_seen bigint NOT NULL,
+        last_seen bigint NOT NULL,
+        PRIMARY KEY (orch_hash, agent_path)
+    );",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`SCHEMA_VERSION`], one transaction per step, each under the
+/// schema lock. Refuses a database a newer Phoenix migrated.
+pub async fn migrate(pool: &Pool) -> Result<(), Error> {
+    let mut client = pool.get().await?;
+    let pg = |e: tokio_postgres::Error| Error::from_pg(&e);
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS phoenix_schema (
+                version bigint PRIMARY KEY,
+                applied_unix bigint NOT NULL
+            )",
+        )
+        .await
+        .or_else(|e| {
+            // Two processes creating the bookkeeping table at once: one wins, the other
+            // sees a unique violation on the catalog; the table exists either way.
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                Ok(())
+            } else {
+                Err(pg(e))
+            }
+        })?;
+    loop {
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(pg)?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0)::bigint FROM phoenix_schema",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if current > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew {
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if current == SCHEMA_VERSION {
+            tx.commit().await.map_err(pg)?;
+            return Ok(());
+        }
+        tx.batch_execute(MIGRATIONS[current as usize])
+            .await
+            .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO phoenix_schema (version, applied_unix) VALUES ($1, $2)",
+            &[&(current + 1), &crate::core::telemetry::now_unix()],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        tracing::info!(version = current + 1, "PostgreSQL schema migrated");
+    }
+}

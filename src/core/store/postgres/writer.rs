@@ -1,0 +1,389 @@
+//! The PostgreSQL writer: one task per process group-commits whatever is queued — telemetry
+//! through one binary `COPY`, conversations, insights, heartbeats — in one transaction, and
+//! answers every job of the group after the commit. Several processes may write at once:
+//! each has its own writer and `seq` comes from one database sequence.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::{Error, partitions};
+use crate::core::telemetry::conversation::{Feedback, NewConversation};
+use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord};
+
+/// Most records one group commit takes before it commits and starts another.
+const MAX_GROUP_RECORDS: usize = 50_000;
+
+/// An insight as stored: its listing columns and the whole JSON body.
+#[derive(Debug, Clone)]
+pub struct InsightRow {
+    /// Identifier.
+    pub id: String,
+    /// When it was made.
+    pub ts_unix: i64,
+    /// `free` or `premium`.
+    pub tier: String,
+    /// Focus.
+    pub focus: String,
+    /// Who wrote the summary.
+    pub source: String,
+    /// The whole insight as JSON.
+    pub body: String,
+}
+
+/// Work for the writer.
+pub enum Job {
+    /// Records to store; answered after the commit.
+    Telemetry(Vec<NewRecord>, oneshot::Sender<Result<(), Error>>),
+    /// Conversations; answered with one flag per row: stored, or already stored.
+    Conversations(
+        Vec<NewConversation>,
+        oneshot::Sender<Result<Vec<bool>, Error>>,
+    ),
+    /// One insight.
+    Insight(InsightRow, oneshot::Sender<Result<(), Error>>),
+    /// Finish everything queued before this, then stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+impl Job {
+    fn records(&self) -> usize {
+        match self {
+            Job::Telemetry(r, _) => r.len(),
+            Job::Conversations(r, _) => r.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// What the writer shares with the store that feeds it.
+pub struct WriterState {
+    /// Records queued and not yet answered.
+    pub queued: Arc<AtomicUsize>,
+    /// Seconds per group commit.
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Records per group commit.
+    pub group_records: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// Runs until a `Shutdown` job or until every sender is gone.
+pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, state: WriterState) {
+    let mut known_paths: HashSet<String> = HashSet::new();
+    let mut stop = None;
+    while stop.is_none() {
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let mut group = Vec::new();
+        let mut records = first.records();
+        match first {
+            Job::Shutdown(reply) => stop = Some(reply),
+            job => group.push(job),
+        }
+        while stop.is_none() && records < MAX_GROUP_RECORDS {
+            match rx.try_recv() {
+                Ok(Job::Shutdown(reply)) => stop = Some(reply),
+                Ok(job) => {
+                    records += job.records();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = commit_with_partitions(&pool, &group, &mut known_paths).await;
+        state
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        state.group_records.observe(records as f64);
+        state.queued.fetch_sub(records, Ordering::AcqRel);
+        answer(group, outcome);
+    }
+    if let Some(reply) = stop {
+        let _ = reply.send(());
+    }
+}
+
+/// The stored flags of the conversation jobs, in order, when the commit succeeded.
+type Outcome = Result<Vec<Vec<bool>>, Error>;
+
+fn answer(group: Vec<Job>, outcome: Outcome) {
+    let mut flags = match &outcome {
+        Ok(f) => f.clone().into_iter(),
+        Err(_) => Vec::new().into_iter(),
+    };
+    let err = |e: &Error| e.clone();
+    for job in group {
+        match (job, &outcome) {
+            (Job::Telemetry(_, reply), Ok(_)) => {
+                let _ = reply.send(Ok(()));
+            }
+            (Job::Telemetry(_, reply), Err(e)) => {
+                let _ = reply.send(Err(err(e)));
+            }
+            (Job::Conversations(_, reply), Ok(_)) => {
+                let _ = reply.send(Ok(flags.next().unwrap_or_default()));
+            }
+            (Job::Conversations(_, reply), Err(e)) => {
+                let _ = reply.send(Err(err(e)));
+            }
+            (Job::Insight(_, reply), Ok(_)) => {
+                let _ = reply.send(Ok(()));
+            }
+            (Job::Insight(_, reply), Err(e)) => {
+                let _ = reply.send(Err(err(e)));
+            }
+            (Job::Shutdown(reply), _) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+/// Commits the group; a record whose day has no partition yet makes the partition, then
+/// the group is committed again (nothing of the first attempt was kept).
+async fn commit_with_partitions(
+    pool: &Pool,
+    group: &[Job],
+    known_paths: &mut HashSet<String>,
+) -> Outcome {
+    match commit(pool, group, known_paths).await {
+        Err(CommitError::NoPartition) => {
+            let times: Vec<i64> = group
+                .iter()
+                .filter_map(|j| match j {
+                    Job::Telemetry(r, _) => Some(r.iter().map(|r| r.received_unix)),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            partitions::ensure(pool, &times).await?;
+            commit(pool, group, known_paths)
+                .await
+                .map_err(CommitError::into_error)
+        }
+        other => other.map_err(CommitError::into_error),
+    }
+}
+
+enum CommitError {
+    NoPartition,
+    Other(Error),
+}
+
+impl CommitError {
+    fn into_error(self) -> Error {
+        match self {
+            CommitError::NoPartition => {
+                Error::Query("no telemetry partition for a record's day".to_owned())
+            }
+            CommitError::Other(e) => e,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for CommitError {
+    fn from(e: tokio_postgres::Error) -> CommitError {
+        // "no partition of relation "telemetry" found for row"
+        let no_partition = e.as_db_error().is_some_and(|db| {
+            db.code() == &tokio_postgres::error::SqlState::CHECK_VIOLATION
+                && db.message().contains("no partition")
+        });
+        if no_partition {
+            CommitError::NoPartition
+        } else {
+            CommitError::Other(Error::from_pg(&e))
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for CommitError {
+    fn from(e: deadpool_postgres::PoolError) -> CommitError {
+        CommitError::Other(e.into())
+    }
+}
+
+async fn commit(
+    pool: &Pool,
+    group: &[Job],
+    known_paths: &mut HashSet<String>,
+) -> Result<Vec<Vec<bool>>, CommitError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let records: Vec<&NewRecord> = group
+        .iter()
+        .filter_map(|j| match j {
+            Job::Telemetry(r, _) => Some(r.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut new_paths = Vec::new();
+    if !records.is_empty() {
+        copy_records(&tx, &records).await?;
+        record_heartbeats(&tx, &records).await?;
+        new_paths = records
+            .iter()
+            .filter_map(|r| r.agent_path.as_deref())
+            .filter(|p| !known_paths.contains(*p))
+            .map(str::to_owned)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !new_paths.is_empty() {
+            tx.execute(
+                "INSERT INTO agent_paths SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                &[&new_paths],
+            )
+            .await?;
+        }
+    }
+    let mut flags = Vec::new();
+    for job in group {
+        match job {
+            Job::Conversations(rows, _) => flags.push(insert_conversations(&tx, rows).await?),
+            Job::Insight(row, _) => {
+                tx.execute(
+                    "INSERT INTO insights (id, ts_unix, tier, focus, source, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &row.id,
+                        &row.ts_unix,
+                        &row.tier,
+                        &row.focus,
+                        &row.source,
+                        &row.body,
+                    ],
+                )
+                .await?;
+            }
+            Job::Telemetry(..) | Job::Shutdown(_) => {}
+        }
+    }
+    tx.commit().await?;
+    // Only once committed: a rolled-back group must insert its paths again.
+    known_paths.extend(new_paths);
+    Ok(flags)
+}
+
+/// The records through one binary COPY; `seq` comes from the column's sequence default.
+async fn copy_records(
+    tx: &Transaction<'_>,
+    records: &[&NewRecord],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx
+        .copy_in(
+            "COPY telemetry (id, ts_unix, received_unix, kind, level, orch_hash, agent_path, tags, payload) \
+             FROM STDIN BINARY",
+        )
+        .await?;
+    let types = [
+        Type::UUID,
+        Type::INT8,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+    ];
+    let writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    let mut writer = writer;
+    for r in records {
+        // Ids are the collector's UUIDs; one that is not a UUID could never have been made.
+        let id = uuid::Uuid::parse_str(&r.id).unwrap_or_else(|_| uuid::Uuid::now_v7());
+        let row: [&(dyn ToSql + Sync); 9] = [
+            &id,
+            &r.ts_unix,
+            &r.received_unix,
+            &r.kind,
+            &r.level,
+            &r.orch_hash,
+            &r.agent_path,
+            &r.tags_json,
+            &r.payload_json,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// The newest heartbeat of each ORCH in the group, kept in `orchs` (a key lookup for the
+/// analysis's staleness, whatever the table's size).
+async fn record_heartbeats(
+    tx: &Transaction<'_>,
+    records: &[&NewRecord],
+) -> Result<(), tokio_postgres::Error> {
+    let mut latest: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for r in records {
+        if let Some(o) = r.orch_hash.as_deref() {
+            let beat = (r.kind == HEARTBEAT_KIND).then_some(r.ts_unix);
+            let e = latest.entry(o).or_insert(i64::MIN);
+            if let Some(ts) = beat {
+                *e = (*e).max(ts);
+            }
+        }
+    }
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let (orchs, beats): (Vec<&str>, Vec<Option<i64>>) = latest
+        .into_iter()
+        .map(|(o, ts)| (o, (ts != i64::MIN).then_some(ts)))
+        .unzip();
+    tx.execute(
+        "INSERT INTO orchs (orch_hash, last_heartbeat_ts) \
+         SELECT * FROM unnest($1::text[], $2::bigint[]) \
+         ON CONFLICT (orch_hash) DO UPDATE SET last_heartbeat_ts = \
+           greatest(orchs.last_heartbeat_ts, EXCLUDED.last_heartbeat_ts)",
+        &[&orchs, &beats],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Inserts conversations, keeping the first of each `conversation_id`; one flag per row.
+async fn insert_conversations(
+    tx: &Transaction<'_>,
+    rows: &[NewConversation],
+) -> Result<Vec<bool>, tokio_postgres::Error> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO conversations (conversation_id, ts_unix, received_unix, orch_hash, \
+             agent_path, feedback, score, prompt_key, messages) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (conversation_id) DO NOTHING",
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let n = tx
+            .execute(
+                &stmt,
+                &[
+                    &r.conversation_id,
+                    &r.ts_unix,
+                    &r.received_unix,
+                    &r.orch_hash,
+                    &r.agent_path,
+                    &r.feedback.map(Feedback::as_str),
+                    &r.score,
+                    &r.prompt_key,
+                    &r.messages_json,
+                ],
+            )
+            .await?;
+        out.push(n == 1);
+    }
+    Ok(out)
+}

@@ -1,0 +1,205 @@
+//! The PostgreSQL backend against a real server (`PHOENIX_TEST_DATABASE_URL`): schema
+//! migrations from several processes at once, time partitions, the group-commit writer and
+//! the newest-first reads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use phoenix::core::store::postgres::writer::{self, Job, WriterState};
+use phoenix::core::store::postgres::{self, PgOptions, query};
+use phoenix::core::store::{StoreMetrics, TelemetryFilter};
+use phoenix::core::telemetry::NewRecord;
+use phoenix::core::telemetry::conversation::NewConversation;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::support::services::TestDatabase;
+
+#[tokio::test]
+async fn two_processes_migrating_at_once_both_end_on_the_current_schema() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let a = postgres::pool(&PgOptions::new(&db.url)).unwrap();
+    let b = postgres::pool(&PgOptions::new(&db.url)).unwrap();
+    let (ra, rb) = tokio::join!(postgres::migrate(&a), postgres::migrate(&b));
+    ra.unwrap();
+    rb.unwrap();
+    postgres::migrate(&a).await.unwrap();
+    let client = a.get().await.unwrap();
+    let versions: Vec<i64> = client
+        .query("SELECT version FROM phoenix_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=postgres::SCHEMA_VERSION).collect::<Vec<_>>());
+    // A newer schema is refused, not downgraded.
+    client
+        .execute(
+            "INSERT INTO phoenix_schema VALUES ($1, 0)",
+            &[&(postgres::SCHEMA_VERSION + 1)],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        postgres::migrate(&a).await,
+        Err(postgres::Error::SchemaTooNew { .. })
+    ));
+}
+
+#[tokio::test]
+async fn partitions_are_made_ahead_and_dropped_whole() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = postgres::pool(&PgOptions::new(&db.url)).unwrap();
+    postgres::migrate(&pool).await.unwrap();
+    let now = 1_796_169_600 + 7200;
+    assert_eq!(postgres::ensure_around(&pool, now).await.unwrap(), 4);
+    assert_eq!(postgres::ensure_around(&pool, now).await.unwrap(), 0);
+    let client = pool.get().await.unwrap();
+    let yesterday = now - 86_400;
+    client
+        .execute(
+            "INSERT INTO telemetry (seq, id, ts_unix, received_unix, kind, payload) \
+             VALUES (nextval('telemetry_seq'), gen_random_uuid(), $1, $1, 'k', '{}'), \
+                    (nextval('telemetry_seq'), gen_random_uuid(), $2, $2, 'k', '{}')",
+            &[&yesterday, &now],
+        )
+        .await
+        .unwrap();
+    // Only partitions wholly before the cutoff go: yesterday's, not today's.
+    let dropped = postgres::drop_before(&pool, now).await.unwrap();
+    assert_eq!(dropped, 1);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM telemetry", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
+    // A row for a day with no partition fails until the partition exists.
+    let far = now + 30 * 86_400;
+    assert!(
+        client
+            .execute(
+                "INSERT INTO telemetry (seq, id, ts_unix, received_unix, kind, payload) \
+                 VALUES (1, gen_random_uuid(), $1, $1, 'k', '{}')",
+                &[&far],
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(postgres::ensure(&pool, &[far]).await.unwrap(), 1);
+}
+
+fn record(i: i64, kind: &str, agent_path: &str, ts: i64) -> NewRecord {
+    NewRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        ts_unix: ts + i,
+        received_unix: ts + i,
+        kind: kind.into(),
+        level: Some("info".into()),
+        orch_hash: Some("orch_0123456789abcdef".into()),
+        agent_path: Some(agent_path.into()),
+        tags_json: None,
+        payload_json: format!("{{\"i\":{i}}}"),
+    }
+}
+
+fn conversation(id: &str, ts: i64) -> NewConversation {
+    NewConversation {
+        conversation_id: id.into(),
+        ts_unix: ts,
+        received_unix: ts,
+        orch_hash: None,
+        agent_path: Some("support".into()),
+        feedback: None,
+        score: None,
+        messages_json: "[]".into(),
+        prompt_key: None,
+    }
+}
+
+#[tokio::test]
+async fn the_writer_group_commits_and_newest_first_reads_filter_segment_wise() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = postgres::pool(&PgOptions::new(&db.url)).unwrap();
+    postgres::migrate(&pool).await.unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let state = WriterState {
+        queued: queued.clone(),
+        commit_seconds: StoreMetrics::default().commit_seconds,
+        group_records: StoreMetrics::default().group_records,
+    };
+    let writer = tokio::spawn(writer::run(pool.clone(), rx, state));
+
+    // Two days apart: the writer makes the partitions it needs on demand.
+    let now = 1_796_169_600;
+    let mut rows: Vec<_> = (0..5)
+        .map(|i| record(i, "llm_call", "support/billing", now))
+        .collect();
+    rows.push(record(5, "llm_call", "supporter", now + 86_400));
+    rows.push(record(6, "skill_execution", "support", now + 86_400));
+    queued.fetch_add(rows.len(), Ordering::AcqRel);
+    let (reply, committed) = oneshot::channel();
+    tx.send(Job::Telemetry(rows, reply)).await.unwrap();
+    committed.await.unwrap().unwrap();
+
+    // A conversation id is stored once; conversations share the queue's count.
+    queued.fetch_add(3, Ordering::AcqRel);
+    let (reply, stored) = oneshot::channel();
+    tx.send(Job::Conversations(
+        vec![
+            conversation("c-1", now),
+            conversation("c-1", now),
+            conversation("c-2", now),
+        ],
+        reply,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(stored.await.unwrap().unwrap(), vec![true, false, true]);
+
+    let client = pool.get().await.unwrap();
+    let filter = TelemetryFilter {
+        kind: Some("llm_call".into()),
+        agent_prefix: Some("support".into()),
+        ..TelemetryFilter::default()
+    };
+    let paths: Vec<String> = {
+        let st = query::agent_paths_under("support");
+        client
+            .query(&st.sql, &st.refs())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec!["support".to_string(), "support/billing".to_string()]
+    );
+    let st = query::newest(&filter, 3, None, Some(&paths));
+    let got: Vec<String> = client
+        .query(&st.sql, &st.refs())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>("payload"))
+        .collect();
+    // Newest first, `supporter` and the other kind left out.
+    assert_eq!(got, vec![r#"{"i":4}"#, r#"{"i":3}"#, r#"{"i":2}"#]);
+
+    let (reply, stopped) = oneshot::channel();
+    tx.send(Job::Shutdown(reply)).await.unwrap();
+    stopped.await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(queued.load(Ordering::Acquire), 0);
+}
