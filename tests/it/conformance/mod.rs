@@ -8,11 +8,14 @@ mod cases;
 
 use std::sync::Arc;
 
+use phoenix::core::store::postgres::{self as pg, PgOptions, PgStore};
 use phoenix::core::store::{
     ConversationStore, Location, MemoryStore, OpenOptions, SqliteConversations, StoreMetrics,
     StoreOptions, TelemetryStore,
 };
 use tempfile::TempDir;
+
+use crate::support::services::TestDatabase;
 
 /// A fresh store under test, and what keeps it alive.
 pub struct Backend {
@@ -22,6 +25,8 @@ pub struct Backend {
     /// the backend has one.
     pub export_view: Option<Box<dyn Fn() -> Arc<dyn ConversationStore> + Send + Sync>>,
     _dir: Option<TempDir>,
+    /// A PostgreSQL database of the test's own, dropped after the store.
+    _database: Option<TestDatabase>,
 }
 
 /// SQLite in a temporary directory, opened through `store::open`.
@@ -41,6 +46,7 @@ pub async fn sqlite() -> Backend {
             Arc::new(SqliteConversations::open(&path).expect("open read-only"))
         })),
         _dir: Some(dir),
+        _database: None,
     }
 }
 
@@ -57,6 +63,7 @@ pub async fn sqlite_direct() -> Backend {
         store: Arc::new(store),
         export_view: None,
         _dir: Some(dir),
+        _database: None,
     }
 }
 
@@ -73,6 +80,40 @@ pub async fn memory() -> Backend {
         store,
         export_view: None,
         _dir: None,
+        _database: None,
+    }
+}
+
+/// PostgreSQL in a database of the test's own (`PHOENIX_TEST_DATABASE_URL`); `None` (the
+/// case is skipped) when the variable is unset.
+pub async fn postgres() -> Option<Backend> {
+    let db = TestDatabase::create().await?;
+    let pool = pg::pool(&PgOptions::new(&db.url)).expect("pool");
+    pg::migrate(&pool).await.expect("migrate");
+    let store = PgStore::start(pool, 200_000, StoreMetrics::default());
+    Some(Backend {
+        store: Arc::new(store),
+        export_view: None,
+        _dir: None,
+        _database: Some(db),
+    })
+}
+
+/// A backend that is always there, for the suite.
+pub trait Available: Sized {
+    /// The backend, or `None` to skip the case.
+    fn available(self) -> Option<Backend>;
+}
+
+impl Available for Backend {
+    fn available(self) -> Option<Backend> {
+        Some(self)
+    }
+}
+
+impl Available for Option<Backend> {
+    fn available(self) -> Option<Backend> {
+        self
     }
 }
 
@@ -104,7 +145,10 @@ macro_rules! suite {
         $(
             #[tokio::test]
             async fn $case() {
-                cases::$case($factory().await).await;
+                use super::Available as _;
+                if let Some(backend) = $factory().await.available() {
+                    cases::$case(backend).await;
+                }
             }
         )*
     };
@@ -113,6 +157,7 @@ macro_rules! suite {
 suite!(sqlite => super::sqlite);
 suite!(sqlite_direct => super::sqlite_direct);
 suite!(memory => super::memory);
+suite!(postgres => super::postgres);
 
 #[tokio::test]
 async fn memory_queue_refuses_past_its_capacity_and_shutdown_commits_the_queue() {

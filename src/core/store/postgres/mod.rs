@@ -3,14 +3,17 @@
 //! that outgrow one machine and run several collector and distributor processes.
 
 mod connect;
+mod conversations;
 mod partitions;
 pub mod query;
 mod schema;
+mod store;
 pub mod writer;
 
 pub use connect::{PgOptions, is_postgres_url, mask_password, pool};
 pub use partitions::{drop_before, ensure, ensure_around, partition_of};
 pub use schema::{SCHEMA_VERSION, migrate};
+pub use store::PgStore;
 
 /// What can go wrong talking to PostgreSQL.
 #[derive(Debug, Clone, thiserror::Error)]

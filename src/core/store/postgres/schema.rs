@@ -21,7 +21,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE SEQUENCE telemetry_seq AS bigint;
     CREATE TABLE telemetry (
         seq bigint NOT NULL DEFAULT nextval('telemetry_seq'),
-        id uuid NOT NULL,
+        id text NOT NULL,
         ts_unix bigint NOT NULL,
         received_unix bigint NOT NULL,
         kind text NOT NULL,

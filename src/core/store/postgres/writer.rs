@@ -287,7 +287,7 @@ async fn copy_records(
         )
         .await?;
     let types = [
-        Type::UUID,
+        Type::TEXT,
         Type::INT8,
         Type::INT8,
         Type::TEXT,
@@ -300,10 +300,9 @@ async fn copy_records(
     let writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
     let mut writer = writer;
     for r in records {
-        // Ids are the collector's UUIDs; one that is not a UUID could never have been made.
-        let id = uuid::Uuid::parse_str(&r.id).unwrap_or_else(|_| uuid::Uuid::now_v7());
+        // Ids are stored as given (the collector's UUIDs, or a client's own ids).
         let row: [&(dyn ToSql + Sync); 9] = [
-            &id,
+            &r.id,
             &r.ts_unix,
             &r.received_unix,
             &r.kind,
