@@ -203,3 +203,98 @@ async fn the_writer_group_commits_and_newest_first_reads_filter_segment_wise() {
     writer.await.unwrap();
     assert_eq!(queued.load(Ordering::Acquire), 0);
 }
+
+fn dated(i: usize, ts: i64) -> NewRecord {
+    NewRecord {
+        id: format!("r{i}"),
+        ts_unix: ts,
+        received_unix: ts + 10,
+        kind: "k".into(),
+        level: None,
+        orch_hash: None,
+        agent_path: None,
+        tags_json: None,
+        payload_json: "{}".into(),
+    }
+}
+
+#[tokio::test]
+async fn pg_store_refuses_past_its_queue_and_retention_drops_whole_days() {
+    use phoenix::core::store::{Error, TelemetryStore};
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = postgres::pool(&PgOptions::new(&db.url)).unwrap();
+    postgres::migrate(&pool).await.unwrap();
+    let store = postgres::PgStore::start(pool.clone(), 5, StoreMetrics::default());
+    let (d0, d1, d2) = (1_796_169_600, 1_796_256_000, 1_796_342_400);
+    // The writer task cannot run between two synchronous submits on this runtime.
+    let first = store
+        .submit((0..3).map(|i| dated(i, d0)).chain([dated(3, d1)]).collect())
+        .unwrap();
+    let err = store.submit(vec![dated(4, d1), dated(5, d2)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::QueueFull {
+                queued: 4,
+                capacity: 5
+            }
+        ),
+        "{err}"
+    );
+    first.wait().await.unwrap();
+    store
+        .submit(vec![dated(4, d1), dated(5, d2), dated(6, d2)])
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 7);
+    let partitions = |pool: deadpool_postgres::Pool| async move {
+        let c = pool.get().await.unwrap();
+        let rows = c
+            .query(
+                "SELECT relname::text FROM pg_class WHERE relname LIKE 'telemetry_p%' \
+                 AND relkind = 'r' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        partitions(pool.clone()).await,
+        [
+            "telemetry_p20261202",
+            "telemetry_p20261203",
+            "telemetry_p20261204"
+        ]
+    );
+    // Days 0 and 1 are wholly older than the cutoff and fit the limit: dropped.
+    assert_eq!(
+        store.purge_before(d2, 100).unwrap().wait().await.unwrap(),
+        5
+    );
+    assert_eq!(partitions(pool.clone()).await, ["telemetry_p20261204"]);
+    assert_eq!(store.count().await.unwrap(), 2);
+    // A day larger than the limit is deleted from row by row, within the limit.
+    assert_eq!(
+        store
+            .purge_before(i64::MAX, 1)
+            .unwrap()
+            .wait()
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(partitions(pool.clone()).await, ["telemetry_p20261204"]);
+    assert_eq!(store.count().await.unwrap(), 1);
+    store.shutdown().await;
+    assert!(matches!(
+        store.submit(vec![dated(9, d2)]),
+        Err(Error::Closed)
+    ));
+}

@@ -98,12 +98,21 @@ impl ConversationStore for PgStore {
         cutoff: i64,
         limit: usize,
     ) -> Result<Commit<usize>, Error> {
-        self.purge(
-            "DELETE FROM conversations WHERE seq IN \
-             (SELECT seq FROM conversations WHERE ts_unix < $1 LIMIT $2)",
-            cutoff,
-            limit,
-        )
+        self.purge(move |pool| async move {
+            if limit == 0 {
+                return Ok(0);
+            }
+            let client = pool.get().await.map_err(pool_err)?;
+            let n = client
+                .execute(
+                    "DELETE FROM conversations WHERE seq IN \
+                     (SELECT seq FROM conversations WHERE ts_unix < $1 LIMIT $2)",
+                    &[&cutoff, &(limit as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(n as usize)
+        })
     }
 
     async fn filter_counts(&self, filter: &ConversationFilter) -> Result<FilterCounts, Error> {

@@ -6,6 +6,7 @@ mod connect;
 mod conversations;
 mod partitions;
 pub mod query;
+mod retention;
 mod schema;
 mod store;
 pub mod writer;

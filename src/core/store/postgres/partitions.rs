@@ -120,7 +120,7 @@ pub async fn drop_before(pool: &Pool, cutoff: i64) -> Result<u64, Error> {
 }
 
 /// The start of a partition named by [`partition_of`], or `None` for another table.
-fn start_of(name: &str) -> Option<i64> {
+pub(super) fn start_of(name: &str) -> Option<i64> {
     let digits = name.strip_prefix("telemetry_p")?;
     if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -137,31 +137,16 @@ impl PgStore {
         }
     }
 
-    /// Runs a `DELETE` of at most `limit` rows (`sql` takes `$1` cutoff, `$2` limit) on a
-    /// task of its own; answers with the rows deleted.
-    pub(super) fn purge(
-        &self,
-        sql: &'static str,
-        cutoff: i64,
-        limit: usize,
-    ) -> Result<Commit<usize>, Error> {
+    /// Runs `work` (a purge) on a task of its own; answers with the rows deleted.
+    pub(super) fn purge<F>(&self, work: impl FnOnce(Pool) -> F) -> Result<Commit<usize>, Error>
+    where
+        F: std::future::Future<Output = Result<usize, Error>> + Send + 'static,
+    {
         self.check_open()?;
-        let pool = self.pool.clone();
+        let job = work(self.pool.clone());
         let (tx, commit) = Commit::channel();
         tokio::spawn(async move {
-            let r = async {
-                if limit == 0 {
-                    return Ok(0);
-                }
-                let client = pool.get().await.map_err(pool_err)?;
-                let n = client
-                    .execute(sql, &[&cutoff, &(limit as i64)])
-                    .await
-                    .map_err(pg)?;
-                Ok(n as usize)
-            }
-            .await;
-            let _ = tx.send(r);
+            let _ = tx.send(job.await);
         });
         Ok(commit)
     }
@@ -218,12 +203,9 @@ impl TelemetryStore for PgStore {
     }
 
     fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, Error> {
-        self.purge(
-            "DELETE FROM telemetry WHERE (seq, received_unix) IN \
-             (SELECT seq, received_unix FROM telemetry WHERE ts_unix < $1 LIMIT $2)",
-            cutoff,
-            limit,
-        )
+        self.purge(move |pool| async move {
+            super::retention::purge_telemetry(&pool, cutoff, limit).await
+        })
     }
 
     async fn query(
