@@ -91,9 +91,14 @@ pub async fn postgres() -> Option<Backend> {
     let pool = pg::pool(&PgOptions::new(&db.url)).expect("pool");
     pg::migrate(&pool).await.expect("migrate");
     let store = PgStore::start(pool, 200_000, StoreMetrics::default());
+    let url = db.url.clone();
     Some(Backend {
         store: Arc::new(store),
-        export_view: None,
+        // What another process (an export) sees: a store of its own on the same database.
+        export_view: Some(Box::new(move || {
+            let pool = pg::pool(&PgOptions::new(&url)).expect("pool");
+            Arc::new(PgStore::start(pool, 1, StoreMetrics::default()))
+        })),
         _dir: None,
         _database: Some(db),
     })
