@@ -298,3 +298,34 @@ async fn pg_store_refuses_past_its_queue_and_retention_drops_whole_days() {
         Err(Error::Closed)
     ));
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_transient_backend_error() {
+    use phoenix::core::store::{Error, TelemetryStore};
+    // Nothing listens on port 1: every call fails at once, as retryable, never hangs.
+    let pool = postgres::pool(&PgOptions::new("postgres://postgres@127.0.0.1:1/none")).unwrap();
+    let store = postgres::PgStore::start(pool, 100, StoreMetrics::default());
+    let transient = |e: Error| match e {
+        Error::Backend {
+            backend: "postgres",
+            transient: true,
+            ..
+        } => {}
+        other => panic!("not a transient postgres error: {other:?}"),
+    };
+    transient(store.count().await.unwrap_err());
+    transient(
+        store
+            .submit(vec![dated(0, 1_796_169_600)])
+            .unwrap()
+            .wait()
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        store.queue_depth(),
+        0,
+        "a failed commit leaves nothing queued"
+    );
+    store.shutdown().await;
+}
