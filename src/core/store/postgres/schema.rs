@@ -119,28 +119,20 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub async fn migrate(pool: &Pool) -> Result<(), Error> {
     let mut client = pool.get().await?;
     let pg = |e: tokio_postgres::Error| Error::from_pg(&e);
-    client
-        .batch_execute(
+    loop {
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(pg)?;
+        // Under the lock, so two processes starting at once never race to create it.
+        tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS phoenix_schema (
                 version bigint PRIMARY KEY,
                 applied_unix bigint NOT NULL
             )",
         )
         .await
-        .or_else(|e| {
-            // Two processes creating the bookkeeping table at once: one wins, the other
-            // sees a unique violation on the catalog; the table exists either way.
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(pg(e))
-            }
-        })?;
-    loop {
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-            .await
-            .map_err(pg)?;
+        .map_err(pg)?;
         let current: i64 = tx
             .query_one(
                 "SELECT coalesce(max(version), 0)::bigint FROM phoenix_schema",
