@@ -486,7 +486,11 @@ async fn a_store_url_picks_the_backend() {
     )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("issue 15"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot open PostgreSQL"),
+        "{}",
+        stderr(&out)
+    );
     assert!(out.stdout.is_empty());
     // `sqlite:PATH` is the SQLite file at PATH.
     let missing = home.path().join("nope.db");

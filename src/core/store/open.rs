@@ -48,8 +48,8 @@ impl Location {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         {
             return Err(Error::UnsupportedUrl(match scheme {
-                "postgres" | "postgresql" => "PostgreSQL support arrives with issue 15; \
-                     use an SQLite path (sqlite:PATH) for now"
+                "postgres" | "postgresql" => "this build cannot open PostgreSQL stores yet; \
+                     use an SQLite path (sqlite:PATH)"
                     .to_owned(),
                 other => format!(
                     "unknown store URL scheme `{other}://` (use sqlite:PATH, a path, or memory:)"
@@ -151,7 +151,7 @@ mod tests {
         for pg in ["postgres://u@h/db", "postgresql://h/db"] {
             let err = Location::parse(pg).unwrap_err();
             assert!(matches!(err, Error::UnsupportedUrl(_)), "{err}");
-            assert!(err.to_string().contains("issue 15"), "{err}");
+            assert!(err.to_string().contains("cannot open PostgreSQL"), "{err}");
         }
         assert!(matches!(
             Location::parse("mysql://h/db"),
