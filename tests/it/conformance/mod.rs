@@ -1,8 +1,9 @@
 //! The store conformance suite: what every storage backend must do, written once against the
 //! traits (`TelemetryStore`, `ConversationStore`) and run against each backend. A backend joins
 //! with one line, `suite!(name => factory);`, where `factory().await` gives a fresh, empty
-//! [`Backend`] (async: a network backend connects there). PostgreSQL (issue 15) adds its
-//! factory the same way; the distributor's update log gets a suite of its own beside this one.
+//! [`Backend`] (async: a network backend connects there), or `None` to skip (PostgreSQL
+//! without `PHOENIX_TEST_DATABASE_URL`). Backends: SQLite (through `store::open` and
+//! directly), memory and PostgreSQL; the update log has its suite in `conformance_log.rs`.
 
 mod cases;
 
