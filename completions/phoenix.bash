@@ -1105,7 +1105,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__export)
-            opts="-o -v -q -h -V --format --since --min-score --out --db --config --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --format --since --min-score --out --db --database-url --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1132,6 +1132,10 @@ _phoenix() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2613,7 +2617,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__all)
-            opts="-v -q -h -V --bind --db --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --distributor-bind --distributor-db --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --database-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --distributor-bind --distributor-db --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2624,6 +2628,10 @@ _phoenix() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2663,7 +2671,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__collector)
-            opts="-v -q -h -V --bind --db --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --database-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2674,6 +2682,10 @@ _phoenix() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2705,7 +2717,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__distributor)
-            opts="-v -q -h -V --bind --db --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --database-url --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2716,6 +2728,10 @@ _phoenix() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

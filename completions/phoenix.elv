@@ -67,6 +67,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;serve;collector'= {
             cand --bind 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]'
             cand --db 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]'
+            cand --database-url 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]'
             cand --retention-days 'Delete telemetry older than this many days [default: keep everything]'
             cand --tls-cert 'Serve HTTPS with this PEM certificate chain (needs --tls-key)'
             cand --tls-key 'Private key (PEM) for --tls-cert'
@@ -86,6 +87,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;serve;distributor'= {
             cand --bind 'Address to listen on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]'
             cand --db 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]'
+            cand --database-url 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]'
             cand --tls-cert 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)'
             cand --tls-key 'Private key (PEM) for --tls-cert'
             cand --shutdown-timeout 'After SIGTERM/SIGINT, how long in-flight requests and WebSocket closes may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]'
@@ -104,6 +106,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;serve;all'= {
             cand --bind 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]'
             cand --db 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]'
+            cand --database-url 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]'
             cand --retention-days 'Delete telemetry older than this many days [default: keep everything]'
             cand --tls-cert 'Serve HTTPS with this PEM certificate chain (needs --tls-key)'
             cand --tls-key 'Private key (PEM) for --tls-cert'
@@ -544,6 +547,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -o 'Write the JSONL to FILE (a temporary file renamed into place when complete) instead of stdout'
             cand --out 'Write the JSONL to FILE (a temporary file renamed into place when complete) instead of stdout'
             cand --db 'Collector database [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]'
+            cand --database-url 'The collector''s PostgreSQL database (postgres://USER:PASSWORD@HOST:PORT/DB) [default: $PHOENIX_DATABASE_URL or [store] url]'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --json 'Print machine-readable JSON on stdout instead of tables'
             cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'

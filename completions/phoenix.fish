@@ -61,6 +61,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_se
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and not __fish_seen_subcommand_from collector distributor all help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l bind -d 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l db -d 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l database-url -d 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l retention-days -d 'Delete telemetry older than this many days [default: keep everything]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
@@ -74,6 +75,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l bind -d 'Address to listen on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l db -d 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l database-url -d 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l tls-cert -d 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -l shutdown-timeout -d 'After SIGTERM/SIGINT, how long in-flight requests and WebSocket closes may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]' -r
@@ -86,6 +88,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from distributor" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l bind -d 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l db -d 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l database-url -d 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l retention-days -d 'Delete telemetry older than this many days [default: keep everything]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
@@ -387,6 +390,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand export" -l since -d 'Onl
 complete -c phoenix -n "__fish_phoenix_using_subcommand export" -l min-score -d 'Only conversations with a score of at least S (unscored ones are left out)' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand export" -s o -l out -d 'Write the JSONL to FILE (a temporary file renamed into place when complete) instead of stdout' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand export" -l db -d 'Collector database [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]' -r -F
+complete -c phoenix -n "__fish_phoenix_using_subcommand export" -l database-url -d 'The collector\'s PostgreSQL database (postgres://USER:PASSWORD@HOST:PORT/DB) [default: $PHOENIX_DATABASE_URL or [store] url]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand export" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand export" -l json -d 'Print machine-readable JSON on stdout instead of tables'
 complete -c phoenix -n "__fish_phoenix_using_subcommand export" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'

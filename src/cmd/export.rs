@@ -82,8 +82,11 @@ pub struct Args {
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Collector database [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "database_url")]
     pub db: Option<PathBuf>,
+    /// The collector's PostgreSQL database (postgres://USER:PASSWORD@HOST:PORT/DB) [default: $PHOENIX_DATABASE_URL or [store] url]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 fn finite_score(s: &str) -> Result<f64, String> {
@@ -105,17 +108,19 @@ struct Report<'a> {
 
 /// Runs `phoenix export`.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(|| ctx.settings.collector.db_path.clone());
-    let location = Location::from_path(&db)
-        .with_context(|| format!("opening the collector database {}", db.display()))?;
+    // --db, then --database-url, then the configured store (store.url, else collector.db_path).
+    let location = match (&args.db, &args.database_url) {
+        (Some(db), _) => Location::from_path(db),
+        (None, Some(url)) => Location::parse(url),
+        (None, None) => Location::collector(&ctx.settings),
+    }
+    .context("the collector's store")?;
     if let Location::Sqlite(path) = &location
         && !path.is_file()
     {
         anyhow::bail!(
-            "there is no collector database at {} (give --db FILE or set TELEMETRIST_DB_PATH)",
+            "there is no collector database at {} (give --db FILE, --database-url URL, or set \
+             TELEMETRIST_DB_PATH / PHOENIX_DATABASE_URL)",
             path.display()
         );
     }
@@ -128,7 +133,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let out = args.out.clone();
     let conversations = store::open_conversations(&location)
         .await
-        .with_context(|| format!("opening the collector database {}", db.display()))?;
+        .with_context(|| format!("opening the collector database {location}"))?;
     let handle = tokio::runtime::Handle::current();
     // The dataset writer is synchronous: it runs on the blocking pool and waits on the store.
     let summary = tokio::task::spawn_blocking(move || {

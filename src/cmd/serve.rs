@@ -38,8 +38,11 @@ pub struct CollectorArgs {
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
     /// SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "database_url")]
     pub db: Option<PathBuf>,
+    /// One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Delete telemetry older than this many days [default: keep everything]
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
     pub retention_days: Option<u32>,
@@ -66,6 +69,9 @@ pub struct DistributorArgs {
     /// SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]
     #[arg(long, value_name = "FILE")]
     pub db: Option<PathBuf>,
+    /// One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -136,6 +142,14 @@ fn raise_file_limit() {
     }
 }
 
+/// Applies `--database-url` over the settings.
+fn apply_database_url(url: Option<&String>, settings: &mut Settings) {
+    if let Some(url) = url {
+        settings.store.url = Some(url.clone());
+        settings.mark_flag("store.url", Some(url.clone()));
+    }
+}
+
 /// Applies the distributor flags over the settings.
 fn apply_distributor_flags(bind: Option<&String>, db: Option<&PathBuf>, settings: &mut Settings) {
     if let Some(b) = bind {
@@ -166,6 +180,7 @@ fn apply_flags(args: &CollectorArgs, settings: &mut Settings) {
         settings.collector.tls_cert = Some(c.clone());
         settings.collector.tls_key = Some(k.clone());
     }
+    apply_database_url(args.database_url.as_ref(), settings);
     apply_shutdown_timeout(args.shutdown_timeout, settings);
 }
 
@@ -183,6 +198,7 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
         }
         Cmd::Distributor(args) => {
             apply_distributor_flags(args.bind.as_ref(), args.db.as_ref(), &mut ctx.settings);
+            apply_database_url(args.database_url.as_ref(), &mut ctx.settings);
             apply_shutdown_timeout(args.shutdown_timeout, &mut ctx.settings);
             let tls = match (&args.tls_cert, &args.tls_key) {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
@@ -359,14 +375,14 @@ impl Collector {
         let store_opts = store::OpenOptions {
             sync: c.sync,
             queue_records: c.queue_records,
+            pool_size: settings.store.pool_size,
             ..store::OpenOptions::default()
         };
-        let opened = match Location::from_path(&c.db_path) {
-            Ok(at) => store::open(&at, &store_opts, metrics.store.clone()).await,
-            Err(e) => Err(e),
-        };
-        let store = opened
-            .with_context(|| format!("opening the telemetry store at {}", c.db_path.display()))?;
+        let at = Location::collector(settings)
+            .context("the collector's store (store.url / collector.db_path)")?;
+        let store = store::open(&at, &store_opts, metrics.store.clone())
+            .await
+            .with_context(|| format!("opening the telemetry store at {at}"))?;
         let config = CollectorConfig {
             limits: Limits {
                 max_body_bytes: c.max_body_bytes,
@@ -397,7 +413,7 @@ impl Collector {
         let state = AppState::new(store, anonymizer, config, metrics)
             .context("setting up the collector")?;
         let bound = Bound::bind("collector", addr, tls).await?;
-        tracing::info!(db = %c.db_path.display(), "telemetry store open");
+        tracing::info!(db = %at, "telemetry store open");
         Ok(Collector {
             url: bound.url("http", "https", ""),
             bound,

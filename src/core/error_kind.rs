@@ -65,6 +65,7 @@ pub fn of<'a>(cause: &'a (dyn StdError + 'static)) -> Option<&'a dyn HasKind> {
         scaffold::InvalidName,
         crate::core::collector::client::IngestError,
         crate::core::server::app::Error,
+        crate::core::store::Error,
     );
     None
 }
@@ -116,6 +117,20 @@ impl HasKind for Classified {
             status: *status,
             code,
         })
+    }
+}
+
+impl HasKind for crate::core::store::Error {
+    fn kind(&self) -> Option<ErrorKind> {
+        use crate::core::store::Error;
+        match self {
+            // A database server that cannot be reached now, like a collector that cannot.
+            Error::Backend {
+                transient: true, ..
+            } => Some(ErrorKind::Unreachable),
+            Error::UnsupportedUrl(_) => Some(ErrorKind::Usage),
+            _ => None,
+        }
     }
 }
 

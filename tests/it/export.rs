@@ -479,19 +479,43 @@ async fn a_missing_database_exits_1_and_bad_flags_exit_2() {
 #[tokio::test]
 async fn a_store_url_picks_the_backend() {
     let home = tempfile::tempdir().unwrap();
-    // PostgreSQL is not in this build yet: a clear refusal, exit 1, nothing on stdout.
+    // A scheme no backend has: a usage error, exit 2, nothing on stdout.
     let out = export(
         home.path(),
-        &["--format", "sft", "--db", "postgres://127.0.0.1/test"],
+        &["--format", "sft", "--db", "mysql://127.0.0.1/test"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("cannot open PostgreSQL"),
+        stderr(&out).contains("unknown store URL scheme `mysql://`"),
         "{}",
         stderr(&out)
     );
     assert!(out.stdout.is_empty());
+    // A PostgreSQL that cannot be reached: exit 3 (unreachable), the password never shown.
+    let out = export(
+        home.path(),
+        &[
+            "--format",
+            "sft",
+            "--database-url",
+            "postgres://phx:s3cret@127.0.0.1:1/db",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("phx:****@127.0.0.1:1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("s3cret"), "{}", stderr(&out));
+    // A PostgreSQL store with nothing in it yet: nothing to export, and no error.
+    if let Some(db) = crate::support::services::TestDatabase::create().await {
+        let out = export(home.path(), &["--format", "sft", "--database-url", &db.url]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
     // `sqlite:PATH` is the SQLite file at PATH.
     let missing = home.path().join("nope.db");
     let out = export(

@@ -93,6 +93,9 @@ pub struct DistributorConfig {
     pub control_window: Duration,
     /// Timeouts, connection cap, shutdown deadline and decompression budget of the server.
     pub server: ServerLimits,
+    /// How often to look for what other processes sharing the log committed, and announce
+    /// it to this process's subscribers (`None`: the log is this process's alone).
+    pub follow_interval: Option<Duration>,
 }
 
 impl Default for DistributorConfig {
@@ -115,6 +118,7 @@ impl Default for DistributorConfig {
             max_control_frames: 100,
             control_window: Duration::from_secs(10),
             server: ServerLimits::default(),
+            follow_interval: None,
         }
     }
 }
@@ -327,7 +331,14 @@ pub async fn serve(
         stopper.begin_shutdown();
     };
     let limits = state.config.server.clone();
+    let follower = state
+        .config
+        .follow_interval
+        .map(|every| tokio::spawn(follow_log(state.clone(), every)));
     let result = server::serve(listener.into(), router(state.clone()), limits, signal).await;
+    if let Some(f) = follower {
+        f.abort();
+    }
     state.begin_shutdown();
     let since = signalled
         .get()
@@ -348,6 +359,37 @@ pub async fn serve(
     state.log.close().await;
     tracing::info!("distributor stopped; deliveries and acks are committed");
     result
+}
+
+/// Announces, every `every`, what other distributor processes committed to the shared log.
+/// A failed look (the database restarting) is logged once per outage and tried again.
+async fn follow_log(state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        match state.service.follow_log().await {
+            Ok(n) => {
+                if failing {
+                    tracing::info!("reading the shared update log again");
+                    failing = false;
+                }
+                if n > 0 {
+                    tracing::debug!(
+                        announced = n,
+                        "announced updates committed by other processes"
+                    );
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot read the shared update log; trying again");
+                    failing = true;
+                }
+            }
+        }
+    }
 }
 
 /// How long aborted connections may take to let go of their sockets.

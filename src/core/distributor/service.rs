@@ -126,11 +126,17 @@ impl Service {
             .log
             .append(envelope, target_orch_hash.clone(), rolls_back)
             .await?;
-        self.bus.announce_update(Prepared::new(StoredUpdate {
-            envelope: envelope.clone(),
-            initial_percent,
-            target_orch_hash,
-        }));
+        if envelope.seq == self.bus.position().seq + 1 {
+            self.bus.announce_update(Prepared::new(StoredUpdate {
+                envelope: envelope.clone(),
+                initial_percent,
+                target_orch_hash,
+            }));
+        } else {
+            // Another process shares the log and committed before this one: announce its
+            // updates first, then this one, in seq order.
+            self.announce_committed().await?;
+        }
         drop(_writing);
         self.metrics
             .publishes
@@ -179,8 +185,12 @@ impl Service {
             .widen(&stored.envelope.update_id, percent, now_unix())
             .await?;
         let update = w.update.envelope.clone();
-        self.bus
-            .announce_widening(Prepared::new(w.update), w.from_percent, w.widen_seq);
+        if w.widen_seq == self.bus.position().widen_seq + 1 {
+            self.bus
+                .announce_widening(Prepared::new(w.update), w.from_percent, w.widen_seq);
+        } else {
+            self.announce_committed().await?;
+        }
         drop(_writing);
         self.metrics.widenings.inc();
         tracing::info!(seq = update.seq, update_id = %update.update_id, from = ?w.from_percent, to = percent, "rollout widened");
@@ -188,6 +198,44 @@ impl Service {
             update,
             previous_rollout_percent: w.from_percent,
         })
+    }
+}
+
+impl Service {
+    /// Announces on the bus what other processes sharing the log committed since the bus's
+    /// position: their updates in seq order, then their widenings one by one. Returns how
+    /// many announcements it made. A distributor on a shared database calls it every so
+    /// often, so its subscribers get every update, whoever published it.
+    pub async fn follow_log(&self) -> Result<usize, Error> {
+        let _writing = self.writing.lock().await;
+        self.announce_committed().await
+    }
+
+    /// [`Service::follow_log`], with the writing lock held.
+    async fn announce_committed(&self) -> Result<usize, Error> {
+        let log = self.log.position().await?;
+        let bus = self.bus.position();
+        let mut announced = 0;
+        if log.seq > bus.seq {
+            // At the widening the bus stands at; the later widenings are announced below.
+            let missed = self
+                .log
+                .updates_between(bus.seq, log.seq, bus.widen_seq, Box::new(|_| true))
+                .await?;
+            for update in missed {
+                self.bus.announce_update(Prepared::new(update));
+                announced += 1;
+            }
+        }
+        // One widening at a time: a subscriber takes each `widen_seq` once.
+        for g in bus.widen_seq + 1..=log.widen_seq {
+            for (update, from_percent) in self.log.widened_between(log.seq, g - 1, g).await? {
+                self.bus
+                    .announce_widening(Prepared::new(update), from_percent, g);
+                announced += 1;
+            }
+        }
+        Ok(announced)
     }
 }
 
@@ -294,5 +342,55 @@ mod tests {
                 widen_seq: 1
             }
         );
+    }
+
+    #[tokio::test]
+    async fn services_sharing_a_log_announce_each_others_commits_in_order() {
+        let log: Arc<dyn UpdateLog> = Arc::new(MemoryUpdateLog::new());
+        let anonymizer = Anonymizer::from_key(&[7; 32]);
+        let node = || {
+            let bus: Arc<dyn Bus> = Arc::new(Hub::new(Position::default(), None, 64));
+            let metrics = Arc::new(Metrics::default());
+            (
+                Service::new(log.clone(), bus.clone(), anonymizer.clone(), metrics),
+                bus,
+            )
+        };
+        let (a, _) = node();
+        let (b, b_bus) = node();
+        let Subscription { live: mut rx, .. } = b_bus.subscribe_from(Position::default());
+        let seqs = |rx: &mut tokio::sync::broadcast::Receiver<Live>| {
+            let mut out = Vec::new();
+            while let Ok(item) = rx.try_recv() {
+                out.push(match item {
+                    Live::Update(p) => format!("u{}", p.update.envelope.seq),
+                    Live::Widened {
+                        update, widen_seq, ..
+                    } => format!("w{widen_seq}:{}", update.update.envelope.seq),
+                });
+            }
+            out
+        };
+
+        a.publish(notice(None, Some(10))).await.unwrap();
+        a.publish(notice(None, Some(20))).await.unwrap();
+        assert!(seqs(&mut rx).is_empty(), "b has not looked yet");
+        // b's own publish gets seq 3: a's two come first, from the log, in order.
+        assert_eq!(b.publish(notice(None, None)).await.unwrap().seq, 3);
+        assert_eq!(seqs(&mut rx), ["u1", "u2", "u3"]);
+
+        a.widen("1", 50).await.unwrap();
+        a.widen("2", 60).await.unwrap();
+        a.publish(notice(None, None)).await.unwrap();
+        assert_eq!(b.follow_log().await.unwrap(), 3);
+        assert_eq!(seqs(&mut rx), ["u4", "w1:1", "w2:2"]);
+        assert_eq!(
+            b_bus.position(),
+            Position {
+                seq: 4,
+                widen_seq: 2
+            }
+        );
+        assert_eq!(b.follow_log().await.unwrap(), 0, "nothing twice");
     }
 }

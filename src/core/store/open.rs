@@ -1,8 +1,8 @@
 //! `store::open(url)`: the one place that maps a store URL to a backend.
 //!
 //! `sqlite:PATH`, `sqlite://PATH` or a plain path: the SQLite backend. `memory:`: the
-//! in-memory backend (nothing survives the process). `postgres://` and `postgresql://`: not
-//! in this build yet.
+//! in-memory backend (nothing survives the process). `postgres://` and `postgresql://`: the
+//! PostgreSQL backend (one database shared by every process pointed at it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,10 +10,11 @@ use std::sync::Arc;
 use super::conversations::ConversationStore;
 use super::error::Error;
 use super::memory::MemoryStore;
+use super::postgres::{self, PgOptions, PgStore};
 use super::sqlite::conversations::SqliteConversations;
 use super::sqlite::store::{SqliteStore, StoreOptions};
 use super::telemetry::{StoreMetrics, TelemetryStore};
-use crate::core::shared::config::SyncMode;
+use crate::core::shared::config::{Settings, SyncMode};
 
 /// Where a store lives, parsed from its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub enum Location {
     Sqlite(PathBuf),
     /// In this process's memory.
     Memory,
+    /// A PostgreSQL database (`postgres://…`).
+    Postgres(String),
 }
 
 impl Location {
@@ -41,22 +44,29 @@ impl Location {
             }
             return Ok(Location::Sqlite(PathBuf::from(path)));
         }
+        if postgres::is_postgres_url(url) {
+            return Ok(Location::Postgres(url.trim().to_owned()));
+        }
         if let Some((scheme, _)) = url.split_once("://")
             && !scheme.is_empty()
             && scheme
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         {
-            return Err(Error::UnsupportedUrl(match scheme {
-                "postgres" | "postgresql" => "this build cannot open PostgreSQL stores yet; \
-                     use an SQLite path (sqlite:PATH)"
-                    .to_owned(),
-                other => format!(
-                    "unknown store URL scheme `{other}://` (use sqlite:PATH, a path, or memory:)"
-                ),
-            }));
+            return Err(Error::UnsupportedUrl(format!(
+                "unknown store URL scheme `{scheme}://` (use postgres://…, sqlite:PATH, a path, \
+                 or memory:)"
+            )));
         }
         Ok(Location::Sqlite(PathBuf::from(url)))
+    }
+
+    /// Where the collector's store lives: `store.url` when set, else `collector.db_path`.
+    pub fn collector(settings: &Settings) -> Result<Location, Error> {
+        match &settings.store.url {
+            Some(url) => Location::parse(url),
+            None => Location::from_path(&settings.collector.db_path),
+        }
     }
 
     /// A configured database path: parsed as a URL when it reads as one, else the path as is
@@ -74,6 +84,7 @@ impl std::fmt::Display for Location {
         match self {
             Location::Sqlite(path) => write!(f, "{}", path.display()),
             Location::Memory => f.write_str("memory:"),
+            Location::Postgres(url) => f.write_str(&postgres::mask_password(url)),
         }
     }
 }
@@ -85,8 +96,10 @@ pub struct OpenOptions {
     pub sync: SyncMode,
     /// Records that may wait for the writer before `submit` refuses.
     pub queue_records: usize,
-    /// Read connections kept open (SQLite; a pool size for network backends).
+    /// Read connections kept open (SQLite).
     pub readers: usize,
+    /// Connections kept to a database server at most (PostgreSQL).
+    pub pool_size: usize,
 }
 
 impl Default for OpenOptions {
@@ -96,6 +109,7 @@ impl Default for OpenOptions {
             sync: d.sync,
             queue_records: d.queue_records,
             readers: d.readers,
+            pool_size: 16,
         }
     }
 }
@@ -118,7 +132,37 @@ pub async fn open(
             Arc::new(SqliteStore::open(&opts, metrics)?)
         }
         Location::Memory => Arc::new(MemoryStore::with_capacity(options.queue_records)),
+        Location::Postgres(url) => {
+            let pool = connect_postgres(url, options.pool_size).await?;
+            Arc::new(PgStore::start(pool, options.queue_records, metrics))
+        }
     })
+}
+
+/// A pool over the database at `url`, migrated, with the partitions around today made.
+/// Starting while PostgreSQL cannot be reached fails with what was tried (password masked).
+pub async fn connect_postgres(
+    url: &str,
+    pool_size: usize,
+) -> Result<deadpool_postgres::Pool, Error> {
+    let pool = postgres::pool(&PgOptions {
+        pool_size,
+        ..PgOptions::new(url)
+    })?;
+    let at = postgres::mask_password(url);
+    let unreachable = |e: postgres::Error| match e {
+        postgres::Error::Unavailable(m) => Error::Backend {
+            backend: "postgres",
+            message: format!("cannot reach {at}: {m}"),
+            transient: true,
+        },
+        other => other.into(),
+    };
+    postgres::migrate(&pool).await.map_err(unreachable)?;
+    postgres::ensure_around(&pool, crate::core::telemetry::now_unix())
+        .await
+        .map_err(unreachable)?;
+    Ok(pool)
 }
 
 /// Opens stored conversations read-only, for exports (safe next to a running collector).
@@ -126,6 +170,11 @@ pub async fn open_conversations(location: &Location) -> Result<Arc<dyn Conversat
     Ok(match location {
         Location::Sqlite(path) => Arc::new(SqliteConversations::open(path)?),
         Location::Memory => Arc::new(MemoryStore::default()),
+        Location::Postgres(url) => {
+            // Reads only: no queue to speak of, a small pool.
+            let pool = connect_postgres(url, 4).await?;
+            Arc::new(PgStore::start(pool, 1, StoreMetrics::default()))
+        }
     })
 }
 
@@ -148,11 +197,18 @@ mod tests {
         assert_eq!(Location::parse("/srv/t.db").unwrap(), sqlite("/srv/t.db"));
         assert_eq!(Location::parse("t.db").unwrap(), sqlite("t.db"));
         assert_eq!(Location::parse("memory:").unwrap(), Location::Memory);
-        for pg in ["postgres://u@h/db", "postgresql://h/db"] {
-            let err = Location::parse(pg).unwrap_err();
-            assert!(matches!(err, Error::UnsupportedUrl(_)), "{err}");
-            assert!(err.to_string().contains("cannot open PostgreSQL"), "{err}");
+        for pg in ["postgres://u@h/db", "postgresql://h/db", "POSTGRES://h/db"] {
+            assert_eq!(
+                Location::parse(pg).unwrap(),
+                Location::Postgres(pg.to_owned())
+            );
         }
+        assert_eq!(
+            Location::parse("postgres://u:s3cret@h/db")
+                .unwrap()
+                .to_string(),
+            "postgres://u:****@h/db"
+        );
         assert!(matches!(
             Location::parse("mysql://h/db"),
             Err(Error::UnsupportedUrl(_))

@@ -35,6 +35,8 @@ pub(super) const KEYS: &[(&str, &str, bool)] = &[
         false,
     ),
     ("collector.x402_premium_key", "X402_PREMIUM_KEY", true),
+    ("store.url", "PHOENIX_DATABASE_URL", false),
+    ("store.pool_size", "PHOENIX_DATABASE_POOL_SIZE", false),
     ("distributor.url", "PULSE_DISTRIBUTOR_URL", false),
     ("distributor.bind", "PULSE_DISTRIBUTOR_BIND", false),
     ("distributor.db_path", "PHOENIX_DISTRIBUTOR_DB_PATH", false),
@@ -126,10 +128,10 @@ pub(super) struct Resolver<'a> {
 impl Resolver<'_> {
     /// Raw value and its origin, env beating file beating default.
     fn raw(&mut self, key: &'static str, default: Option<String>) -> Option<(String, String)> {
-        let (env_name, secret) = KEYS
+        let env_name = KEYS
             .iter()
             .find(|(k, _, _)| *k == key)
-            .map(|(_, e, s)| (*e, *s))
+            .map(|(_, e, _)| *e)
             .expect("every resolved key is listed in KEYS");
         let (value, source, origin) =
             if let Some(v) = self.env.get(env_name).filter(|v| !v.is_empty()) {
@@ -145,13 +147,10 @@ impl Resolver<'_> {
             } else {
                 (default, Source::Default, "default".to_owned())
             };
-        let shown = value
-            .as_ref()
-            .map(|v| if secret { mask(v) } else { v.clone() });
         self.entries.push(Entry {
             key,
             env: env_name,
-            value: shown,
+            value: value.clone().map(|v| shown(key, v)),
             source,
         });
         value.map(|v| (v, origin))
@@ -306,6 +305,10 @@ impl Settings {
             )?),
         };
         let x402_premium_key = r.string("collector.x402_premium_key", None);
+        let store = StoreSettings {
+            url: r.string("store.url", None),
+            pool_size: r.parsed("store.pool_size", 16)?,
+        };
         let distributor = DistributorSettings {
             url: r
                 .string("distributor.url", Some("ws://127.0.0.1:5003/subscribe"))
@@ -428,6 +431,7 @@ impl Settings {
             config_file: file_path,
             data_dir,
             collector,
+            store,
             distributor,
             server,
             llm,

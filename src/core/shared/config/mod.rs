@@ -147,6 +147,18 @@ pub struct CollectorSettings {
     pub stale_after: Duration,
 }
 
+/// Where the fleet's stores live when they are not the embedded SQLite files.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// One database for every server store (`postgres://…`): the collector's telemetry,
+    /// insights and conversations, and the distributor's update log, shared by every
+    /// process pointed at it. Unset: the SQLite files `collector.db_path` and
+    /// `distributor.db_path`. An SQLite URL (`sqlite:PATH`) moves only the collector's store.
+    pub url: Option<String>,
+    /// Connections each process keeps to the database at most.
+    pub pool_size: usize,
+}
+
 /// Distributor (Synaptic Pulse) endpoints.
 #[derive(Debug, Clone)]
 pub struct DistributorSettings {
@@ -295,6 +307,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Collector.
     pub collector: CollectorSettings,
+    /// Shared database of every store (PostgreSQL), if any.
+    pub store: StoreSettings,
     /// Distributor.
     pub distributor: DistributorSettings,
     /// Both servers' connection handling.
@@ -356,7 +370,71 @@ pub fn mask(secret: &str) -> String {
     }
 }
 
+/// A database URL with its password replaced by `****`, for messages and `config show`: the
+/// userinfo's password (`postgres://user:secret@host/db`), a `password=` query parameter, or
+/// libpq's `password=` pair.
+pub fn mask_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (base, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        // The host part never holds an '@', so the last one ends the userinfo.
+        let base = match base.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:****@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        };
+        let query = query.map(|q| {
+            q.split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
+                    _ => kv.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        });
+        return match query {
+            Some(q) => format!("{scheme}://{base}?{q}"),
+            None => format!("{scheme}://{base}"),
+        };
+    }
+    // key=value form: password=secret
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// A value as `config show` prints it: secrets masked, a database URL without its password.
+fn shown(key: &str, value: String) -> String {
+    if KEYS.iter().any(|(k, _, s)| *k == key && *s) {
+        mask(&value)
+    } else if key == "store.url" {
+        mask_password(&value)
+    } else {
+        value
+    }
+}
+
 impl Settings {
+    /// The shared database of the distributor's update log (`store.url` when it names a
+    /// PostgreSQL database); `None`: the SQLite file `distributor.db_path`.
+    pub fn distributor_database(&self) -> Option<&str> {
+        self.store.url.as_deref().filter(|u| is_postgres_url(u))
+    }
+
     /// The rows of `phoenix config show`, in a stable order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
@@ -365,8 +443,7 @@ impl Settings {
     /// Records that a flag replaced a setting, so `config show`-style reports stay true.
     pub fn mark_flag(&mut self, key: &str, value: Option<String>) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.key == key) {
-            let secret = KEYS.iter().any(|(k, _, s)| *k == key && *s);
-            e.value = value.map(|v| if secret { mask(&v) } else { v });
+            e.value = value.map(|v| shown(key, v));
             e.source = Source::Flag;
         }
     }

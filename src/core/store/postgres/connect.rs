@@ -92,32 +92,7 @@ fn split_verify_modes(url: &str) -> (String, bool) {
     (out, verify)
 }
 
-/// The URL with its password replaced by `****`, for messages and `config show`.
-pub fn mask_password(url: &str) -> String {
-    // postgres://user:secret@host/db
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.rsplit_once('@')
-            && let Some((user, _)) = userinfo.split_once(':')
-        {
-            return format!("{scheme}://{user}:****@{host}");
-        }
-        return url.to_owned();
-    }
-    // key=value form: password=secret
-    url.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
-            _ => kv.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Whether `url` names a PostgreSQL database.
-pub fn is_postgres_url(url: &str) -> bool {
-    let lower = url.trim().to_ascii_lowercase();
-    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
-}
+pub use crate::core::shared::config::{is_postgres_url, mask_password};
 
 #[cfg(test)]
 mod tests {

@@ -61,7 +61,20 @@ impl Error {
             || e.code().is_none();
         let detail = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
+            None => {
+                // "error connecting to server" alone does not say why: add the causes.
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    let more = c.to_string();
+                    if !text.contains(&more) {
+                        text.push_str(": ");
+                        text.push_str(&more);
+                    }
+                    cause = c.source();
+                }
+                text
+            }
         };
         if transient {
             Error::Unavailable(detail)
