@@ -9,8 +9,9 @@ use phoenix::core::telemetry::now_unix;
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
+use crate::support::backend::column;
 use crate::support::collector::{
-    KEY_FILE, TestCollector, expect_error, metric_value, status_and_json,
+    DB_FILE, KEY_FILE, TestCollector, expect_error, metric_value, status_and_json,
 };
 
 const DAY: i64 = 86_400;
@@ -62,7 +63,22 @@ async fn raw_orch_id_never_reaches_disk_and_its_hash_is_keyed_and_stable() {
     assert_eq!(insight["records_analyzed"], 2);
 
     let dir = c.stop().await;
-    let bytes = database_bytes(dir.path());
+    let bytes = if dir.database_url().is_some() {
+        // On PostgreSQL, every stored text of every table the collector writes.
+        let mut all = Vec::new();
+        for sql in [
+            "SELECT concat_ws(' ', id, kind, orch_hash, agent_path, tags, payload) FROM telemetry",
+            "SELECT concat_ws(' ', id, focus, source, body) FROM insights",
+            "SELECT orch_hash FROM orchs",
+        ] {
+            for text in column(&dir, DB_FILE, sql).await.into_iter().flatten() {
+                all.extend_from_slice(text.as_bytes());
+            }
+        }
+        all
+    } else {
+        database_bytes(dir.path())
+    };
     assert!(
         contains(&bytes, hash.as_bytes()),
         "the hash should be on disk (are we reading the right files?)"
@@ -451,7 +467,6 @@ async fn shutdown_under_load_keeps_every_acknowledged_record() {
     for _ in 0..CLIENTS * 2 {
         acked_rx.recv().await.expect("no request was acknowledged");
     }
-    let db = c.db_path();
     let dir = c.stop().await;
 
     let mut acknowledged = Vec::new();
@@ -476,12 +491,10 @@ async fn shutdown_under_load_keeps_every_acknowledged_record() {
     assert!(acknowledged.len() >= CLIENTS * 2 * BATCH);
 
     // Read the database afresh, as a restarted collector would.
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let mut stmt = conn.prepare("SELECT id FROM telemetry").unwrap();
-    let stored: HashSet<String> = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+    let stored: HashSet<String> = column(&dir, DB_FILE, "SELECT id FROM telemetry")
+        .await
+        .into_iter()
+        .map(Option::unwrap)
         .collect();
     let lost: Vec<&String> = acknowledged
         .iter()
@@ -493,8 +506,6 @@ async fn shutdown_under_load_keeps_every_acknowledged_record() {
         lost.len(),
         acknowledged.len()
     );
-    drop(stmt);
-    drop(conn);
 
     // And a collector restarted on the directory serves them.
     let c = TestCollector::start_in(dir, CollectorConfig::default()).await;

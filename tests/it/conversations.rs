@@ -2,7 +2,6 @@
 //! every body shape, validation, idempotent resends, the PII guard, metrics, anonymisation.
 
 use std::io::Write;
-use std::path::Path;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -12,6 +11,7 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::support::backend::column;
 use crate::support::bin::phoenix_async;
 use crate::support::collector::{
     DB_FILE, TestCollector, expect_error, metric_value, status_and_json,
@@ -72,31 +72,35 @@ struct Row {
     messages: Value,
 }
 
-/// Every stored conversation, in storage order.
-fn stored(db: &Path) -> Vec<Row> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    let mut stmt = conn
-        .prepare("SELECT conversation_id, orch_hash, feedback, score, messages FROM conversations ORDER BY seq")
-        .unwrap();
-    stmt.query_map([], |r| {
-        let messages: String = r.get(4)?;
-        Ok(Row {
-            id: r.get(0)?,
-            orch_hash: r.get(1)?,
-            feedback: r.get(2)?,
-            score: r.get(3)?,
-            messages: serde_json::from_str(&messages).unwrap(),
+/// Every stored conversation, in storage order, read from the store as another process would.
+async fn stored(c: &TestCollector) -> Vec<Row> {
+    let sql = if c.dir.database_url().is_some() {
+        "SELECT json_build_object('id', conversation_id, 'orch_hash', orch_hash, \
+         'feedback', feedback, 'score', score, 'messages', messages::json)::text \
+         FROM conversations ORDER BY seq"
+    } else {
+        "SELECT json_object('id', conversation_id, 'orch_hash', orch_hash, \
+         'feedback', feedback, 'score', score, 'messages', json(messages)) \
+         FROM conversations ORDER BY seq"
+    };
+    column(&c.dir, DB_FILE, sql)
+        .await
+        .into_iter()
+        .map(|text| {
+            let v: Value = serde_json::from_str(&text.expect("a row")).unwrap();
+            Row {
+                id: v["id"].as_str().unwrap().to_owned(),
+                orch_hash: v["orch_hash"].as_str().map(str::to_owned),
+                feedback: v["feedback"].as_str().map(str::to_owned),
+                score: v["score"].as_f64(),
+                messages: v["messages"].clone(),
+            }
         })
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
+        .collect()
 }
 
-fn stored_ids(c: &TestCollector) -> Vec<String> {
-    stored(&c.db_path()).into_iter().map(|r| r.id).collect()
+async fn stored_ids(c: &TestCollector) -> Vec<String> {
+    stored(c).await.into_iter().map(|r| r.id).collect()
 }
 
 #[tokio::test]
@@ -133,7 +137,7 @@ async fn one_object_an_array_ndjson_and_gzip_are_stored_as_sent() {
     .await;
     assert_eq!(gz.1["ids"], json!(["c6"]), "{}", gz.1);
 
-    let rows = stored(&c.db_path());
+    let rows = stored(&c).await;
     let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["c1", "c2", "c3", "c4", "c5", "c6"]);
     let Row {
@@ -178,7 +182,7 @@ async fn invalid_records_are_named_by_line_and_field_and_nothing_is_stored() {
         .collect();
     assert_eq!(named, [(2, "messages[1].role"), (3, "score")]);
     assert!(
-        stored_ids(&c).is_empty(),
+        stored_ids(&c).await.is_empty(),
         "the valid record of the batch was stored"
     );
 
@@ -212,7 +216,7 @@ async fn a_resend_is_acknowledged_as_duplicates_and_stored_once() {
         json!({"accepted": 1, "duplicates": 3, "ids": ["r3"]})
     );
 
-    let rows = stored(&c.db_path());
+    let rows = stored(&c).await;
     let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["r1", "r2", "r3"]);
     assert_eq!(rows[0].score, Some(4.0), "the first stored copy stays");
@@ -314,7 +318,7 @@ async fn raw_personal_data_is_refused_by_type_and_place_never_by_value() {
             "{case}: the answer repeats the value: {answer}"
         );
     }
-    assert!(stored_ids(&c).is_empty());
+    assert!(stored_ids(&c).await.is_empty());
     c.stop().await;
 }
 
@@ -333,7 +337,7 @@ async fn one_unredacted_conversation_refuses_the_whole_batch() {
     assert_eq!(answer.1["records"][0]["index"], 1);
     assert_eq!(answer.1["records"][0]["field"], field);
     assert!(
-        stored_ids(&c).is_empty(),
+        stored_ids(&c).await.is_empty(),
         "clean conversations of a refused batch were stored"
     );
 
@@ -394,10 +398,24 @@ async fn the_raw_orch_id_never_reaches_the_database_files() {
     assert_eq!(c.ingest_conversations(&body).await.0, 200);
     let hash = c.state.anonymizer.orch_hash("orch-raw-id-0451-zeta");
     assert_eq!(
-        stored(&c.db_path())[0].orch_hash.as_deref(),
+        stored(&c).await[0].orch_hash.as_deref(),
         Some(hash.as_str())
     );
     let dir = c.stop().await;
+    if dir.database_url().is_some() {
+        // On PostgreSQL, every stored text of every row.
+        let rows = column(
+            &dir,
+            DB_FILE,
+            "SELECT concat_ws(' ', conversation_id, orch_hash, agent_path, feedback, prompt_key, \
+             messages) FROM conversations",
+        )
+        .await;
+        assert_eq!(rows.len(), 1);
+        for row in rows {
+            assert!(!row.unwrap().contains("orch-raw-id-0451-zeta"));
+        }
+    }
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
@@ -432,7 +450,7 @@ async fn limits_content_types_and_back_pressure_behave_like_ingest() {
     let bomb = gzip(&ndjson(&vec![conversation("z"); 20]));
     let inflated = post_raw(&c, &[("content-encoding", "gzip")], bomb).await;
     expect_error(&inflated, 413, "too_large");
-    assert!(stored_ids(&c).is_empty());
+    assert!(stored_ids(&c).await.is_empty());
     c.stop().await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -532,6 +550,6 @@ async fn retention_deletes_old_conversations_in_the_background() {
         Some(1.0),
         "retention did not delete the old conversation"
     );
-    assert_eq!(stored_ids(&c), ["recent"]);
+    assert_eq!(stored_ids(&c).await, ["recent"]);
     c.stop().await;
 }

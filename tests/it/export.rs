@@ -196,7 +196,8 @@ async fn sft_writes_each_answered_conversation_with_canonical_pseudonyms() {
     store_dataset(&c).await;
     let home = tempfile::tempdir().unwrap();
     // The collector is still running: the export reads next to its writer.
-    let (sft, summary) = export_stdout(home.path(), &c.db_path(), &["--format", "sft"]).await;
+    let (sft, summary) =
+        export_stdout(home.path(), &c.store_location(), &["--format", "sft"]).await;
     assert_eq!(sft.len(), 8);
     assert_eq!(summary["written"], 8);
     assert_eq!(summary["stored"], 9);
@@ -217,7 +218,7 @@ async fn sft_writes_each_answered_conversation_with_canonical_pseudonyms() {
     );
 
     // Stopped and checkpointed, the same export gives the same lines.
-    let db = c.db_path();
+    let db = c.store_location();
     let _dir = c.stop().await;
     let (again, _) = export_stdout(home.path(), &db, &["--format", "sft"]).await;
     assert_eq!(again, sft);
@@ -228,7 +229,7 @@ async fn openai_sft_converts_what_openai_refuses_and_counts_it() {
     let c = TestCollector::start(CollectorConfig::default()).await;
     store_dataset(&c).await;
     let dir = c.stop().await;
-    let db = dir.path().join(crate::support::collector::DB_FILE);
+    let db = dir.store_location(crate::support::collector::DB_FILE);
     let home = tempfile::tempdir().unwrap();
     let (lines, summary) = export_stdout(home.path(), &db, &["--format", "openai-sft"]).await;
     assert_eq!(lines.len(), 8);
@@ -268,7 +269,8 @@ async fn dpo_pairs_the_best_against_each_worse_with_one_numbering_per_pair() {
     let c = TestCollector::start(CollectorConfig::default()).await;
     store_dataset(&c).await;
     let home = tempfile::tempdir().unwrap();
-    let (pairs, summary) = export_stdout(home.path(), &c.db_path(), &["--format", "dpo"]).await;
+    let (pairs, summary) =
+        export_stdout(home.path(), &c.store_location(), &["--format", "dpo"]).await;
     // The refund prompt, under four numberings, is one group: the best (score 5, positive) is
     // chosen against the one scored lower, the old one scored lower, and the negative one.
     let chosen =
@@ -303,7 +305,7 @@ async fn dpo_pairs_the_best_against_each_worse_with_one_numbering_per_pair() {
     // Seven days back the old conversation is out, and so is its pair.
     let (recent, summary) = export_stdout(
         home.path(),
-        &c.db_path(),
+        &c.store_location(),
         &["--format", "dpo", "--since", "7d"],
     )
     .await;
@@ -320,7 +322,7 @@ async fn openai_dpo_lines_have_input_and_single_replies() {
     let since = (now_unix() - 7 * DAY).to_string();
     let (pairs, summary) = export_stdout(
         home.path(),
-        &c.db_path(),
+        &c.store_location(),
         &["--format", "openai-dpo", "--since", &since],
     )
     .await;
@@ -345,7 +347,7 @@ async fn since_and_min_score_filter_and_say_what_they_left_out() {
     let c = TestCollector::start(CollectorConfig::default()).await;
     store_dataset(&c).await;
     let home = tempfile::tempdir().unwrap();
-    let db = c.db_path();
+    let db = c.store_location();
     let (scored, summary) =
         export_stdout(home.path(), &db, &["--format", "sft", "--min-score", "2"]).await;
     let answers: Vec<String> = scored
@@ -384,7 +386,7 @@ async fn out_writes_the_same_lines_atomically_and_json_puts_the_summary_on_stdou
     let c = TestCollector::start(CollectorConfig::default()).await;
     store_dataset(&c).await;
     let home = tempfile::tempdir().unwrap();
-    let db = c.db_path();
+    let db = c.store_location();
     let db = db.to_str().unwrap();
     let to_stdout = export(home.path(), &["--format", "dpo", "--db", db]).await;
     assert!(to_stdout.status.success(), "{}", stderr(&to_stdout));

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use phoenix::core::collector::{self, AppState, CollectorConfig, Metrics};
 use phoenix::core::shared::anonymize::Anonymizer;
-use phoenix::core::store::{SqliteStore, StoreOptions, TelemetryStore};
+use phoenix::core::store::{self, Location, SqliteStore, StoreOptions, TelemetryStore};
 use serde_json::Value;
-use tempfile::TempDir;
+
+use super::backend::DataDir;
 use tokio::sync::oneshot;
 
 /// Database file name inside the data directory.
@@ -22,8 +23,8 @@ pub const KEY_FILE: &str = "orch_hash.key";
 pub struct TestCollector {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    /// The data directory (database and key file).
-    pub dir: TempDir,
+    /// The data directory (key file, and the SQLite database or the PostgreSQL one's URL).
+    pub dir: DataDir,
     /// The state the server runs on (its store, anonymiser and metrics).
     pub state: AppState,
     client: reqwest::Client,
@@ -39,24 +40,46 @@ impl TestCollector {
     }
 
     /// A collector over an existing data directory (e.g. one a stopped collector used).
-    pub async fn start_in(dir: TempDir, config: CollectorConfig) -> TestCollector {
+    pub async fn start_in(dir: impl Into<DataDir>, config: CollectorConfig) -> TestCollector {
+        let dir = dir.into();
         let store_options = StoreOptions::new(dir.path().join(DB_FILE));
         Self::start_with(dir, config, store_options, |store| store).await
     }
 
-    /// Like [`TestCollector::start_in`], with explicit store options and a chance to wrap the
-    /// SQLite store (e.g. in a test double that refuses some writes).
+    /// Like [`TestCollector::start_in`], with explicit store options (on PostgreSQL only the
+    /// queue size applies) and a chance to wrap the store (e.g. in a test double that
+    /// refuses some writes).
     pub async fn start_with(
-        dir: TempDir,
+        dir: impl Into<DataDir>,
         config: CollectorConfig,
         store_options: StoreOptions,
         wrap: impl FnOnce(Arc<dyn TelemetryStore>) -> Arc<dyn TelemetryStore>,
     ) -> TestCollector {
+        let mut dir = dir.into();
+        dir.ensure_database().await;
         let anonymizer =
             Anonymizer::load_or_create(&dir.path().join(KEY_FILE)).expect("orch hash key");
         let metrics = Arc::new(Metrics::default());
-        let store = SqliteStore::open(&store_options, metrics.store.clone()).expect("open store");
-        let store = wrap(Arc::new(store));
+        let store: Arc<dyn TelemetryStore> = match dir.database_url() {
+            Some(url) => {
+                let options = store::OpenOptions {
+                    queue_records: store_options.queue_records,
+                    pool_size: 8,
+                    ..store::OpenOptions::default()
+                };
+                store::open(
+                    &Location::Postgres(url.to_owned()),
+                    &options,
+                    metrics.store.clone(),
+                )
+                .await
+                .expect("open the PostgreSQL store")
+            }
+            None => Arc::new(
+                SqliteStore::open(&store_options, metrics.store.clone()).expect("open store"),
+            ),
+        };
+        let store = wrap(store);
         let state = AppState::new(store, anonymizer, config, metrics).expect("collector state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -76,9 +99,14 @@ impl TestCollector {
         }
     }
 
-    /// The database file.
+    /// The SQLite database file (SQLite runs only).
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join(DB_FILE)
+    }
+
+    /// The store as `phoenix export --db` takes it: the SQLite file or the database URL.
+    pub fn store_location(&self) -> PathBuf {
+        self.dir.store_location(DB_FILE)
     }
 
     /// A client for this collector (shares one connection pool).
@@ -93,7 +121,7 @@ impl TestCollector {
 
     /// Signals shutdown and waits for the server to return: everything it acknowledged is
     /// committed by then. Gives the data directory back for a restart.
-    pub async fn stop(self) -> TempDir {
+    pub async fn stop(self) -> DataDir {
         let _ = self.shutdown.send(());
         self.server
             .await

@@ -1,3 +1,4 @@
+pub mod backend;
 pub mod bin;
 pub mod collector;
 pub mod distributor;
