@@ -1,39 +1,65 @@
-//! The update log's contract, run against every backend: SQLite (a temporary directory) and
-//! the in-memory log. A new backend (PostgreSQL, …) adds one `#[tokio::test]` per case below
-//! through its own factory.
+//! The update log's contract, run against every backend: SQLite (a temporary directory), the
+//! in-memory log and PostgreSQL (a database per test, when `PHOENIX_TEST_DATABASE_URL` is
+//! set). A new backend adds one `#[tokio::test]` per case below through its own factory.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use phoenix::core::shared::tier::Tier;
 use phoenix::core::store::memory::update_log::MemoryUpdateLog;
+use phoenix::core::store::postgres::{self as pg, PgOptions, PgUpdateLog};
 use phoenix::core::store::sqlite::update_log::{LogOptions, SqliteUpdateLog};
 use phoenix::core::store::update_log::{Counts, Error, Position, UpdateLog};
 use phoenix::core::updates::protocol::AckStatus;
 use phoenix::core::updates::{NewUpdate, UpdateEnvelope, UpdateType};
 use serde_json::json;
 
-/// A log under test and whatever must live as long as it (a temporary directory).
+use crate::support::services::TestDatabase;
+
+/// A log under test and whatever must live as long as it (a temporary directory, a test
+/// database); fields drop in order, so the log goes first.
 struct Subject {
     log: Box<dyn UpdateLog>,
     _keep: Option<tempfile::TempDir>,
+    _database: Option<TestDatabase>,
 }
 
-fn sqlite() -> Subject {
+async fn sqlite() -> Option<Subject> {
     let dir = tempfile::tempdir().expect("temporary directory");
     let log = SqliteUpdateLog::open(&LogOptions::new(dir.path().join("updates.db")))
         .expect("open the SQLite log");
-    Subject {
+    Some(Subject {
         log: Box::new(log),
         _keep: Some(dir),
-    }
+        _database: None,
+    })
 }
 
-fn memory() -> Subject {
-    Subject {
+async fn memory() -> Option<Subject> {
+    Some(Subject {
         log: Box::new(MemoryUpdateLog::new()),
         _keep: None,
-    }
+        _database: None,
+    })
+}
+
+/// A log on a migrated database of the test's own; `None` (the case is skipped) without
+/// `PHOENIX_TEST_DATABASE_URL`.
+async fn postgres() -> Option<Subject> {
+    let db = TestDatabase::create().await?;
+    let log = pg_log(&db.url).await;
+    Some(Subject {
+        log: Box::new(log),
+        _keep: None,
+        _database: Some(db),
+    })
+}
+
+/// A log with a pool of its own over `url`: what one distributor process has.
+async fn pg_log(url: &str) -> PgUpdateLog {
+    let pool = pg::pool(&PgOptions::new(url)).expect("pool");
+    pg::migrate(&pool).await.expect("migrate");
+    PgUpdateLog::start(pool, 200_000)
 }
 
 fn envelope(percent: Option<u8>, target: Option<&str>) -> UpdateEnvelope {
@@ -432,11 +458,26 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod postgres_backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::run(super::$case, super::postgres).await;
+                }
+            )*
+        }
     };
 }
 
-async fn run<F: Future<Output = ()>>(case: impl FnOnce(Subject) -> F, make: fn() -> Subject) {
-    case(make()).await;
+/// Runs `case` on a fresh log from `make`, unless the backend is not configured here.
+async fn run<F, M>(case: impl FnOnce(Subject) -> F, make: fn() -> M)
+where
+    F: Future<Output = ()>,
+    M: Future<Output = Option<Subject>>,
+{
+    if let Some(subject) = make().await {
+        case(subject).await;
+    }
 }
 
 conformance!(
@@ -449,3 +490,130 @@ conformance!(
     widened_unacked_leaves_out_what_an_orch_acked,
     close_refuses_writes,
 );
+
+/// Two distributor processes (two logs, two pools) on one database: their concurrent
+/// appends share one gap-free seq sequence, and each sees the other's appends and widenings.
+#[tokio::test]
+async fn postgres_processes_share_one_gap_free_sequence() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let (a, b) = (pg_log(&db.url).await, pg_log(&db.url).await);
+    let appends = |log: &PgUpdateLog| {
+        let log = log.clone();
+        async move {
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                // Every fifth a rollout, for the widening below.
+                let percent = (i % 5 == 0).then_some(10);
+                seqs.push(
+                    log.append(envelope(percent, None), None, None)
+                        .await
+                        .unwrap()
+                        .seq,
+                );
+            }
+            seqs
+        }
+    };
+    let (from_a, from_b) = tokio::join!(tokio::spawn(appends(&a)), tokio::spawn(appends(&b)));
+    let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
+    for seqs in [&from_a, &from_b] {
+        assert!(seqs.is_sorted(), "one process's appends get rising seqs");
+    }
+    let mut all: Vec<u64> = from_a.iter().chain(&from_b).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=100).collect::<Vec<_>>());
+    for log in [&a, &b] {
+        assert_eq!(
+            log.position().await.unwrap(),
+            Position {
+                seq: 100,
+                widen_seq: 0
+            }
+        );
+    }
+
+    // A widening through one process is what the other reads, at once.
+    let target = a.find(&from_b[0].to_string()).await.unwrap().unwrap();
+    assert_eq!(target.initial_percent, Some(10));
+    let w = a.widen(&target.envelope.update_id, 60, 7).await.unwrap();
+    assert_eq!(w.widen_seq, 1);
+    assert_eq!(b.position().await.unwrap().widen_seq, 1);
+    let seen = b.find(&target.envelope.update_id).await.unwrap().unwrap();
+    assert_eq!(seen.envelope.rollout_percent, Some(60));
+    let widened = b.widened_between(100, 0, 1).await.unwrap();
+    let got: Vec<_> = widened
+        .iter()
+        .map(|(u, before)| (u.envelope.seq, u.envelope.rollout_percent, *before))
+        .collect();
+    assert_eq!(got, [(from_b[0], Some(60), Some(10))]);
+    // The next widening, through the other process, takes the next widen_seq.
+    let w2 = b.widen(&target.envelope.update_id, 80, 8).await.unwrap();
+    assert_eq!((w2.widen_seq, w2.from_percent), (2, Some(60)));
+    assert_eq!(
+        a.widenings(&target.envelope.update_id).await.unwrap().len(),
+        2
+    );
+
+    // Acks recorded by one process count for an update the other published.
+    b.record_ack(
+        target.envelope.update_id.clone(),
+        Arc::from("orch_a"),
+        AckStatus::Applied,
+        None,
+        9,
+    );
+    b.flush().await;
+    assert_eq!(
+        a.counts(&target.envelope.update_id).await.unwrap().applied,
+        1
+    );
+    a.close().await;
+    b.close().await;
+}
+
+/// A log whose database cannot be reached answers every call with a postgres backend error at
+/// once, and its queued rows are given up rather than left waiting.
+#[tokio::test]
+async fn postgres_unreachable_fails_promptly() {
+    // Nothing listens on port 1; no PostgreSQL is needed for this one.
+    let pool = pg::pool(&PgOptions::new("postgres://postgres@127.0.0.1:1/none")).unwrap();
+    let log = PgUpdateLog::start(pool, 100);
+    let backend = |e: Error| match e {
+        Error::Backend {
+            backend: "postgres",
+            ..
+        } => {}
+        other => panic!("not a postgres backend error: {other:?}"),
+    };
+    let within = std::time::Duration::from_secs(10);
+    backend(
+        tokio::time::timeout(within, log.append(envelope(None, None), None, None))
+            .await
+            .expect("append answers promptly")
+            .unwrap_err(),
+    );
+    backend(
+        tokio::time::timeout(within, log.widen("u", 50, 1))
+            .await
+            .expect("widen answers promptly")
+            .unwrap_err(),
+    );
+    backend(
+        tokio::time::timeout(within, log.position())
+            .await
+            .expect("reads answer promptly")
+            .unwrap_err(),
+    );
+    log.record_delivery(Arc::from("u"), Arc::from("orch_a"), 1);
+    tokio::time::timeout(within, log.flush())
+        .await
+        .expect("flush returns");
+    assert_eq!(
+        log.queue_depth(),
+        0,
+        "a failed commit leaves nothing queued"
+    );
+    log.close().await;
+}

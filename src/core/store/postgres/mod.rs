@@ -9,12 +9,14 @@ pub mod query;
 mod retention;
 mod schema;
 mod store;
+mod update_log;
 pub mod writer;
 
 pub use connect::{PgOptions, is_postgres_url, mask_password, pool};
 pub use partitions::{drop_before, ensure, ensure_around, partition_of};
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use store::PgStore;
+pub use update_log::PgUpdateLog;
 
 /// What can go wrong talking to PostgreSQL.
 #[derive(Debug, Clone, thiserror::Error)]
