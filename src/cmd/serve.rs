@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use super::{Context, UsageError};
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
 use crate::core::distributor::client::SUBSCRIBE_PATH;
-use crate::core::distributor::{self, DistributorConfig, LogOptions, SqliteUpdateLog};
+use crate::core::distributor::{self, DistributorConfig, LogOptions, SqliteUpdateLog, UpdateLog};
 use crate::core::server::app::{self, Bound};
 use crate::core::server::inflate::DecodeBudget;
 use crate::core::server::{self, ServerLimits};
@@ -18,7 +18,12 @@ use crate::core::shared::agent_token::AgentKeys;
 use crate::core::shared::anonymize::Anonymizer;
 use crate::core::shared::config::Settings;
 use crate::core::shared::signal;
+use crate::core::store::postgres::PgUpdateLog;
 use crate::core::store::{self, Location};
+
+/// How often a distributor on a shared database looks for updates other distributors
+/// published, for its own subscribers (NATS, when configured, pushes them instead).
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Which services to run.
 #[derive(Debug, clap::Subcommand)]
@@ -304,8 +309,25 @@ impl Distributor {
         // The collector's key: an orch has the same hash in telemetry and in update acks.
         let anonymizer = Anonymizer::load_or_create(&settings.collector.hash_key_file)
             .context("loading the orch hash key")?;
-        let log = SqliteUpdateLog::open(&LogOptions::new(&d.db_path))
-            .with_context(|| format!("opening the update log at {}", d.db_path.display()))?;
+        // A shared database (several distributors on one log), or this process's own file.
+        let (log, at, follow_interval): (Arc<dyn UpdateLog>, String, _) =
+            match settings.distributor_database() {
+                Some(url) => {
+                    let at = Location::Postgres(url.to_owned()).to_string();
+                    let pool = store::open::connect_postgres(url, settings.store.pool_size)
+                        .await
+                        .with_context(|| format!("opening the update log at {at}"))?;
+                    let log = PgUpdateLog::start(pool, LogOptions::new("").queue_jobs);
+                    (Arc::new(log), at, Some(FOLLOW_INTERVAL))
+                }
+                None => {
+                    let log =
+                        SqliteUpdateLog::open(&LogOptions::new(&d.db_path)).with_context(|| {
+                            format!("opening the update log at {}", d.db_path.display())
+                        })?;
+                    (Arc::new(log), d.db_path.display().to_string(), None)
+                }
+            };
         let agent_keys =
             AgentKeys::load_or_create(&d.agent_key_file).context("loading the agent token key")?;
         // Off loopback every read and every subscriber needs a credential, unless the
@@ -318,14 +340,15 @@ impl Distributor {
             agent_keys: Some(agent_keys),
             require_agent_tokens: exposed || d.require_agent_tokens,
             server: limits,
+            follow_interval,
             ..DistributorConfig::default()
         };
         let metrics = Arc::new(distributor::Metrics::default());
-        let state = distributor::AppState::new(log, anonymizer, config, metrics)
+        let state = distributor::AppState::over(log, anonymizer, config, metrics)
             .await
             .context("setting up the distributor")?;
         let bound = Bound::bind("distributor", addr, tls).await?;
-        tracing::info!(db = %d.db_path.display(), "update log open");
+        tracing::info!(db = %at, "update log open");
         Ok(Distributor {
             ws_url: bound.url("ws", "wss", SUBSCRIBE_PATH),
             http_url: bound.url("http", "https", ""),

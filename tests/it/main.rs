@@ -19,6 +19,7 @@ mod postgres;
 mod privacy_pipeline;
 mod propose;
 mod redact;
+mod scale_out;
 mod subscribe;
 mod subscribe_tls;
 mod support;

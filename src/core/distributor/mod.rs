@@ -191,16 +191,20 @@ impl AppState {
         config: DistributorConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
+        Self::over(Arc::new(log), anonymizer, config, metrics).await
+    }
+
+    /// [`AppState::new`] over a log already shared behind an `Arc`.
+    pub async fn over(
+        log: Arc<dyn UpdateLog>,
+        anonymizer: Anonymizer,
+        config: DistributorConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
         let position = log.position().await?;
         let min_widened = log.min_widened_seq().await?;
         let bus = Arc::new(Hub::new(position, min_widened, config.live_capacity));
-        Ok(Self::with_bus(
-            Arc::new(log),
-            bus,
-            anonymizer,
-            config,
-            metrics,
-        ))
+        Ok(Self::with_bus(log, bus, anonymizer, config, metrics))
     }
 
     /// State over an open log and a bus that already stands where the log does (another

@@ -12,10 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use phoenix::core::distributor::{self, AppState, DistributorConfig, LogOptions, SqliteUpdateLog};
+use phoenix::core::distributor::{
+    self, AppState, DistributorConfig, LogOptions, SqliteUpdateLog, UpdateLog,
+};
+use phoenix::core::store::{self, postgres::PgUpdateLog};
+
+use super::backend::DataDir;
 use phoenix::core::shared::anonymize::Anonymizer;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
@@ -40,8 +44,8 @@ pub struct TestDistributor {
     pub ws_url: String,
     /// The bound address.
     pub addr: SocketAddr,
-    /// The data directory (update log and key file).
-    pub dir: TempDir,
+    /// The data directory (key file, and the SQLite update log or the PostgreSQL one's URL).
+    pub dir: DataDir,
     /// The state the server runs on.
     pub state: AppState,
     client: reqwest::Client,
@@ -57,13 +61,25 @@ impl TestDistributor {
     }
 
     /// A distributor over an existing data directory (e.g. one a stopped distributor used).
-    pub async fn start_in(dir: TempDir, config: DistributorConfig) -> TestDistributor {
+    pub async fn start_in(dir: impl Into<DataDir>, config: DistributorConfig) -> TestDistributor {
+        let mut dir = dir.into();
+        dir.ensure_database().await;
         let anonymizer =
             Anonymizer::load_or_create(&dir.path().join(KEY_FILE)).expect("orch hash key");
-        let log =
-            SqliteUpdateLog::open(&LogOptions::new(dir.path().join(DB_FILE))).expect("open log");
+        let log: Arc<dyn UpdateLog> = match dir.database_url() {
+            Some(url) => {
+                let pool = store::open::connect_postgres(url, 8)
+                    .await
+                    .expect("open the PostgreSQL update log");
+                Arc::new(PgUpdateLog::start(pool, 200_000))
+            }
+            None => Arc::new(
+                SqliteUpdateLog::open(&LogOptions::new(dir.path().join(DB_FILE)))
+                    .expect("open log"),
+            ),
+        };
         let metrics = Arc::new(distributor::Metrics::default());
-        let state = AppState::new(log, anonymizer, config, metrics)
+        let state = AppState::over(log, anonymizer, config, metrics)
             .await
             .expect("distributor state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -88,7 +104,7 @@ impl TestDistributor {
 
     /// Signals shutdown and waits for the server to return (subscribers closed, writes
     /// committed). Gives the data directory back for a restart.
-    pub async fn stop(self) -> TempDir {
+    pub async fn stop(self) -> DataDir {
         let _ = self.shutdown.send(());
         tokio::time::timeout(GUARD, self.server)
             .await
