@@ -329,3 +329,124 @@ async fn an_unreachable_database_is_a_transient_backend_error() {
     );
     store.shutdown().await;
 }
+
+/// Shared buffers (hit + read) a plan touched, summed over its nodes, and whether any node
+/// scanned a table sequentially.
+fn plan_cost(node: &serde_json::Value) -> (u64, bool) {
+    let own = ["Shared Hit Blocks", "Shared Read Blocks"]
+        .iter()
+        .filter_map(|k| node[*k].as_u64())
+        .sum::<u64>();
+    let mut seq_scan = node["Node Type"] == "Seq Scan";
+    let mut blocks = own;
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        // A parent's counts include its children's: keep the largest, not the sum.
+        let (b, s) = plan_cost(child);
+        blocks = blocks.max(b);
+        seq_scan |= s;
+    }
+    (blocks, seq_scan)
+}
+
+#[tokio::test]
+async fn filtered_reads_of_a_hundred_rows_walk_an_index_not_the_table() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = postgres::pool(&PgOptions::new(&db.url)).unwrap();
+    postgres::migrate(&pool).await.unwrap();
+    let day0 = 1_796_169_600;
+    for d in 0..3 {
+        postgres::ensure_around(&pool, day0 + d * 86_400)
+            .await
+            .unwrap();
+    }
+    let client = pool.get().await.unwrap();
+    // 300,000 rows over three days: five kinds, 1% errors, paths under support/ and
+    // code-gen/, a hundred orchs.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO telemetry (id, ts_unix, received_unix, kind, level, orch_hash, agent_path, payload)
+             SELECT gen_random_uuid()::text, {day0} + g, {day0} + g,
+                    (ARRAY['llm_call','tool_call','skill_execution','orch_heartbeat','error'])[1 + g % 5],
+                    CASE WHEN g % 100 = 0 THEN 'error' ELSE 'info' END,
+                    'orch_' || lpad(to_hex(g % 100), 16, '0'),
+                    (ARRAY['support/billing','support/triage','code-gen/rust','code-gen/py'])[1 + g % 4],
+                    '{{}}'
+             FROM generate_series(0, 299999) g;
+             INSERT INTO agent_paths VALUES ('support/billing'), ('support/triage'),
+                    ('code-gen/rust'), ('code-gen/py');
+             ANALYZE telemetry;"
+        ))
+        .await
+        .unwrap();
+    let table_blocks: i64 = client
+        .query_one(
+            "SELECT sum(relpages)::bigint FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid \
+             WHERE i.inhparent = 'telemetry'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        table_blocks > 1000,
+        "{table_blocks} pages: too small to tell"
+    );
+
+    let f = |kind: Option<&str>, level: Option<&str>, prefix: Option<&str>, orch: Option<&str>| {
+        TelemetryFilter {
+            kind: kind.map(str::to_owned),
+            level: level.map(str::to_owned),
+            agent_prefix: prefix.map(str::to_owned),
+            orch_hash: orch.map(str::to_owned),
+            ..TelemetryFilter::default()
+        }
+    };
+    let orch = format!("orch_{:016x}", 7);
+    // With how many rows each answers: a filter nothing matches must not read everything
+    // either (no error is a tool call in this data).
+    let cases = [
+        (f(Some("llm_call"), None, None, None), 100),
+        (f(None, Some("error"), Some("support"), None), 100),
+        (f(None, None, None, Some(&orch)), 100),
+        (f(None, Some("error"), None, None), 100),
+        (f(Some("tool_call"), None, Some("code-gen"), None), 100),
+        (f(Some("tool_call"), Some("error"), None, None), 0),
+        (f(None, None, None, None), 100),
+    ];
+    for (filter, expected) in cases {
+        let paths: Option<Vec<String>> = match &filter.agent_prefix {
+            Some(p) => {
+                let s = query::agent_paths_under(p);
+                Some(
+                    client
+                        .query(&s.sql, &s.refs())
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        let s = query::newest(&filter, 100, None, paths.as_deref());
+        let explained = client
+            .query_one(
+                &format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}", s.sql),
+                &s.refs(),
+            )
+            .await
+            .unwrap();
+        let plan: serde_json::Value = explained.get(0);
+        let (blocks, seq_scan) = plan_cost(&plan[0]["Plan"]);
+        assert!(!seq_scan, "{filter:?} scans a table: {plan}");
+        assert!(
+            (blocks as i64) * 10 < table_blocks,
+            "{filter:?} touched {blocks} of {table_blocks} pages: {plan}"
+        );
+        let rows = client.query(&s.sql, &s.refs()).await.unwrap();
+        assert_eq!(rows.len(), expected, "{filter:?}");
+    }
+}

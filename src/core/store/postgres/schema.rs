@@ -15,7 +15,10 @@ pub(super) const SCHEMA_LOCK: i64 = 0x7068_6f65_6e69_7801;
 /// partition fills in ingest order and an old one is never written again): retention drops
 /// whole partitions. Partitions are made ahead of time and on demand (`partitions.rs`).
 /// Every filtered read of `GET /telemetry` is newest-first by `seq`, so each filter has an
-/// index that ends in `seq`: the read walks it backwards and stops after `limit` rows.
+/// index that ends in `seq`: the read walks it backwards and stops after `limit` rows. The
+/// levels people filter for (warn and worse) are rare, so they also have small partial
+/// indexes with the agent path and with the kind in front: a path or kind with few errors
+/// answers at once instead of after a walk over every error.
 const MIGRATIONS: &[&str] = &[
     // 1: every fleet store.
     "CREATE SEQUENCE telemetry_seq AS bigint;
@@ -37,6 +40,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX telemetry_agent ON telemetry (agent_path, seq);
     CREATE INDEX telemetry_orch ON telemetry (orch_hash, seq);
     CREATE INDEX telemetry_level ON telemetry (level, seq)
+        WHERE level IN ('warn', 'error', 'critical', 'fatal');
+    CREATE INDEX telemetry_agent_level ON telemetry (agent_path, level, seq)
+        WHERE level IN ('warn', 'error', 'critical', 'fatal');
+    CREATE INDEX telemetry_kind_level ON telemetry (kind, level, seq)
         WHERE level IN ('warn', 'error', 'critical', 'fatal');
     CREATE TABLE agent_paths (agent_path text PRIMARY KEY);
     CREATE TABLE orchs (
