@@ -192,15 +192,54 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> Result<(i64, StoredTelemetry), Erro
 /// The WHERE clauses of a filter for `telemetry` and for the recent tail, over one list of
 /// numbered parameters that both share. The agent prefix is an index range, not LIKE.
 struct WhereClause {
-    /// For `telemetry` (may lean on its indexes and on `orchs`).
-    main: String,
+    /// For `telemetry` (may lean on its indexes and on `orchs`): one clause per walk, the
+    /// agent prefix as one walk per path when the paths are given (none: nothing matches).
+    main: Vec<String>,
     /// For the tail, which `orchs` does not cover yet.
     tail: String,
     /// Values of `?1`, `?2`, ...
     args: Vec<Value>,
 }
 
-fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> WhereClause {
+/// Past this many matching agent paths one walk per path costs more than it saves: the
+/// read uses the range condition instead.
+const MAX_PATH_WALKS: usize = 64;
+
+/// The agent paths under `prefix` (segment-wise), from `agent_paths`.
+fn paths_under(conn: &Connection, prefix: &str) -> Result<Vec<String>, Error> {
+    let p = prefix.trim_end_matches('/');
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_path FROM agent_paths \
+         WHERE agent_path = ?1 OR (agent_path >= ?2 AND agent_path < ?3) ORDER BY agent_path",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![p, format!("{p}/"), format!("{p}0")],
+        |r| r.get(0),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest rows of the recent tail and of each walk of the indexed table, merged by seq in
+/// one statement: one snapshot, so a tail flush between two reads can neither hide nor repeat
+/// a record. Every arm uses the same numbered parameters; `?{limit}` is the row limit.
+fn select_sql(main: &[String], tail: &str, limit: usize) -> String {
+    let mut sql = format!("SELECT {COLUMNS} FROM {TAIL} {tail}");
+    for walk in main {
+        sql.push_str(&format!(
+            " UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM telemetry {walk} \
+             ORDER BY seq DESC LIMIT ?{limit})"
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{limit}"));
+    sql
+}
+
+fn where_clause(
+    filter: &TelemetryFilter,
+    cursor: Option<i64>,
+    paths: Option<&[String]>,
+) -> WhereClause {
+    let walks = paths.filter(|p| filter.agent_prefix.is_some() && p.len() <= MAX_PATH_WALKS);
     let mut main = Vec::new();
     let mut tail = Vec::new();
     let mut args: Vec<Value> = Vec::new();
@@ -237,10 +276,12 @@ fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> WhereClause {
     }
     if let Some(p) = &filter.agent_prefix {
         let p = p.trim_end_matches('/').to_owned();
-        // Children of `p` sort between "p/" and "p0" ('0' follows '/').
+        // Children of `p` sort between "p/" and "p0" ('0' follows '/'). With walks, only the
+        // tail keeps the range: each walk names its path.
+        let range = "(agent_path = ?1 OR (agent_path >= ?2 AND agent_path < ?3))";
         push(
-            "(agent_path = ?1 OR (agent_path >= ?2 AND agent_path < ?3))",
-            None,
+            if walks.is_some() { "1" } else { range },
+            Some(range),
             vec![
                 p.clone().into(),
                 format!("{p}/").into(),
@@ -268,16 +309,28 @@ fn where_clause(filter: &TelemetryFilter, cursor: Option<i64>) -> WhereClause {
     if let Some(c) = cursor {
         push("seq < ?1", None, vec![c.into()]);
     }
-    let clause = |conds: Vec<String>| {
+    let clause = |conds: &[String]| {
         if conds.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", conds.join(" AND "))
         }
     };
+    let main = match walks {
+        None => vec![clause(&main)],
+        Some(paths) => paths
+            .iter()
+            .map(|path| {
+                args.push(path.clone().into());
+                let mut own = main.clone();
+                own.push(format!("agent_path = ?{}", args.len()));
+                clause(&own)
+            })
+            .collect(),
+    };
     WhereClause {
-        main: clause(main),
-        tail: clause(tail),
+        main,
+        tail: clause(&tail),
         args,
     }
 }
@@ -306,21 +359,21 @@ impl TelemetryStore for SqliteStore {
         limit: usize,
         cursor: Option<i64>,
     ) -> Result<Page, Error> {
-        let WhereClause {
-            main,
-            tail,
-            mut args,
-        } = where_clause(filter, cursor);
-        args.push((limit as i64 + 1).into());
-        // The recent tail and the indexed table, merged by seq in one statement: one
-        // snapshot, so a tail flush between two reads can neither hide nor repeat a record.
-        // Both arms use the same numbered parameters.
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {TAIL} {tail} UNION ALL SELECT {COLUMNS} FROM telemetry {main} \
-             ORDER BY seq DESC LIMIT ?{}",
-            args.len()
-        );
+        let filter = filter.clone();
         self.read(move |conn| {
+            // The paths and the rows in one snapshot: a path a commit adds comes with its rows.
+            let conn = conn.unchecked_transaction()?;
+            let paths = match &filter.agent_prefix {
+                Some(prefix) => Some(paths_under(&conn, prefix)?),
+                None => None,
+            };
+            let WhereClause {
+                main,
+                tail,
+                mut args,
+            } = where_clause(&filter, cursor, paths.as_deref());
+            args.push((limit as i64 + 1).into());
+            let sql = select_sql(&main, &tail, args.len());
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(params_from_iter(args.iter()))?;
             let mut records = Vec::with_capacity(limit.min(10_000));

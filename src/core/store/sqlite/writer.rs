@@ -2,7 +2,7 @@
 //! queued in one transaction, so concurrent requests share one commit. Small groups go to
 //! the recent tail, which it moves into `telemetry` in bulk (store/tail.rs).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -327,10 +327,12 @@ fn run_jobs(
     }
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut orchs: HashMap<&str, OrchSeen> = HashMap::new();
+    let mut paths: HashSet<&str> = HashSet::new();
     for job in jobs {
         let outcome = match job {
             Job::Telemetry(rows, _) => {
                 insert_records(&tx, &mut after, rows, direct, &mut orchs)?;
+                paths.extend(rows.iter().filter_map(|r| r.agent_path.as_deref()));
                 Outcome::Done(rows.len())
             }
             Job::Conversations(rows, _) => Outcome::Stored(insert_conversations(&tx, rows)?),
@@ -382,6 +384,14 @@ fn run_jobs(
                 seen.last_seq,
                 seen.last_heartbeat
             ])?;
+        }
+    }
+    if !paths.is_empty() {
+        // What agent-prefix reads walk: every path ever stored (a handful per group).
+        let mut stmt =
+            tx.prepare_cached("INSERT OR IGNORE INTO agent_paths (agent_path) VALUES (?1)")?;
+        for path in paths {
+            stmt.execute([path])?;
         }
     }
     tx.commit()?;
