@@ -192,3 +192,57 @@ fn telemetrist_endpoint_and_key_follow_the_collector_unless_set() {
     assert_eq!(shown.value.as_deref(), Some("****efgh"));
     assert_eq!(shown.source, Source::Env);
 }
+
+#[test]
+fn the_store_url_picks_the_shared_database_and_never_shows_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("phoenix.toml");
+    std::fs::write(
+        &file,
+        "[store]\nurl = \"postgres://phx:s3cret@db/fleet?sslmode=require\"\npool_size = 4\n",
+    )
+    .unwrap();
+    let opts = LoadOptions {
+        config_file: Some(file),
+        env: env(&[("HOME", "/home/x")]),
+        cwd: None,
+    };
+    let mut s = Settings::load(&opts).unwrap();
+    assert_eq!(s.store.pool_size, 4);
+    assert_eq!(
+        s.distributor_database(),
+        Some("postgres://phx:s3cret@db/fleet?sslmode=require")
+    );
+    let shown = |s: &Settings| {
+        s.entries()
+            .iter()
+            .find(|e| e.key == "store.url")
+            .unwrap()
+            .value
+            .clone()
+    };
+    assert_eq!(
+        shown(&s).as_deref(),
+        Some("postgres://phx:****@db/fleet?sslmode=require")
+    );
+    s.mark_flag(
+        "store.url",
+        Some("postgres://u@h/d?password=hunter2".into()),
+    );
+    assert_eq!(shown(&s).as_deref(), Some("postgres://u@h/d?password=****"));
+    // Unset, or an SQLite URL: the distributor keeps its own file.
+    let plain = Settings::load(&LoadOptions {
+        config_file: None,
+        env: env(&[
+            ("HOME", "/home/x"),
+            ("PHOENIX_DATABASE_URL", "sqlite:/srv/t.db"),
+        ]),
+        cwd: None,
+    })
+    .unwrap();
+    assert_eq!(plain.distributor_database(), None);
+    assert_eq!(
+        mask_password("host=db user=phx password=s3cret dbname=fleet"),
+        "host=db user=phx password=**** dbname=fleet"
+    );
+}

@@ -131,15 +131,23 @@ pub async fn migrate(pool: &Pool) -> Result<(), Error> {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await
             .map_err(pg)?;
-        // Under the lock, so two processes starting at once never race to create it.
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS phoenix_schema (
-                version bigint PRIMARY KEY,
-                applied_unix bigint NOT NULL
-            )",
-        )
-        .await
-        .map_err(pg)?;
+        // Under the lock, so two processes starting at once never race to create it; looked
+        // up first, as IF NOT EXISTS would log a notice on every start.
+        let exists: bool = tx
+            .query_one("SELECT to_regclass('phoenix_schema') IS NOT NULL", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if !exists {
+            tx.batch_execute(
+                "CREATE TABLE phoenix_schema (
+                    version bigint PRIMARY KEY,
+                    applied_unix bigint NOT NULL
+                )",
+            )
+            .await
+            .map_err(pg)?;
+        }
         let current: i64 = tx
             .query_one(
                 "SELECT coalesce(max(version), 0)::bigint FROM phoenix_schema",
