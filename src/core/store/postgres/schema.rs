@@ -118,6 +118,80 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
+/// How migration 1 makes `telemetry` a natively partitioned table ...
+const NATIVE_PARTITIONING: &str = ") PARTITION BY RANGE (received_unix);";
+/// ... and how it makes it a TimescaleDB hypertable instead, where the extension exists:
+/// daily chunks by received time, made by TimescaleDB itself (no partitions made ahead).
+const HYPERTABLE: &str = ");
+    SELECT create_hypertable('telemetry', 'received_unix',
+        chunk_time_interval => 86400::bigint, create_default_indexes => false);";
+
+/// Migration `step` as this database runs it: the first makes `telemetry` a hypertable when
+/// `timescale`.
+fn migration(step: usize, timescale: bool) -> std::borrow::Cow<'static, str> {
+    if step == 0 && timescale {
+        MIGRATIONS[0]
+            .replace(NATIVE_PARTITIONING, HYPERTABLE)
+            .into()
+    } else {
+        MIGRATIONS[step].into()
+    }
+}
+
+/// Installs TimescaleDB if the server offers it (`CREATE EXTENSION`, inside a savepoint so a
+/// refusal — no privilege, not preloaded — leaves the migration going on native partitions).
+async fn try_timescale(tx: &deadpool_postgres::Transaction<'_>) -> Result<bool, Error> {
+    let pg = |e: tokio_postgres::Error| Error::from_pg(&e);
+    let offered: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    if !offered {
+        tracing::info!("TimescaleDB is not available: telemetry uses native daily partitions");
+        return Ok(false);
+    }
+    tx.batch_execute("SAVEPOINT timescale").await.map_err(pg)?;
+    match tx
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        .await
+    {
+        Ok(()) => {
+            tx.batch_execute("RELEASE SAVEPOINT timescale")
+                .await
+                .map_err(pg)?;
+            tracing::info!("TimescaleDB found: telemetry is a hypertable of daily chunks");
+            Ok(true)
+        }
+        Err(e) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT timescale")
+                .await
+                .map_err(pg)?;
+            tracing::warn!(error = %Error::from_pg(&e), "TimescaleDB is offered but cannot be installed: telemetry uses native daily partitions");
+            Ok(false)
+        }
+    }
+}
+
+/// Whether `telemetry` is natively partitioned (else a TimescaleDB hypertable, whose chunks
+/// TimescaleDB makes itself).
+pub(super) async fn natively_partitioned(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<bool, Error> {
+    let row = tx
+        .query_opt(
+            "SELECT c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = 'telemetry' AND n.nspname = current_schema()",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::from_pg(&e))?;
+    Ok(row.is_none_or(|r| r.get(0)))
+}
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -166,7 +240,8 @@ pub async fn migrate(pool: &Pool) -> Result<(), Error> {
             tx.commit().await.map_err(pg)?;
             return Ok(());
         }
-        tx.batch_execute(MIGRATIONS[current as usize])
+        let timescale = current == 0 && try_timescale(&tx).await?;
+        tx.batch_execute(&migration(current as usize, timescale))
             .await
             .map_err(pg)?;
         tx.execute(
@@ -177,5 +252,24 @@ pub async fn migrate(pool: &Pool) -> Result<(), Error> {
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         tracing::info!(version = current + 1, "PostgreSQL schema migrated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_migration_makes_a_hypertable_where_timescaledb_is() {
+        let native = migration(0, false);
+        assert!(native.contains(NATIVE_PARTITIONING));
+        let hyper = migration(0, true);
+        assert!(!hyper.contains("PARTITION BY"), "{hyper}");
+        assert!(hyper.contains("create_hypertable('telemetry', 'received_unix'"));
+        // Everything else is the same.
+        assert_eq!(
+            hyper.replace(HYPERTABLE, NATIVE_PARTITIONING),
+            native.into_owned()
+        );
     }
 }
