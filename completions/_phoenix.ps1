@@ -93,6 +93,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         'phoenix;serve;distributor' {
             [CompletionResult]::new('--bind', '--bind', [CompletionResultType]::ParameterName, 'Address to listen on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]')
+            [CompletionResult]::new('--nats-url', '--nats-url', [CompletionResultType]::ParameterName, 'NATS server the distributors sharing --database-url ring each other through after each commit (nats://HOST:4222) [default: $PHOENIX_NATS_URL or [cluster] nats_url]')
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key (PEM) for --tls-cert')
@@ -120,6 +121,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--shutdown-timeout', '--shutdown-timeout', [CompletionResultType]::ParameterName, 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]')
             [CompletionResult]::new('--distributor-bind', '--distributor-bind', [CompletionResultType]::ParameterName, 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]')
             [CompletionResult]::new('--distributor-db', '--distributor-db', [CompletionResultType]::ParameterName, 'SQLite file of the distributor''s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]')
+            [CompletionResult]::new('--nats-url', '--nats-url', [CompletionResultType]::ParameterName, 'NATS server the distributors sharing --database-url ring each other through after each commit (nats://HOST:4222) [default: $PHOENIX_NATS_URL or [cluster] nats_url]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--insecure-no-auth', '--insecure-no-auth', [CompletionResultType]::ParameterName, 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')

@@ -2617,7 +2617,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__all)
-            opts="-v -q -h -V --bind --db --database-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --distributor-bind --distributor-db --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --database-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --distributor-bind --distributor-db --nats-url --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2656,6 +2656,10 @@ _phoenix() {
                     return 0
                     ;;
                 --distributor-db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2717,7 +2721,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__distributor)
-            opts="-v -q -h -V --bind --db --database-url --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --nats-url --database-url --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2728,6 +2732,10 @@ _phoenix() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

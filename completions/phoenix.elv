@@ -87,6 +87,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;serve;distributor'= {
             cand --bind 'Address to listen on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]'
             cand --db 'SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]'
+            cand --nats-url 'NATS server the distributors sharing --database-url ring each other through after each commit (nats://HOST:4222) [default: $PHOENIX_NATS_URL or [cluster] nats_url]'
             cand --database-url 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]'
             cand --tls-cert 'Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key)'
             cand --tls-key 'Private key (PEM) for --tls-cert'
@@ -113,6 +114,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --shutdown-timeout 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]'
             cand --distributor-bind 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]'
             cand --distributor-db 'SQLite file of the distributor''s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]'
+            cand --nats-url 'NATS server the distributors sharing --database-url ring each other through after each commit (nats://HOST:4222) [default: $PHOENIX_NATS_URL or [cluster] nats_url]'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --insecure-no-auth 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)'
             cand --json 'Print machine-readable JSON on stdout instead of tables'

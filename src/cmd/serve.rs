@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use super::{Context, UsageError};
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
 use crate::core::distributor::client::SUBSCRIBE_PATH;
+use crate::core::distributor::doorbell::Doorbell;
 use crate::core::distributor::{self, DistributorConfig, LogOptions, SqliteUpdateLog, UpdateLog};
+use crate::core::error_kind::{Classified, ErrorKind};
 use crate::core::server::app::{self, Bound};
 use crate::core::server::inflate::DecodeBudget;
 use crate::core::server::{self, ServerLimits};
@@ -22,8 +24,11 @@ use crate::core::store::postgres::PgUpdateLog;
 use crate::core::store::{self, Location};
 
 /// How often a distributor on a shared database looks for updates other distributors
-/// published, for its own subscribers (NATS, when configured, pushes them instead).
+/// published, for its own subscribers ...
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
+/// ... and how often when NATS rings it at each commit (the poll then only catches rings lost
+/// while NATS was away).
+const RUNG_FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Which services to run.
 #[derive(Debug, clap::Subcommand)]
@@ -72,8 +77,11 @@ pub struct DistributorArgs {
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
     /// SQLite file of the update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "database_url")]
     pub db: Option<PathBuf>,
+    /// NATS server the distributors sharing --database-url ring each other through after each commit (nats://HOST:4222) [default: $PHOENIX_NATS_URL or [cluster] nats_url]
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
     /// One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
@@ -103,6 +111,9 @@ pub struct AllArgs {
     /// SQLite file of the distributor's update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]
     #[arg(long, value_name = "FILE")]
     pub distributor_db: Option<PathBuf>,
+    /// NATS server the distributors sharing --database-url ring each other through after each commit (nats://HOST:4222) [default: $PHOENIX_NATS_URL or [cluster] nats_url]
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
 }
 
 /// Applies `--shutdown-timeout` over the settings.
@@ -155,6 +166,14 @@ fn apply_database_url(url: Option<&String>, settings: &mut Settings) {
     }
 }
 
+/// Applies `--nats-url` over the settings.
+fn apply_nats_url(url: Option<&String>, settings: &mut Settings) {
+    if let Some(url) = url {
+        settings.cluster.nats_url = Some(url.clone());
+        settings.mark_flag("cluster.nats_url", Some(url.clone()));
+    }
+}
+
 /// Applies the distributor flags over the settings.
 fn apply_distributor_flags(bind: Option<&String>, db: Option<&PathBuf>, settings: &mut Settings) {
     if let Some(b) = bind {
@@ -204,6 +223,7 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
         Cmd::Distributor(args) => {
             apply_distributor_flags(args.bind.as_ref(), args.db.as_ref(), &mut ctx.settings);
             apply_database_url(args.database_url.as_ref(), &mut ctx.settings);
+            apply_nats_url(args.nats_url.as_ref(), &mut ctx.settings);
             apply_shutdown_timeout(args.shutdown_timeout, &mut ctx.settings);
             let tls = match (&args.tls_cert, &args.tls_key) {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
@@ -227,6 +247,7 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
                 args.distributor_db.as_ref(),
                 &mut ctx.settings,
             );
+            apply_nats_url(args.nats_url.as_ref(), &mut ctx.settings);
             let insecure = args.collector.insecure_no_auth;
             let tls = match (
                 &ctx.settings.collector.tls_cert,
@@ -318,7 +339,7 @@ impl Distributor {
                         .await
                         .with_context(|| format!("opening the update log at {at}"))?;
                     let log = PgUpdateLog::start(pool, LogOptions::new("").queue_jobs);
-                    (Arc::new(log), at, Some(FOLLOW_INTERVAL))
+                    (Arc::new(log), at, Some(()))
                 }
                 None => {
                     let log =
@@ -328,6 +349,29 @@ impl Distributor {
                     (Arc::new(log), d.db_path.display().to_string(), None)
                 }
             };
+        let doorbell = match (&settings.cluster.nats_url, follow_interval) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(UsageError(
+                    "--nats-url links distributors that share one update log: give \
+                     --database-url (or PHOENIX_DATABASE_URL) too"
+                        .to_owned(),
+                )
+                .into());
+            }
+            (Some(url), Some(())) => Some(
+                Doorbell::connect(url, &settings.cluster.subject_prefix)
+                    .await
+                    .map_err(|e| Classified::new(ErrorKind::Unreachable, e.to_string()))?,
+            ),
+        };
+        let follow_interval = follow_interval.map(|()| {
+            d.follow_interval.unwrap_or(if doorbell.is_some() {
+                RUNG_FOLLOW_INTERVAL
+            } else {
+                FOLLOW_INTERVAL
+            })
+        });
         let agent_keys =
             AgentKeys::load_or_create(&d.agent_key_file).context("loading the agent token key")?;
         // Off loopback every read and every subscriber needs a credential, unless the
@@ -341,6 +385,7 @@ impl Distributor {
             require_agent_tokens: exposed || d.require_agent_tokens,
             server: limits,
             follow_interval,
+            doorbell,
             ..DistributorConfig::default()
         };
         let metrics = Arc::new(distributor::Metrics::default());

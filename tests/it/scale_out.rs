@@ -24,9 +24,22 @@ use crate::support::services::TestDatabase;
 /// `phoenix --json serve SERVICE --database-url URL` on port 0; the child and the URLs it
 /// announced (for a distributor: its HTTP URL).
 async fn serve(home: &std::path::Path, service: &str, url: &str) -> (Child, String) {
+    serve_with(home, service, url, &[], &[]).await
+}
+
+/// [`serve`] with more arguments and environment.
+async fn serve_with(
+    home: &std::path::Path,
+    service: &str,
+    url: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = phoenix_async(home)
         .args(["--json", "serve", service, "--database-url", url])
         .args(["--bind", "127.0.0.1:0"])
+        .args(args)
+        .envs(envs.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -407,4 +420,58 @@ async fn two_distributors_publishing_at_once_make_one_gap_free_sequence() {
         .map(|u| u["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(got, (1..=(2 * EACH) as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn with_nats_a_publish_on_one_distributor_is_pushed_by_the_other_at_once() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let Some(nats) = crate::support::services::nats_url() else {
+        return;
+    };
+    let prefix = format!("phx{}", crate::support::services::unique_suffix());
+    let home = tempfile::tempdir().unwrap();
+    // The log is read only once a minute: within the guard, only a ring can bring it.
+    let slow = [
+        ("PHOENIX_FOLLOW_INTERVAL_MS", "60000"),
+        ("PHOENIX_NATS_PREFIX", prefix.as_str()),
+    ];
+    let args = ["--nats-url", nats.as_str()];
+    let (_a, a) = serve_with(home.path(), "distributor", &db.url, &args, &slow).await;
+    let (_b, b) = serve_with(home.path(), "distributor", &db.url, &args, &slow).await;
+    let ws_b = format!("{}/subscribe", b.replacen("http://", "ws://", 1));
+    let mut sub = Subscriber::connect(&ws_b, None, None).await;
+    sub.hello("orch-watcher", "support/triage", 0, None).await;
+    let http = reqwest::Client::new();
+    for i in 0..3 {
+        let resp = http
+            .post(format!("{a}/publish"))
+            .json(&json!({"update_type": "notice", "payload": {"message": format!("m{i}")}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let got: Vec<u64> = sub
+        .updates(3)
+        .await
+        .iter()
+        .map(|u| u["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn nats_without_a_shared_database_is_a_usage_error() {
+    let home = tempfile::tempdir().unwrap();
+    let out = phoenix_async(home.path())
+        .args(["serve", "distributor", "--bind", "127.0.0.1:0"])
+        .args(["--nats-url", "nats://127.0.0.1:4222"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--database-url"), "{err}");
 }

@@ -18,6 +18,7 @@
 
 pub mod bus;
 pub mod client;
+pub mod doorbell;
 pub mod fanout;
 pub mod metrics;
 mod publish;
@@ -96,6 +97,9 @@ pub struct DistributorConfig {
     /// How often to look for what other processes sharing the log committed, and announce
     /// it to this process's subscribers (`None`: the log is this process's alone).
     pub follow_interval: Option<Duration>,
+    /// The NATS doorbell the nodes sharing the log ring after each commit, so the others
+    /// look at once instead of at their next `follow_interval`.
+    pub doorbell: Option<doorbell::Doorbell>,
 }
 
 impl Default for DistributorConfig {
@@ -119,6 +123,7 @@ impl Default for DistributorConfig {
             control_window: Duration::from_secs(10),
             server: ServerLimits::default(),
             follow_interval: None,
+            doorbell: None,
         }
     }
 }
@@ -216,12 +221,15 @@ impl AppState {
         config: DistributorConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let service = Service::new(
+        let mut service = Service::new(
             log.clone(),
             bus.clone(),
             anonymizer.clone(),
             metrics.clone(),
         );
+        if let Some(bell) = &config.doorbell {
+            service = service.ringing(bell.clone());
+        }
         let (stop, _) = watch::channel(false);
         let (abort, _) = watch::channel(false);
         AppState(Arc::new(Inner {
@@ -343,6 +351,9 @@ pub async fn serve(
     if let Some(f) = follower {
         f.abort();
     }
+    if let Some(bell) = &state.config.doorbell {
+        bell.close().await;
+    }
     state.begin_shutdown();
     let since = signalled
         .get()
@@ -365,14 +376,29 @@ pub async fn serve(
     result
 }
 
-/// Announces, every `every`, what other distributor processes committed to the shared log.
-/// A failed look (the database restarting) is logged once per outage and tried again.
+/// Announces what other distributor processes committed to the shared log: at each ring of
+/// the doorbell, and every `every` whatever it hears (a ring lost while NATS was away). A
+/// failed look (the database restarting) is logged once per outage and tried again.
 async fn follow_log(state: AppState, every: Duration) {
+    let rung = Arc::new(Notify::new());
+    // Aborted with this task (a JoinSet aborts what it holds when dropped).
+    let mut listener = tokio::task::JoinSet::new();
+    if let Some(bell) = state.config.doorbell.clone() {
+        let rung = rung.clone();
+        listener.spawn(async move {
+            if let Err(e) = bell.listen(|| rung.notify_one()).await {
+                tracing::warn!(error = %e, "cannot listen to the distributor doorbell; polling the log only");
+            }
+        });
+    }
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = rung.notified() => {}
+        }
         match state.service.follow_log().await {
             Ok(n) => {
                 if failing {

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::Error;
 use super::bus::{Bus, Prepared};
+use super::doorbell::Doorbell;
 use super::metrics::{Metrics, TypeLabel};
 use super::publish::Widened;
 use crate::core::shared::anonymize::{Anonymizer, is_orch_hash};
@@ -42,6 +43,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// Held across "commit to the log, then announce" so announcements follow commit order.
     writing: tokio::sync::Mutex<()>,
+    /// Rung after each commit, for the other nodes sharing the log.
+    doorbell: Option<Doorbell>,
 }
 
 impl std::fmt::Debug for Service {
@@ -64,6 +67,19 @@ impl Service {
             anonymizer,
             metrics,
             writing: tokio::sync::Mutex::new(()),
+            doorbell: None,
+        }
+    }
+
+    /// The same service, ringing `bell` after each commit.
+    pub fn ringing(mut self, bell: Doorbell) -> Service {
+        self.doorbell = Some(bell);
+        self
+    }
+
+    async fn ring(&self, seq: u64) {
+        if let Some(bell) = &self.doorbell {
+            bell.ring(seq).await;
         }
     }
 
@@ -138,6 +154,7 @@ impl Service {
             self.announce_committed().await?;
         }
         drop(_writing);
+        self.ring(envelope.seq).await;
         self.metrics
             .publishes
             .get_or_create(&TypeLabel {
@@ -192,6 +209,7 @@ impl Service {
             self.announce_committed().await?;
         }
         drop(_writing);
+        self.ring(update.seq).await;
         self.metrics.widenings.inc();
         tracing::info!(seq = update.seq, update_id = %update.update_id, from = ?w.from_percent, to = percent, "rollout widened");
         Ok(Widened {

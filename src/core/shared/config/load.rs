@@ -37,6 +37,13 @@ pub(super) const KEYS: &[(&str, &str, bool)] = &[
     ("collector.x402_premium_key", "X402_PREMIUM_KEY", true),
     ("store.url", "PHOENIX_DATABASE_URL", false),
     ("store.pool_size", "PHOENIX_DATABASE_POOL_SIZE", false),
+    ("cluster.nats_url", "PHOENIX_NATS_URL", false),
+    ("cluster.subject_prefix", "PHOENIX_NATS_PREFIX", false),
+    (
+        "distributor.follow_interval_ms",
+        "PHOENIX_FOLLOW_INTERVAL_MS",
+        false,
+    ),
     ("distributor.url", "PULSE_DISTRIBUTOR_URL", false),
     ("distributor.bind", "PULSE_DISTRIBUTOR_BIND", false),
     ("distributor.db_path", "PHOENIX_DISTRIBUTOR_DB_PATH", false),
@@ -309,6 +316,12 @@ impl Settings {
             url: r.string("store.url", None),
             pool_size: r.parsed("store.pool_size", 16)?,
         };
+        let cluster = ClusterSettings {
+            nats_url: r.string("cluster.nats_url", None),
+            subject_prefix: r
+                .string("cluster.subject_prefix", Some("phoenix"))
+                .unwrap_or_default(),
+        };
         let distributor = DistributorSettings {
             url: r
                 .string("distributor.url", Some("ws://127.0.0.1:5003/subscribe"))
@@ -328,6 +341,9 @@ impl Settings {
                 .unwrap_or_default(),
             ),
             require_agent_tokens: r.flag("distributor.require_agent_tokens", false)?,
+            follow_interval: r
+                .optional::<u64>("distributor.follow_interval_ms")?
+                .map(Duration::from_millis),
         };
         let admin_token = r.string("distributor.admin_token", None);
         let agent_token = r.string("orch.agent_token", None);
@@ -432,6 +448,7 @@ impl Settings {
             data_dir,
             collector,
             store,
+            cluster,
             distributor,
             server,
             llm,

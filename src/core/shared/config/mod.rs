@@ -159,6 +159,17 @@ pub struct StoreSettings {
     pub pool_size: usize,
 }
 
+/// How the nodes of a cluster reach each other (NATS).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// NATS server(s), `nats://host:4222` (comma-separated for several): distributors sharing
+    /// a database ring each other through it after each commit.
+    pub nats_url: Option<String>,
+    /// First token of every subject Phoenix uses, so several installations (or tests) can
+    /// share one NATS.
+    pub subject_prefix: String,
+}
+
 /// Distributor (Synaptic Pulse) endpoints.
 #[derive(Debug, Clone)]
 pub struct DistributorSettings {
@@ -174,6 +185,9 @@ pub struct DistributorSettings {
     /// Refuse subscribers without a valid agent token even on a loopback bind (always
     /// required off loopback).
     pub require_agent_tokens: bool,
+    /// How often a distributor on a shared database reads what other nodes committed
+    /// (`None`: 250 ms, or 2 s when NATS rings it at each commit).
+    pub follow_interval: Option<Duration>,
 }
 
 /// How the HTTP servers treat slow, numerous or greedy clients, and how long they drain.
@@ -309,6 +323,8 @@ pub struct Settings {
     pub collector: CollectorSettings,
     /// Shared database of every store (PostgreSQL), if any.
     pub store: StoreSettings,
+    /// How the nodes of a cluster reach each other.
+    pub cluster: ClusterSettings,
     /// Distributor.
     pub distributor: DistributorSettings,
     /// Both servers' connection handling.

@@ -1,0 +1,77 @@
+//! Cross-node push for distributors sharing one update log: after each commit a node rings a
+//! NATS subject, and every node that hears it reads what it has not announced yet from the
+//! log ([`super::service::Service::follow_log`]). The log stays the one source of truth — its
+//! seq order, its gap-free offsets — so a ring that is lost, late or repeated changes nothing
+//! but latency: a slow poll of the log catches what no ring announced (NATS unreachable, a
+//! node that started late), and an update reaches each subscriber exactly once either way.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+/// How long connecting to NATS may take at start before the server gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A node's handle on the doorbell subject.
+#[derive(Debug, Clone)]
+pub struct Doorbell {
+    client: async_nats::Client,
+    subject: String,
+}
+
+/// Why the doorbell could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach NATS at {url}: {message}")]
+pub struct ConnectError {
+    /// The server URL (no credentials are ever in it: NATS URLs carry none here).
+    pub url: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Doorbell {
+    /// Connects to NATS at `url`; rings and listens on `{prefix}.distributor.log`. Reconnects by
+    /// itself after the connection drops.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Doorbell, ConnectError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("phoenix distributor")
+            .connection_timeout(CONNECT_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(|e| ConnectError {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Doorbell {
+            client,
+            subject: format!("{prefix}.distributor.log"),
+        })
+    }
+
+    /// Tells the other nodes the log moved (to `seq`, for the curious). Best effort: a ring
+    /// that cannot be sent is caught up by their poll.
+    pub async fn ring(&self, seq: u64) {
+        let sent = self
+            .client
+            .publish(self.subject.clone(), seq.to_string().into())
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not ring the distributor doorbell");
+        }
+    }
+
+    /// Calls `heard` at every ring (this node's own too); returns when the subscription
+    /// cannot be made or ends (the client closed).
+    pub async fn listen(&self, mut heard: impl FnMut()) -> Result<(), async_nats::SubscribeError> {
+        let mut sub = self.client.subscribe(self.subject.clone()).await?;
+        while sub.next().await.is_some() {
+            heard();
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered (a last ring) before the process exits.
+    pub async fn close(&self) {
+        let _ = self.client.flush().await;
+    }
+}
