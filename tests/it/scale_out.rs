@@ -475,3 +475,60 @@ async fn nats_without_a_shared_database_is_a_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--database-url"), "{err}");
 }
+
+#[tokio::test]
+async fn a_subscriber_moved_to_another_distributor_after_a_kill_misses_nothing_and_gets_nothing_twice()
+ {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let (mut a, a_url) = serve(home.path(), "distributor", &db.url).await;
+    let (_b, b_url) = serve(home.path(), "distributor", &db.url).await;
+    let http = reqwest::Client::new();
+    let publish = |base: String, message: String| {
+        let http = http.clone();
+        async move {
+            let resp = http
+                .post(format!("{base}/publish"))
+                .json(&json!({"update_type": "notice", "payload": {"message": message}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()["seq"].as_u64().unwrap()
+        }
+    };
+    let ws = |base: &str| format!("{}/subscribe", base.replacen("http://", "ws://", 1));
+    let mut sub = Subscriber::connect(&ws(&a_url), None, None).await;
+    sub.hello("orch-mover", "support/triage", 0, None).await;
+    for i in 0..3 {
+        publish(a_url.clone(), format!("before {i}")).await;
+    }
+    let first: Vec<Value> = sub.updates(3).await;
+    let last_seq = first.last().unwrap()["seq"].as_u64().unwrap();
+    assert_eq!(last_seq, 3);
+
+    // A dies without a goodbye; while the agent is away, B takes two publishes.
+    a.start_kill().unwrap();
+    a.wait().await.unwrap();
+    drop(sub);
+    for i in 0..2 {
+        publish(b_url.clone(), format!("while away {i}")).await;
+    }
+    let mut sub = Subscriber::connect(&ws(&b_url), None, None).await;
+    sub.hello("orch-mover", "support/triage", last_seq, None)
+        .await;
+    // And one more once it is back, live.
+    publish(b_url.clone(), "after".to_owned()).await;
+    let seqs: Vec<u64> = sub
+        .updates(3)
+        .await
+        .iter()
+        .map(|u| u["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [4, 5, 6]);
+    // No duplicate of 1–6 is queued behind them: the next update is the next publish.
+    publish(b_url.clone(), "later".to_owned()).await;
+    assert_eq!(sub.next_update().await["seq"], 7);
+}
