@@ -939,6 +939,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         'phoenix;bench;query' {
             [CompletionResult]::new('--events', '--events', [CompletionResultType]::ParameterName, 'Events the scratch store is filled with before the queries')
             [CompletionResult]::new('--requests', '--requests', [CompletionResultType]::ParameterName, 'Timed requests per query, one at a time on one keep-alive connection')
+            [CompletionResult]::new('--query-budget', '--query-budget', [CompletionResultType]::ParameterName, 'A query stops before --requests once its timed requests have taken this long')
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Run on this PostgreSQL server instead of SQLite, in a scratch database made (and dropped) by the run')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--keep', '--keep', [CompletionResultType]::ParameterName, 'Leave the filled scratch store behind and say where it is')

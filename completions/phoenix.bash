@@ -846,7 +846,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__query)
-            opts="-v -q -h -V --events --requests --database-url --keep --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --events --requests --query-budget --database-url --keep --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -857,6 +857,10 @@ _phoenix() {
                     return 0
                     ;;
                 --requests)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --query-budget)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

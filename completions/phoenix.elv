@@ -866,6 +866,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;bench;query'= {
             cand --events 'Events the scratch store is filled with before the queries'
             cand --requests 'Timed requests per query, one at a time on one keep-alive connection'
+            cand --query-budget 'A query stops before --requests once its timed requests have taken this long'
             cand --database-url 'Run on this PostgreSQL server instead of SQLite, in a scratch database made (and dropped) by the run'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --keep 'Leave the filled scratch store behind and say where it is'

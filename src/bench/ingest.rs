@@ -4,6 +4,10 @@
 use super::load::*;
 use super::*;
 
+/// Runs every scenario against one in-process collector on this runtime; `progress` is told
+/// which scenario starts. The collector's store lives in a scratch directory under the system
+/// temp dir (SQLite), or in a scratch database on the `database_url` server (PostgreSQL);
+/// either is removed at the end.
 pub async fn run(
     opts: &BenchOptions,
     progress: &(dyn Fn(&str) + Sync),

@@ -53,8 +53,12 @@ pub const P50_TARGET_MS: f64 = 20.0;
 pub struct QueryOptions {
     /// Events the store is filled with.
     pub events: usize,
-    /// Timed requests per query.
+    /// Timed requests per query, at most.
     pub requests: usize,
+    /// Time after which a query stops before `requests` (after one timed request at least),
+    /// so a slow query ends the run in minutes, not hours.
+    #[serde(serialize_with = "secs")]
+    pub query_budget: Duration,
     /// A PostgreSQL server to run on (in a scratch database of its own) instead of SQLite.
     #[serde(skip)]
     pub database_url: Option<String>,
@@ -68,6 +72,11 @@ impl QueryOptions {
         if self.events == 0 || self.requests == 0 {
             return Err(Error::Options(
                 "events and requests must be at least 1".to_owned(),
+            ));
+        }
+        if self.query_budget.is_zero() {
+            return Err(Error::Options(
+                "the query time budget must be longer than zero".to_owned(),
             ));
         }
         Ok(())
@@ -107,6 +116,8 @@ pub struct QueryFigures {
     pub example: String,
     /// Timed requests that succeeded.
     pub requests: usize,
+    /// Whether the query stopped before `requests` because its time budget ran out.
+    pub budget_exhausted: bool,
     /// Median round trip, ms.
     pub p50_ms: f64,
     /// 99th percentile round trip (nearest rank), ms.
@@ -268,7 +279,7 @@ async fn measure(
             if follow { " then next_cursor" } else { "" },
             opts.requests
         ));
-        match time_query(addr, name, &query, follow, opts.requests).await {
+        match time_query(addr, name, &query, follow, opts).await {
             Ok(q) => queries.push(q),
             Err(e) => {
                 measured = Err(e);
@@ -533,17 +544,26 @@ async fn time_query(
     name: &'static str,
     query: &str,
     follow: bool,
-    requests: usize,
+    opts: &QueryOptions,
 ) -> Result<QueryFigures, Error> {
+    let requests = opts.requests;
     let (mut sender, conn) = connect(addr).await?;
     let host = HeaderValue::from_str(&addr.to_string()).expect("an address is a valid header");
     let mut tally = Tally::default();
     let mut latencies = Vec::with_capacity(requests);
     let (mut records, mut bytes) = (0usize, 0usize);
     let mut example = String::new();
+    let mut budget_exhausted = false;
     let calls = async {
         let mut cursor: Option<i64> = None;
+        let mut timed_since = Instant::now();
         for i in 0..WARMUP_REQUESTS + requests {
+            if i == WARMUP_REQUESTS {
+                timed_since = Instant::now();
+            } else if i > WARMUP_REQUESTS && timed_since.elapsed() >= opts.query_budget {
+                budget_exhausted = true;
+                break;
+            }
             let path = match cursor {
                 Some(c) if follow => format!("/telemetry?{query}&cursor={c}"),
                 _ => format!("/telemetry?{query}"),
@@ -592,6 +612,7 @@ async fn time_query(
         name,
         example,
         requests: n,
+        budget_exhausted,
         p50_ms: median(&latencies),
         p99_ms: nearest_rank_percentile(&latencies, 0.99),
         max_ms: latencies.iter().copied().fold(f64::NAN, f64::max),

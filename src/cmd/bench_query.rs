@@ -16,6 +16,9 @@ pub struct QueryArgs {
     /// Timed requests per query, one at a time on one keep-alive connection
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub requests: usize,
+    /// A query stops before --requests once its timed requests have taken this long
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub query_budget: std::time::Duration,
     /// Run on this PostgreSQL server instead of SQLite, in a scratch database made (and dropped) by the run
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
@@ -29,6 +32,7 @@ pub async fn run_query(args: QueryArgs, ctx: &Context) -> anyhow::Result<()> {
     let opts = QueryOptions {
         events: args.events,
         requests: args.requests,
+        query_budget: args.query_budget,
         database_url: args.database_url,
         keep: args.keep,
     };
@@ -64,7 +68,7 @@ pub async fn run_query(args: QueryArgs, ctx: &Context) -> anyhow::Result<()> {
 fn print_report(r: &QueryReport) {
     let ms = |v: f64| num((v * 100.0).round() / 100.0);
     let mut table = output::table([
-        "query", "p50 ms", "p99 ms", "max ms", "records", "target", "pass",
+        "query", "p50 ms", "p99 ms", "max ms", "requests", "records", "target", "pass",
     ]);
     for q in &r.queries {
         let check = r
@@ -80,6 +84,11 @@ fn print_report(r: &QueryReport) {
             ms(q.p50_ms),
             ms(q.p99_ms),
             ms(q.max_ms),
+            if q.budget_exhausted {
+                format!("{} (time budget)", q.requests)
+            } else {
+                q.requests.to_string()
+            },
             num(q.mean_records.round()),
             target,
             pass.to_owned(),
@@ -101,7 +110,7 @@ fn print_report(r: &QueryReport) {
     let m = &r.machine;
     println!(
         "{} build, {} CPUs ({}/{}); GET /telemetry over HTTP to an in-process collector on {}; \
-         {} timed requests per query after warm-up",
+         at most {} timed requests per query after warm-up, {} each at most",
         m.profile,
         m.cpus,
         m.os,
@@ -114,6 +123,7 @@ fn print_report(r: &QueryReport) {
             None => "SQLite".to_owned(),
         },
         r.options.requests,
+        humantime::format_duration(r.options.query_budget),
     );
     let met = r.targets.iter().filter(|c| c.pass).count();
     println!("targets met: {met}/{}", r.targets.len());

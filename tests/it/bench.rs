@@ -240,7 +240,10 @@ fn check_query_report(report: &Value, backend: &str) {
         "{report}"
     );
     for q in report["queries"].as_array().unwrap() {
-        assert_eq!(q["requests"], 20, "{q}");
+        let n = q["requests"].as_u64().unwrap();
+        // 20 unless the 60 s budget ran out first (a very slow machine): no timing asserted.
+        assert!(n == 20 || (n >= 1 && q["budget_exhausted"] == true), "{q}");
+        assert!(q["budget_exhausted"].is_boolean(), "{q}");
         assert_eq!(q["failures"], 0, "{q}");
         assert!(positive(&q["mean_records"]), "{q}");
         for figure in ["p50_ms", "p99_ms", "max_ms"] {
