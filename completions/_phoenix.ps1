@@ -909,6 +909,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
+            [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
             [CompletionResult]::new('abuse', 'abuse', [CompletionResultType]::ParameterValue, 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers')
@@ -921,10 +922,29 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--connections', '--connections', [CompletionResultType]::ParameterName, 'Keep-alive connections for GET /health and single-event POST /ingest')
             [CompletionResult]::new('--batch-connections', '--batch-connections', [CompletionResultType]::ParameterName, 'Keep-alive connections for batch POST /ingest')
             [CompletionResult]::new('--batch-size', '--batch-size', [CompletionResultType]::ParameterName, 'Records per NDJSON batch request')
-            [CompletionResult]::new('--storage-rows', '--storage-rows', [CompletionResultType]::ParameterName, 'Rows the raw SQLite storage ceiling inserts in one transaction')
+            [CompletionResult]::new('--storage-rows', '--storage-rows', [CompletionResultType]::ParameterName, 'Rows the raw storage ceiling writes (SQLite: in one transaction; PostgreSQL: by COPY, a batch per transaction)')
             [CompletionResult]::new('--analyze-runs', '--analyze-runs', [CompletionResultType]::ParameterName, 'Timed POST /analyze calls over 5000 records')
             [CompletionResult]::new('--rounds', '--rounds', [CompletionResultType]::ParameterName, 'Repeat the load and storage scenarios this many times and report medians')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Run on this PostgreSQL server instead of SQLite, in a scratch database made and dropped by the run')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;bench;query' {
+            [CompletionResult]::new('--events', '--events', [CompletionResultType]::ParameterName, 'Events the scratch store is filled with before the queries')
+            [CompletionResult]::new('--requests', '--requests', [CompletionResultType]::ParameterName, 'Timed requests per query, one at a time on one keep-alive connection')
+            [CompletionResult]::new('--query-budget', '--query-budget', [CompletionResultType]::ParameterName, 'A query stops before --requests once its timed requests have taken this long')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Run on this PostgreSQL server instead of SQLite, in a scratch database made (and dropped) by the run')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--keep', '--keep', [CompletionResultType]::ParameterName, 'Leave the filled scratch store behind and say where it is')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
@@ -994,6 +1014,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         }
         'phoenix;bench;help' {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
+            [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
             [CompletionResult]::new('abuse', 'abuse', [CompletionResultType]::ParameterValue, 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers')
@@ -1001,6 +1022,9 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;bench;help;ingest' {
+            break
+        }
+        'phoenix;bench;help;query' {
             break
         }
         'phoenix;bench;help;fanout' {
@@ -1162,12 +1186,16 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         }
         'phoenix;help;bench' {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
+            [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
             [CompletionResult]::new('abuse', 'abuse', [CompletionResultType]::ParameterValue, 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers')
             break
         }
         'phoenix;help;bench;ingest' {
+            break
+        }
+        'phoenix;help;bench;query' {
             break
         }
         'phoenix;help;bench;fanout' {

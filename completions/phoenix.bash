@@ -100,6 +100,9 @@ _phoenix() {
             phoenix__subcmd__bench,pii)
                 cmd="phoenix__subcmd__bench__subcmd__pii"
                 ;;
+            phoenix__subcmd__bench,query)
+                cmd="phoenix__subcmd__bench__subcmd__query"
+                ;;
             phoenix__subcmd__bench__subcmd__help,abuse)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__abuse"
                 ;;
@@ -114,6 +117,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__bench__subcmd__help,pii)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__pii"
+                ;;
+            phoenix__subcmd__bench__subcmd__help,query)
+                cmd="phoenix__subcmd__bench__subcmd__help__subcmd__query"
                 ;;
             phoenix__subcmd__config,help)
                 cmd="phoenix__subcmd__config__subcmd__help"
@@ -216,6 +222,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__help__subcmd__bench,pii)
                 cmd="phoenix__subcmd__help__subcmd__bench__subcmd__pii"
+                ;;
+            phoenix__subcmd__help__subcmd__bench,query)
+                cmd="phoenix__subcmd__help__subcmd__bench__subcmd__query"
                 ;;
             phoenix__subcmd__help__subcmd__config,show)
                 cmd="phoenix__subcmd__help__subcmd__config__subcmd__show"
@@ -549,7 +558,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest fanout pii abuse help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest query fanout pii abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -651,7 +660,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__help)
-            opts="ingest fanout pii abuse help"
+            opts="ingest query fanout pii abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -734,8 +743,22 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        phoenix__subcmd__bench__subcmd__help__subcmd__query)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         phoenix__subcmd__bench__subcmd__ingest)
-            opts="-v -q -h -V --duration --warmup --connections --batch-connections --batch-size --storage-rows --analyze-runs --rounds --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --duration --warmup --connections --batch-connections --batch-size --storage-rows --analyze-runs --rounds --database-url --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -773,6 +796,10 @@ _phoenix() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -804,6 +831,40 @@ _phoenix() {
                     return 0
                     ;;
                 --dump-corpus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__query)
+            opts="-v -q -h -V --events --requests --query-budget --database-url --keep --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --requests)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --query-budget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1207,7 +1268,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__bench)
-            opts="ingest fanout pii abuse"
+            opts="ingest query fanout pii abuse"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1263,6 +1324,20 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__bench__subcmd__pii)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__bench__subcmd__query)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -838,6 +838,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
+            cand query 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
             cand abuse 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
@@ -849,10 +850,28 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --connections 'Keep-alive connections for GET /health and single-event POST /ingest'
             cand --batch-connections 'Keep-alive connections for batch POST /ingest'
             cand --batch-size 'Records per NDJSON batch request'
-            cand --storage-rows 'Rows the raw SQLite storage ceiling inserts in one transaction'
+            cand --storage-rows 'Rows the raw storage ceiling writes (SQLite: in one transaction; PostgreSQL: by COPY, a batch per transaction)'
             cand --analyze-runs 'Timed POST /analyze calls over 5000 records'
             cand --rounds 'Repeat the load and storage scenarios this many times and report medians'
+            cand --database-url 'Run on this PostgreSQL server instead of SQLite, in a scratch database made and dropped by the run'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;bench;query'= {
+            cand --events 'Events the scratch store is filled with before the queries'
+            cand --requests 'Timed requests per query, one at a time on one keep-alive connection'
+            cand --query-budget 'A query stops before --requests once its timed requests have taken this long'
+            cand --database-url 'Run on this PostgreSQL server instead of SQLite, in a scratch database made (and dropped) by the run'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --keep 'Leave the filled scratch store behind and say where it is'
             cand --json 'Print machine-readable JSON on stdout instead of tables'
             cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
             cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
@@ -918,12 +937,15 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         }
         &'phoenix;bench;help'= {
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
+            cand query 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
             cand abuse 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'phoenix;bench;help;ingest'= {
+        }
+        &'phoenix;bench;help;query'= {
         }
         &'phoenix;bench;help;fanout'= {
         }
@@ -1044,11 +1066,14 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         }
         &'phoenix;help;bench'= {
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
+            cand query 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
             cand abuse 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
         }
         &'phoenix;help;bench;ingest'= {
+        }
+        &'phoenix;help;bench;query'= {
         }
         &'phoenix;help;bench;fanout'= {
         }

@@ -4,6 +4,10 @@
 use super::load::*;
 use super::*;
 
+/// Runs every scenario against one in-process collector on this runtime; `progress` is told
+/// which scenario starts. The collector's store lives in a scratch directory under the system
+/// temp dir (SQLite), or in a scratch database on the `database_url` server (PostgreSQL);
+/// either is removed at the end.
 pub async fn run(
     opts: &BenchOptions,
     progress: &(dyn Fn(&str) + Sync),
@@ -12,10 +16,46 @@ pub async fn run(
     let machine = Machine::current();
     let scratch = ScratchDir::create()?;
     let metrics = Arc::new(Metrics::default());
-    let store: Arc<dyn TelemetryStore> = Arc::new(SqliteStore::open(
-        &StoreOptions::new(scratch.0.join("collector.db")),
-        metrics.store.clone(),
-    )?);
+    let Some(url) = &opts.database_url else {
+        let store = SqliteStore::open(
+            &StoreOptions::new(scratch.0.join("collector.db")),
+            metrics.store.clone(),
+        )?;
+        let ceiling = Ceiling::Sqlite(&scratch.0);
+        return run_on(opts, machine, ceiling, store, metrics, progress).await;
+    };
+    let database = ScratchDatabase::create(url).await?;
+    let postgres = PostgresRun {
+        server: store::postgres::mask_password(url),
+        scratch_database: database.name.clone(),
+    };
+    let measured = async {
+        let pool =
+            store::open::connect_postgres(&database.url, OpenOptions::default().pool_size).await?;
+        let queue = OpenOptions::default().queue_records;
+        let store = PgStore::start(pool, queue, metrics.store.clone());
+        let ceiling = Ceiling::Postgres(&database.url);
+        run_on(opts, machine, ceiling, store, metrics, progress).await
+    }
+    .await;
+    // Whatever happened, the scratch database goes.
+    let dropped = database.drop_now().await;
+    let mut report = measured?;
+    dropped?;
+    report.postgres = Some(postgres);
+    Ok(report)
+}
+
+/// Runs every scenario against a collector on `store`.
+async fn run_on(
+    opts: &BenchOptions,
+    machine: Machine,
+    ceiling: Ceiling<'_>,
+    store: impl TelemetryStore + 'static,
+    metrics: Arc<Metrics>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BenchReport, Error> {
+    let store: Arc<dyn TelemetryStore> = Arc::new(store);
     let anonymizer = Anonymizer::from_key(b"phoenix-bench");
     let config = CollectorConfig {
         premium_key: Some(PREMIUM_KEY.to_owned()),
@@ -36,7 +76,7 @@ pub async fn run(
     let rig = Rig {
         addr,
         anonymizer: &anonymizer,
-        dir: &scratch.0,
+        ceiling,
         store,
         metrics: &metrics,
     };
@@ -61,10 +101,19 @@ pub async fn run(
 pub(super) struct Rig<'a> {
     addr: SocketAddr,
     anonymizer: &'a Anonymizer,
-    /// Scratch directory for the storage ceiling's databases.
-    dir: &'a Path,
+    /// Where the storage ceiling writes.
+    ceiling: Ceiling<'a>,
     store: Arc<dyn TelemetryStore>,
     metrics: &'a Metrics,
+}
+
+/// Where the storage ceiling of a run writes, beside the collector's store.
+#[derive(Clone, Copy)]
+pub(super) enum Ceiling<'a> {
+    /// Fresh SQLite files in this scratch directory.
+    Sqlite(&'a Path),
+    /// A fresh schema in this (scratch) PostgreSQL database.
+    Postgres(&'a str),
 }
 
 pub(super) async fn measure(
@@ -125,15 +174,23 @@ pub(super) async fn measure(
         let ingest_single = load(&single, opts.connections, opts, metrics).await?;
         progress(&tag("POST /ingest, NDJSON batches"));
         let ingest_batch = load(&batch, opts.batch_connections, opts, metrics).await?;
-        progress(&tag("raw SQLite inserts (storage ceiling)"));
-        let path = rig.dir.join(format!("ceiling-{r}.db"));
-        let rows = rows.clone();
-        let storage_ceiling = tokio::task::spawn_blocking(move || storage_ceiling(&path, &rows))
-            .await
-            .map_err(|e| Error::Io {
-                what: "running the storage ceiling".to_owned(),
-                source: std::io::Error::other(e),
-            })??;
+        let storage_ceiling = match rig.ceiling {
+            Ceiling::Sqlite(dir) => {
+                progress(&tag("raw SQLite inserts (storage ceiling)"));
+                let path = dir.join(format!("ceiling-{r}.db"));
+                let rows = rows.clone();
+                tokio::task::spawn_blocking(move || storage_ceiling(&path, &rows))
+                    .await
+                    .map_err(|e| Error::Io {
+                        what: "running the storage ceiling".to_owned(),
+                        source: std::io::Error::other(e),
+                    })??
+            }
+            Ceiling::Postgres(url) => {
+                progress(&tag("raw PostgreSQL binary COPY (storage ceiling)"));
+                copy_ceiling(url, &rows, opts.batch_size).await?
+            }
+        };
         rounds.push(Round {
             single_vs_health: ingest_single.events_per_sec / health.requests_per_sec,
             batch_vs_storage: ingest_batch.events_per_sec / storage_ceiling.rows_per_sec,
@@ -187,7 +244,14 @@ pub(super) async fn measure(
     Ok(BenchReport {
         machine,
         options: opts.clone(),
-        targets: evaluate_targets(&summary),
+        targets: evaluate_targets(
+            &summary,
+            match rig.ceiling {
+                Ceiling::Sqlite(_) => TARGETS,
+                Ceiling::Postgres(_) => POSTGRES_TARGETS,
+            },
+        ),
+        postgres: None,
         rounds,
         analyze,
         summary,
@@ -271,6 +335,26 @@ pub(super) fn storage_ceiling(path: &Path, rows: &[NewRecord]) -> Result<Storage
         .as_secs_f64();
     Ok(StorageFigures {
         rows: rows.len(),
+        rows_per_transaction: None,
+        seconds,
+        rows_per_sec: rows.len() as f64 / seconds,
+    })
+}
+
+/// Copies `rows` into a fresh schema of the database at `url`, `per_tx` rows per
+/// transaction (the size of one batch request); only the copies and commits are timed.
+pub(super) async fn copy_ceiling(
+    url: &str,
+    rows: &[NewRecord],
+    per_tx: usize,
+) -> Result<StorageFigures, Error> {
+    let seconds = store::postgres::ceiling::raw_copy(url, rows, per_tx)
+        .await
+        .map_err(Error::Ceiling)?
+        .as_secs_f64();
+    Ok(StorageFigures {
+        rows: rows.len(),
+        rows_per_transaction: Some(per_tx),
         seconds,
         rows_per_sec: rows.len() as f64 / seconds,
     })
@@ -285,7 +369,16 @@ pub(super) async fn top_up(
     let count = store.count().await?;
     let missing = ANALYZE_RECORDS.saturating_sub(count as usize);
     if missing > 0 {
-        let extra: Vec<_> = rows.iter().cycle().take(missing).cloned().collect();
+        // Fresh ids: a small `--storage-rows` repeats rows, and PostgreSQL keeps ids unique.
+        let extra: Vec<_> = rows
+            .iter()
+            .cycle()
+            .take(missing)
+            .map(|r| NewRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                ..r.clone()
+            })
+            .collect();
         store.submit(extra)?.wait().await?;
     }
     Ok(())

@@ -96,10 +96,10 @@ pub(super) async fn exchange(
 
 #[derive(Default)]
 pub(super) struct Tally {
-    ok: u64,
-    non_2xx: u64,
-    errors: u64,
-    first_failure: Option<String>,
+    pub(super) ok: u64,
+    pub(super) non_2xx: u64,
+    pub(super) errors: u64,
+    pub(super) first_failure: Option<String>,
 }
 
 impl Tally {

@@ -14,11 +14,14 @@ pub mod pii_eval;
 
 mod ingest;
 mod load;
+pub mod query;
+mod scratch;
 
 pub use ingest::run;
+use scratch::{ScratchDatabase, ScratchDir};
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +39,8 @@ use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
 use crate::core::shared::anonymize::Anonymizer;
 pub use crate::core::shared::stats::median;
 use crate::core::shared::stats::nearest_rank_percentile;
-use crate::core::store::{self, SqliteStore, StoreOptions, TelemetryStore};
+use crate::core::store::postgres::PgStore;
+use crate::core::store::{self, OpenOptions, SqliteStore, StoreOptions, TelemetryStore};
 use crate::core::telemetry::{BodyFormat, NewRecord, now_unix, parse_body};
 
 /// Records `POST /analyze` is asked to look at (the premium tier's window).
@@ -75,6 +79,9 @@ pub struct BenchOptions {
     pub analyze_runs: usize,
     /// Repetitions of the load and storage scenarios; figures are medians over rounds.
     pub rounds: usize,
+    /// A PostgreSQL server to run on (in a scratch database of its own) instead of SQLite.
+    #[serde(skip)]
+    pub database_url: Option<String>,
 }
 
 impl Default for BenchOptions {
@@ -88,6 +95,7 @@ impl Default for BenchOptions {
             storage_rows: 200_000,
             analyze_runs: 21,
             rounds: 1,
+            database_url: None,
         }
     }
 }
@@ -203,11 +211,14 @@ pub struct WriterActivity {
     pub busy: f64,
 }
 
-/// The raw SQLite insert loop's outcome.
+/// The storage ceiling's outcome: raw SQLite inserts, or raw PostgreSQL binary COPY.
 #[derive(Debug, Clone, Serialize)]
 pub struct StorageFigures {
-    /// Rows inserted in the one transaction.
+    /// Rows written (in one transaction on SQLite).
     pub rows: usize,
+    /// Rows per COPY transaction (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_per_transaction: Option<usize>,
     /// Seconds for the inserts and the commit.
     pub seconds: f64,
     /// `rows / seconds`.
@@ -223,7 +234,7 @@ pub struct Round {
     pub ingest_single: LoadFigures,
     /// `POST /ingest`, NDJSON batches.
     pub ingest_batch: LoadFigures,
-    /// Raw rusqlite inserts of the same rows: the storage ceiling.
+    /// Raw inserts (SQLite) or binary COPY (PostgreSQL) of the same rows: the storage ceiling.
     pub storage_ceiling: StorageFigures,
     /// `ingest_single` events/s over `health` requests/s.
     pub single_vs_health: f64,
@@ -311,13 +322,20 @@ impl Bound {
     }
 }
 
-/// The targets.
-pub const TARGETS: [(Target, Bound, f64); 5] = [
+/// The targets on SQLite.
+pub const TARGETS: &[(Target, Bound, f64)] = &[
     (Target::IngestSingleRate, Bound::AtLeast, 20_000.0),
     (Target::IngestSingleVsHealth, Bound::AtLeast, 0.40),
     (Target::IngestBatchRate, Bound::AtLeast, 200_000.0),
     (Target::IngestBatchVsStorage, Bound::AtLeast, 0.50),
     (Target::AnalyzeMedian, Bound::Below, 50.0),
+];
+
+/// The targets on PostgreSQL: against the ceilings of the same run, as absolute rates
+/// depend on where the server runs.
+pub const POSTGRES_TARGETS: &[(Target, Bound, f64)] = &[
+    (Target::IngestSingleVsHealth, Bound::AtLeast, 0.30),
+    (Target::IngestBatchVsStorage, Bound::AtLeast, 0.50),
 ];
 
 /// One target, checked; `T` names the figures of one benchmark.
@@ -348,9 +366,9 @@ impl<T> TargetCheck<T> {
     }
 }
 
-/// Checks every target against the summary.
-pub fn evaluate_targets(s: &Summary) -> Vec<TargetCheck> {
-    TARGETS
+/// Checks every one of `targets` against the summary.
+pub fn evaluate_targets(s: &Summary, targets: &[(Target, Bound, f64)]) -> Vec<TargetCheck> {
+    targets
         .iter()
         .map(|&(target, bound, threshold)| {
             let measured = match target {
@@ -406,11 +424,23 @@ impl Machine {
     }
 }
 
+/// Where a PostgreSQL run kept its data.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostgresRun {
+    /// The server's URL as given, password masked.
+    pub server: String,
+    /// The scratch database made for the run, dropped at its end.
+    pub scratch_database: String,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     /// Where it ran.
     pub machine: Machine,
+    /// Set when the run was on PostgreSQL (else on SQLite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresRun>,
     /// How it ran.
     pub options: BenchOptions,
     /// Each round's figures.
@@ -425,31 +455,5 @@ pub struct BenchReport {
     pub failures: Vec<String>,
 }
 
-/// Runs every scenario against one in-process collector on this runtime; `progress` is told
-/// which scenario starts. The collector's database lives in a scratch directory under the
-/// system temp dir, removed at the end.
-/// A scratch directory removed on drop, so an early error leaves nothing behind either.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn create() -> Result<Self, Error> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("phoenix-bench-{}-{nanos:09}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(io(format!("creating scratch directory {}", dir.display())))?;
-        Ok(ScratchDir(dir))
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A request each connection of a scenario sends over and over, its bodies pre-built.
 #[cfg(test)]
 mod tests;

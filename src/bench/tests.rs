@@ -16,7 +16,7 @@ fn summary() -> Summary {
 
 #[test]
 fn targets_pass_and_fail_on_the_right_side() {
-    let checks = evaluate_targets(&summary());
+    let checks = evaluate_targets(&summary(), TARGETS);
     let pass: Vec<_> = checks.iter().map(|c| (c.target, c.pass)).collect();
     assert_eq!(
         pass,
@@ -34,8 +34,19 @@ fn targets_pass_and_fail_on_the_right_side() {
         ..summary()
     };
     assert!(
-        !evaluate_targets(&missing)[0].pass,
+        !evaluate_targets(&missing, TARGETS)[0].pass,
         "a missing figure never passes"
+    );
+    let pg: Vec<_> = evaluate_targets(&summary(), POSTGRES_TARGETS)
+        .iter()
+        .map(|c| (c.target, c.pass))
+        .collect();
+    assert_eq!(
+        pg,
+        [
+            (Target::IngestSingleVsHealth, true),
+            (Target::IngestBatchVsStorage, true),
+        ]
     );
 }
 

@@ -16,6 +16,8 @@ use crate::output::{self, goal, num, pct, warn_if_busy, warn_if_unoptimised};
 pub enum Cmd {
     /// Ingest throughput against this machine's HTTP and storage ceilings, and /analyze latency
     Ingest(IngestArgs),
+    /// Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event
+    Query(super::bench_query::QueryArgs),
     /// WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber
     Fanout(FanoutArgs),
     /// PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s
@@ -42,7 +44,7 @@ pub struct IngestArgs {
     /// Records per NDJSON batch request
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub batch_size: usize,
-    /// Rows the raw SQLite storage ceiling inserts in one transaction
+    /// Rows the raw storage ceiling writes (SQLite: in one transaction; PostgreSQL: by COPY, a batch per transaction)
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     pub storage_rows: usize,
     /// Timed POST /analyze calls over 5000 records
@@ -51,6 +53,9 @@ pub struct IngestArgs {
     /// Repeat the load and storage scenarios this many times and report medians
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub rounds: usize,
+    /// Run on this PostgreSQL server instead of SQLite, in a scratch database made and dropped by the run
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 /// Options of `phoenix bench fanout`.
@@ -74,6 +79,7 @@ pub struct FanoutArgs {
 pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
     match cmd {
         Cmd::Ingest(args) => ingest(args, ctx).await,
+        Cmd::Query(args) => super::bench_query::run_query(args, ctx).await,
         Cmd::Fanout(args) => fanout(args, ctx).await,
         Cmd::Pii(args) => super::bench_pii::run_pii(args, ctx).await,
         Cmd::Abuse(args) => super::bench_abuse::run_abuse(args, ctx).await,
@@ -90,6 +96,7 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
         storage_rows: args.storage_rows,
         analyze_runs: args.analyze_runs,
         rounds: args.rounds,
+        database_url: args.database_url,
     };
     warn_if_unoptimised("ingest");
     let show_progress = ctx.stderr_tty;
@@ -322,15 +329,18 @@ fn print_report(r: &BenchReport) {
         "events/s",
         check(Target::IngestBatchRate),
     );
-    row(
+    let ceiling = if r.postgres.is_some() {
+        format!(
+            "raw PostgreSQL binary COPY, {} rows, {} per tx (storage ceiling)",
+            o.storage_rows, o.batch_size
+        )
+    } else {
         format!(
             "raw SQLite insert, {} rows in 1 tx (storage ceiling)",
             o.storage_rows
-        ),
-        rate(s.storage_rows_per_sec),
-        "rows/s",
-        None,
-    );
+        )
+    };
+    row(ceiling, rate(s.storage_rows_per_sec), "rows/s", None);
     row(
         "  batch / storage".to_owned(),
         pct(s.batch_vs_storage),
@@ -407,6 +417,12 @@ fn print_report(r: &BenchReport) {
             "one round".to_owned()
         },
     );
+    if let Some(pg) = &r.postgres {
+        println!(
+            "on PostgreSQL at {}, in scratch database {} (dropped)",
+            pg.server, pg.scratch_database
+        );
+    }
     let met = r.targets.iter().filter(|c| c.pass).count();
     println!("targets met: {met}/{}", r.targets.len());
 }

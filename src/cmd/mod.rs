@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod bench;
 pub mod bench_abuse;
 pub mod bench_pii;
+pub mod bench_query;
 pub mod completions;
 pub mod config;
 pub mod evolve_playbook;

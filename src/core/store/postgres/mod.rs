@@ -2,6 +2,7 @@
 //! COPY group commits), insights, conversations and the distributor's update log, for fleets
 //! that outgrow one machine and run several collector and distributor processes.
 
+pub mod ceiling;
 mod connect;
 mod conversations;
 mod partitions;
