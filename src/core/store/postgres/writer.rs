@@ -1,6 +1,7 @@
 //! The PostgreSQL writer: one task per process group-commits whatever is queued — telemetry
 //! through one binary `COPY`, conversations, insights, heartbeats — in one transaction, and
-//! answers every job of the group after the commit. Several processes may write at once:
+//! answers every job of the group after the commit; up to [`MAX_IN_FLIGHT`] groups commit at
+//! once. Several processes may write at once:
 //! each has its own writer and `seq` comes from one database sequence.
 
 use std::collections::HashSet;
@@ -72,12 +73,33 @@ pub struct WriterState {
     pub group_records: prometheus_client::metrics::histogram::Histogram,
 }
 
-/// Runs until a `Shutdown` job or until every sender is gone.
+/// Agent paths this process knows are in `agent_paths` (shared by its commits in flight).
+type KnownPaths = Arc<std::sync::Mutex<HashSet<String>>>;
+
+/// Group commits in flight at once. A commit spends most of its time waiting for the WAL
+/// flush; while one waits, the next group is copied, and PostgreSQL flushes the commits
+/// that arrive together at once. Records of one group are answered together, after their
+/// own commit; groups may commit out of order (each record's `seq` is from the sequence).
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Runs until a `Shutdown` job or until every sender is gone; on the way out, waits for the
+/// commits in flight.
 pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, state: WriterState) {
-    let mut known_paths: HashSet<String> = HashSet::new();
+    let known_paths: KnownPaths = Arc::default();
+    let state = Arc::new(state);
+    let mut in_flight = tokio::task::JoinSet::new();
     let mut stop = None;
     while stop.is_none() {
-        let Some(first) = rx.recv().await else {
+        // A free slot first, so the next group gathers what arrives meanwhile.
+        while in_flight.len() >= MAX_IN_FLIGHT {
+            in_flight.join_next().await;
+        }
+        let first = tokio::select! {
+            job = rx.recv() => job,
+            // Reap finished commits while idle, so `join_next` above never waits on them.
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+        };
+        let Some(first) = first else {
             break;
         };
         let mut group = Vec::new();
@@ -99,15 +121,20 @@ pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, state: WriterState) {
         if group.is_empty() {
             continue;
         }
-        let started = Instant::now();
-        let outcome = commit_with_partitions(&pool, &group, &mut known_paths).await;
-        state
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        state.group_records.observe(records as f64);
-        state.queued.fetch_sub(records, Ordering::AcqRel);
-        answer(group, outcome);
+        let (pool, known_paths, state) = (pool.clone(), known_paths.clone(), state.clone());
+        in_flight.spawn(async move {
+            let started = Instant::now();
+            let outcome = commit_with_partitions(&pool, &group, &known_paths).await;
+            state
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            state.group_records.observe(records as f64);
+            state.queued.fetch_sub(records, Ordering::AcqRel);
+            answer(group, outcome);
+        });
     }
+    // Everything queued before the shutdown is answered before it is.
+    while in_flight.join_next().await.is_some() {}
     if let Some(reply) = stop {
         let _ = reply.send(());
     }
@@ -151,11 +178,7 @@ fn answer(group: Vec<Job>, outcome: Outcome) {
 
 /// Commits the group; a record whose day has no partition yet makes the partition, then
 /// the group is committed again (nothing of the first attempt was kept).
-async fn commit_with_partitions(
-    pool: &Pool,
-    group: &[Job],
-    known_paths: &mut HashSet<String>,
-) -> Outcome {
+async fn commit_with_partitions(pool: &Pool, group: &[Job], known_paths: &KnownPaths) -> Outcome {
     match commit(pool, group, known_paths).await {
         Err(CommitError::NoPartition) => {
             let times: Vec<i64> = group
@@ -215,7 +238,7 @@ impl From<deadpool_postgres::PoolError> for CommitError {
 async fn commit(
     pool: &Pool,
     group: &[Job],
-    known_paths: &mut HashSet<String>,
+    known_paths: &KnownPaths,
 ) -> Result<Vec<Vec<bool>>, CommitError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -231,12 +254,13 @@ async fn commit(
     if !records.is_empty() {
         copy_records(&tx, &records).await?;
         record_heartbeats(&tx, &records).await?;
+        // Sorted, so concurrent inserts of the same new paths lock them in one order.
         new_paths = records
             .iter()
             .filter_map(|r| r.agent_path.as_deref())
-            .filter(|p| !known_paths.contains(*p))
+            .filter(|p| !known_paths.lock().expect("paths lock").contains(*p))
             .map(str::to_owned)
-            .collect::<HashSet<_>>()
+            .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
         if !new_paths.is_empty() {
@@ -271,7 +295,7 @@ async fn commit(
     }
     tx.commit().await?;
     // Only once committed: a rolled-back group must insert its paths again.
-    known_paths.extend(new_paths);
+    known_paths.lock().expect("paths lock").extend(new_paths);
     Ok(flags)
 }
 
@@ -324,23 +348,22 @@ async fn record_heartbeats(
     tx: &Transaction<'_>,
     records: &[&NewRecord],
 ) -> Result<(), tokio_postgres::Error> {
-    let mut latest: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    // Heartbeats only: an upsert locks its row until the commit, so a row per ORCH of every
+    // record would make concurrent commits (of this writer, or of another process) queue
+    // behind each other on the same few rows.
+    let mut latest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     for r in records {
-        if let Some(o) = r.orch_hash.as_deref() {
-            let beat = (r.kind == HEARTBEAT_KIND).then_some(r.ts_unix);
-            let e = latest.entry(o).or_insert(i64::MIN);
-            if let Some(ts) = beat {
-                *e = (*e).max(ts);
-            }
+        if let (Some(o), true) = (r.orch_hash.as_deref(), r.kind == HEARTBEAT_KIND) {
+            let e = latest.entry(o).or_insert(r.ts_unix);
+            *e = (*e).max(r.ts_unix);
         }
     }
     if latest.is_empty() {
         return Ok(());
     }
-    let (orchs, beats): (Vec<&str>, Vec<Option<i64>>) = latest
-        .into_iter()
-        .map(|(o, ts)| (o, (ts != i64::MIN).then_some(ts)))
-        .unzip();
+    // In key order (a BTreeMap), so two transactions lock shared rows in one order and
+    // never deadlock.
+    let (orchs, beats): (Vec<&str>, Vec<i64>) = latest.into_iter().unzip();
     tx.execute(
         "INSERT INTO orchs (orch_hash, last_heartbeat_ts) \
          SELECT * FROM unnest($1::text[], $2::bigint[]) \
