@@ -1,7 +1,7 @@
 //! The PostgreSQL writer: one task per process group-commits whatever is queued — telemetry
 //! through one binary `COPY`, conversations, insights, heartbeats — in one transaction, and
-//! answers every job of the group after the commit; up to [`MAX_IN_FLIGHT`] groups commit at
-//! once. Several processes may write at once:
+//! answers every job of the group after the commit; up to [`MAX_IN_FLIGHT`] groups commit
+//! at once. Several processes may write at once:
 //! each has its own writer and `seq` comes from one database sequence.
 
 use std::collections::HashSet;
@@ -80,7 +80,7 @@ type KnownPaths = Arc<std::sync::Mutex<HashSet<String>>>;
 /// flush; while one waits, the next group is copied, and PostgreSQL flushes the commits
 /// that arrive together at once. Records of one group are answered together, after their
 /// own commit; groups may commit out of order (each record's `seq` is from the sequence).
-const MAX_IN_FLIGHT: usize = 4;
+const MAX_IN_FLIGHT: usize = 2;
 
 /// Runs until a `Shutdown` job or until every sender is gone; on the way out, waits for the
 /// commits in flight.
@@ -299,11 +299,46 @@ async fn commit(
     Ok(flags)
 }
 
-/// The records through one binary COPY; `seq` comes from the column's sequence default.
+/// Groups up to this many records go in as one prepared `INSERT … SELECT FROM unnest(…)`
+/// (one round trip, the statement cached per connection); larger ones through binary COPY,
+/// whose per-statement start costs more but whose per-row cost is lower.
+const INSERT_UP_TO: usize = 256;
+
+/// The records through one statement; `seq` comes from the column's sequence default.
 async fn copy_records(
     tx: &Transaction<'_>,
     records: &[&NewRecord],
 ) -> Result<(), tokio_postgres::Error> {
+    if records.len() <= INSERT_UP_TO {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO telemetry (id, ts_unix, received_unix, kind, level, orch_hash, \
+                 agent_path, tags, payload) SELECT * FROM unnest($1::text[], $2::bigint[], \
+                 $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                 $9::text[])",
+            )
+            .await?;
+        let col = |f: fn(&NewRecord) -> Option<&str>| -> Vec<Option<&str>> {
+            records.iter().map(|r| f(r)).collect()
+        };
+        let ids = col(|r| Some(r.id.as_str()));
+        let ts: Vec<i64> = records.iter().map(|r| r.ts_unix).collect();
+        let received: Vec<i64> = records.iter().map(|r| r.received_unix).collect();
+        let kinds = col(|r| Some(r.kind.as_str()));
+        let levels = col(|r| r.level.as_deref());
+        let orchs = col(|r| r.orch_hash.as_deref());
+        let paths = col(|r| r.agent_path.as_deref());
+        let tags = col(|r| r.tags_json.as_deref());
+        let payloads = col(|r| Some(r.payload_json.as_str()));
+        tx.execute(
+            &stmt,
+            &[
+                &ids, &ts, &received, &kinds, &levels, &orchs, &paths, &tags, &payloads,
+            ],
+        )
+        .await?;
+        return Ok(());
+    }
     let sink = tx
         .copy_in(
             "COPY telemetry (id, ts_unix, received_unix, kind, level, orch_hash, agent_path, tags, payload) \

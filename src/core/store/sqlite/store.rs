@@ -224,6 +224,14 @@ fn paths_under(conn: &Connection, prefix: &str) -> Result<Vec<String>, Error> {
 /// a record. Every arm uses the same numbered parameters; `?{limit}` is the row limit.
 fn select_sql(main: &[String], tail: &str, limit: usize) -> String {
     let mut sql = format!("SELECT {COLUMNS} FROM {TAIL} {tail}");
+    if let [walk] = main {
+        // One walk: SQLite merges the two arms in seq order as they come (each arm's index
+        // ends in the rowid); a subquery would make it sort the walk's rows again.
+        sql.push_str(&format!(
+            " UNION ALL SELECT {COLUMNS} FROM telemetry {walk} ORDER BY seq DESC LIMIT ?{limit}"
+        ));
+        return sql;
+    }
     for walk in main {
         sql.push_str(&format!(
             " UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM telemetry {walk} \
