@@ -1,7 +1,8 @@
 //! The storage ceiling `phoenix bench ingest --database-url` compares PostgreSQL ingest
 //! with: the rows the collector would store, written by plain binary `COPY` in transactions
 //! of a given size into the same partitioned, indexed `telemetry` table — in a fresh schema
-//! of its own — and nothing else (no HTTP, no queue, no heartbeats, no agent paths).
+//! of its own — over as many connections as the writer has commits in flight, and nothing
+//! else (no HTTP, no queue, no heartbeats, no agent paths).
 
 use std::time::{Duration, Instant};
 
@@ -52,16 +53,39 @@ pub async fn raw_copy(
 
 async fn copy_into(url: &str, rows: &[NewRecord], rows_per_tx: usize) -> Result<Duration, Error> {
     let pool = pool(&PgOptions {
-        pool_size: 1,
+        pool_size: super::writer::MAX_IN_FLIGHT.max(1),
         ..PgOptions::new(url)
     })?;
     migrate(&pool).await?;
     let mut days: Vec<i64> = rows.iter().map(|r| r.received_unix).collect();
     days.push(now_unix());
     partitions::ensure(&pool, &days).await?;
-    let mut client = pool.get().await.map_err(PgError::from)?;
-    let pg = |e: tokio_postgres::Error| Error::from(PgError::from_pg(&e));
+    // As many connections as the writer has commits in flight, each copying its share one
+    // transaction at a time: the same overlap the collector gets, without anything else.
+    let lanes = super::writer::MAX_IN_FLIGHT.max(1);
+    let per_lane = rows.len().div_ceil(lanes).max(1);
+    let mut clients = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        clients.push(pool.get().await.map_err(PgError::from)?);
+    }
     let started = Instant::now();
+    let copies = clients
+        .iter_mut()
+        .zip(rows.chunks(per_lane))
+        .map(|(client, share)| copy_share(client, share, rows_per_tx));
+    for done in futures_util::future::join_all(copies).await {
+        done?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Copies `rows`, `rows_per_tx` per transaction, through one connection.
+async fn copy_share(
+    client: &mut deadpool_postgres::Object,
+    rows: &[NewRecord],
+    rows_per_tx: usize,
+) -> Result<(), Error> {
+    let pg = |e: tokio_postgres::Error| Error::from(PgError::from_pg(&e));
     for chunk in rows.chunks(rows_per_tx.max(1)) {
         let tx = client.transaction().await.map_err(pg)?;
         let sink = tx.copy_in(COPY).await.map_err(pg)?;
@@ -83,7 +107,7 @@ async fn copy_into(url: &str, rows: &[NewRecord], rows_per_tx: usize) -> Result<
         writer.finish().await.map_err(pg)?;
         tx.commit().await.map_err(pg)?;
     }
-    Ok(started.elapsed())
+    Ok(())
 }
 
 async fn run_sql(pool: &Pool, sql: &str) -> Result<(), Error> {

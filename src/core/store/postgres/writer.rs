@@ -80,7 +80,7 @@ type KnownPaths = Arc<std::sync::Mutex<HashSet<String>>>;
 /// flush; while one waits, the next group is copied, and PostgreSQL flushes the commits
 /// that arrive together at once. Records of one group are answered together, after their
 /// own commit; groups may commit out of order (each record's `seq` is from the sequence).
-const MAX_IN_FLIGHT: usize = 2;
+pub const MAX_IN_FLIGHT: usize = 2;
 
 /// Runs until a `Shutdown` job or until every sender is gone; on the way out, waits for the
 /// commits in flight.
