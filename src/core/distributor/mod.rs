@@ -13,8 +13,8 @@
 //! handlers and the WebSocket connections are adapters over it, the log trait and the bus.
 //!
 //! Depends on `core::store::update_log` (the log trait, never a backend's types),
-//! `core::updates`, `core::server` and `core::shared`; the SQLite log is only re-exported
-//! for the callers that open one.
+//! `core::updates`, `core::server` and `core::shared` (and the NATS client, in
+//! [`doorbell`]); the SQLite log is only re-exported for the callers that open one.
 
 pub mod bus;
 pub mod client;

@@ -1,6 +1,9 @@
 //! The PostgreSQL backend of every fleet store: telemetry (range-partitioned by time, binary
 //! COPY group commits), insights, conversations and the distributor's update log, for fleets
 //! that outgrow one machine and run several collector and distributor processes.
+//!
+//! Depends on `core::store` (the traits and error it implements), `core::telemetry`,
+//! `core::updates` (the update log's rows) and `core::shared` (TLS, settings' URL helpers).
 
 pub mod ceiling;
 mod connect;
