@@ -21,6 +21,7 @@ use crate::core::shared::anonymize::Anonymizer;
 use crate::core::shared::config::Settings;
 use crate::core::shared::signal;
 use crate::core::store::postgres::PgUpdateLog;
+use crate::core::store::update_log::DEFAULT_QUEUE_JOBS;
 use crate::core::store::{self, Location};
 
 /// How often a distributor on a shared database looks for updates other distributors
@@ -331,27 +332,27 @@ impl Distributor {
         let anonymizer = Anonymizer::load_or_create(&settings.collector.hash_key_file)
             .context("loading the orch hash key")?;
         // A shared database (several distributors on one log), or this process's own file.
-        let (log, at, follow_interval): (Arc<dyn UpdateLog>, String, _) =
+        let (log, at, shared): (Arc<dyn UpdateLog>, String, bool) =
             match settings.distributor_database() {
                 Some(url) => {
                     let at = Location::Postgres(url.to_owned()).to_string();
                     let pool = store::open::connect_postgres(url, settings.store.pool_size)
                         .await
                         .with_context(|| format!("opening the update log at {at}"))?;
-                    let log = PgUpdateLog::start(pool, LogOptions::new("").queue_jobs);
-                    (Arc::new(log), at, Some(()))
+                    let log = PgUpdateLog::start(pool, DEFAULT_QUEUE_JOBS);
+                    (Arc::new(log), at, true)
                 }
                 None => {
                     let log =
                         SqliteUpdateLog::open(&LogOptions::new(&d.db_path)).with_context(|| {
                             format!("opening the update log at {}", d.db_path.display())
                         })?;
-                    (Arc::new(log), d.db_path.display().to_string(), None)
+                    (Arc::new(log), d.db_path.display().to_string(), false)
                 }
             };
-        let doorbell = match (&settings.cluster.nats_url, follow_interval) {
+        let doorbell = match (&settings.cluster.nats_url, shared) {
             (None, _) => None,
-            (Some(_), None) => {
+            (Some(_), false) => {
                 return Err(UsageError(
                     "--nats-url links distributors that share one update log: give \
                      --database-url (or PHOENIX_DATABASE_URL) too"
@@ -359,13 +360,13 @@ impl Distributor {
                 )
                 .into());
             }
-            (Some(url), Some(())) => Some(
+            (Some(url), true) => Some(
                 Doorbell::connect(url, &settings.cluster.subject_prefix)
                     .await
                     .map_err(|e| Classified::new(ErrorKind::Unreachable, e.to_string()))?,
             ),
         };
-        let follow_interval = follow_interval.map(|()| {
+        let follow_interval = shared.then(|| {
             d.follow_interval.unwrap_or(if doorbell.is_some() {
                 RUNG_FOLLOW_INTERVAL
             } else {

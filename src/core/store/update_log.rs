@@ -165,6 +165,25 @@ pub struct AckError {
     pub ts_unix: i64,
 }
 
+/// An ack waiting in a backend's queue for its batched write.
+#[derive(Debug)]
+pub struct AckRow {
+    /// Which update.
+    pub update_id: String,
+    /// Which orch.
+    pub orch_hash: Arc<str>,
+    /// What it did.
+    pub status: AckStatus,
+    /// What it said, if anything.
+    pub error: Option<String>,
+    /// When, Unix seconds.
+    pub ts_unix: i64,
+}
+
+/// Bulk rows (deliveries, acks, sightings) a log queues at most by default before it drops
+/// and counts them.
+pub const DEFAULT_QUEUE_JOBS: usize = 200_000;
+
 /// A subscriber seen in a hello.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownSubscriber {

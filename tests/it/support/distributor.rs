@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use phoenix::core::distributor::{
     self, AppState, DistributorConfig, LogOptions, SqliteUpdateLog, UpdateLog,
 };
+use phoenix::core::store::update_log::DEFAULT_QUEUE_JOBS;
 use phoenix::core::store::{self, postgres::PgUpdateLog};
 
 use super::backend::DataDir;
@@ -71,7 +72,7 @@ impl TestDistributor {
                 let pool = store::open::connect_postgres(url, 8)
                     .await
                     .expect("open the PostgreSQL update log");
-                Arc::new(PgUpdateLog::start(pool, 200_000))
+                Arc::new(PgUpdateLog::start(pool, DEFAULT_QUEUE_JOBS))
             }
             None => Arc::new(
                 SqliteUpdateLog::open(&LogOptions::new(dir.path().join(DB_FILE)))

@@ -369,10 +369,15 @@ impl TelemetryStore for SqliteStore {
     ) -> Result<Page, Error> {
         let filter = filter.clone();
         self.read(move |conn| {
-            // The paths and the rows in one snapshot: a path a commit adds comes with its rows.
-            let conn = conn.unchecked_transaction()?;
+            // An agent prefix reads its paths, then the rows: one snapshot (a read transaction),
+            // so a path a commit adds comes with its rows. Other reads are one statement.
+            let snapshot = match &filter.agent_prefix {
+                Some(_) => Some(conn.unchecked_transaction()?),
+                None => None,
+            };
+            let conn: &Connection = snapshot.as_deref().unwrap_or(conn);
             let paths = match &filter.agent_prefix {
-                Some(prefix) => Some(paths_under(&conn, prefix)?),
+                Some(prefix) => Some(paths_under(conn, prefix)?),
                 None => None,
             };
             let WhereClause {

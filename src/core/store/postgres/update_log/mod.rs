@@ -26,7 +26,8 @@ use crate::core::store::update_log::{
 use crate::core::updates::UpdateEnvelope;
 use crate::core::updates::protocol::AckStatus;
 
-use writer::{AckRow, Job};
+use crate::core::store::update_log::AckRow;
+use writer::Job;
 
 /// Key of the advisory lock every publish and widening takes (distinct from the schema lock).
 const LOG_LOCK: i64 = 0x7068_6f65_6e69_7802;

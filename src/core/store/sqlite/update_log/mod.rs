@@ -27,8 +27,9 @@ use crate::core::store::update_log::{
 use crate::core::updates::UpdateEnvelope;
 use crate::core::updates::protocol::AckStatus;
 
+use crate::core::store::update_log::AckRow;
 pub use schema::SCHEMA_VERSION;
-use writer::{AckRow, Job};
+use writer::Job;
 
 /// How to open the update log.
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ impl LogOptions {
             path: path.into(),
             sync: SyncMode::Full,
             readers: 4,
-            queue_jobs: 200_000,
+            queue_jobs: crate::core::store::update_log::DEFAULT_QUEUE_JOBS,
         }
     }
 }

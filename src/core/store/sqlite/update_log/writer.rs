@@ -12,22 +12,11 @@ use tokio::sync::oneshot;
 
 use super::percent_from_sql;
 use crate::core::shared::tier::Tier;
-use crate::core::store::update_log::{Error, StoredUpdate, Widening};
+use crate::core::store::update_log::{AckRow, Error, StoredUpdate, Widening};
 use crate::core::updates::UpdateEnvelope;
-use crate::core::updates::protocol::AckStatus;
 
 /// Most jobs one group commit takes before it commits and starts another.
 const MAX_GROUP_JOBS: usize = 20_000;
-
-/// An ack as the writer stores it.
-#[derive(Debug)]
-pub(super) struct AckRow {
-    pub update_id: String,
-    pub orch_hash: Arc<str>,
-    pub status: AckStatus,
-    pub error: Option<String>,
-    pub ts_unix: i64,
-}
 
 /// Work for the writer.
 pub(super) enum Job {
