@@ -59,12 +59,7 @@ fn fanout_benchmark_connects_everyone_and_times_every_ack() {
     let memory = &report["memory"];
     assert!(memory["baseline_kib"].as_u64().unwrap() > 0, "{memory}");
     assert!(memory["per_subscriber_kib"].is_number(), "{memory}");
-    let targets: Vec<&str> = report["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["target"].as_str().unwrap())
-        .collect();
+    let targets = target_names(&report);
     assert_eq!(
         targets,
         ["all_connected", "ack_latency_p99", "memory_per_subscriber"]
@@ -133,12 +128,7 @@ fn abuse_benchmark_runs_every_scenario_and_reports_what_the_servers_did() {
         .sum();
     assert_eq!(answered, 3, "every bomb is refused: {bombs}");
     assert!(bombs["peak_rss_mb"].as_f64().unwrap() > 0.0, "{bombs}");
-    let targets: Vec<&str> = report["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["target"].as_str().unwrap())
-        .collect();
+    let targets = target_names(&report);
     assert_eq!(
         targets,
         [
@@ -254,12 +244,7 @@ fn check_query_report(report: &Value, backend: &str) {
     // Pages of 100 whenever that many match: 20 000 events hold 7 000 llm_calls.
     assert_eq!(report["queries"][0]["mean_records"], 100.0, "{report}");
     assert_eq!(report["queries"][3]["mean_records"], 100.0, "{report}");
-    let targets: Vec<&str> = report["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["target"].as_str().unwrap())
-        .collect();
+    let targets = target_names(report);
     assert_eq!(
         targets,
         [
@@ -337,12 +322,7 @@ fn ingest_benchmark_runs_on_postgres_against_a_copy_ceiling() {
     assert!(positive(&ceiling["rows_per_sec"]), "{ceiling}");
     assert!(positive(&report["summary"]["batch_vs_storage"]), "{report}");
     assert_eq!(report["analyze"]["records_analyzed"], 5000, "{report}");
-    let targets: Vec<&str> = report["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["target"].as_str().unwrap())
-        .collect();
+    let targets = target_names(&report);
     assert_eq!(
         targets,
         ["ingest_single_vs_health", "ingest_batch_vs_storage"]
@@ -350,4 +330,14 @@ fn ingest_benchmark_runs_on_postgres_against_a_copy_ceiling() {
     assert_eq!(report["failures"], serde_json::json!([]));
     let scratch = report["postgres"]["scratch_database"].as_str().unwrap();
     assert!(!database_exists(&url, scratch), "{scratch} was not dropped");
+}
+
+/// The names of a report's targets, in order.
+fn target_names(report: &serde_json::Value) -> Vec<&str> {
+    report["targets"]
+        .as_array()
+        .expect("a targets array")
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect()
 }

@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Child;
 
+use crate::support::backend::pg_column;
 use crate::support::bin::phoenix_async;
 use crate::support::distributor::{GUARD, Subscriber};
 use crate::support::services::TestDatabase;
@@ -68,20 +69,37 @@ fn batch(client: usize, n: usize, size: usize) -> String {
 
 /// Every telemetry id in the database, read directly.
 async fn stored_ids(url: &str) -> HashSet<String> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    pg_column(url, "SELECT id FROM telemetry")
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The ids an ingest answer acknowledged.
+fn acked_ids(answer: &Value) -> impl Iterator<Item = String> + '_ {
+    answer["ids"]
+        .as_array()
+        .expect("an ids array")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+}
+
+/// Publishes a notice through the distributor at `base`; its seq.
+async fn publish_notice(http: &reqwest::Client, base: &str, message: &str) -> u64 {
+    let resp = http
+        .post(format!("{base}/publish"))
+        .json(&json!({"update_type": "notice", "payload": {"message": message}}))
+        .send()
         .await
         .unwrap();
-    let task = tokio::spawn(conn);
-    let ids = client
-        .query("SELECT id FROM telemetry", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    drop(client);
-    let _ = task.await;
-    ids
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap()["seq"].as_u64().unwrap()
+}
+
+/// The WebSocket endpoint of the distributor at `base` (`http://…`).
+fn subscribe_url(base: &str) -> String {
+    format!("{}/subscribe", base.replacen("http://", "ws://", 1))
 }
 
 #[tokio::test]
@@ -114,13 +132,7 @@ async fn a_collector_killed_mid_ingest_keeps_every_id_it_acknowledged() {
                     let Ok(body) = resp.json::<Value>().await else {
                         break;
                     };
-                    acked.extend(
-                        body["ids"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|v| v.as_str().unwrap().to_owned()),
-                    );
+                    acked.extend(acked_ids(&body));
                     let _ = acked_tx.send(());
                 }
                 acked
@@ -301,13 +313,7 @@ async fn a_database_outage_is_503_with_retry_after_and_ingest_resumes_after_it()
         let retry_after = resp.headers().get(RETRY_AFTER).cloned();
         let body: Value = resp.json().await.unwrap();
         if status == 200 {
-            acknowledged.extend(
-                body["ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap().to_owned()),
-            );
+            acknowledged.extend(acked_ids(&body));
         }
         (status, retry_after, body)
     };
@@ -369,8 +375,7 @@ async fn two_distributors_publishing_at_once_make_one_gap_free_sequence() {
     let (_a, a) = serve(home.path(), "distributor", &db.url).await;
     let (_b, b) = serve(home.path(), "distributor", &db.url).await;
     // A subscriber on B, before anything is published.
-    let ws_b = format!("{}/subscribe", b.replacen("http://", "ws://", 1));
-    let mut sub = Subscriber::connect(&ws_b, None, None).await;
+    let mut sub = Subscriber::connect(&subscribe_url(&b), None, None).await;
     sub.hello("orch-watcher", "support/triage", 0, None).await;
 
     const EACH: usize = 25;
@@ -378,17 +383,7 @@ async fn two_distributors_publishing_at_once_make_one_gap_free_sequence() {
         let http = reqwest::Client::new();
         let mut seqs = Vec::new();
         for i in 0..EACH {
-            let resp = http
-                .post(format!("{base}/publish"))
-                .json(
-                    &json!({"update_type": "notice", "payload": {"message": format!("{who}-{i}")}}),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 200);
-            let env: Value = resp.json().await.unwrap();
-            seqs.push(env["seq"].as_u64().unwrap());
+            seqs.push(publish_notice(&http, &base, &format!("{who}-{i}")).await);
         }
         seqs
     };
@@ -440,18 +435,11 @@ async fn with_nats_a_publish_on_one_distributor_is_pushed_by_the_other_at_once()
     let args = ["--nats-url", nats.as_str()];
     let (_a, a) = serve_with(home.path(), "distributor", &db.url, &args, &slow).await;
     let (_b, b) = serve_with(home.path(), "distributor", &db.url, &args, &slow).await;
-    let ws_b = format!("{}/subscribe", b.replacen("http://", "ws://", 1));
-    let mut sub = Subscriber::connect(&ws_b, None, None).await;
+    let mut sub = Subscriber::connect(&subscribe_url(&b), None, None).await;
     sub.hello("orch-watcher", "support/triage", 0, None).await;
     let http = reqwest::Client::new();
     for i in 0..3 {
-        let resp = http
-            .post(format!("{a}/publish"))
-            .json(&json!({"update_type": "notice", "payload": {"message": format!("m{i}")}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        publish_notice(&http, &a, &format!("m{i}")).await;
     }
     let got: Vec<u64> = sub
         .updates(3)
@@ -486,24 +474,10 @@ async fn a_subscriber_moved_to_another_distributor_after_a_kill_misses_nothing_a
     let (mut a, a_url) = serve(home.path(), "distributor", &db.url).await;
     let (_b, b_url) = serve(home.path(), "distributor", &db.url).await;
     let http = reqwest::Client::new();
-    let publish = |base: String, message: String| {
-        let http = http.clone();
-        async move {
-            let resp = http
-                .post(format!("{base}/publish"))
-                .json(&json!({"update_type": "notice", "payload": {"message": message}}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 200);
-            resp.json::<Value>().await.unwrap()["seq"].as_u64().unwrap()
-        }
-    };
-    let ws = |base: &str| format!("{}/subscribe", base.replacen("http://", "ws://", 1));
-    let mut sub = Subscriber::connect(&ws(&a_url), None, None).await;
+    let mut sub = Subscriber::connect(&subscribe_url(&a_url), None, None).await;
     sub.hello("orch-mover", "support/triage", 0, None).await;
     for i in 0..3 {
-        publish(a_url.clone(), format!("before {i}")).await;
+        publish_notice(&http, &a_url, &format!("before {i}")).await;
     }
     let first: Vec<Value> = sub.updates(3).await;
     let last_seq = first.last().unwrap()["seq"].as_u64().unwrap();
@@ -514,13 +488,13 @@ async fn a_subscriber_moved_to_another_distributor_after_a_kill_misses_nothing_a
     a.wait().await.unwrap();
     drop(sub);
     for i in 0..2 {
-        publish(b_url.clone(), format!("while away {i}")).await;
+        publish_notice(&http, &b_url, &format!("while away {i}")).await;
     }
-    let mut sub = Subscriber::connect(&ws(&b_url), None, None).await;
+    let mut sub = Subscriber::connect(&subscribe_url(&b_url), None, None).await;
     sub.hello("orch-mover", "support/triage", last_seq, None)
         .await;
     // And one more once it is back, live.
-    publish(b_url.clone(), "after".to_owned()).await;
+    publish_notice(&http, &b_url, "after").await;
     let seqs: Vec<u64> = sub
         .updates(3)
         .await
@@ -529,6 +503,6 @@ async fn a_subscriber_moved_to_another_distributor_after_a_kill_misses_nothing_a
         .collect();
     assert_eq!(seqs, [4, 5, 6]);
     // No duplicate of 1–6 is queued behind them: the next update is the next publish.
-    publish(b_url.clone(), "later".to_owned()).await;
+    publish_notice(&http, &b_url, "later").await;
     assert_eq!(sub.next_update().await["seq"], 7);
 }

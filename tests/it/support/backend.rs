@@ -88,16 +88,7 @@ impl std::ops::Deref for DataDir {
 /// straight from the SQLite file `file` or the database.
 pub async fn column(dir: &DataDir, file: &str, sql: &str) -> Vec<Option<String>> {
     match dir.database_url() {
-        Some(url) => {
-            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .expect("connect to the test database");
-            let task = tokio::spawn(conn);
-            let rows = client.query(sql, &[]).await.expect(sql);
-            drop(client);
-            let _ = task.await;
-            rows.iter().map(|r| r.get(0)).collect()
-        }
+        Some(url) => pg_column(url, sql).await,
         None => {
             let conn = rusqlite::Connection::open_with_flags(
                 dir.path().join(file),
@@ -111,4 +102,16 @@ pub async fn column(dir: &DataDir, file: &str, sql: &str) -> Vec<Option<String>>
                 .collect()
         }
     }
+}
+
+/// Runs `sql` (one text column) on the PostgreSQL database at `url`, on a connection of its own.
+pub async fn pg_column(url: &str, sql: &str) -> Vec<Option<String>> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    let task = tokio::spawn(conn);
+    let rows = client.query(sql, &[]).await.expect(sql);
+    drop(client);
+    let _ = task.await;
+    rows.iter().map(|r| r.get(0)).collect()
 }
