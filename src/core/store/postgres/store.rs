@@ -27,6 +27,9 @@ pub struct PgStore {
     capacity: usize,
     closed: AtomicBool,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Makes the coming days' partitions every hour, so a long-running server's first
+    /// record of a day never waits for DDL (aborted at shutdown).
+    upkeep: tokio::task::AbortHandle,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -76,6 +79,32 @@ fn forward<T: Send + 'static>(rx: oneshot::Receiver<Result<T, PgError>>) -> Comm
     commit
 }
 
+/// How often the partitions around today are checked.
+const PARTITION_UPKEEP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Every [`PARTITION_UPKEEP`], makes the partitions from yesterday to two days ahead that are
+/// missing (a failure, the database away, is tried again next time; a record that finds no
+/// partition makes its own meanwhile).
+async fn make_partitions_ahead(pool: Pool) {
+    // The first check is one period in: opening the store made them (store::open).
+    let start = tokio::time::Instant::now() + PARTITION_UPKEEP;
+    let mut tick = tokio::time::interval_at(start, PARTITION_UPKEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = crate::core::telemetry::now_unix();
+        if let Err(e) = super::partitions::ensure_around(&pool, now).await {
+            tracing::warn!(error = %e, "could not make the coming days' telemetry partitions");
+        }
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.upkeep.abort();
+    }
+}
+
 impl PgStore {
     /// Starts the writer over `pool` (already migrated); at most `queue_records` records may
     /// wait for it before writes are refused with `QueueFull`.
@@ -88,6 +117,7 @@ impl PgStore {
             group_records: metrics.group_records,
         };
         let writer = tokio::spawn(writer::run(pool.clone(), rx, state));
+        let upkeep = tokio::spawn(make_partitions_ahead(pool.clone())).abort_handle();
         PgStore {
             pool,
             tx,
@@ -95,6 +125,7 @@ impl PgStore {
             capacity: queue_records.max(1),
             closed: AtomicBool::new(false),
             writer: Mutex::new(Some(writer)),
+            upkeep,
         }
     }
 
@@ -309,6 +340,7 @@ impl TelemetryStore for PgStore {
 
     async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
+        self.upkeep.abort();
         let mut writer = self.writer.lock().await;
         let Some(handle) = writer.take() else {
             return;
