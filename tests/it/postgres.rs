@@ -450,3 +450,34 @@ async fn filtered_reads_of_a_hundred_rows_walk_an_index_not_the_table() {
         assert_eq!(rows.len(), expected, "{filter:?}");
     }
 }
+
+#[tokio::test]
+async fn records_written_again_are_stored_once_in_small_and_copied_groups() {
+    use phoenix::core::store::TelemetryStore;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = postgres::pool(&PgOptions::new(&db.url)).unwrap();
+    postgres::migrate(&pool).await.unwrap();
+    let store = postgres::PgStore::start(pool.clone(), 100_000, StoreMetrics::default());
+    let day = 1_796_169_600;
+    // A small group (one statement) and a large one (COPY): the ingest buffer delivers a
+    // batch again after a node died between the commit and the ack.
+    for (from, to) in [(0, 10), (10, 1_010)] {
+        let records: Vec<NewRecord> = (from..to).map(|i| dated(i, day)).collect();
+        store.submit(records.clone()).unwrap().wait().await.unwrap();
+        // Again, mixed with records not stored yet.
+        let mut again = records;
+        again.extend((to..to + 5).map(|i| dated(i, day)));
+        store.submit(again).unwrap().wait().await.unwrap();
+    }
+    assert_eq!(store.count().await.unwrap(), 1_015);
+    let client = pool.get().await.unwrap();
+    let distinct: i64 = client
+        .query_one("SELECT count(DISTINCT id) FROM telemetry", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct, 1_015);
+    store.shutdown().await;
+}

@@ -176,30 +176,49 @@ fn answer(group: Vec<Job>, outcome: Outcome) {
     }
 }
 
-/// Commits the group; a record whose day has no partition yet makes the partition, then
-/// the group is committed again (nothing of the first attempt was kept).
+/// How a group's telemetry goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Insert {
+    /// Plain inserts (COPY for large groups): the fast path.
+    Fresh,
+    /// Skipping records already stored, by id: for a group that holds a redelivered record.
+    SkipStored,
+}
+
+/// Commits the group; a record whose day has no partition yet makes the partition, and a
+/// record already stored (redelivered) makes the group skip stored ids; then the group is
+/// committed again (nothing of the failed attempt was kept).
 async fn commit_with_partitions(pool: &Pool, group: &[Job], known_paths: &KnownPaths) -> Outcome {
-    match commit(pool, group, known_paths).await {
-        Err(CommitError::NoPartition) => {
-            let times: Vec<i64> = group
-                .iter()
-                .filter_map(|j| match j {
-                    Job::Telemetry(r, _) => Some(r.iter().map(|r| r.received_unix)),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            partitions::ensure(pool, &times).await?;
-            commit(pool, group, known_paths)
-                .await
-                .map_err(CommitError::into_error)
+    let mut insert = Insert::Fresh;
+    let mut partitions_made = false;
+    loop {
+        match commit(pool, group, known_paths, insert).await {
+            Err(CommitError::NoPartition) if !partitions_made => {
+                let times: Vec<i64> = group
+                    .iter()
+                    .filter_map(|j| match j {
+                        Job::Telemetry(r, _) => Some(r.iter().map(|r| r.received_unix)),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                partitions::ensure(pool, &times).await?;
+                partitions_made = true;
+            }
+            Err(CommitError::Duplicate) if insert == Insert::Fresh => {
+                tracing::debug!("a group holds records already stored; storing the others");
+                insert = Insert::SkipStored;
+            }
+            other => return other.map_err(CommitError::into_error),
         }
-        other => other.map_err(CommitError::into_error),
     }
 }
 
 enum CommitError {
     NoPartition,
+    /// A record id (with its `received_unix`) is already stored: the group holds a record
+    /// delivered again (the ingest buffer's redelivery after a crash between commit and ack).
+    Duplicate,
     Other(Error),
 }
 
@@ -208,6 +227,9 @@ impl CommitError {
         match self {
             CommitError::NoPartition => {
                 Error::Query("no telemetry partition for a record's day".to_owned())
+            }
+            CommitError::Duplicate => {
+                Error::Query("a record id is stored twice in one group".to_owned())
             }
             CommitError::Other(e) => e,
         }
@@ -221,8 +243,15 @@ impl From<tokio_postgres::Error> for CommitError {
             db.code() == &tokio_postgres::error::SqlState::CHECK_VIOLATION
                 && db.message().contains("no partition")
         });
+        let duplicate = e.as_db_error().is_some_and(|db| {
+            db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                && (db.table().is_some_and(|t| t.starts_with("telemetry"))
+                    || db.constraint().is_some_and(|c| c.starts_with("telemetry")))
+        });
         if no_partition {
             CommitError::NoPartition
+        } else if duplicate {
+            CommitError::Duplicate
         } else {
             CommitError::Other(Error::from_pg(&e))
         }
@@ -239,9 +268,9 @@ async fn commit(
     pool: &Pool,
     group: &[Job],
     known_paths: &KnownPaths,
+    insert: Insert,
 ) -> Result<Vec<Vec<bool>>, CommitError> {
     let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
     let records: Vec<&NewRecord> = group
         .iter()
         .filter_map(|j| match j {
@@ -250,19 +279,27 @@ async fn commit(
         })
         .flatten()
         .collect();
-    let mut new_paths = Vec::new();
+    // Sorted, so concurrent inserts of the same new paths lock them in one order.
+    let new_paths: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.agent_path.as_deref())
+        .filter(|p| !known_paths.lock().expect("paths lock").contains(*p))
+        .map(str::to_owned)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let telemetry_only = group.iter().all(|j| matches!(j, Job::Telemetry(..)));
+    if telemetry_only && records.len() <= INSERT_UP_TO {
+        // The common small group (single events from many agents): one statement, which
+        // commits by itself, instead of BEGIN, INSERTs and COMMIT, each a round trip.
+        insert_small_group(&client, &records, &new_paths, insert).await?;
+        known_paths.lock().expect("paths lock").extend(new_paths);
+        return Ok(Vec::new());
+    }
+    let tx = client.transaction().await?;
     if !records.is_empty() {
-        copy_records(&tx, &records).await?;
+        copy_records(&tx, &records, insert).await?;
         record_heartbeats(&tx, &records).await?;
-        // Sorted, so concurrent inserts of the same new paths lock them in one order.
-        new_paths = records
-            .iter()
-            .filter_map(|r| r.agent_path.as_deref())
-            .filter(|p| !known_paths.lock().expect("paths lock").contains(*p))
-            .map(str::to_owned)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
         if !new_paths.is_empty() {
             tx.execute(
                 "INSERT INTO agent_paths SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
@@ -308,35 +345,11 @@ const INSERT_UP_TO: usize = 256;
 async fn copy_records(
     tx: &Transaction<'_>,
     records: &[&NewRecord],
+    insert: Insert,
 ) -> Result<(), tokio_postgres::Error> {
-    if records.len() <= INSERT_UP_TO {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO telemetry (id, ts_unix, received_unix, kind, level, orch_hash, \
-                 agent_path, tags, payload) SELECT * FROM unnest($1::text[], $2::bigint[], \
-                 $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                 $9::text[])",
-            )
-            .await?;
-        let col = |f: fn(&NewRecord) -> Option<&str>| -> Vec<Option<&str>> {
-            records.iter().map(|r| f(r)).collect()
-        };
-        let ids = col(|r| Some(r.id.as_str()));
-        let ts: Vec<i64> = records.iter().map(|r| r.ts_unix).collect();
-        let received: Vec<i64> = records.iter().map(|r| r.received_unix).collect();
-        let kinds = col(|r| Some(r.kind.as_str()));
-        let levels = col(|r| r.level.as_deref());
-        let orchs = col(|r| r.orch_hash.as_deref());
-        let paths = col(|r| r.agent_path.as_deref());
-        let tags = col(|r| r.tags_json.as_deref());
-        let payloads = col(|r| Some(r.payload_json.as_str()));
-        tx.execute(
-            &stmt,
-            &[
-                &ids, &ts, &received, &kinds, &levels, &orchs, &paths, &tags, &payloads,
-            ],
-        )
-        .await?;
+    if records.len() <= INSERT_UP_TO || insert == Insert::SkipStored {
+        let stmt = tx.prepare_cached(&insert_unnest(insert)).await?;
+        tx.execute(&stmt, &Columns::of(records).params()).await?;
         return Ok(());
     }
     let sink = tx
@@ -377,12 +390,9 @@ async fn copy_records(
     Ok(())
 }
 
-/// The newest heartbeat of each ORCH in the group, kept in `orchs` (a key lookup for the
-/// analysis's staleness, whatever the table's size).
-async fn record_heartbeats(
-    tx: &Transaction<'_>,
-    records: &[&NewRecord],
-) -> Result<(), tokio_postgres::Error> {
+/// The newest heartbeat of each ORCH among `records`, in key order: two transactions lock
+/// the rows they share in one order and never deadlock.
+fn latest_heartbeats<'a>(records: &[&'a NewRecord]) -> (Vec<&'a str>, Vec<i64>) {
     // Heartbeats only: an upsert locks its row until the commit, so a row per ORCH of every
     // record would make concurrent commits (of this writer, or of another process) queue
     // behind each other on the same few rows.
@@ -393,21 +403,124 @@ async fn record_heartbeats(
             *e = (*e).max(r.ts_unix);
         }
     }
-    if latest.is_empty() {
+    latest.into_iter().unzip()
+}
+
+/// Upserts each ORCH's newest heartbeat; parameters `$a::text[]`, `$b::bigint[]`.
+fn upsert_heartbeats_sql(a: usize, b: usize) -> String {
+    format!(
+        "INSERT INTO orchs (orch_hash, last_heartbeat_ts) \
+         SELECT * FROM unnest(${a}::text[], ${b}::bigint[]) \
+         ON CONFLICT (orch_hash) DO UPDATE SET last_heartbeat_ts = \
+           greatest(orchs.last_heartbeat_ts, EXCLUDED.last_heartbeat_ts)"
+    )
+}
+
+/// The newest heartbeat of each ORCH in the group, kept in `orchs` (a key lookup for the
+/// analysis's staleness, whatever the table's size).
+async fn record_heartbeats(
+    tx: &Transaction<'_>,
+    records: &[&NewRecord],
+) -> Result<(), tokio_postgres::Error> {
+    let (orchs, beats) = latest_heartbeats(records);
+    if orchs.is_empty() {
         return Ok(());
     }
-    // In key order (a BTreeMap), so two transactions lock shared rows in one order and
-    // never deadlock.
-    let (orchs, beats): (Vec<&str>, Vec<i64>) = latest.into_iter().unzip();
-    tx.execute(
-        "INSERT INTO orchs (orch_hash, last_heartbeat_ts) \
-         SELECT * FROM unnest($1::text[], $2::bigint[]) \
-         ON CONFLICT (orch_hash) DO UPDATE SET last_heartbeat_ts = \
-           greatest(orchs.last_heartbeat_ts, EXCLUDED.last_heartbeat_ts)",
-        &[&orchs, &beats],
-    )
-    .await?;
+    tx.execute(&upsert_heartbeats_sql(1, 2), &[&orchs, &beats])
+        .await?;
     Ok(())
+}
+
+/// Inserts a small telemetry-only group, its heartbeats and its new agent paths in one
+/// statement (data-modifying CTEs), committed as one: a single round trip.
+async fn insert_small_group(
+    client: &deadpool_postgres::Client,
+    records: &[&NewRecord],
+    new_paths: &[String],
+    insert: Insert,
+) -> Result<(), tokio_postgres::Error> {
+    let (orchs, beats) = latest_heartbeats(records);
+    let mut sql = format!("WITH t AS ({})", insert_unnest(insert));
+    if !orchs.is_empty() {
+        sql.push_str(&format!(", h AS ({})", upsert_heartbeats_sql(10, 11)));
+    }
+    if !new_paths.is_empty() {
+        let n = if orchs.is_empty() { 10 } else { 12 };
+        sql.push_str(&format!(
+            ", p AS (INSERT INTO agent_paths SELECT unnest(${n}::text[]) ON CONFLICT DO NOTHING)"
+        ));
+    }
+    sql.push_str(" SELECT 1");
+    let stmt = client.prepare_cached(&sql).await?;
+    let columns = Columns::of(records);
+    let mut params = columns.params();
+    if !orchs.is_empty() {
+        params.push(&orchs);
+        params.push(&beats);
+    }
+    if !new_paths.is_empty() {
+        params.push(&new_paths);
+    }
+    client.execute(&stmt, &params).await?;
+    Ok(())
+}
+
+/// Inserts telemetry rows given as nine arrays (`$1`…`$9`), one per column; `SkipStored`
+/// leaves out the ids already stored (the unique key is `(id, received_unix)`, and a
+/// redelivered record carries both unchanged).
+fn insert_unnest(insert: Insert) -> String {
+    let skip = match insert {
+        Insert::Fresh => "",
+        Insert::SkipStored => " ON CONFLICT (id, received_unix) DO NOTHING",
+    };
+    format!(
+        "INSERT INTO telemetry (id, ts_unix, received_unix, kind, level, orch_hash, agent_path, \
+         tags, payload) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], \
+         $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]){skip}"
+    )
+}
+
+/// A group's telemetry as one array per column, the parameters of [`insert_unnest`].
+struct Columns<'a> {
+    ids: Vec<&'a str>,
+    ts: Vec<i64>,
+    received: Vec<i64>,
+    kinds: Vec<&'a str>,
+    levels: Vec<Option<&'a str>>,
+    orchs: Vec<Option<&'a str>>,
+    paths: Vec<Option<&'a str>>,
+    tags: Vec<Option<&'a str>>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(records: &[&'a NewRecord]) -> Self {
+        Columns {
+            ids: records.iter().map(|r| r.id.as_str()).collect(),
+            ts: records.iter().map(|r| r.ts_unix).collect(),
+            received: records.iter().map(|r| r.received_unix).collect(),
+            kinds: records.iter().map(|r| r.kind.as_str()).collect(),
+            levels: records.iter().map(|r| r.level.as_deref()).collect(),
+            orchs: records.iter().map(|r| r.orch_hash.as_deref()).collect(),
+            paths: records.iter().map(|r| r.agent_path.as_deref()).collect(),
+            tags: records.iter().map(|r| r.tags_json.as_deref()).collect(),
+            payloads: records.iter().map(|r| r.payload_json.as_str()).collect(),
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.ids,
+            &self.ts,
+            &self.received,
+            &self.kinds,
+            &self.levels,
+            &self.orchs,
+            &self.paths,
+            &self.tags,
+            &self.payloads,
+        ]
+    }
 }
 
 /// Inserts conversations, keeping the first of each `conversation_id`; one flag per row.
