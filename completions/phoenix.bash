@@ -2692,7 +2692,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__all)
-            opts="-v -q -h -V --bind --db --database-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --distributor-bind --distributor-db --nats-url --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --database-url --nats-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --distributor-bind --distributor-db --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2707,6 +2707,10 @@ _phoenix() {
                     return 0
                     ;;
                 --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2734,10 +2738,6 @@ _phoenix() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --nats-url)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2750,7 +2750,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__collector)
-            opts="-v -q -h -V --bind --db --database-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --database-url --nats-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2765,6 +2765,10 @@ _phoenix() {
                     return 0
                     ;;
                 --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -54,6 +54,9 @@ pub struct CollectorArgs {
     /// One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// NATS server with JetStream (nats://HOST:4222): ingest is acknowledged once in its stream, and the collectors sharing --database-url drain it into the database (serve all: the distributor rings the others through it too) [default: $PHOENIX_NATS_URL or [cluster] nats_url]
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
     /// Delete telemetry older than this many days [default: keep everything]
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
     pub retention_days: Option<u32>,
@@ -112,9 +115,6 @@ pub struct AllArgs {
     /// SQLite file of the distributor's update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]
     #[arg(long, value_name = "FILE")]
     pub distributor_db: Option<PathBuf>,
-    /// NATS server the distributors sharing --database-url ring each other through after each commit (nats://HOST:4222) [default: $PHOENIX_NATS_URL or [cluster] nats_url]
-    #[arg(long, value_name = "URL")]
-    pub nats_url: Option<String>,
 }
 
 /// Applies `--shutdown-timeout` over the settings.
@@ -206,6 +206,7 @@ fn apply_flags(args: &CollectorArgs, settings: &mut Settings) {
         settings.collector.tls_key = Some(k.clone());
     }
     apply_database_url(args.database_url.as_ref(), settings);
+    apply_nats_url(args.nats_url.as_ref(), settings);
     apply_shutdown_timeout(args.shutdown_timeout, settings);
 }
 
@@ -248,7 +249,6 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
                 args.distributor_db.as_ref(),
                 &mut ctx.settings,
             );
-            apply_nats_url(args.nats_url.as_ref(), &mut ctx.settings);
             let insecure = args.collector.insecure_no_auth;
             let tls = match (
                 &ctx.settings.collector.tls_cert,
@@ -452,6 +452,30 @@ impl Collector {
         let store = store::open(&at, &store_opts, metrics.store.clone())
             .await
             .with_context(|| format!("opening the telemetry store at {at}"))?;
+        let store = match (&settings.cluster.nats_url, &at) {
+            (None, _) => store,
+            (Some(url), Location::Postgres(_)) => {
+                let cluster = &settings.cluster;
+                let opts = store::BufferOptions {
+                    max_bytes: cluster.stream_max_bytes,
+                    ack_wait: cluster.ack_wait,
+                    ..store::BufferOptions::new(url, &cluster.subject_prefix)
+                };
+                let buffered = store::BufferedStore::start(store, &opts)
+                    .await
+                    .map_err(|e| Classified::new(ErrorKind::Unreachable, e.to_string()))?;
+                tracing::info!(stream = %opts.stream_name(), nats = %url, "ingest buffered in JetStream");
+                buffered
+            }
+            (Some(_), _) => {
+                return Err(UsageError(
+                    "--nats-url buffers ingest for collectors that share one PostgreSQL \
+                     database: give --database-url (or PHOENIX_DATABASE_URL) too"
+                        .to_owned(),
+                )
+                .into());
+            }
+        };
         let config = CollectorConfig {
             limits: Limits {
                 max_body_bytes: c.max_body_bytes,

@@ -14,6 +14,7 @@ mod github;
 mod hardening;
 mod ingest;
 mod llm;
+mod nats_ingest;
 mod pii_evasions;
 mod postgres;
 mod privacy_pipeline;

@@ -29,7 +29,7 @@ async fn serve(home: &std::path::Path, service: &str, url: &str) -> (Child, Stri
 }
 
 /// [`serve`] with more arguments and environment.
-async fn serve_with(
+pub(crate) async fn serve_with(
     home: &std::path::Path,
     service: &str,
     url: &str,
@@ -56,7 +56,7 @@ async fn serve_with(
     (child, url.as_str().unwrap().to_owned())
 }
 
-fn batch(client: usize, n: usize, size: usize) -> String {
+pub(crate) fn batch(client: usize, n: usize, size: usize) -> String {
     (0..size)
         .map(|i| {
             json!({"kind": "llm_call", "orch_id": format!("orch-{client}"),
@@ -68,7 +68,7 @@ fn batch(client: usize, n: usize, size: usize) -> String {
 }
 
 /// Every telemetry id in the database, read directly.
-async fn stored_ids(url: &str) -> HashSet<String> {
+pub(crate) async fn stored_ids(url: &str) -> HashSet<String> {
     pg_column(url, "SELECT id FROM telemetry")
         .await
         .into_iter()
@@ -77,7 +77,7 @@ async fn stored_ids(url: &str) -> HashSet<String> {
 }
 
 /// The ids an ingest answer acknowledged.
-fn acked_ids(answer: &Value) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn acked_ids(answer: &Value) -> impl Iterator<Item = String> + '_ {
     answer["ids"]
         .as_array()
         .expect("an ids array")
@@ -216,14 +216,14 @@ async fn two_collectors_on_one_database_serve_each_others_records() {
 
 /// A TCP relay to PostgreSQL that can cut every connection and refuse new ones, as a
 /// database that is down or restarting looks to its clients.
-struct Relay {
+pub(crate) struct Relay {
     port: u16,
     down: Arc<AtomicBool>,
     cut: tokio::sync::watch::Sender<u64>,
 }
 
 impl Relay {
-    async fn start(upstream: std::net::SocketAddr) -> Relay {
+    pub(crate) async fn start(upstream: std::net::SocketAddr) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
@@ -253,13 +253,26 @@ impl Relay {
         Relay { port, down, cut }
     }
 
-    fn outage(&self) {
+    pub(crate) fn outage(&self) {
         self.down.store(true, Ordering::Release);
         self.cut.send_modify(|n| *n += 1);
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.down.store(false, Ordering::Release);
+    }
+}
+
+impl Relay {
+    /// A relay to the database at `url`, and the URL that reaches it through the relay.
+    pub(crate) async fn to_database(url: &str) -> (Relay, String) {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let relay = Relay::start(([127, 0, 0, 1], port).into()).await;
+        let dbname = config.get_dbname().unwrap().to_owned();
+        let user = config.get_user().unwrap_or("postgres").to_owned();
+        let relayed = format!("postgres://{user}@127.0.0.1:{}/{dbname}", relay.port);
+        (relay, relayed)
     }
 }
 
@@ -268,12 +281,7 @@ async fn a_database_outage_is_503_with_retry_after_and_ingest_resumes_after_it()
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let relay = Relay::start(([127, 0, 0, 1], port).into()).await;
-    let dbname = config.get_dbname().unwrap().to_owned();
-    let user = config.get_user().unwrap_or("postgres").to_owned();
-    let relayed = format!("postgres://{user}@127.0.0.1:{}/{dbname}", relay.port);
+    let (relay, relayed) = Relay::to_database(&db.url).await;
 
     let metrics = Arc::new(Metrics::default());
     let store = store::open(

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Records waiting for the writer, sampled at scrape time.
     pub queue_depth: Gauge,
+    /// Ingest stream messages not yet in the store (JetStream buffer; 0 without one).
+    pub buffer_lag_messages: Gauge,
+    /// Their bytes.
+    pub buffer_lag_bytes: Gauge,
     /// Analyze calls by tier and summary source.
     pub analyze: Family<AnalyzeLabels, Counter>,
     /// Records deleted by retention.
@@ -65,6 +69,8 @@ impl Default for Metrics {
         let rejected = Family::<Reason, Counter>::default();
         let batch_size = Histogram::new([1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0]);
         let queue_depth = Gauge::default();
+        let buffer_lag_messages = Gauge::default();
+        let buffer_lag_bytes = Gauge::default();
         let analyze = Family::<AnalyzeLabels, Counter>::default();
         let retention_deleted = Counter::default();
         let conversations_ingested = Counter::default();
@@ -89,8 +95,18 @@ impl Default for Metrics {
         );
         registry.register(
             "store_queue_depth_records",
-            "Records waiting for the SQLite writer",
+            "Records waiting for the store's writer",
             queue_depth.clone(),
+        );
+        registry.register(
+            "ingest_buffer_lag_messages",
+            "Ingest stream (JetStream) messages acknowledged but not yet in the store; 0 without --nats-url",
+            buffer_lag_messages.clone(),
+        );
+        registry.register(
+            "ingest_buffer_lag_bytes",
+            "Bytes of the ingest stream messages not yet in the store",
+            buffer_lag_bytes.clone(),
         );
         registry.register(
             "store_commit_seconds",
@@ -138,6 +154,8 @@ impl Default for Metrics {
             rejected,
             batch_size,
             queue_depth,
+            buffer_lag_messages,
+            buffer_lag_bytes,
             analyze,
             retention_deleted,
             conversations_ingested,

@@ -197,6 +197,9 @@ struct Health {
     version: &'static str,
     uptime_secs: u64,
     queue_depth: usize,
+    /// The JetStream ingest buffer (with `--nats-url`): its lag and what this node can reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ingest_buffer: Option<crate::core::store::BufferStatus>,
 }
 
 /// Liveness: cheap on purpose (no database round trip), it is polled often.
@@ -207,6 +210,7 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
         version: env!("CARGO_PKG_VERSION"),
         uptime_secs: state.started.elapsed().as_secs(),
         queue_depth: state.store.queue_depth(),
+        ingest_buffer: state.store.buffer_status(),
     })
 }
 
@@ -215,6 +219,11 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         .metrics
         .queue_depth
         .set(state.store.queue_depth() as i64);
+    if let Some(buffer) = state.store.buffer_status() {
+        let m = &state.metrics;
+        m.buffer_lag_messages.set(buffer.lag_messages as i64);
+        m.buffer_lag_bytes.set(buffer.lag_bytes as i64);
+    }
     http::openmetrics(state.metrics.encode())
 }
 

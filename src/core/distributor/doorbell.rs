@@ -5,12 +5,9 @@
 //! but latency: a slow poll of the log catches what no ring announced (NATS unreachable, a
 //! node that started late), and an update reaches each subscriber exactly once either way.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 
-/// How long connecting to NATS may take at start before the server gives up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::core::shared::nats::ConnectError;
 
 /// A node's handle on the doorbell subject.
 #[derive(Debug, Clone)]
@@ -19,29 +16,11 @@ pub struct Doorbell {
     subject: String,
 }
 
-/// Why the doorbell could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot reach NATS at {url}: {message}")]
-pub struct ConnectError {
-    /// The server URL (no credentials are ever in it: NATS URLs carry none here).
-    pub url: String,
-    /// What went wrong.
-    pub message: String,
-}
-
 impl Doorbell {
     /// Connects to NATS at `url`; rings and listens on `{prefix}.distributor.log`. Reconnects by
     /// itself after the connection drops.
     pub async fn connect(url: &str, prefix: &str) -> Result<Doorbell, ConnectError> {
-        let client = async_nats::ConnectOptions::new()
-            .name("phoenix distributor")
-            .connection_timeout(CONNECT_TIMEOUT)
-            .connect(url)
-            .await
-            .map_err(|e| ConnectError {
-                url: url.to_owned(),
-                message: e.to_string(),
-            })?;
+        let client = crate::core::shared::nats::connect(url, "phoenix distributor").await?;
         Ok(Doorbell {
             client,
             subject: format!("{prefix}.distributor.log"),

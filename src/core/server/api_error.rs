@@ -96,6 +96,13 @@ impl From<crate::core::store::Error> for ApiError {
                 format!("{e}; retry later"),
             )
             .retry_after(1),
+            E::BufferFull(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
+                    .retry_after(1)
+            }
+            E::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
             E::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

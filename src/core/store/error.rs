@@ -50,6 +50,13 @@ pub enum Error {
     /// The store URL names a backend this build cannot open.
     #[error("{0}")]
     UnsupportedUrl(String),
+    /// The ingest buffer (JetStream) is at its limits; try again later.
+    #[error("{0}")]
+    BufferFull(String),
+    /// One item is larger than the store can take in one piece (the ingest buffer's
+    /// message size limit); sending it again cannot succeed.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl Error {
@@ -58,6 +65,7 @@ impl Error {
         matches!(
             self,
             Error::QueueFull { .. }
+                | Error::BufferFull(_)
                 | Error::Backend {
                     transient: true,
                     ..

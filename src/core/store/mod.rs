@@ -1,7 +1,7 @@
 //! Storage of telemetry, insights and conversations, behind async traits any backend
 //! implements ([`TelemetryStore`], [`ConversationStore`]), with one neutral [`Error`].
 //! [`open`] picks the backend from a URL: SQLite (the default, [`sqlite`]) or in memory
-//! ([`memory`]). May depend on `core::telemetry` and `core::shared`; only `sqlite/` knows
+//! ([`memory`]), optionally behind the NATS JetStream ingest buffer ([`jetstream`]). May depend on `core::telemetry` and `core::shared`; only `sqlite/` knows
 //! SQLite.
 //!
 //! Writes are queued to a single writer that group-commits; `submit` returns at once with a
@@ -10,6 +10,7 @@
 
 pub mod conversations;
 pub mod error;
+pub mod jetstream;
 pub mod memory;
 pub mod open;
 pub mod postgres;
@@ -22,6 +23,7 @@ pub use conversations::{
     ReadOrder,
 };
 pub use error::Error;
+pub use jetstream::{BufferOptions, BufferStatus, BufferedStore};
 pub use memory::MemoryStore;
 pub use open::{Location, OpenOptions, open, open_conversations};
 pub use sqlite::conversations::SqliteConversations;

@@ -162,6 +162,10 @@ pub trait TelemetryStore: ConversationStore {
     fn queue_depth(&self) -> usize;
     /// Total stored records.
     async fn count(&self) -> Result<u64, Error>;
+    /// The ingest buffer's state, when writes go through one ([`super::BufferedStore`]).
+    fn buffer_status(&self) -> Option<super::BufferStatus> {
+        None
+    }
     /// Commits everything queued and stops taking writes.
     async fn shutdown(&self);
 }

@@ -132,3 +132,46 @@ pub fn with_database(url: &str, name: &str) -> String {
         format!("{} dbname={name}", kept.join(" "))
     }
 }
+
+/// A NATS prefix of its own for one test (subjects `PREFIX.…`, stream `PREFIX_INGEST`); the
+/// test's ingest stream is deleted when this goes.
+pub struct TestNats {
+    /// The server.
+    pub url: String,
+    /// The prefix to give as `PHOENIX_NATS_PREFIX`.
+    pub prefix: String,
+}
+
+impl TestNats {
+    /// A fresh prefix, or `None` when the NATS tests are not configured.
+    pub fn create() -> Option<TestNats> {
+        Some(TestNats {
+            url: nats_url()?,
+            prefix: format!("phx{}", unique_suffix()),
+        })
+    }
+
+    /// The name of the test's ingest stream.
+    pub fn stream(&self) -> String {
+        format!("{}_INGEST", self.prefix)
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        let (url, stream) = (self.url.clone(), self.stream());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async move {
+                if let Ok(client) = async_nats::connect(&url).await {
+                    let js = async_nats::jetstream::new(client);
+                    let _ = js.delete_stream(&stream).await;
+                }
+            });
+        })
+        .join();
+    }
+}

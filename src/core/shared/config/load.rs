@@ -40,6 +40,12 @@ pub(super) const KEYS: &[(&str, &str, bool)] = &[
     ("cluster.nats_url", "PHOENIX_NATS_URL", false),
     ("cluster.subject_prefix", "PHOENIX_NATS_PREFIX", false),
     (
+        "cluster.stream_max_bytes",
+        "PHOENIX_NATS_STREAM_MAX_BYTES",
+        false,
+    ),
+    ("cluster.ack_wait_ms", "PHOENIX_NATS_ACK_WAIT_MS", false),
+    (
         "distributor.follow_interval_ms",
         "PHOENIX_FOLLOW_INTERVAL_MS",
         false,
@@ -321,6 +327,8 @@ impl Settings {
             subject_prefix: r
                 .string("cluster.subject_prefix", Some("phoenix"))
                 .unwrap_or_default(),
+            stream_max_bytes: r.parsed("cluster.stream_max_bytes", 1 << 30)?,
+            ack_wait: Duration::from_millis(r.parsed("cluster.ack_wait_ms", 30_000)?),
         };
         let distributor = DistributorSettings {
             url: r

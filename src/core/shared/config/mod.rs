@@ -162,12 +162,18 @@ pub struct StoreSettings {
 /// How the nodes of a cluster reach each other (NATS).
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
-    /// NATS server(s), `nats://host:4222` (comma-separated for several): distributors sharing
-    /// a database ring each other through it after each commit.
+    /// NATS server(s), `nats://host:4222` (comma-separated for several): collectors sharing
+    /// a database buffer ingest in its JetStream, distributors sharing a database ring each
+    /// other through it after each commit.
     pub nats_url: Option<String>,
-    /// First token of every subject Phoenix uses, so several installations (or tests) can
-    /// share one NATS.
+    /// First token of every subject Phoenix uses (and of the ingest stream's name), so
+    /// several installations (or tests) can share one NATS.
     pub subject_prefix: String,
+    /// The ingest stream's size limit in bytes; beyond it ingest answers 429.
+    pub stream_max_bytes: i64,
+    /// How long a node may hold ingest messages unacked before JetStream gives them to
+    /// another node (how soon a dead collector's unfinished batch is taken over).
+    pub ack_wait: Duration,
 }
 
 /// Distributor (Synaptic Pulse) endpoints.
