@@ -927,6 +927,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--analyze-runs', '--analyze-runs', [CompletionResultType]::ParameterName, 'Timed POST /analyze calls over 5000 records')
             [CompletionResult]::new('--rounds', '--rounds', [CompletionResultType]::ParameterName, 'Repeat the load and storage scenarios this many times and report medians')
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Run on this PostgreSQL server instead of SQLite, in a scratch database made and dropped by the run')
+            [CompletionResult]::new('--nats-url', '--nats-url', [CompletionResultType]::ParameterName, 'Ingest through this NATS JetStream into --database-url (the collector cluster''s path), against raw JetStream publish and raw COPY ceilings; scratch stream deleted by the run')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')

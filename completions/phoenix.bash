@@ -758,7 +758,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__ingest)
-            opts="-v -q -h -V --duration --warmup --connections --batch-connections --batch-size --storage-rows --analyze-runs --rounds --database-url --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --duration --warmup --connections --batch-connections --batch-size --storage-rows --analyze-runs --rounds --database-url --nats-url --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -797,6 +797,10 @@ _phoenix() {
                     return 0
                     ;;
                 --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

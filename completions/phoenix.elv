@@ -855,6 +855,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --analyze-runs 'Timed POST /analyze calls over 5000 records'
             cand --rounds 'Repeat the load and storage scenarios this many times and report medians'
             cand --database-url 'Run on this PostgreSQL server instead of SQLite, in a scratch database made and dropped by the run'
+            cand --nats-url 'Ingest through this NATS JetStream into --database-url (the collector cluster''s path), against raw JetStream publish and raw COPY ceilings; scratch stream deleted by the run'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --json 'Print machine-readable JSON on stdout instead of tables'
             cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'

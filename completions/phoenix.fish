@@ -587,6 +587,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l analyze-runs -d 'Timed POST /analyze calls over 5000 records' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l rounds -d 'Repeat the load and storage scenarios this many times and report medians' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l database-url -d 'Run on this PostgreSQL server instead of SQLite, in a scratch database made and dropped by the run' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l nats-url -d 'Ingest through this NATS JetStream into --database-url (the collector cluster\'s path), against raw JetStream publish and raw COPY ceilings; scratch stream deleted by the run' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -l json -d 'Print machine-readable JSON on stdout instead of tables'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from ingest" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'

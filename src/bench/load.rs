@@ -10,6 +10,8 @@ pub(super) struct Template {
     headers: HeaderMap,
     bodies: Vec<Bytes>,
     events_per_request: usize,
+    /// Least time between two requests of one connection (`None`: as fast as answered).
+    pace: Option<std::time::Duration>,
 }
 
 impl Template {
@@ -34,7 +36,15 @@ impl Template {
             headers,
             bodies,
             events_per_request,
+            pace: None,
         }
+    }
+
+    /// The same requests, each connection sending at most one per `interval`: a steady load
+    /// of `connections × events_per_request / interval` events/s, at most.
+    pub(super) fn paced(mut self, interval: std::time::Duration) -> Self {
+        self.pace = Some(interval);
+        self
     }
 
     /// The `i`-th request: cloning `Bytes` and a small header map is all it costs.
@@ -233,7 +243,12 @@ pub(super) async fn drive(
             },
         };
         let requests = async {
+            let mut due = Instant::now();
             while Instant::now() < end {
+                if let Some(pace) = template.pace {
+                    tokio::time::sleep_until(due.into()).await;
+                    due += pace;
+                }
                 let answer = exchange(&mut sender, template.request(next), false).await;
                 next += 1;
                 let now = Instant::now();

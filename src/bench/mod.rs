@@ -8,6 +8,7 @@
 //! Speed targets live here and are checked by this benchmark, never by timed tests.
 
 pub mod abuse;
+pub mod cluster;
 pub mod cpu;
 pub mod fanout;
 pub mod pii_eval;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::{Context, UsageError};
+use crate::bench::cluster::{self, ClusterReport, ClusterTarget};
 use crate::bench::fanout::{self, FanoutOptions, FanoutReport, FanoutTarget};
 use crate::bench::{
     self, BenchOptions, BenchReport, LoadFigures, Round, Target, TargetCheck, WriterActivity,
@@ -56,6 +57,9 @@ pub struct IngestArgs {
     /// Run on this PostgreSQL server instead of SQLite, in a scratch database made and dropped by the run
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// Ingest through this NATS JetStream into --database-url (the collector cluster's path), against raw JetStream publish and raw COPY ceilings; scratch stream deleted by the run
+    #[arg(long, value_name = "URL", requires = "database_url")]
+    pub nats_url: Option<String>,
 }
 
 /// Options of `phoenix bench fanout`.
@@ -96,7 +100,7 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
         storage_rows: args.storage_rows,
         analyze_runs: args.analyze_runs,
         rounds: args.rounds,
-        database_url: args.database_url,
+        database_url: args.database_url.clone(),
     };
     warn_if_unoptimised("ingest");
     let show_progress = ctx.stderr_tty;
@@ -105,6 +109,9 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
             eprintln!("bench: {step}");
         }
     };
+    if let Some(nats_url) = &args.nats_url {
+        return cluster_ingest(&opts, nats_url, ctx, &progress).await;
+    }
     let report = match bench::run(&opts, &progress).await {
         Err(bench::Error::Options(problem)) => return Err(UsageError(problem).into()),
         other => other.context("running the ingest benchmark")?,
@@ -123,6 +130,159 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn cluster_ingest(
+    opts: &BenchOptions,
+    nats_url: &str,
+    ctx: &Context,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    let report = match cluster::run_cluster(opts, nats_url, progress).await {
+        Err(bench::Error::Options(problem)) => return Err(UsageError(problem).into()),
+        other => other.context("running the cluster ingest benchmark")?,
+    };
+    warn_if_busy(report.machine.load_before);
+    if ctx.json {
+        ctx.printer().document(&report)?;
+    } else {
+        print_cluster(&report);
+    }
+    if !report.failures.is_empty() {
+        anyhow::bail!(
+            "the benchmark saw failed requests or drains, so its figures cannot be trusted:\n  {}",
+            report.failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn print_cluster(r: &ClusterReport) {
+    let s = &r.summary;
+    let check = |t: ClusterTarget| r.targets.iter().find(|c| c.target == t);
+    let rate = |v: f64| num(v.round());
+    let secs = |v: f64| num((v * 100.0).round() / 100.0);
+    let mut table = output::table(["scenario", "figure", "unit", "target", "pass"]);
+    let mut row = |scenario: String,
+                   figure: String,
+                   unit: &str,
+                   target: Option<&TargetCheck<ClusterTarget>>| {
+        let (goal, pass) = match target {
+            Some(c) => (
+                match c.target {
+                    ClusterTarget::AckedVsJetStream => format!("≥ {}", pct(c.threshold)),
+                    ClusterTarget::SteadyDrainSeconds => format!("≤ {} s", num(c.threshold)),
+                },
+                if c.pass { "pass" } else { "FAIL" },
+            ),
+            None => ("-".to_owned(), "-"),
+        };
+        table.add_row(vec![
+            scenario,
+            figure,
+            unit.to_owned(),
+            goal,
+            pass.to_owned(),
+        ]);
+    };
+    let o = &r.options;
+    let first = r.rounds.first();
+    row(
+        format!(
+            "raw JetStream publish, {} publishers, {} B messages (ceiling)",
+            o.batch_connections,
+            first.map_or(0, |f| f.jetstream_ceiling.message_bytes)
+        ),
+        rate(s.jetstream_records_per_sec),
+        "records/s",
+        None,
+    );
+    row(
+        format!(
+            "POST /ingest NDJSON ×{}, {} conns, surge: acknowledged",
+            o.batch_size, o.batch_connections
+        ),
+        rate(s.ingest_batch_acked_per_sec),
+        "events/s",
+        None,
+    );
+    row(
+        "  acknowledged / JetStream ceiling".to_owned(),
+        pct(s.acked_vs_jetstream),
+        "ratio",
+        check(ClusterTarget::AckedVsJetStream),
+    );
+    row(
+        "  stored meanwhile (drain into PostgreSQL)".to_owned(),
+        rate(s.ingest_batch_stored_per_sec),
+        "events/s",
+        None,
+    );
+    row(
+        "  lag back to 0 after the surge stops".to_owned(),
+        secs(s.batch_drain_seconds),
+        "s",
+        None,
+    );
+    row(
+        format!(
+            "  steady: paced at {} of the COPY ceiling, acknowledged",
+            pct(cluster::STEADY_SHARE)
+        ),
+        rate(s.steady_acked_per_sec),
+        "events/s",
+        None,
+    );
+    row(
+        "    stored meanwhile".to_owned(),
+        rate(s.steady_stored_per_sec),
+        "events/s",
+        None,
+    );
+    row(
+        "    lag back to 0 after the steady load stops".to_owned(),
+        secs(s.steady_drain_seconds),
+        "s",
+        check(ClusterTarget::SteadyDrainSeconds),
+    );
+    row(
+        format!("POST /ingest single, {} conns: acknowledged", o.connections),
+        rate(s.ingest_single_acked_per_sec),
+        "events/s",
+        None,
+    );
+    row(
+        format!(
+            "raw PostgreSQL binary COPY, {} rows, {} per tx (storage ceiling)",
+            o.storage_rows, o.batch_size
+        ),
+        rate(s.storage_rows_per_sec),
+        "rows/s",
+        None,
+    );
+    row(
+        "  stored / storage ceiling".to_owned(),
+        pct(s.stored_vs_storage),
+        "ratio",
+        None,
+    );
+    println!("{table}");
+    println!(
+        "{} build, {} CPUs ({}/{}); {}s measured after {}s of warm-up per scenario; {} round(s), medians",
+        r.machine.profile,
+        r.machine.cpus,
+        r.machine.os,
+        r.machine.arch,
+        num(o.duration.as_secs_f64()),
+        num(o.warmup.as_secs_f64()),
+        r.rounds.len()
+    );
+    println!(
+        "through NATS at {} (scratch stream {}, deleted) into PostgreSQL at {} (scratch database {}, dropped)",
+        r.cluster.nats, r.cluster.stream, r.cluster.postgres, r.cluster.scratch_database
+    );
+    let met = r.targets.iter().filter(|c| c.pass).count();
+    println!("targets met: {met}/{}", r.targets.len());
 }
 
 async fn fanout(args: FanoutArgs, ctx: &Context) -> anyhow::Result<()> {
