@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 
-use super::ingest::{copy_ceiling, envelope, rows_like_ingest};
+use super::ingest::{batch_bodies, copy_ceiling, rows_like_ingest, single_bodies};
 use super::load::*;
 use super::*;
 use crate::core::store::{BufferOptions, BufferedStore, jetstream::wire};
@@ -268,16 +268,8 @@ async fn measure_cluster(
         CollectorConfig::default(),
         metrics.clone(),
     )?;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(io("binding 127.0.0.1:0"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(io("reading the bound address"))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(collector::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let collector = InProcess::start(state).await?;
+    let addr = collector.addr;
 
     let ts = now_unix();
     let single = Arc::new(Template::new(
@@ -286,18 +278,9 @@ async fn measure_cluster(
         "/ingest",
         Some("application/json"),
         1,
-        (0..SINGLE_BODIES)
-            .map(|i| Bytes::from(envelope(i, ts)))
-            .collect(),
+        single_bodies(ts),
     ));
-    let batch_bodies: Vec<Bytes> = (0..BATCH_BODIES)
-        .map(|b| {
-            let lines: Vec<String> = (0..opts.batch_size)
-                .map(|i| envelope(b * opts.batch_size + i, ts))
-                .collect();
-            Bytes::from(lines.join("\n"))
-        })
-        .collect();
+    let batch_bodies = batch_bodies(opts.batch_size, ts);
     let rows = rows_like_ingest(&batch_bodies, opts.storage_rows, &anonymizer);
     // The ceiling publishes what the collector publishes for one batch request.
     let messages: Vec<Bytes> =
@@ -385,16 +368,7 @@ async fn measure_cluster(
     }
     .await;
 
-    let _ = stop_tx.send(());
-    let stopped = match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(Error::Shutdown(e.to_string())),
-        Ok(Err(e)) => Err(Error::Shutdown(e.to_string())),
-        Err(_) => Err(Error::Shutdown(format!(
-            "still draining after {}s",
-            SHUTDOWN_GRACE.as_secs()
-        ))),
-    };
+    let stopped = collector.stop().await;
     let measured = measured?;
     stopped?;
     Ok(measured)

@@ -62,16 +62,8 @@ async fn run_on(
         ..CollectorConfig::default()
     };
     let state = AppState::new(store.clone(), anonymizer.clone(), config, metrics.clone())?;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(io("binding 127.0.0.1:0"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(io("reading the bound address"))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(collector::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let collector = InProcess::start(state).await?;
+    let addr = collector.addr;
 
     let rig = Rig {
         addr,
@@ -82,16 +74,7 @@ async fn run_on(
     };
     let measured = measure(opts, machine, &rig, progress).await;
 
-    let _ = stop_tx.send(());
-    let stopped = match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(Error::Shutdown(e.to_string())),
-        Ok(Err(e)) => Err(Error::Shutdown(e.to_string())),
-        Err(_) => Err(Error::Shutdown(format!(
-            "still draining after {}s",
-            SHUTDOWN_GRACE.as_secs()
-        ))),
-    };
+    let stopped = collector.stop().await;
     let report = measured?;
     stopped?;
     Ok(report)
@@ -132,9 +115,7 @@ pub(super) async fn measure(
         0,
         vec![Bytes::new()],
     ));
-    let single_bodies = (0..SINGLE_BODIES)
-        .map(|i| Bytes::from(envelope(i, ts)))
-        .collect();
+    let single_bodies = single_bodies(ts);
     let single = Arc::new(Template::new(
         addr,
         Method::POST,
@@ -143,14 +124,7 @@ pub(super) async fn measure(
         1,
         single_bodies,
     ));
-    let batch_bodies: Vec<Bytes> = (0..BATCH_BODIES)
-        .map(|b| {
-            let lines: Vec<String> = (0..opts.batch_size)
-                .map(|i| envelope(b * opts.batch_size + i, ts))
-                .collect();
-            Bytes::from(lines.join("\n"))
-        })
-        .collect();
+    let batch_bodies = batch_bodies(opts.batch_size, ts);
     let rows = Arc::new(rows_like_ingest(
         &batch_bodies,
         opts.storage_rows,
@@ -257,6 +231,25 @@ pub(super) async fn measure(
         summary,
         failures,
     })
+}
+
+/// The single-event scenario's bodies: one envelope each.
+pub(super) fn single_bodies(ts: i64) -> Vec<Bytes> {
+    (0..SINGLE_BODIES)
+        .map(|i| Bytes::from(envelope(i, ts)))
+        .collect()
+}
+
+/// The batch scenario's bodies: `batch_size` envelopes each, as NDJSON.
+pub(super) fn batch_bodies(batch_size: usize, ts: i64) -> Vec<Bytes> {
+    (0..BATCH_BODIES)
+        .map(|b| {
+            let lines: Vec<String> = (0..batch_size)
+                .map(|i| envelope(b * batch_size + i, ts))
+                .collect();
+            Bytes::from(lines.join("\n"))
+        })
+        .collect()
 }
 
 /// A cheap hash so generated values vary without a random source: runs are reproducible.

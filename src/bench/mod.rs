@@ -167,6 +167,46 @@ pub enum Error {
     Shutdown(String),
 }
 
+/// A collector serving `state` in this process on `127.0.0.1:0`, until [`InProcess::stop`].
+pub(crate) struct InProcess {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcess {
+    /// Binds and starts serving.
+    pub(crate) async fn start(state: AppState) -> Result<InProcess, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(io("binding 127.0.0.1:0"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the bound address"))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(collector::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(InProcess { addr, stop, server })
+    }
+
+    /// Shuts it down and waits, at most [`SHUTDOWN_GRACE`], until everything accepted is
+    /// committed.
+    pub(crate) async fn stop(self) -> Result<(), Error> {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.server).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(Error::Shutdown(e.to_string())),
+            Ok(Err(e)) => Err(Error::Shutdown(e.to_string())),
+            Err(_) => Err(Error::Shutdown(format!(
+                "still draining after {}s",
+                SHUTDOWN_GRACE.as_secs()
+            ))),
+        }
+    }
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
     move |source| Error::Io { what, source }

@@ -251,16 +251,8 @@ async fn measure(
         CollectorConfig::default(),
         metrics.clone(),
     )?;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(io("binding 127.0.0.1:0"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(io("reading the bound address"))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(collector::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let collector = InProcess::start(state).await?;
+    let addr = collector.addr;
     let specs = [
         ("kind", format!("kind=llm_call&limit={PAGE}"), false),
         (
@@ -287,16 +279,7 @@ async fn measure(
             }
         }
     }
-    let _ = stop_tx.send(());
-    let stopped = match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(Error::Shutdown(e.to_string())),
-        Ok(Err(e)) => Err(Error::Shutdown(e.to_string())),
-        Err(_) => Err(Error::Shutdown(format!(
-            "still draining after {}s",
-            SHUTDOWN_GRACE.as_secs()
-        ))),
-    };
+    let stopped = collector.stop().await;
     measured?;
     stopped?;
 

@@ -12,11 +12,10 @@ use std::time::Duration;
 use phoenix::core::collector::{self, AppState, CollectorConfig, Metrics};
 use phoenix::core::shared::anonymize::Anonymizer;
 use phoenix::core::store::{self, BufferOptions, BufferedStore, Location};
-use reqwest::header::RETRY_AFTER;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::scale_out::{Relay, acked_ids, batch, serve_with, stored_ids};
+use crate::scale_out::{Relay, acked_ids, batch, ingest_batch, serve_with, stored_ids};
 use crate::support::backend::pg_column;
 use crate::support::bin::phoenix_async;
 use crate::support::distributor::{GUARD, eventually};
@@ -190,25 +189,7 @@ async fn with_the_database_cut_off_ingest_is_200_until_the_stream_is_full_and_al
     let (base, stop, server) = buffered_collector(&relayed, &nats, 256 * 1024).await;
     let http = reqwest::Client::new();
     let mut acknowledged = Vec::new();
-    let mut ingest = async |n: usize| {
-        let resp = tokio::time::timeout(
-            GUARD,
-            http.post(format!("{base}/ingest"))
-                .header("content-type", "application/x-ndjson")
-                .body(batch(0, n, 20))
-                .send(),
-        )
-        .await
-        .expect("an answer, not a hang")
-        .unwrap();
-        let status = resp.status().as_u16();
-        let retry_after = resp.headers().get(RETRY_AFTER).cloned();
-        let body: Value = resp.json().await.unwrap();
-        if status == 200 {
-            acknowledged.extend(acked_ids(&body));
-        }
-        (status, retry_after, body)
-    };
+    let mut ingest = async |n: usize| ingest_batch(&http, &base, n, &mut acknowledged).await;
     for n in 0..3 {
         assert_eq!(ingest(n).await.0, 200);
     }

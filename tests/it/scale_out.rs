@@ -85,6 +85,33 @@ pub(crate) fn acked_ids(answer: &Value) -> impl Iterator<Item = String> + '_ {
         .map(|v| v.as_str().unwrap().to_owned())
 }
 
+/// Posts batch `n` (20 records) to the collector at `base`, within [`GUARD`] (an answer, not a
+/// hang); its status, Retry-After and body. The ids of a 200 are added to `acknowledged`.
+pub(crate) async fn ingest_batch(
+    http: &reqwest::Client,
+    base: &str,
+    n: usize,
+    acknowledged: &mut Vec<String>,
+) -> (u16, Option<reqwest::header::HeaderValue>, Value) {
+    let resp = tokio::time::timeout(
+        GUARD,
+        http.post(format!("{base}/ingest"))
+            .header("content-type", "application/x-ndjson")
+            .body(batch(0, n, 20))
+            .send(),
+    )
+    .await
+    .expect("an answer, not a hang")
+    .unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get(RETRY_AFTER).cloned();
+    let body: Value = resp.json().await.unwrap();
+    if status == 200 {
+        acknowledged.extend(acked_ids(&body));
+    }
+    (status, retry_after, body)
+}
+
 /// Publishes a notice through the distributor at `base`; its seq.
 async fn publish_notice(http: &reqwest::Client, base: &str, message: &str) -> u64 {
     let resp = http
@@ -306,25 +333,7 @@ async fn a_database_outage_is_503_with_retry_after_and_ingest_resumes_after_it()
     }));
     let http = reqwest::Client::new();
     let mut acknowledged = Vec::new();
-    let mut ingest = async |n: usize| {
-        let resp = tokio::time::timeout(
-            GUARD,
-            http.post(format!("{base}/ingest"))
-                .header("content-type", "application/x-ndjson")
-                .body(batch(0, n, 20))
-                .send(),
-        )
-        .await
-        .expect("an answer, not a hang")
-        .unwrap();
-        let status = resp.status().as_u16();
-        let retry_after = resp.headers().get(RETRY_AFTER).cloned();
-        let body: Value = resp.json().await.unwrap();
-        if status == 200 {
-            acknowledged.extend(acked_ids(&body));
-        }
-        (status, retry_after, body)
-    };
+    let mut ingest = async |n: usize| ingest_batch(&http, &base, n, &mut acknowledged).await;
 
     for n in 0..3 {
         assert_eq!(ingest(n).await.0, 200);

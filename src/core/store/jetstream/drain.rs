@@ -42,6 +42,19 @@ impl Batch {
         self.records.len() + self.conversations.len()
     }
 
+    /// Decodes the messages again: their records went to an attempt the store refused.
+    fn decode_again(&mut self) {
+        for m in &self.messages {
+            if m.subject.as_str().ends_with(".telemetry") {
+                self.records
+                    .extend(wire::decode_telemetry(&m.payload).unwrap_or_default());
+            } else {
+                self.conversations
+                    .extend(wire::decode_conversations(&m.payload).unwrap_or_default());
+            }
+        }
+    }
+
     /// Adds a message, or ends it (`Term`) when it is not one this buffer wrote, so a stray
     /// message never blocks the queue.
     async fn add(&mut self, message: jetstream::Message) {
@@ -147,14 +160,14 @@ async fn wait(stop: &mut watch::Receiver<bool>, pause: &mut Duration) -> bool {
 /// Writes one batch until the store commits it, then acks its messages. Stopped while the
 /// store refuses: hands the messages back (`Nak`) for another node to take at once.
 async fn write(
-    batch: Batch,
+    mut batch: Batch,
     store: Arc<dyn TelemetryStore>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut pause = BACKOFF.0;
     loop {
-        match store_batch(&*store, &batch).await {
+        match store_batch(&*store, &mut batch).await {
             Ok(()) => break,
             Err(e) => {
                 if shared.store_writable.swap(false, Ordering::Relaxed) {
@@ -187,15 +200,22 @@ async fn write(
     }
 }
 
+/// Hands the batch's records to the store (moved, not copied: a retry decodes them again
+/// from the messages it still holds) and waits for the commits.
 async fn store_batch(
     store: &dyn TelemetryStore,
-    batch: &Batch,
+    batch: &mut Batch,
 ) -> Result<(), crate::core::store::Error> {
-    let telemetry = (!batch.records.is_empty())
-        .then(|| store.submit(batch.records.clone()))
+    if batch.len() == 0 {
+        batch.decode_again();
+    }
+    let records = std::mem::take(&mut batch.records);
+    let conversations = std::mem::take(&mut batch.conversations);
+    let telemetry = (!records.is_empty())
+        .then(|| store.submit(records))
         .transpose()?;
-    let conversations = (!batch.conversations.is_empty())
-        .then(|| store.submit_conversations(batch.conversations.clone()))
+    let conversations = (!conversations.is_empty())
+        .then(|| store.submit_conversations(conversations))
         .transpose()?;
     if let Some(c) = telemetry {
         c.wait().await?;

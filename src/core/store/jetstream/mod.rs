@@ -303,7 +303,9 @@ fn publish_error(e: jetstream::context::PublishError) -> Error {
     match (e.kind(), refused) {
         // "maximum bytes exceeded" / "maximum messages exceeded": the stream is full.
         (PublishErrorKind::Other, Some((code, detail)))
-            if code == jetstream::ErrorCode::STREAM_STORE_FAILED || detail.contains("maximum") =>
+            if code == jetstream::ErrorCode::STREAM_STORE_FAILED
+                || detail.contains("maximum bytes")
+                || detail.contains("maximum messages") =>
         {
             Error::BufferFull(format!(
                 "the ingest buffer (JetStream) is full: {detail}; retry later"
