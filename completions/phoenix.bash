@@ -626,7 +626,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__fanout)
-            opts="-v -q -h -V --subscribers --publishes --connect-parallelism --settle --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --subscribers --publishes --connect-parallelism --settle --nodes --database-url --nats-url --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -645,6 +645,18 @@ _phoenix() {
                     return 0
                     ;;
                 --settle)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -2,6 +2,13 @@
 //! WebSocket subscribers in this one (the load generator, same machine), then K publishes,
 //! each timed from `POST /publish` until every subscriber has acked it `applied`.
 //!
+//! With `--nodes N --database-url … --nats-url …` the distributor is a cluster of N child
+//! processes sharing an update log in a scratch PostgreSQL database and a NATS doorbell;
+//! subscribers are spread over the nodes, every update is published on node 0, and the acks
+//! of subscribers on the other nodes are the cross-node latency. Whether every ack was
+//! recorded is asked of the last node, so the figure also shows fleet-wide convergence read
+//! from a node other than the publisher.
+//!
 //! The distributor's resident memory per idle subscriber is its RSS with N subscribers
 //! connected and idle, minus its RSS once started, over N. Latency is measured where it can
 //! be: a subscriber's figure ends when it has written its ack (client clock, same process as
@@ -16,15 +23,17 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::scratch::ScratchDatabase;
 use super::{Machine, ScratchDir, secs};
 use crate::core::distributor::UpdateStatus;
 use crate::core::shared::client::{self, ApiClient, ClientOptions};
 use crate::core::shared::stats::{median, nearest_rank_percentile};
 use crate::core::updates::{PublishRequest, UpdateEnvelope, UpdateType};
-use process::Distributor;
+use process::{Distributor, NodeSettings};
 pub use report::{
-    ConnectFigures, CpuFigures, FanoutReport, FanoutTarget, LatencyFigures, MEMORY_TARGET_KIB,
-    MemoryFigures, P99_TARGET_MS, PublishFigures, evaluate_targets,
+    ClusterFigures, ConnectFigures, CpuFigures, CrossNodeFigures, FanoutReport, FanoutTarget,
+    LatencyFigures, MEMORY_TARGET_KIB, MemoryFigures, P99_CROSS_NODE_TARGET_MS, P99_TARGET_MS,
+    PublishFigures, evaluate_targets,
 };
 use subscribers::{Event, Fleet};
 
@@ -49,6 +58,15 @@ pub struct FanoutOptions {
     /// Idle time between the last handshake and the memory sample.
     #[serde(serialize_with = "secs")]
     pub settle: Duration,
+    /// Distributor processes. Above 1 they share the update log at `database_url`.
+    pub nodes: usize,
+    /// PostgreSQL for the nodes' shared update log (a scratch database on it); `None`: one
+    /// node on its own SQLite log. Reported masked in [`FanoutReport::cluster`].
+    #[serde(skip)]
+    pub database_url: Option<String>,
+    /// NATS for the nodes' doorbell; `None`: nodes find each other's publishes by polling the log.
+    #[serde(skip)]
+    pub nats_url: Option<String>,
 }
 
 impl Default for FanoutOptions {
@@ -58,16 +76,50 @@ impl Default for FanoutOptions {
             publishes: 20,
             connect_parallelism: 256,
             settle: Duration::from_secs(2),
+            nodes: 1,
+            database_url: None,
+            nats_url: None,
         }
     }
 }
 
 impl FanoutOptions {
     fn validate(&self) -> Result<(), Error> {
-        if [self.subscribers, self.publishes, self.connect_parallelism].contains(&0) {
+        if [
+            self.subscribers,
+            self.publishes,
+            self.connect_parallelism,
+            self.nodes,
+        ]
+        .contains(&0)
+        {
             return Err(Error::Options(
-                "subscribers, publishes and connect parallelism must be at least 1".to_owned(),
+                "subscribers, publishes, connect parallelism and nodes must be at least 1"
+                    .to_owned(),
             ));
+        }
+        if self.database_url.is_none() {
+            if self.nodes > 1 {
+                return Err(Error::Options(format!(
+                    "{} distributor nodes share one update log: give --database-url (a \
+                     PostgreSQL server; the run makes and drops a scratch database on it), \
+                     and --nats-url for the doorbell between them",
+                    self.nodes
+                )));
+            }
+            if self.nats_url.is_some() {
+                return Err(Error::Options(
+                    "--nats-url links distributors that share one update log: give \
+                     --database-url too"
+                        .to_owned(),
+                ));
+            }
+        }
+        if self.subscribers < self.nodes {
+            return Err(Error::Options(format!(
+                "{} subscribers cannot be spread over {} nodes",
+                self.subscribers, self.nodes
+            )));
         }
         Ok(())
     }
@@ -134,9 +186,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
-/// Runs the benchmark: starts the distributor (this executable, `serve distributor`) in a
-/// scratch directory, measures, stops it with SIGTERM and removes the directory, on every
-/// path. `progress` is told which step starts.
+/// Runs the benchmark: starts the distributor (this executable, `serve distributor`; one per
+/// node) in a scratch directory, measures, stops it with SIGTERM and removes the directory and
+/// any scratch database, on every path. `progress` is told which step starts.
 pub async fn run(
     opts: &FanoutOptions,
     progress: &(dyn Fn(&str) + Sync),
@@ -146,19 +198,150 @@ pub async fn run(
     let machine = Machine::current();
     let scratch = ScratchDir::create()?;
     let admin_token = uuid::Uuid::new_v4().simple().to_string();
-    progress("starting the distributor");
-    // Declared after `scratch`, so dropped (killed) before the directory goes.
-    let mut distributor = Distributor::start(&scratch.0, &admin_token).await?;
-    let measured = measure(opts, machine, &distributor, &admin_token, progress).await;
-    if measured.is_err()
-        && let Some(why) = distributor.explain()
-    {
-        tracing::warn!("the distributor {why}");
+    let cluster = match &opts.database_url {
+        Some(url) => Some(Cluster::create(url, opts).await?),
+        None => None,
+    };
+    let measured = async {
+        progress(&match opts.nodes {
+            1 => "starting the distributor".to_owned(),
+            n => format!("starting {n} distributor nodes"),
+        });
+        // Declared after `scratch`, so dropped (killed) before the directory goes.
+        let mut nodes =
+            Nodes::start(&scratch.0, &admin_token, opts.nodes, cluster.as_ref()).await?;
+        let measured = measure(opts, machine, &nodes, &admin_token, progress).await;
+        if measured.is_err() {
+            nodes.explain();
+        }
+        let stopped = nodes.stop().await;
+        let mut report = measured?;
+        stopped?;
+        report.cluster = cluster.as_ref().map(|c| c.figures.clone());
+        Ok(report)
     }
-    let stopped = distributor.stop().await;
-    let report = measured?;
-    stopped?;
-    Ok(report)
+    .await;
+    // Whatever happened, the scratch database goes.
+    if let Some(cluster) = cluster {
+        let dropped = cluster.database.drop_now().await;
+        if let Err(e) = &dropped {
+            tracing::warn!(error = %e, "could not drop the scratch database");
+        }
+        if measured.is_ok() {
+            dropped?;
+        }
+    }
+    measured
+}
+
+/// A distributor cluster's shared parts: a scratch database for the update log, a NATS
+/// subject prefix of its own.
+struct Cluster {
+    database: ScratchDatabase,
+    nats_url: Option<String>,
+    prefix: String,
+    figures: ClusterFigures,
+}
+
+impl Cluster {
+    async fn create(database_url: &str, opts: &FanoutOptions) -> Result<Cluster, Error> {
+        let database = ScratchDatabase::create(database_url).await?;
+        let prefix = format!("phoenix_bench_{:016x}", rand::random::<u64>());
+        let figures = ClusterFigures {
+            postgres: crate::core::store::postgres::mask_password(database_url),
+            scratch_database: database.name.clone(),
+            nats: opts
+                .nats_url
+                .as_deref()
+                .map(crate::core::store::postgres::mask_password),
+            subject_prefix: prefix.clone(),
+            publish_node: 0,
+            status_node: opts.nodes - 1,
+            subscribers_per_node: (0..opts.nodes)
+                .map(|node| (opts.subscribers - node).div_ceil(opts.nodes))
+                .collect(),
+        };
+        Ok(Cluster {
+            database,
+            nats_url: opts.nats_url.clone(),
+            prefix,
+            figures,
+        })
+    }
+}
+
+/// The distributor processes under test; node 0 is the one updates are published on.
+struct Nodes(Vec<Distributor>);
+
+impl Nodes {
+    /// Starts one distributor on its own SQLite log (`cluster` is `None`), or `count` nodes
+    /// on the cluster's shared log, one after the other so the first makes the hash key
+    /// file they share.
+    async fn start(
+        dir: &std::path::Path,
+        admin_token: &str,
+        count: usize,
+        cluster: Option<&Cluster>,
+    ) -> Result<Nodes, Error> {
+        let Some(cluster) = cluster else {
+            return Ok(Nodes(vec![Distributor::start(dir, admin_token).await?]));
+        };
+        let hash_key_file = dir.join("orch_hash.key");
+        let settings = NodeSettings {
+            database_url: &cluster.database.url,
+            nats_url: cluster.nats_url.as_deref(),
+            prefix: &cluster.prefix,
+            hash_key_file: &hash_key_file,
+        };
+        let mut nodes = Vec::with_capacity(count);
+        for node in 0..count {
+            let home = dir.join(format!("node-{node}"));
+            std::fs::create_dir_all(&home).map_err(io(format!("creating {}", home.display())))?;
+            nodes.push(Distributor::start_node(&home, admin_token, &settings).await?);
+        }
+        Ok(Nodes(nodes))
+    }
+
+    fn ws_urls(&self) -> Vec<String> {
+        self.0.iter().map(|d| d.ws_url.clone()).collect()
+    }
+
+    /// Resident memory of all nodes together, KiB.
+    fn rss_kib(&self) -> Result<u64, Error> {
+        self.0.iter().map(Distributor::rss_kib).sum()
+    }
+
+    /// CPU seconds of all nodes together (`None` where `/proc` cannot tell).
+    fn cpu_seconds(&self) -> Option<f64> {
+        self.0.iter().map(Distributor::cpu_seconds).sum()
+    }
+
+    /// Logs what may explain a failure, node by node.
+    fn explain(&mut self) {
+        let many = self.0.len() > 1;
+        for (i, node) in self.0.iter_mut().enumerate() {
+            if let Some(why) = node.explain() {
+                let who = if many {
+                    format!("node {i}")
+                } else {
+                    "the distributor".to_owned()
+                };
+                tracing::warn!("{who} {why}");
+            }
+        }
+    }
+
+    /// Stops every node; the first failure is the answer, after all were stopped.
+    async fn stop(self) -> Result<(), Error> {
+        let mut first = Ok(());
+        for node in self.0 {
+            let stopped = node.stop().await;
+            if first.is_ok() {
+                first = stopped;
+            }
+        }
+        first
+    }
 }
 
 /// Lost connections and stray acks seen while publishing.
@@ -177,32 +360,44 @@ impl Trouble {
     }
 }
 
+/// Publish → ack latencies, ms: all of them, and those of subscribers on another node than
+/// the publisher's.
+#[derive(Default)]
+struct Latencies {
+    all: Vec<f64>,
+    cross_node: Vec<f64>,
+}
+
 async fn measure(
     opts: &FanoutOptions,
     machine: Machine,
-    distributor: &Distributor,
+    nodes: &Nodes,
     admin_token: &str,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<FanoutReport, Error> {
-    let api = ApiClient::new(&ClientOptions {
-        base_url: distributor.http_url.clone(),
-        token: Some(admin_token.to_owned()),
-        ca_cert: None,
-        timeout: REQUEST_TIMEOUT,
-    })?;
-    api.get_json::<Health>("/health").await?;
-    let baseline_kib = distributor.rss_kib()?;
+    let apis = nodes
+        .0
+        .iter()
+        .map(|node| {
+            ApiClient::new(&ClientOptions {
+                base_url: node.http_url.clone(),
+                token: Some(admin_token.to_owned()),
+                ca_cert: None,
+                timeout: REQUEST_TIMEOUT,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for api in &apis {
+        api.get_json::<Health>("/health").await?;
+    }
+    let baseline_kib = nodes.rss_kib()?;
 
     progress(&format!(
         "connecting {} subscribers, {} handshakes at a time",
         opts.subscribers, opts.connect_parallelism
     ));
     let started = Instant::now();
-    let mut fleet = Fleet::launch(
-        &distributor.ws_url,
-        opts.subscribers,
-        opts.connect_parallelism,
-    );
+    let mut fleet = Fleet::launch(&nodes.ws_urls(), opts.subscribers, opts.connect_parallelism);
     let mut trouble = Trouble::default();
     let (mut connected, mut failed, mut first_failure) = (0, 0, None);
     while connected + failed < opts.subscribers {
@@ -230,9 +425,9 @@ async fn measure(
         "{connected} subscribers connected in {seconds:.1}s; idle for {}",
         humantime::format_duration(opts.settle)
     ));
-    settle(&api, connected - trouble.lost).await?;
+    settle(&apis, connected - trouble.lost).await?;
     tokio::time::sleep(opts.settle).await;
-    let connected_kib = distributor.rss_kib()?;
+    let connected_kib = nodes.rss_kib()?;
     let idle = connected - trouble.lost;
     let per_subscriber_kib = if idle == 0 {
         f64::NAN
@@ -240,12 +435,10 @@ async fn measure(
         (connected_kib as f64 - baseline_kib as f64) / idle as f64
     };
 
-    let mut latencies = Vec::with_capacity(connected * opts.publishes);
+    let (publisher, status) = (&apis[0], &apis[apis.len() - 1]);
+    let mut latencies = Latencies::default();
     let mut publishes = Vec::with_capacity(opts.publishes);
-    let cpu_before = (
-        distributor.cpu_seconds(),
-        process::cpu_seconds("/proc/self/stat"),
-    );
+    let cpu_before = (nodes.cpu_seconds(), process::cpu_seconds("/proc/self/stat"));
     for k in 1..=opts.publishes {
         progress(&format!(
             "publish {k}/{} to {} subscribers",
@@ -253,16 +446,24 @@ async fn measure(
             connected - trouble.lost
         ));
         let alive = connected - trouble.lost;
-        publishes
-            .push(publish_once(&api, &mut fleet, k, alive, &mut latencies, &mut trouble).await?);
+        let figures = publish_once(
+            (publisher, status),
+            &mut fleet,
+            k,
+            alive,
+            &mut latencies,
+            &mut trouble,
+        )
+        .await?;
+        publishes.push(figures);
     }
-    let after_publishes_kib = distributor.rss_kib()?;
+    let after_publishes_kib = nodes.rss_kib()?;
     let per_publish = |before: Option<f64>, after: Option<f64>| match (before, after) {
         (Some(b), Some(a)) => (a - b) * 1000.0 / opts.publishes as f64,
         _ => f64::NAN,
     };
     let cpu = CpuFigures {
-        distributor_ms_per_publish: per_publish(cpu_before.0, distributor.cpu_seconds()),
+        distributor_ms_per_publish: per_publish(cpu_before.0, nodes.cpu_seconds()),
         generator_ms_per_publish: per_publish(
             cpu_before.1,
             process::cpu_seconds("/proc/self/stat"),
@@ -286,16 +487,24 @@ async fn measure(
     }
     let of_publishes =
         |f: fn(&PublishFigures) -> f64| median(&publishes.iter().map(f).collect::<Vec<_>>());
+    let all = &latencies.all;
     let latency = LatencyFigures {
-        acks: latencies.len(),
+        acks: all.len(),
         expected: connected * opts.publishes,
-        p50_ms: nearest_rank_percentile(&latencies, 0.50),
-        p99_ms: nearest_rank_percentile(&latencies, 0.99),
-        max_ms: latencies.iter().copied().fold(f64::NAN, f64::max),
+        p50_ms: nearest_rank_percentile(all, 0.50),
+        p99_ms: nearest_rank_percentile(all, 0.99),
+        max_ms: all.iter().copied().fold(f64::NAN, f64::max),
         last_ack_median_ms: of_publishes(|p| p.last_ack_ms),
         recorded_median_ms: of_publishes(|p| p.recorded_ms),
         publish_median_ms: of_publishes(|p| p.publish_ms),
     };
+    let cross = &latencies.cross_node;
+    let cross_node = (opts.nodes > 1).then(|| CrossNodeFigures {
+        acks: cross.len(),
+        p50_ms: nearest_rank_percentile(cross, 0.50),
+        p99_ms: nearest_rank_percentile(cross, 0.99),
+        max_ms: cross.iter().copied().fold(f64::NAN, f64::max),
+    });
     let memory = MemoryFigures {
         baseline_kib,
         connected_kib,
@@ -304,11 +513,13 @@ async fn measure(
     };
     Ok(FanoutReport {
         machine,
-        targets: evaluate_targets(opts, &connect, &latency, &memory),
+        targets: evaluate_targets(opts, &connect, &latency, cross_node.as_ref(), &memory),
         options: opts.clone(),
+        cluster: None,
         connect,
         memory,
         latency,
+        cross_node,
         cpu,
         publishes,
         failures,
@@ -322,36 +533,40 @@ struct Health {
     write_queue: usize,
 }
 
-/// Waits until the distributor counts every subscriber and has committed their hellos, so
-/// the memory sample sees idle connections and no queued work.
-async fn settle(api: &ApiClient, subscribers: usize) -> Result<(), Error> {
+/// Waits until the nodes together count every subscriber and have committed their hellos,
+/// so the memory sample sees idle connections and no queued work.
+async fn settle(apis: &[ApiClient], subscribers: usize) -> Result<(), Error> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
-        let health: Health = api.get_json("/health").await?;
-        if health.subscribers >= subscribers && health.write_queue == 0 {
+        let (mut counted, mut queued) = (0, 0);
+        for api in apis {
+            let health: Health = api.get_json("/health").await?;
+            counted += health.subscribers;
+            queued += health.write_queue;
+        }
+        if counted >= subscribers && queued == 0 {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(Error::Distributor(format!(
-                "after {}s the distributor counts {} of {subscribers} subscribers and still \
-                 has {} rows to write",
+                "after {}s the distributor counts {counted} of {subscribers} subscribers and \
+                 still has {queued} rows to write",
                 SETTLE_TIMEOUT.as_secs(),
-                health.subscribers,
-                health.write_queue
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Publishes update `k` to everyone and times it until `alive` subscribers have acked it and
-/// the distributor has recorded their acks.
+/// Publishes update `k` to everyone on `publisher` and times it until `alive` subscribers
+/// have acked it and `status` (the same node, or another of the cluster) has recorded their
+/// acks.
 async fn publish_once(
-    api: &ApiClient,
+    (publisher, status): (&ApiClient, &ApiClient),
     fleet: &mut Fleet,
     k: usize,
     alive: usize,
-    latencies: &mut Vec<f64>,
+    latencies: &mut Latencies,
     trouble: &mut Trouble,
 ) -> Result<PublishFigures, Error> {
     let request = PublishRequest {
@@ -365,7 +580,7 @@ async fn publish_once(
     trouble.stray_acks += stale;
     fleet.acks.expect(alive);
     let started = Instant::now();
-    let envelope: UpdateEnvelope = api.post_json("/publish", &request, &[]).await?;
+    let envelope: UpdateEnvelope = publisher.post_json("/publish", &request, &[]).await?;
     let publish_ms = ms(started.elapsed());
     let deadline = tokio::time::Instant::from_std(started + ACK_TIMEOUT);
     let mut waiting = alive;
@@ -396,7 +611,10 @@ async fn publish_once(
             continue;
         }
         let ms = ms(ack.at.saturating_duration_since(started));
-        latencies.push(ms);
+        latencies.all.push(ms);
+        if ack.node != 0 {
+            latencies.cross_node.push(ms);
+        }
         last_ack_ms = f64::max(last_ack_ms, ms);
         acks += 1;
     }
@@ -414,8 +632,8 @@ async fn publish_once(
     }
     let path = format!("/updates/{}", envelope.update_id);
     let recorded_ms = loop {
-        let status: UpdateStatus = api.get_json(&path).await?;
-        if status.counts.applied >= acks as u64 {
+        let recorded: UpdateStatus = status.get_json(&path).await?;
+        if recorded.counts.applied >= acks as u64 {
             break ms(started.elapsed());
         }
         if tokio::time::Instant::now() >= deadline {
@@ -423,7 +641,7 @@ async fn publish_once(
                 "publish {k} (seq {}): the distributor recorded {} of {acks} applied acks \
                  within {}s",
                 envelope.seq,
-                status.counts.applied,
+                recorded.counts.applied,
                 ACK_TIMEOUT.as_secs()
             ));
             break f64::NAN;
@@ -463,5 +681,33 @@ mod tests {
             ..FanoutOptions::default()
         };
         assert!(none.validate().is_err());
+        let cluster = |database: bool, nats: bool, nodes, subscribers| FanoutOptions {
+            nodes,
+            subscribers,
+            database_url: database.then(|| "postgres://db/fleet".to_owned()),
+            nats_url: nats.then(|| "nats://bus:4222".to_owned()),
+            ..FanoutOptions::default()
+        };
+        assert!(cluster(true, true, 2, 10).validate().is_ok());
+        assert!(
+            cluster(true, false, 2, 10).validate().is_ok(),
+            "nodes may poll the log"
+        );
+        assert!(
+            cluster(true, false, 1, 10).validate().is_ok(),
+            "one node on PostgreSQL"
+        );
+        let Err(Error::Options(no_log)) = cluster(false, true, 2, 10).validate() else {
+            panic!("two nodes need a shared log");
+        };
+        assert!(no_log.contains("--database-url"), "{no_log}");
+        assert!(
+            cluster(false, true, 1, 10).validate().is_err(),
+            "NATS needs the log"
+        );
+        assert!(
+            cluster(true, true, 3, 2).validate().is_err(),
+            "fewer subscribers than nodes"
+        );
     }
 }

@@ -77,6 +77,15 @@ pub struct FanoutArgs {
     /// Idle time after the last handshake before the distributor's memory is sampled
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
+    /// Distributor processes sharing one update log; subscribers are spread over them and updates published on the first (needs --database-url)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub nodes: usize,
+    /// Keep the update log on this PostgreSQL server, in a scratch database made and dropped by the run
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Ring the nodes' NATS doorbell on this server after each publish (without it they poll the log)
+    #[arg(long, value_name = "URL", requires = "database_url")]
+    pub nats_url: Option<String>,
 }
 
 /// Runs `phoenix bench`.
@@ -291,6 +300,9 @@ async fn fanout(args: FanoutArgs, ctx: &Context) -> anyhow::Result<()> {
         publishes: args.publishes,
         connect_parallelism: args.connect_parallelism,
         settle: args.settle,
+        nodes: args.nodes,
+        database_url: args.database_url,
+        nats_url: args.nats_url,
     };
     warn_if_unoptimised("fanout");
     let show_progress = ctx.stderr_tty;
@@ -368,6 +380,23 @@ fn print_fanout(r: &FanoutReport) {
         check(FanoutTarget::AckLatencyP99),
     );
     row("  max".to_owned(), ms(l.max_ms), "ms", None);
+    if let Some(x) = &r.cross_node {
+        row(
+            format!(
+                "  subscribers on other nodes than the publisher's: p50, {} acks",
+                x.acks
+            ),
+            ms(x.p50_ms),
+            "ms",
+            None,
+        );
+        row(
+            "  subscribers on other nodes: p99".to_owned(),
+            ms(x.p99_ms),
+            "ms",
+            check(FanoutTarget::CrossNodeAckLatencyP99),
+        );
+    }
     row(
         "  per publish, median: POST / last ack sent / all acks recorded".to_owned(),
         format!(
@@ -409,10 +438,39 @@ fn print_fanout(r: &FanoutReport) {
     println!("{table}");
     let machine = &r.machine;
     println!(
-        "{} build, {} CPUs ({}/{}); the distributor is a child process, the {} subscribers \
-         share this one",
-        machine.profile, machine.cpus, machine.os, machine.arch, c.attempted,
+        "{} build, {} CPUs ({}/{}); {}, the {} subscribers share this one",
+        machine.profile,
+        machine.cpus,
+        machine.os,
+        machine.arch,
+        match r.options.nodes {
+            1 => "the distributor is a child process".to_owned(),
+            n => format!("the {n} distributors are child processes"),
+        },
+        c.attempted,
     );
+    if let Some(cluster) = &r.cluster {
+        let spread: Vec<String> = cluster
+            .subscribers_per_node
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        println!(
+            "{} distributor nodes (subscribers {}; published on node {}, recorded acks read \
+             from node {}; memory and CPU are all nodes together) sharing the update log in \
+             PostgreSQL at {} (scratch database {}, dropped), {}",
+            spread.len(),
+            spread.join(" / "),
+            cluster.publish_node,
+            cluster.status_node,
+            cluster.postgres,
+            cluster.scratch_database,
+            match &cluster.nats {
+                Some(nats) => format!("doorbell on NATS at {nats}"),
+                None => "no doorbell: the nodes poll the log".to_owned(),
+            }
+        );
+    }
     if let Some(why) = &c.first_failure {
         println!("first connect failure: {why}");
     }

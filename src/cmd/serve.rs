@@ -378,6 +378,7 @@ impl Distributor {
         // Off loopback every read and every subscriber needs a credential, unless the
         // operator said --insecure-no-auth.
         let exposed = app::exposed(addr, insecure_no_auth);
+        let doorbell_subject = doorbell.as_ref().map(|d| d.subject().to_owned());
         let config = DistributorConfig {
             premium_key: settings.x402_premium_key.clone(),
             admin_token: settings.admin_token.clone(),
@@ -395,6 +396,23 @@ impl Distributor {
             .context("setting up the distributor")?;
         let bound = Bound::bind("distributor", addr, tls).await?;
         tracing::info!(db = %at, "update log open");
+        match (
+            &settings.cluster.nats_url,
+            doorbell_subject,
+            follow_interval,
+        ) {
+            (Some(nats), Some(subject), Some(every)) => tracing::info!(
+                nats = %crate::core::shared::config::mask_password(nats),
+                %subject,
+                poll = %humantime::format_duration(every),
+                "other distributors' publishes heard on the NATS doorbell"
+            ),
+            (None, _, Some(every)) => tracing::info!(
+                poll = %humantime::format_duration(every),
+                "other distributors' publishes found by polling the shared log"
+            ),
+            _ => {}
+        }
         Ok(Distributor {
             ws_url: bound.url("ws", "wss", SUBSCRIBE_PATH),
             http_url: bound.url("http", "https", ""),

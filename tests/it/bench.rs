@@ -76,6 +76,87 @@ fn fanout_benchmark_connects_everyone_and_times_every_ack() {
 }
 
 #[test]
+fn fanout_benchmark_on_two_nodes_times_the_subscribers_of_the_other_node() {
+    let (Some(db), Some(nats)) = (
+        crate::support::services::database_url(),
+        crate::support::services::nats_url(),
+    ) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let report = bench_json(
+        home.path(),
+        &[
+            "fanout",
+            "--nodes",
+            "2",
+            "--database-url",
+            &db,
+            "--nats-url",
+            &nats,
+            "--subscribers",
+            "21",
+            "--publishes",
+            "2",
+            "--settle",
+            "100ms",
+        ],
+    );
+    assert_eq!(report["connect"]["connected"], 21, "{report}");
+    assert_eq!(report["latency"]["acks"], 42, "{report}");
+    let cluster = &report["cluster"];
+    assert_eq!(cluster["subscribers_per_node"], serde_json::json!([11, 10]));
+    assert_eq!(cluster["publish_node"], 0);
+    assert_eq!(cluster["status_node"], 1);
+    // Node 1's ten subscribers are the cross-node ones, on both publishes.
+    let cross = &report["cross_node"];
+    assert_eq!(cross["acks"], 20, "{report}");
+    assert!(positive(&cross["p50_ms"]), "{cross}");
+    assert!(
+        cross["p50_ms"].as_f64() <= cross["p99_ms"].as_f64(),
+        "{cross}"
+    );
+    for p in report["publishes"].as_array().unwrap() {
+        assert_eq!(p["acks"], 21, "{p}");
+        assert!(
+            p["recorded_ms"].is_number(),
+            "node 1 saw every ack recorded, wherever it arrived: {p}"
+        );
+    }
+    assert_eq!(
+        target_names(&report),
+        [
+            "all_connected",
+            "cross_node_ack_latency_p99",
+            "memory_per_subscriber"
+        ]
+    );
+    assert_eq!(report["failures"], serde_json::json!([]));
+    let scratch = cluster["scratch_database"].as_str().unwrap();
+    assert!(
+        !database_exists(&db, scratch),
+        "the scratch database {scratch} is dropped"
+    );
+}
+
+#[test]
+fn a_fanout_cluster_without_a_database_is_a_usage_error() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .env_remove("PHOENIX_DATABASE_URL")
+        .env("PHOENIX_HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .current_dir(home.path())
+        .stdin(Stdio::null())
+        .args(["bench", "fanout", "--nodes", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--database-url"), "{stderr}");
+}
+
+#[test]
 fn abuse_benchmark_runs_every_scenario_and_reports_what_the_servers_did() {
     let home = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)

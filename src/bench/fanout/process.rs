@@ -39,6 +39,18 @@ pub(in crate::bench) struct Distributor {
     stderr: Arc<Mutex<VecDeque<String>>>,
 }
 
+/// What the nodes of a distributor cluster share.
+pub(in crate::bench) struct NodeSettings<'a> {
+    /// The update log's PostgreSQL.
+    pub database_url: &'a str,
+    /// The doorbell's NATS (`None`: the nodes poll the log).
+    pub nats_url: Option<&'a str>,
+    /// The doorbell's subject prefix.
+    pub prefix: &'a str,
+    /// The orch-hash key file.
+    pub hash_key_file: &'a Path,
+}
+
 /// The line `serve --json` prints once it listens.
 #[derive(Deserialize)]
 struct Listening {
@@ -67,6 +79,31 @@ impl Distributor {
         .await
     }
 
+    /// Starts node `index` of a distributor cluster in `dir` (its own home): the update log in
+    /// PostgreSQL at `cluster.database_url`, the doorbell on NATS under `cluster.prefix` (if any), and
+    /// the hash key every node shares, so an orch hashes alike on each. The URLs go by
+    /// environment, not argv, so no password shows in the process list.
+    pub async fn start_node(
+        dir: &Path,
+        admin_token: &str,
+        cluster: &NodeSettings<'_>,
+    ) -> Result<Distributor, Error> {
+        let args: Vec<OsString> = ["distributor", "--bind", "127.0.0.1:0"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        let mut env = vec![
+            ("PHOENIX_ADMIN_TOKEN", admin_token.into()),
+            ("PHOENIX_DATABASE_URL", cluster.database_url.into()),
+            ("PHOENIX_NATS_PREFIX", cluster.prefix.into()),
+            ("PHOENIX_HASH_KEY_FILE", cluster.hash_key_file.into()),
+        ];
+        if let Some(url) = cluster.nats_url {
+            env.push(("PHOENIX_NATS_URL", url.into()));
+        }
+        Self::start_serve(dir, &args, &env, 1).await
+    }
+
     /// Starts `phoenix --json serve ARGS` the same way, with `env` added, and waits for its
     /// `listeners` listening lines; the first gives the URLs (`http_url` is the service URL
     /// when it has no other).
@@ -80,12 +117,16 @@ impl Distributor {
         let mut child = Command::new(&exe)
             .args(["--json", "serve"])
             .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("PHOENIX_CONFIG")
+            // The caller's stores are not the benchmark's: a run is on its scratch ones.
+            .env_remove("PHOENIX_DATABASE_URL")
+            .env_remove("PHOENIX_NATS_URL")
             .env("XDG_CONFIG_HOME", dir.join("config"))
             .env("PHOENIX_HOME", dir.join("home"))
             .env("PHOENIX_HASH_KEY_FILE", dir.join("orch_hash.key"))
             .env("PHOENIX_LOG", "warn")
+            // Last, so the caller's settings win over the defaults above.
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

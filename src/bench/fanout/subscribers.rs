@@ -43,6 +43,8 @@ pub(super) enum Event {
 pub(super) struct Ack {
     /// The update's seq.
     pub seq: u64,
+    /// Which node (index into the URLs of [`Fleet::launch`]) the subscriber is on.
+    pub node: usize,
     /// When the ack frame had been written.
     pub at: Instant,
 }
@@ -110,17 +112,21 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    /// Starts `count` subscribers against `url`, at most `parallelism` of them handshaking at
-    /// once so the listen backlog is never overrun. Subscriber `i` is orch `bench-orch-<i>`.
-    pub fn launch(url: &str, count: usize, parallelism: usize) -> Fleet {
-        let url: Arc<str> = Arc::from(url);
+    /// Starts `count` subscribers spread over `urls` (subscriber `i` on node `i % urls.len()`),
+    /// at most `parallelism` of them handshaking at once so the listen backlog is never
+    /// overrun. Subscriber `i` is orch `bench-orch-<i>`.
+    pub fn launch(urls: &[String], count: usize, parallelism: usize) -> Fleet {
+        assert!(!urls.is_empty(), "a fleet needs a node to connect to");
+        let urls: Vec<Arc<str>> = urls.iter().map(|u| Arc::from(u.as_str())).collect();
         let gate = Arc::new(Semaphore::new(parallelism.max(1)));
         let (tx, events) = mpsc::unbounded_channel();
         let acks = Arc::new(AckBoard::new());
         let mut tasks = JoinSet::new();
         for i in 0..count {
-            let (url, gate, tx, acks) = (url.clone(), gate.clone(), tx.clone(), acks.clone());
-            tasks.spawn(subscriber(url, i, gate, tx, acks));
+            let node = i % urls.len();
+            let (url, gate, tx, acks) =
+                (urls[node].clone(), gate.clone(), tx.clone(), acks.clone());
+            tasks.spawn(subscriber(url, i, node, gate, tx, acks));
         }
         Fleet {
             tasks,
@@ -143,6 +149,7 @@ pub(super) fn orch_id(index: usize) -> String {
 async fn subscriber(
     url: Arc<str>,
     index: usize,
+    node: usize,
     gate: Arc<Semaphore>,
     events: mpsc::UnboundedSender<Event>,
     acks: Arc<AckBoard>,
@@ -167,7 +174,7 @@ async fn subscriber(
         }
     };
     let _ = events.send(Event::Joined(Ok(())));
-    let why = ack_updates(&mut ws, &acks).await;
+    let why = ack_updates(&mut ws, node, &acks).await;
     let _ = events.send(Event::Lost(why));
 }
 
@@ -232,7 +239,7 @@ struct UpdateHead<'a> {
 }
 
 /// Acks every update `applied` until the connection ends; returns why it ended.
-async fn ack_updates(ws: &mut Socket, acks: &AckBoard) -> String {
+async fn ack_updates(ws: &mut Socket, node: usize, acks: &AckBoard) -> String {
     loop {
         let text = match ws.next().await {
             Some(Ok(Message::Text(text))) => text,
@@ -272,6 +279,7 @@ async fn ack_updates(ws: &mut Socket, acks: &AckBoard) -> String {
         }
         acks.post(Ack {
             seq: update.seq,
+            node,
             at: Instant::now(),
         });
     }

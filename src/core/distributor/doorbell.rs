@@ -27,6 +27,11 @@ impl Doorbell {
         })
     }
 
+    /// The subject it rings and listens on.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
     /// Tells the other nodes the log moved (to `seq`, for the curious). Best effort: a ring
     /// that cannot be sent is caught up by their poll.
     pub async fn ring(&self, seq: u64) {
