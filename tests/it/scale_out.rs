@@ -468,6 +468,57 @@ async fn with_nats_a_publish_on_one_distributor_is_pushed_by_the_other_at_once()
 }
 
 #[tokio::test]
+async fn while_nats_is_away_a_distributor_serves_replay_and_catches_up_when_it_returns() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let Some(nats) = crate::support::services::nats_url() else {
+        return;
+    };
+    let upstream = nats
+        .trim_start_matches("nats://")
+        .parse::<std::net::SocketAddr>()
+        .expect("PHOENIX_TEST_NATS_URL is nats://IP:PORT");
+    // B reaches NATS through a relay the test can cut; A directly.
+    let relay = Relay::start(upstream).await;
+    let relayed = format!("nats://127.0.0.1:{}", relay.port);
+    let prefix = format!("phx{}", crate::support::services::unique_suffix());
+    let home = tempfile::tempdir().unwrap();
+    // The log is polled once a minute, beyond the guard: only NATS can bring an update here.
+    let env = [
+        ("PHOENIX_FOLLOW_INTERVAL_MS", "60000"),
+        ("PHOENIX_NATS_PREFIX", prefix.as_str()),
+    ];
+    let direct = ["--nats-url", nats.as_str()];
+    let through_relay = ["--nats-url", relayed.as_str()];
+    let (_a, a) = serve_with(home.path(), "distributor", &db.url, &direct, &env).await;
+    let (_b, b) = serve_with(home.path(), "distributor", &db.url, &through_relay, &env).await;
+    let http = reqwest::Client::new();
+    let mut live = Subscriber::connect(&subscribe_url(&b), None, None).await;
+    live.hello("orch-live", "support/triage", 0, None).await;
+    publish_notice(&http, &a, "before").await;
+    assert_eq!(live.next_update().await["seq"], 1);
+
+    relay.outage();
+    // Committed on A while B cannot hear its ring.
+    publish_notice(&http, &a, "during").await;
+    // B still serves replay from the log to an agent that connects now, up to what it has
+    // followed of the log (the rest comes live, below).
+    let mut late = Subscriber::connect(&subscribe_url(&b), None, None).await;
+    late.hello("orch-late", "support/triage", 0, None).await;
+    assert_eq!(late.next_update().await["seq"], 1);
+
+    // NATS is back: B looks at the log as soon as it reconnects, so the update committed
+    // during the outage reaches its subscribers without waiting for a poll, once.
+    relay.restore();
+    assert_eq!(live.next_update().await["seq"], 2);
+    assert_eq!(late.next_update().await["seq"], 2);
+    publish_notice(&http, &a, "after").await;
+    assert_eq!(live.next_update().await["seq"], 3, "nothing twice");
+    assert_eq!(late.next_update().await["seq"], 3, "nothing twice");
+}
+
+#[tokio::test]
 async fn nats_without_a_shared_database_is_a_usage_error() {
     let home = tempfile::tempdir().unwrap();
     let out = phoenix_async(home.path())
