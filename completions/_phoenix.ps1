@@ -983,6 +983,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--conversations', '--conversations', [CompletionResultType]::ParameterName, 'Conversations in the corpus (2–5 messages each)')
             [CompletionResult]::new('--min-time', '--min-time', [CompletionResultType]::ParameterName, 'Keep redacting the corpus for at least this long to measure throughput')
             [CompletionResult]::new('--dump-corpus', '--dump-corpus', [CompletionResultType]::ParameterName, 'Also write the corpus with its labels as JSON lines to this file')
+            [CompletionResult]::new('--session-mb', '--session-mb', [CompletionResultType]::ParameterName, 'Also redact texts of these sizes (MB) in one session each, for throughput on long input (`--session-mb ''''` skips it)')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--examples', '--examples', [CompletionResultType]::ParameterName, 'Print examples of misses and false positives')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')

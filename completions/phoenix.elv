@@ -908,6 +908,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --conversations 'Conversations in the corpus (2–5 messages each)'
             cand --min-time 'Keep redacting the corpus for at least this long to measure throughput'
             cand --dump-corpus 'Also write the corpus with its labels as JSON lines to this file'
+            cand --session-mb 'Also redact texts of these sizes (MB) in one session each, for throughput on long input (`--session-mb ''''` skips it)'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --examples 'Print examples of misses and false positives'
             cand --json 'Print machine-readable JSON on stdout instead of tables'

@@ -30,6 +30,14 @@ pub struct PiiArgs {
     /// Print examples of misses and false positives
     #[arg(long)]
     pub examples: bool,
+    /// Also redact texts of these sizes (MB) in one session each, for throughput on long input (`--session-mb ''` skips it)
+    #[arg(
+        long,
+        value_name = "MB,...",
+        value_delimiter = ',',
+        default_value = "1,8,64"
+    )]
+    pub session_mb: Vec<String>,
 }
 
 /// Runs `phoenix bench pii`.
@@ -43,10 +51,24 @@ pub async fn run_pii(args: PiiArgs, ctx: &Context) -> anyhow::Result<()> {
              Run `cargo run --release -- bench pii`."
         );
     }
+    let mut session_mb = Vec::new();
+    for size in args.session_mb.iter().filter(|s| !s.trim().is_empty()) {
+        match size.trim().parse::<f64>() {
+            Ok(mb) if mb > 0.0 && mb.is_finite() => session_mb.push(mb),
+            _ => {
+                return Err(super::UsageError(format!(
+                    "--session-mb: {size:?} is not a size in MB (a positive number)"
+                ))
+                .into());
+            }
+        }
+    }
+    session_mb.sort_by(f64::total_cmp);
     let opts = EvalOptions {
         seed: args.seed,
         conversations: args.conversations,
         min_time: args.min_time,
+        session_mb,
     };
     if let Some(path) = &args.dump_corpus {
         let mut out = String::new();
@@ -58,7 +80,8 @@ pub async fn run_pii(args: PiiArgs, ctx: &Context) -> anyhow::Result<()> {
     }
     let report = tokio::task::spawn_blocking(move || eval::run(&opts))
         .await
-        .context("the evaluation thread failed")?;
+        .context("the evaluation thread failed")?
+        .context("writing the long sessions' texts to a scratch directory")?;
     ctx.printer()
         .result(&report, |r| print_report(r, args.examples))
 }
@@ -123,6 +146,25 @@ fn print_report(r: &EvalReport, examples: bool) {
         num((t.mean_mb_per_sec * 10.0).round() / 10.0),
         num((t.seconds * 100.0).round() / 100.0),
     );
+    for (i, s) in r.long_sessions.iter().enumerate() {
+        let last = i + 1 == r.long_sessions.len() && r.long_sessions.len() > 1;
+        let verdict = if last {
+            let (goal, pass) = target_cells(check(PiiTarget::LongSessionThroughput));
+            let (steady_goal, steady) = target_cells(check(PiiTarget::LongSessionSteadiness));
+            format!("; target {goal}: {pass}, and {steady_goal} of the shortest: {steady}")
+        } else {
+            String::new()
+        };
+        println!(
+            "one session over {} MB: {} MB/s ({} values learned, RSS {} MiB more){verdict}",
+            num(s.megabytes),
+            num((s.mb_per_sec * 10.0).round() / 10.0),
+            s.distinct_values,
+            s.rss_growth_kib.map_or("?".to_owned(), |k| num(
+                (k as f64 / 1024.0 * 10.0).round() / 10.0
+            )),
+        );
+    }
     let m = &r.machine;
     println!(
         "corpus: seed {}, {} conversations, {} messages; {} build, {} CPUs ({}/{}); \
@@ -159,7 +201,8 @@ fn target_cells(c: Option<&TargetCheck<PiiTarget>>) -> (String, String) {
             };
             let what = match c.target {
                 PiiTarget::OverallF2 | PiiTarget::PersonF2 => "F2",
-                PiiTarget::Throughput => "MB/s",
+                PiiTarget::Throughput | PiiTarget::LongSessionThroughput => "MB/s",
+                PiiTarget::LongSessionSteadiness => "ratio",
                 _ => "recall",
             };
             (

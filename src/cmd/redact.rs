@@ -81,6 +81,63 @@ struct RevealOutput<'a> {
     unknown: &'a [String],
 }
 
+/// `phoenix redact` of free text, as a stream: read piece by piece and redacted into a spool
+/// file, so time is linear in the input and memory bounded by the session's values. The
+/// spool is printed once the session's new pseudonyms are committed to the vault, so a
+/// pseudonym on stdout can always be revealed.
+fn redact_text(args: &Args, ctx: &Context) -> anyhow::Result<()> {
+    let input: Box<dyn std::io::BufRead> = if args.input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file =
+            std::fs::File::open(&args.input).with_context(|| format!("reading {}", args.input))?;
+        Box::new(std::io::BufReader::with_capacity(256 * 1024, file))
+    };
+    let (mut vault, _) = edge::open_vault(&ctx.settings, args.vault.clone(), true)?;
+    let session = args.session.clone().unwrap_or_else(new_session_id);
+    let mut spool = tempfile::tempfile().context("creating a spool file for the redacted text")?;
+    let mut report = Report::default();
+    vault
+        .with_session(&session, |redactor| {
+            let out = std::io::BufWriter::with_capacity(256 * 1024, &mut spool);
+            redactor.redact_stream(input, out, &mut report)
+        })
+        .context("redacting with the session's pseudonyms from the vault")?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => anyhow::Error::new(UsageError(format!(
+                "{}: the input is not UTF-8 text ({e}); nothing was printed",
+                if args.input == "-" {
+                    "standard input"
+                } else {
+                    args.input.as_str()
+                }
+            ))),
+            _ => anyhow::Error::new(e).context(format!("redacting {}", args.input)),
+        })?;
+    std::io::Seek::rewind(&mut spool).context("reading the spool file back")?;
+    if ctx.json {
+        let mut text = String::new();
+        spool
+            .read_to_string(&mut text)
+            .context("reading the spool file back")?;
+        ctx.printer().document(&RedactOutput {
+            session: &session,
+            format: args.format,
+            text: Some(&text),
+            messages: None,
+            replaced: &report.replaced,
+            total: report.total(),
+            pseudonyms: &report.pseudonyms,
+        })?;
+    } else {
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(&mut spool, &mut stdout).context("writing the redacted text")?;
+        std::io::Write::flush(&mut stdout).context("writing the redacted text")?;
+        eprintln!("{}", summary(&session, &report));
+    }
+    Ok(())
+}
+
 /// Runs `phoenix redact`.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if args.reveal && args.session.is_none() {
@@ -90,6 +147,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         )
         .into());
     }
+    if !args.reveal && args.format == Format::Text {
+        return redact_text(&args, ctx);
+    }
     let input = read_input(&args.input)?;
     let (mut vault, _) = edge::open_vault(&ctx.settings, args.vault.clone(), !args.reveal)?;
     if args.reveal {
@@ -98,66 +158,49 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         return print_reveal(&args, ctx, session, &input, &mappings);
     }
     let session = args.session.clone().unwrap_or_else(new_session_id);
-    let docs = match args.format {
-        Format::Text => None,
-        Format::Messages => Some(parse_documents(&input)?),
-    };
+    let docs = parse_documents(&input)?;
     // Pseudonyms are stored in the same transaction that hands them out, before anything is
     // printed: a pseudonym on stdout can always be revealed.
-    let (body, report) = vault
-        .with_session(&session, |redactor| match docs {
-            None => {
-                let (text, report) = redactor.redact(&input);
-                Ok((Body::Text(text), report))
-            }
-            Some(docs) => redact_documents(redactor, docs).map(|(d, r)| (Body::Json(d), r)),
-        })
+    let (docs, report) = vault
+        .with_session(&session, |redactor| redact_documents(redactor, docs))
         .context("redacting with the session's pseudonyms from the vault")??;
     if ctx.json {
-        let (text, messages) = body.parts();
         ctx.printer().document(&RedactOutput {
             session: &session,
             format: args.format,
-            text,
-            messages: messages.as_ref(),
+            text: None,
+            messages: Some(&docs.to_value()),
             replaced: &report.replaced,
             total: report.total(),
             pseudonyms: &report.pseudonyms,
         })?;
     } else {
-        body.print();
+        docs.print();
         eprintln!("{}", summary(&session, &report));
     }
     Ok(())
 }
 
-enum Body {
-    Text(String),
-    /// One document, or one per NDJSON line.
-    Json(Documents),
-}
-
+/// One document, or one per NDJSON line.
 enum Documents {
     One(Value),
     Lines(Vec<Value>),
 }
 
-impl Body {
-    fn parts(&self) -> (Option<&str>, Option<Value>) {
+impl Documents {
+    fn to_value(&self) -> Value {
         match self {
-            Body::Text(t) => (Some(t), None),
-            Body::Json(Documents::One(v)) => (None, Some(v.clone())),
-            Body::Json(Documents::Lines(vs)) => (None, Some(Value::Array(vs.clone()))),
+            Documents::One(v) => v.clone(),
+            Documents::Lines(vs) => Value::Array(vs.clone()),
         }
     }
 
     fn print(&self) {
         match self {
-            Body::Text(t) => print!("{t}"),
-            Body::Json(Documents::One(v)) => {
+            Documents::One(v) => {
                 println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
             }
-            Body::Json(Documents::Lines(vs)) => {
+            Documents::Lines(vs) => {
                 for v in vs {
                     println!("{v}");
                 }
@@ -260,11 +303,11 @@ fn print_reveal(
                     Documents::Lines(std::mem::take(vs))
                 }
             };
-            (None, Some(Body::Json(doc)))
+            (None, Some(doc))
         }
     };
     if ctx.json {
-        let messages = messages.as_ref().and_then(|b| b.parts().1);
+        let messages = messages.as_ref().map(Documents::to_value);
         ctx.printer().document(&RevealOutput {
             session,
             format: args.format,
@@ -276,7 +319,7 @@ fn print_reveal(
     } else {
         match (text, messages) {
             (Some(t), _) => print!("{t}"),
-            (None, Some(body)) => body.print(),
+            (None, Some(docs)) => docs.print(),
             (None, None) => {}
         }
         if !unknown.is_empty() {

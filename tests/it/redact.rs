@@ -85,6 +85,55 @@ fn redact_then_reveal_round_trips_through_the_vault() {
 }
 
 #[test]
+fn a_long_text_is_redacted_as_a_stream_with_one_sessions_pseudonyms_and_reveals_back() {
+    let home = tempfile::tempdir().unwrap();
+    // Several pieces of the stream (64 KiB each), the person named in the first only.
+    let mut input = String::from("Hi, I'm Dan Johnson; mail dan.johnson@globex.example.\n\n");
+    for i in 0..6000 {
+        input.push_str(&format!("line {i}: dan says the build {i} is green, ask Dan.\n"));
+    }
+    let file = home.path().join("day.log");
+    std::fs::write(&file, &input).unwrap();
+    let out = phoenix(home.path())
+        .args(["redact", "--session", "long"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let red = text(&out.stdout);
+    assert!(input.len() > 4 * 64 * 1024);
+    assert_eq!(red.lines().count(), input.lines().count());
+    assert!(red.starts_with("Hi, I'm USER_A; mail USER_A_EMAIL.\n"), "{}", &red[..80]);
+    assert!(
+        red.ends_with("line 5999: USER_A says the build 5999 is green, ask USER_A.\n"),
+        "the last piece still knows the first piece's person"
+    );
+    assert!(!red.to_lowercase().contains("dan"));
+    let back = run_with_stdin(
+        phoenix(home.path()).args(["redact", "--reveal", "--session", "long", "-"]),
+        &red,
+    );
+    assert!(back.status.success(), "{}", text(&back.stderr));
+    assert!(text(&back.stdout).starts_with("Hi, I'm Dan Johnson; mail dan.johnson@globex.example."));
+}
+
+#[test]
+fn input_that_is_not_utf8_is_refused_and_prints_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("binary.bin");
+    std::fs::write(&file, b"Dan Johnson\n\xff\xfe\x00garbage\n").unwrap();
+    let out = phoenix(home.path())
+        .args(["redact", "--session", "bin"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "nothing half-redacted is printed");
+    let err = text(&out.stderr);
+    assert!(err.contains("not UTF-8"), "{err}");
+}
+
+#[test]
 fn wrong_key_is_a_clear_failure_and_reveal_needs_a_session() {
     let home = tempfile::tempdir().unwrap();
     let key_a = "11".repeat(32);

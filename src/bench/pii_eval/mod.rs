@@ -11,6 +11,7 @@
 //! as precision, since a missed name leaks while an extra pseudonym only costs readability.
 
 pub mod corpus;
+pub mod long_session;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ pub struct EvalOptions {
     /// until it is reached).
     #[serde(serialize_with = "secs")]
     pub min_time: Duration,
+    /// Sizes of the long single-session runs, MB (none: not measured).
+    pub session_mb: Vec<f64>,
 }
 
 impl Default for EvalOptions {
@@ -40,6 +43,7 @@ impl Default for EvalOptions {
             seed: 2024,
             conversations: 3000,
             min_time: Duration::from_secs(2),
+            session_mb: vec![1.0, 8.0, 64.0],
         }
     }
 }
@@ -99,6 +103,10 @@ pub enum PiiTarget {
     SecretRecall,
     /// Redaction throughput on one core, MB/s.
     Throughput,
+    /// Throughput of one session over the longest text, MB/s.
+    LongSessionThroughput,
+    /// That throughput over the shortest session's: 1 when redaction is linear.
+    LongSessionSteadiness,
 }
 
 /// Everything one evaluation measured.
@@ -118,6 +126,8 @@ pub struct EvalReport {
     pub overall: Score,
     /// Single-threaded redaction throughput.
     pub throughput: Throughput,
+    /// One session over long texts, shortest first.
+    pub long_sessions: Vec<long_session::LongSession>,
     /// Targets, checked.
     pub targets: Vec<TargetCheck<PiiTarget>>,
     /// A few misses and false alarms per type, to see what fails.
@@ -152,8 +162,8 @@ pub struct Example {
     pub message: String,
 }
 
-/// Runs the evaluation.
-pub fn run(opts: &EvalOptions) -> EvalReport {
+/// Runs the evaluation; fails only if the long sessions' scratch files cannot be written.
+pub fn run(opts: &EvalOptions) -> std::io::Result<EvalReport> {
     let load_before = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next()?.parse().ok());
@@ -177,8 +187,10 @@ pub fn run(opts: &EvalOptions) -> EvalReport {
         .sum();
     let (by_type, overall, examples) = score(&corpus);
     let throughput = measure(&corpus, bytes, opts.min_time);
-    let targets = targets(&by_type, &overall, &throughput);
-    EvalReport {
+    let long_sessions = long_session::measure(opts.seed, &opts.session_mb)?;
+    let mut targets = targets(&by_type, &overall, &throughput);
+    targets.extend(long_session_targets(&long_sessions));
+    Ok(EvalReport {
         machine,
         options: opts.clone(),
         messages,
@@ -186,9 +198,35 @@ pub fn run(opts: &EvalOptions) -> EvalReport {
         by_type,
         overall,
         throughput,
+        long_sessions,
         targets,
         examples,
+    })
+}
+
+/// The long-session targets, when two sizes or more were measured: ≥ 10 MB/s on the
+/// longest, and within 20% of the shortest.
+fn long_session_targets(runs: &[long_session::LongSession]) -> Vec<TargetCheck<PiiTarget>> {
+    let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
+        return Vec::new();
+    };
+    if runs.len() < 2 {
+        return Vec::new();
     }
+    vec![
+        TargetCheck::new(
+            PiiTarget::LongSessionThroughput,
+            last.mb_per_sec,
+            Bound::AtLeast,
+            10.0,
+        ),
+        TargetCheck::new(
+            PiiTarget::LongSessionSteadiness,
+            last.mb_per_sec / first.mb_per_sec,
+            Bound::AtLeast,
+            0.8,
+        ),
+    ]
 }
 
 /// Predicted spans of every message, one redaction session per conversation.

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use memchr::memchr_iter;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -17,6 +16,7 @@ use super::names::{self, is_common_word, is_first_name, is_last_name};
 use super::normalize::scan_text;
 use super::{EntityType, Span, detect, resolve_with};
 
+mod stream;
 mod text;
 
 pub(super) use text::letters;
@@ -93,16 +93,53 @@ struct Person {
 }
 
 /// Known surface forms. A session usually knows a handful, and they change with every
-/// message that reveals a new one, so they are searched one by one (see `occurrences`);
-/// only a session that knows many builds an Aho-Corasick automaton.
+/// message that reveals a new one, so they are searched one by one (see `occurrences`).
+/// From [`AUTOMATON_FROM`] on they are found through an index instead: the text's tokens
+/// are walked once, and where a token is the first of some known form, the forms of the
+/// token counts that start with it are looked up whole. Adding a form is O(1), and a search
+/// costs the same whether a session knows fifty values or half a million; an automaton
+/// rebuilt as forms are learned made a long session quadratic.
 #[derive(Debug, Default)]
 struct KnownMatcher {
     /// ASCII-lower-cased forms matched ignoring ASCII case.
     folded: Forms,
     /// Names that are also common words ("Will", "May") and very short ones: as written.
     exact: Forms,
-    /// Both sets in one automaton (pattern ids: folded first), when they are large.
-    automaton: Option<(AhoCorasick, AhoCorasick)>,
+    /// First token of a folded form, lower-cased → bit `k - 1` set when a form of `k`
+    /// tokens starts with it.
+    folded_first: FastMap<Box<str>, u64>,
+    /// The same for exact forms, as written.
+    exact_first: FastMap<Box<str>, u64>,
+    /// Exact forms, as written.
+    exact_forms: FastMap<Box<str>, ()>,
+    /// Forms of more tokens than a mask holds, searched one by one: (folded, text).
+    long: Vec<(bool, Box<str>)>,
+}
+
+/// The tokens of `s`: runs of alphanumeric characters, and every other character that is not
+/// white space, as byte ranges.
+fn tokens(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut chars = s.char_indices().peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let (start, c) = chars.next()?;
+            if c.is_whitespace() {
+                continue;
+            }
+            if !c.is_alphanumeric() {
+                return Some((start, start + c.len_utf8()));
+            }
+            let mut end = start + c.len_utf8();
+            while let Some(&(i, c)) = chars.peek() {
+                if !c.is_alphanumeric() {
+                    break;
+                }
+                end = i + c.len_utf8();
+                chars.next();
+            }
+            return Some((start, end));
+        }
+    })
 }
 
 /// Byte strings kept end to end in one buffer: a form costs no allocation of its own.
@@ -117,12 +154,100 @@ impl KnownMatcher {
     /// and very short forms match as written, others in any ASCII case (the text searched
     /// is ASCII-lower-cased the same way).
     fn add(&mut self, surface: &str, lower: &str) {
-        if lower.chars().count() < 3 || is_common_word(lower) {
+        let exact = lower.chars().count() < 3 || is_common_word(lower);
+        if exact {
             self.exact.push(surface.as_bytes());
         } else {
             let at = self.folded.bytes.len();
             self.folded.push(surface.as_bytes());
             self.folded.bytes[at..].make_ascii_lowercase();
+        }
+        let mut toks = tokens(surface);
+        let Some((start, end)) = toks.next() else {
+            return;
+        };
+        let count = 1 + toks.count();
+        if count > u64::BITS as usize {
+            self.long.push((!exact, surface.into()));
+            return;
+        }
+        let bit = 1u64 << (count - 1);
+        let first = &surface[start..end];
+        if exact {
+            *self.exact_first.entry(first.into()).or_default() |= bit;
+            self.exact_forms.insert(surface.into(), ());
+        } else {
+            let mut buf = String::new();
+            *self
+                .folded_first
+                .entry(lower_into(&mut buf, first).into())
+                .or_default() |= bit;
+        }
+    }
+
+    /// Whether searches go through the token index rather than form by form.
+    fn indexed(&self) -> bool {
+        self.folded.len() + self.exact.len() >= AUTOMATON_FROM
+    }
+
+    /// Pushes to `hits` the ranges of `text` that may be known forms, through the index:
+    /// every folded candidate (the caller checks it against the known values) and the exact
+    /// forms found as written. `toks` and `lower` are scratch space.
+    fn index_hits(
+        &self,
+        text: &str,
+        toks: &mut Vec<(usize, usize)>,
+        lower: &mut String,
+        hits: &mut Vec<(usize, usize)>,
+    ) {
+        toks.clear();
+        toks.extend(tokens(text));
+        // An ASCII token lower-cased is its place in the text lower-cased once: no copy a token.
+        let ascii = text.is_ascii();
+        if ascii {
+            lower.clear();
+            lower.push_str(text);
+            lower.make_ascii_lowercase();
+        }
+        let mut token_lower = String::new();
+        for (i, &(start, end)) in toks.iter().enumerate() {
+            let first = &text[start..end];
+            let first_lower = if ascii {
+                &lower[start..end]
+            } else {
+                lower_into(&mut token_lower, first)
+            };
+            let folded = self.folded_first.get(first_lower).copied().unwrap_or(0);
+            let exact = self.exact_first.get(first).copied().unwrap_or(0);
+            let mut counts = folded | exact;
+            while counts != 0 {
+                let k = counts.trailing_zeros() as usize + 1;
+                counts &= counts - 1;
+                let Some(&(_, last_end)) = toks.get(i + k - 1) else {
+                    break;
+                };
+                let bit = 1u64 << (k - 1);
+                let candidate = &text[start..last_end];
+                if folded & bit != 0
+                    || (exact & bit != 0 && self.exact_forms.contains_key(candidate))
+                {
+                    hits.push((start, last_end));
+                }
+            }
+        }
+        for (folded, form) in &self.long {
+            let found: Vec<(usize, usize)> = if *folded {
+                let haystack = text.to_ascii_lowercase();
+                let needle = form.to_ascii_lowercase();
+                occurrences(haystack.as_bytes(), needle.as_bytes())
+                    .map(|i| (i, i + needle.len()))
+                    .collect()
+            } else {
+                occurrences(text.as_bytes(), form.as_bytes())
+                    .map(|i| (i, i + form.len()))
+                    .collect()
+            };
+            hits.extend(found);
         }
     }
 }
@@ -143,8 +268,13 @@ impl Forms {
 
     /// The forms from the `from`th on.
     fn iter_from(&self, from: usize) -> impl Iterator<Item = &[u8]> {
+        self.iter_range(from..self.ends.len())
+    }
+
+    /// The forms in `range`.
+    fn iter_range(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> {
         let start = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] };
-        (from..self.ends.len()).map(move |i| &self.bytes[start(i)..self.ends[i]])
+        range.map(move |i| &self.bytes[start(i)..self.ends[i]])
     }
 }
 
@@ -153,7 +283,7 @@ impl Forms {
 const SCRATCH: usize = 64;
 const SESSION_VALUES: usize = 16;
 
-/// Above this many known forms, one automaton beats one search per form.
+/// From this many known forms, the token index beats one search per form.
 const AUTOMATON_FROM: usize = 48;
 
 /// Maps looked up for every span and known form found; keys are this session's own values,
@@ -165,6 +295,10 @@ type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 #[derive(Debug, Default)]
 pub struct Redactor {
     persons: Vec<Person>,
+    /// Name word → the persons whose words include it (some may have it no longer: checked).
+    person_words: FastMap<Box<str>, Vec<usize>>,
+    /// Pseudonym → its person.
+    person_at: FastMap<Pseudonym, usize>,
     /// Lower-cased surface form → pseudonym and type.
     known: FastMap<Box<str>, (EntityType, Pseudonym)>,
     /// (type, normalised value) → pseudonym: `+1 415 555 0132` and `(415) 555-0132` are one.
@@ -188,6 +322,8 @@ pub struct Redactor {
     folded_text: String,
     /// Scratch space for the places known forms occur.
     hits: Vec<(usize, usize)>,
+    /// Scratch space for a text's tokens.
+    toks: Vec<(usize, usize)>,
     /// Scratch space for a new pseudonym, before it is shared.
     pseudonym_buf: String,
 }
@@ -213,7 +349,7 @@ impl Redactor {
                 EntityType::Person => {
                     let words = name_words(&m.value);
                     r.remember_name_words(&words, &pseudonym);
-                    r.persons.push(Person {
+                    r.add_person(Person {
                         pseudonym: pseudonym.clone(),
                         words,
                         emails: 0,
@@ -225,7 +361,8 @@ impl Redactor {
                         .split("_EMAIL")
                         .next()
                         .filter(|_| m.pseudonym.contains("_EMAIL"))
-                        && let Some(p) = r.persons.iter_mut().find(|p| &*p.pseudonym == owner)
+                        && let Some(&i) = r.person_at.get(owner)
+                        && let Some(p) = r.persons.get_mut(i)
                     {
                         p.emails += 1;
                     }
@@ -309,13 +446,14 @@ impl Redactor {
             // The forms known before this text were searched by `spans`; what they found
             // (before overlaps were resolved) is in `known_hits`. One search of the new forms
             // and those hits give what searching every form again would.
-            self.update_matcher();
             let mut hits = std::mem::take(&mut self.known_hits);
-            if self.matcher.automaton.is_some() {
+            if self.matcher.indexed() {
+                // Through the index, one search of every form costs what one of the new
+                // forms would.
                 hits.clear();
-                self.known_spans(text, (0, 0), &mut hits);
+                self.known_spans(text, None, &mut hits);
             } else {
-                self.known_spans(text, (folded_from, exact_from), &mut hits);
+                self.known_spans(text, Some((folded_from, exact_from)), &mut hits);
             }
             // Mostly the new forms are found only where they were learned.
             resolved = resolve_with(&mut spans, &hits);
@@ -354,11 +492,9 @@ impl Redactor {
         let mut found = detect(text);
         self.known_hits.clear();
         if !self.known.is_empty() {
-            if self.dirty {
-                self.update_matcher();
-            }
+            self.dirty = false;
             let mut hits = std::mem::take(&mut self.known_hits);
-            self.known_spans(text, (0, 0), &mut hits);
+            self.known_spans(text, None, &mut hits);
             resolve_with(&mut found, &hits);
             self.known_hits = hits;
         }
@@ -366,31 +502,35 @@ impl Redactor {
         found
     }
 
-    /// Adds to `found` the places where known forms occur as whole words, searching the
-    /// folded and exact forms from the given indexes on (all of them with the automaton).
-    fn known_spans(&mut self, text: &str, from: (usize, usize), found: &mut Vec<Span>) {
+    /// Adds to `found` the places where known forms occur as whole words: every form
+    /// (`None`), or only the folded and exact forms from the given indexes on (forms learned
+    /// from the text being redacted, while the session knows few).
+    fn known_spans(&mut self, text: &str, from: Option<(usize, usize)>, found: &mut Vec<Span>) {
         let mut hits = std::mem::take(&mut self.hits);
         hits.clear();
-        match &self.matcher.automaton {
-            Some((folded, exact)) => {
-                hits.extend(folded.find_iter(text).map(|m| (m.start(), m.end())));
-                hits.extend(exact.find_iter(text).map(|m| (m.start(), m.end())));
+        let from = match from {
+            Some(from) => from,
+            None if self.matcher.indexed() => {
+                let mut toks = std::mem::take(&mut self.toks);
+                self.matcher
+                    .index_hits(text, &mut toks, &mut self.lower, &mut hits);
+                self.toks = toks;
+                (self.matcher.folded.len(), self.matcher.exact.len())
             }
-            None => {
-                if self.matcher.folded.len() > from.0 {
-                    // ASCII lower-casing keeps byte offsets.
-                    let lower = &mut self.folded_text;
-                    lower.clear();
-                    lower.push_str(text);
-                    lower.make_ascii_lowercase();
-                    for f in self.matcher.folded.iter_from(from.0) {
-                        hits.extend(occurrences(lower.as_bytes(), f).map(|i| (i, i + f.len())));
-                    }
-                }
-                for f in self.matcher.exact.iter_from(from.1) {
-                    hits.extend(occurrences(text.as_bytes(), f).map(|i| (i, i + f.len())));
-                }
+            None => (0, 0),
+        };
+        if self.matcher.folded.len() > from.0 {
+            // ASCII lower-casing keeps byte offsets.
+            let lower = &mut self.folded_text;
+            lower.clear();
+            lower.push_str(text);
+            lower.make_ascii_lowercase();
+            for f in self.matcher.folded.iter_from(from.0) {
+                hits.extend(occurrences(lower.as_bytes(), f).map(|i| (i, i + f.len())));
             }
+        }
+        for f in self.matcher.exact.iter_from(from.1) {
+            hits.extend(occurrences(text.as_bytes(), f).map(|i| (i, i + f.len())));
         }
         for &(start, end) in &hits {
             let s = &text[start..end];
@@ -412,22 +552,6 @@ impl Redactor {
             }
         }
         self.hits = hits;
-    }
-
-    /// Builds the automaton for the forms known now, if there are many.
-    fn update_matcher(&mut self) {
-        let m = &mut self.matcher;
-        m.automaton = (m.folded.len() + m.exact.len() >= AUTOMATON_FROM).then(|| {
-            let build = |forms: &Forms, fold: bool| {
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(fold)
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(forms.iter_from(0))
-                    .expect("literal patterns always build")
-            };
-            (build(&m.folded, true), build(&m.exact, false))
-        });
-        self.dirty = false;
     }
 
     /// Records that `surface` stands for `pseudonym` from now on.
@@ -559,15 +683,16 @@ impl Redactor {
         if words.is_empty() {
             return self.next_pseudonym(EntityType::Person);
         }
+        // Anyone the same has a word of this name, so only those are compared.
         let found = self
-            .persons
-            .iter()
-            .position(|p| same_person(&p.words, &words));
+            .person_candidates(&words)
+            .find(|&i| same_person(&self.persons[i].words, &words));
         match found {
             Some(i) => {
                 let p = self.persons[i].pseudonym.clone();
                 if words.len() > self.persons[i].words.len() {
                     self.persons[i].words = words.clone();
+                    self.index_person_words(i);
                     self.set_canonical(&p, EntityType::Person, surface);
                 }
                 self.remember_name_words(&words, &p);
@@ -581,12 +706,43 @@ impl Redactor {
         let p = self.next_pseudonym(EntityType::Person);
         self.set_canonical(&p, EntityType::Person, canonical);
         self.remember_name_words(&words, &p);
-        self.persons.push(Person {
+        self.add_person(Person {
             pseudonym: p.clone(),
             words,
             emails: 0,
         });
         p
+    }
+
+    fn add_person(&mut self, person: Person) {
+        let i = self.persons.len();
+        self.person_at.insert(person.pseudonym.clone(), i);
+        self.persons.push(person);
+        self.index_person_words(i);
+    }
+
+    /// Lists person `i` under each of its words.
+    fn index_person_words(&mut self, i: usize) {
+        for w in &self.persons[i].words {
+            let list = self.person_words.entry(w.as_str().into()).or_default();
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+    }
+
+    /// The persons that have one of `words`, first made first (the order a scan of every
+    /// person would find them in).
+    fn person_candidates(&self, words: &[String]) -> impl Iterator<Item = usize> {
+        let mut candidates: Vec<usize> = words
+            .iter()
+            .filter_map(|w| self.person_words.get(w.as_str()))
+            .flatten()
+            .copied()
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates.into_iter()
     }
 
     /// "Dan Johnson" makes "Dan" and "Johnson" known too.
@@ -612,7 +768,8 @@ impl Redactor {
         let plain = scan_text(surface);
         let local = plain.split('@').next().unwrap_or("");
         let parts = names::name_parts_of_local(local);
-        let owner = self.persons.iter().position(|p| {
+        let owner = self.person_candidates(&parts).find(|&i| {
+            let p = &self.persons[i];
             !parts.is_empty()
                 && (parts.iter().all(|w| p.words.contains(w))
                     && (parts.len() >= 2 || parts[0].len() >= 3))

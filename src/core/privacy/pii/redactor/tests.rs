@@ -104,3 +104,63 @@ fn redacting_twice_changes_nothing() {
     assert_eq!(once, twice);
     assert_eq!(report.total(), 0);
 }
+
+/// A session that has learned many values finds them through the token index as the
+/// form-by-form search does for a few: in any case for names, as written for names that are
+/// common words, and whole words only.
+#[test]
+fn a_session_of_many_values_finds_them_all_through_the_index() {
+    let mut r = Redactor::new();
+    r.redact("Hi, I'm Dan Johnson, and Will Bauer is here too.");
+    let first = ["Maria", "Sarah", "Hiroshi", "Olga", "Pedro", "Amara"];
+    let last = [
+        "Khan",
+        "Miller",
+        "Garcia",
+        "Novak",
+        "Okafor",
+        "Lindqvist",
+        "Rossi",
+    ];
+    let mut n = 0;
+    'outer: for f in first {
+        for l in last {
+            r.redact(&format!(
+                "Please call {f} {l} at {f}.{l}{n}@example.com tomorrow."
+            ));
+            n += 1;
+            if n == 40 {
+                break 'outer;
+            }
+        }
+    }
+    assert!(r.matcher.indexed(), "{} forms", r.matcher.folded.len());
+    let (text, _) = r.redact("so DAN JOHNSON and dan johnson, not Danjohnson; will Will come?");
+    assert_eq!(
+        text, "so USER_A and USER_A, not Danjohnson; will USER_B come?",
+        "a name in any case, a name that is a word only as written, whole words only"
+    );
+    // A form learned in a text is found again later in that same text.
+    let (text, _) = r.redact("Please call Amara Rossi now; amara rossi knows.");
+    assert!(!text.to_lowercase().contains("rossi"), "{text}");
+}
+
+/// Thousands of values in one session: the first is still found, and a long text with
+/// thousands of spans is resolved as its pieces are.
+#[test]
+fn a_long_session_keeps_finding_its_first_values() {
+    let mut r = Redactor::new();
+    r.redact("Hi, I'm Maria Garcia, write to maria.garcia@example.org.");
+    let mut long = String::new();
+    for i in 0..3000 {
+        long.push_str(&format!(
+            "ticket {i}: mail user{i}@example.net or call 415 555 {:04}\n",
+            i
+        ));
+    }
+    let (out, report) = r.redact(&long);
+    assert_eq!(report.replaced[&EntityType::Email], 3000);
+    assert!(!out.contains("@example.net"));
+    let (text, _) = r.redact("maria and Garcia wrote from maria.garcia@example.org");
+    assert_eq!(text, "USER_A and USER_A wrote from USER_A_EMAIL");
+}
