@@ -90,7 +90,9 @@ fn a_long_text_is_redacted_as_a_stream_with_one_sessions_pseudonyms_and_reveals_
     // Several pieces of the stream (64 KiB each), the person named in the first only.
     let mut input = String::from("Hi, I'm Dan Johnson; mail dan.johnson@globex.example.\n\n");
     for i in 0..6000 {
-        input.push_str(&format!("line {i}: dan says the build {i} is green, ask Dan.\n"));
+        input.push_str(&format!(
+            "line {i}: dan says the build {i} is green, ask Dan.\n"
+        ));
     }
     let file = home.path().join("day.log");
     std::fs::write(&file, &input).unwrap();
@@ -103,7 +105,11 @@ fn a_long_text_is_redacted_as_a_stream_with_one_sessions_pseudonyms_and_reveals_
     let red = text(&out.stdout);
     assert!(input.len() > 4 * 64 * 1024);
     assert_eq!(red.lines().count(), input.lines().count());
-    assert!(red.starts_with("Hi, I'm USER_A; mail USER_A_EMAIL.\n"), "{}", &red[..80]);
+    assert!(
+        red.starts_with("Hi, I'm USER_A; mail USER_A_EMAIL.\n"),
+        "{}",
+        &red[..80]
+    );
     assert!(
         red.ends_with("line 5999: USER_A says the build 5999 is green, ask USER_A.\n"),
         "the last piece still knows the first piece's person"
@@ -114,7 +120,9 @@ fn a_long_text_is_redacted_as_a_stream_with_one_sessions_pseudonyms_and_reveals_
         &red,
     );
     assert!(back.status.success(), "{}", text(&back.stderr));
-    assert!(text(&back.stdout).starts_with("Hi, I'm Dan Johnson; mail dan.johnson@globex.example."));
+    assert!(
+        text(&back.stdout).starts_with("Hi, I'm Dan Johnson; mail dan.johnson@globex.example.")
+    );
 }
 
 #[test]
