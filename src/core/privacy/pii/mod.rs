@@ -165,15 +165,18 @@ pub fn contains_pii(text: &str) -> Vec<EntityType> {
     kinds
 }
 
+/// The order `resolve` considers candidates in: higher priority, then longer, then earlier.
+fn resolve_order(a: &Span, b: &Span) -> std::cmp::Ordering {
+    b.entity
+        .priority()
+        .cmp(&a.entity.priority())
+        .then((b.end - b.start).cmp(&(a.end - a.start)))
+        .then(a.start.cmp(&b.start))
+}
+
 /// Keeps the best of overlapping candidates: higher priority, then longer, then earlier.
 fn resolve(mut candidates: Vec<Span>) -> Vec<Span> {
-    candidates.sort_by(|a, b| {
-        b.entity
-            .priority()
-            .cmp(&a.entity.priority())
-            .then((b.end - b.start).cmp(&(a.end - a.start)))
-            .then(a.start.cmp(&b.start))
-    });
+    candidates.sort_by(resolve_order);
     // Kept spans never overlap, so a candidate overlaps one of them exactly when it overlaps
     // the kept span that starts last before the candidate ends: one binary search, not a
     // scan. A message has a handful of spans, so a sorted vector beats a tree; a long text
@@ -285,13 +288,7 @@ mod tests {
                 .collect();
             // The vector path, one slice at a time, is the reference.
             let mut sorted = candidates.clone();
-            sorted.sort_by(|a, b| {
-                b.entity
-                    .priority()
-                    .cmp(&a.entity.priority())
-                    .then((b.end - b.start).cmp(&(a.end - a.start)))
-                    .then(a.start.cmp(&b.start))
-            });
+            sorted.sort_by(resolve_order);
             let mut reference: Vec<Span> = Vec::new();
             for c in sorted {
                 let at = reference.partition_point(|k| k.start < c.end);
