@@ -45,6 +45,22 @@ pub fn is_last_name(lower: &str) -> bool {
     lexicon(lower) & LAST != 0
 }
 
+/// The English word list: see the head of `english_words.txt`.
+static ENGLISH_WORDS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        include_str!("english_words.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect()
+    });
+
+/// Whether `lower` is an English dictionary word (some 64,000, lower-case entries of SCOWL's
+/// size-50 list): a larger and looser set than [`is_common_word`], for deciding whether a
+/// learned name word is also an everyday word.
+pub fn is_dictionary_word(lower: &str) -> bool {
+    ENGLISH_WORDS.contains(lower)
+}
+
 /// Whether `lower` is a common English word (so a capital letter alone does not make a name).
 pub fn is_common_word(lower: &str) -> bool {
     lexicon(lower) & COMMON != 0

@@ -16,7 +16,7 @@ use super::{EntityType, Span};
 mod lexicon;
 
 use lexicon::*;
-pub use lexicon::{is_common_word, is_first_name, is_last_name};
+pub use lexicon::{is_common_word, is_dictionary_word, is_first_name, is_last_name};
 
 /// Longer than any word `cue_before`, `person_at` and `orgs` compare a word with.
 const CUE_WORD_MAX: usize = 16;

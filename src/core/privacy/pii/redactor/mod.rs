@@ -150,11 +150,11 @@ struct Forms {
 }
 
 impl KnownMatcher {
-    /// Adds a form, `lower` being `surface` lower-cased: names that are also common words
-    /// and very short forms match as written, others in any ASCII case (the text searched
-    /// is ASCII-lower-cased the same way).
-    fn add(&mut self, surface: &str, lower: &str) {
-        let exact = lower.chars().count() < 3 || is_common_word(lower);
+    /// Adds a form, `lower` being `surface` lower-cased: names that are also common words,
+    /// very short forms and those said `as_written` match as written, others in any ASCII
+    /// case (the text searched is ASCII-lower-cased the same way).
+    fn add(&mut self, surface: &str, lower: &str, as_written: bool) {
+        let exact = as_written || lower.chars().count() < 3 || is_common_word(lower);
         if exact {
             self.exact.push(surface.as_bytes());
         } else {
@@ -556,25 +556,37 @@ impl Redactor {
 
     /// Records that `surface` stands for `pseudonym` from now on.
     fn remember(&mut self, surface: &str, entity: EntityType, pseudonym: &Pseudonym) {
+        self.remember_matching(surface, entity, pseudonym, false);
+    }
+
+    /// `remember`; `as_written` makes later occurrences match only in the same case.
+    fn remember_matching(
+        &mut self,
+        surface: &str,
+        entity: EntityType,
+        pseudonym: &Pseudonym,
+        as_written: bool,
+    ) {
         let mut lower = std::mem::take(&mut self.remember_buf);
         lower_into(&mut lower, surface);
-        self.remember_lower(surface, &lower, entity, pseudonym);
+        self.remember_lower(surface, &lower, entity, pseudonym, as_written);
         self.remember_buf = lower;
     }
 
-    /// `remember`, given `surface` lower-cased.
+    /// `remember_matching`, given `surface` lower-cased.
     fn remember_lower(
         &mut self,
         surface: &str,
         lower: &str,
         entity: EntityType,
         pseudonym: &Pseudonym,
+        as_written: bool,
     ) {
         if lower.trim().chars().nth(1).is_none() || self.known.contains_key(lower) {
             return;
         }
         reserve(&mut self.known).insert(lower.into(), (entity, pseudonym.clone()));
-        self.matcher.add(surface, lower);
+        self.matcher.add(surface, lower, as_written);
         self.dirty = true;
     }
 
@@ -596,7 +608,7 @@ impl Redactor {
                 canonical: false,
             });
         }
-        self.remember_lower(surface, lower, entity, pseudonym);
+        self.remember_lower(surface, lower, entity, pseudonym, false);
     }
 
     fn pseudonym_for(&mut self, entity: EntityType, surface: &str) -> Pseudonym {
@@ -753,7 +765,12 @@ impl Redactor {
         for w in words {
             if w.chars().nth(2).is_some() {
                 let shown = title_case(w);
-                self.remember(&shown, EntityType::Person, pseudonym);
+                // A word of a name that is an everyday word and no known given or family name
+                // ("Port" of "Sarah Port") stands for the person only capitalised: in lower
+                // case it is the word ("port 8080").
+                let as_written =
+                    names::is_dictionary_word(w) && !(is_first_name(w) || is_last_name(w));
+                self.remember_matching(&shown, EntityType::Person, pseudonym, as_written);
             }
         }
     }

@@ -164,3 +164,21 @@ fn a_long_session_keeps_finding_its_first_values() {
     let (text, _) = r.redact("maria and Garcia wrote from maria.garcia@example.org");
     assert_eq!(text, "USER_A and USER_A wrote from USER_A_EMAIL");
 }
+
+/// The example: once "Sarah Port" is known, "port 8080" is still a port; names that
+/// are no everyday words, and known given and family names, still match in any case.
+#[test]
+fn a_name_word_that_is_an_everyday_word_is_replaced_only_where_written_as_a_name() {
+    let mut r = Redactor::new();
+    let (a, _) = r.redact("Please call Sarah Port tomorrow.");
+    assert_eq!(a, "Please call USER_A tomorrow.");
+    let (b, _) = r.redact("Kubernetes and port 8080 are fine; ask sarah about Port.");
+    assert_eq!(
+        b,
+        "Kubernetes and port 8080 are fine; ask USER_A about USER_A."
+    );
+    let (c, _) = r.redact("Hi, I'm Dan Johnson.");
+    assert_eq!(c, "Hi, I'm USER_B.");
+    let (d, _) = r.redact("ask johnson, or dan");
+    assert_eq!(d, "ask USER_B, or USER_B");
+}
