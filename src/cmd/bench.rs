@@ -112,12 +112,7 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
         database_url: args.database_url.clone(),
     };
     warn_if_unoptimised("ingest");
-    let show_progress = ctx.stderr_tty;
-    let progress = |step: &str| {
-        if show_progress {
-            eprintln!("bench: {step}");
-        }
-    };
+    let progress = progress(ctx);
     if let Some(nats_url) = &args.nats_url {
         return cluster_ingest(&opts, nats_url, ctx, &progress).await;
     }
@@ -125,20 +120,14 @@ async fn ingest(args: IngestArgs, ctx: &Context) -> anyhow::Result<()> {
         Err(bench::Error::Options(problem)) => return Err(UsageError(problem).into()),
         other => other.context("running the ingest benchmark")?,
     };
-    warn_if_busy(report.machine.load_before);
-    if ctx.json {
-        ctx.printer().document(&report)?;
-    } else {
-        print_report(&report);
-    }
-    if !report.failures.is_empty() {
-        // Figures from a run whose requests failed are not figures: make the run fail.
-        anyhow::bail!(
-            "the benchmark saw failed requests, so its figures cannot be trusted:\n  {}",
-            report.failures.join("\n  ")
-        );
-    }
-    Ok(())
+    finish(
+        ctx,
+        &report,
+        report.machine.load_before,
+        print_report,
+        &report.failures,
+        "failed requests",
+    )
 }
 
 async fn cluster_ingest(
@@ -151,16 +140,47 @@ async fn cluster_ingest(
         Err(bench::Error::Options(problem)) => return Err(UsageError(problem).into()),
         other => other.context("running the cluster ingest benchmark")?,
     };
-    warn_if_busy(report.machine.load_before);
-    if ctx.json {
-        ctx.printer().document(&report)?;
-    } else {
-        print_cluster(&report);
+    finish(
+        ctx,
+        &report,
+        report.machine.load_before,
+        print_cluster,
+        &report.failures,
+        "failed requests or drains",
+    )
+}
+
+/// The benchmark's steps, told on stderr when it is a terminal.
+pub(super) fn progress(ctx: &Context) -> impl Fn(&str) + Sync + use<> {
+    let show = ctx.stderr_tty;
+    move |step: &str| {
+        if show {
+            eprintln!("bench: {step}");
+        }
     }
-    if !report.failures.is_empty() {
+}
+
+/// Prints a benchmark's report (JSON, or the table `print` makes) after warning if the
+/// machine was busy, and fails the run when it saw `failures`: figures from a run whose own
+/// requests failed are not figures. `saw` says what failed, for the message.
+pub(super) fn finish<R: serde::Serialize>(
+    ctx: &Context,
+    report: &R,
+    load_before: Option<f64>,
+    print: impl FnOnce(&R),
+    failures: &[String],
+    saw: &str,
+) -> anyhow::Result<()> {
+    warn_if_busy(load_before);
+    if ctx.json {
+        ctx.printer().document(report)?;
+    } else {
+        print(report);
+    }
+    if !failures.is_empty() {
         anyhow::bail!(
-            "the benchmark saw failed requests or drains, so its figures cannot be trusted:\n  {}",
-            report.failures.join("\n  ")
+            "the benchmark saw {saw}, so its figures cannot be trusted:\n  {}",
+            failures.join("\n  ")
         );
     }
     Ok(())
@@ -305,30 +325,19 @@ async fn fanout(args: FanoutArgs, ctx: &Context) -> anyhow::Result<()> {
         nats_url: args.nats_url,
     };
     warn_if_unoptimised("fanout");
-    let show_progress = ctx.stderr_tty;
-    let progress = |step: &str| {
-        if show_progress {
-            eprintln!("bench: {step}");
-        }
-    };
+    let progress = progress(ctx);
     let report = match fanout::run(&opts, &progress).await {
         Err(fanout::Error::Options(problem)) => return Err(UsageError(problem).into()),
         other => other.context("running the fan-out benchmark")?,
     };
-    warn_if_busy(report.machine.load_before);
-    if ctx.json {
-        ctx.printer().document(&report)?;
-    } else {
-        print_fanout(&report);
-    }
-    if !report.failures.is_empty() {
-        anyhow::bail!(
-            "the benchmark saw lost connections or missing acks, so its figures cannot be \
-             trusted:\n  {}",
-            report.failures.join("\n  ")
-        );
-    }
-    Ok(())
+    finish(
+        ctx,
+        &report,
+        report.machine.load_before,
+        print_fanout,
+        &report.failures,
+        "lost connections or missing acks",
+    )
 }
 
 fn print_fanout(r: &FanoutReport) {

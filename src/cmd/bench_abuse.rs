@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use super::{Context, UsageError};
 use crate::bench::TargetCheck;
 use crate::bench::abuse::{self, AbuseOptions, AbuseReport, AbuseTarget, Scenario};
-use crate::output::{self, goal, num, warn_if_busy, warn_if_unoptimised};
+use crate::output::{self, goal, num, warn_if_unoptimised};
 
 /// A scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,12 +78,7 @@ pub async fn run_abuse(args: AbuseArgs, ctx: &Context) -> anyhow::Result<()> {
         bomb_decoded_mib: args.bomb_decoded_mib,
     };
     warn_if_unoptimised("abuse");
-    let show_progress = ctx.stderr_tty;
-    let progress = |step: &str| {
-        if show_progress {
-            eprintln!("bench: {step}");
-        }
-    };
+    let progress = super::bench::progress(ctx);
     let report = match abuse::run(&opts, &progress).await {
         Err(abuse::Error::Options(problem)) => return Err(UsageError(problem).into()),
         Err(abuse::Error::Server(e @ crate::bench::fanout::Error::FileLimit { .. })) => {
@@ -91,19 +86,14 @@ pub async fn run_abuse(args: AbuseArgs, ctx: &Context) -> anyhow::Result<()> {
         }
         other => other.context("running the abuse benchmark")?,
     };
-    warn_if_busy(report.machine.load_before);
-    if ctx.json {
-        ctx.printer().document(&report)?;
-    } else {
-        print_abuse(&report);
-    }
-    if !report.failures.is_empty() {
-        anyhow::bail!(
-            "the benchmark's own clients failed, so its figures cannot be trusted:\n  {}",
-            report.failures.join("\n  ")
-        );
-    }
-    Ok(())
+    super::bench::finish(
+        ctx,
+        &report,
+        report.machine.load_before,
+        print_abuse,
+        &report.failures,
+        "its own clients fail",
+    )
 }
 
 fn print_abuse(r: &AbuseReport) {

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 
 use super::{Context, UsageError};
 use crate::bench::query::{self, QueryOptions, QueryReport};
-use crate::output::{self, goal, num, warn_if_busy, warn_if_unoptimised};
+use crate::output::{self, goal, num, warn_if_unoptimised};
 
 /// Options of `phoenix bench query`.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,32 +37,22 @@ pub async fn run_query(args: QueryArgs, ctx: &Context) -> anyhow::Result<()> {
         keep: args.keep,
     };
     warn_if_unoptimised("query");
-    let show_progress = ctx.stderr_tty;
-    let progress = |step: &str| {
-        if show_progress {
-            eprintln!("bench: {step}");
-        }
-    };
+    let progress = super::bench::progress(ctx);
     let report = match query::run(&opts, &progress).await {
         Err(crate::bench::Error::Options(problem)) => return Err(UsageError(problem).into()),
         other => other.context("running the query benchmark")?,
     };
-    warn_if_busy(report.machine.load_before);
     if let Some(kept) = &report.kept {
         eprintln!("bench: the filled store was kept at {kept}");
     }
-    if ctx.json {
-        ctx.printer().document(&report)?;
-    } else {
-        print_report(&report);
-    }
-    if !report.failures.is_empty() {
-        anyhow::bail!(
-            "the benchmark saw failed or empty queries, so its figures cannot be trusted:\n  {}",
-            report.failures.join("\n  ")
-        );
-    }
-    Ok(())
+    super::bench::finish(
+        ctx,
+        &report,
+        report.machine.load_before,
+        print_report,
+        &report.failures,
+        "failed or empty queries",
+    )
 }
 
 fn print_report(r: &QueryReport) {
