@@ -15,6 +15,7 @@ mod hardening;
 mod ingest;
 mod llm;
 mod nats_ingest;
+mod otlp;
 mod pii_evasions;
 mod postgres;
 mod privacy_pipeline;

@@ -30,12 +30,12 @@ pub(super) async fn require_token(
         .as_deref()
         .filter(|t| agent_token::looks_like_token(t))
     {
-        if req.uri().path() != "/ingest" {
+        if !matches!(req.uri().path(), "/ingest" | "/v1/traces" | "/v1/logs") {
             state.metrics.reject("forbidden", 1);
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "an agent token only authorises its own ORCH's telemetry on POST /ingest",
+                "an agent token only authorises its own ORCH's telemetry on POST /ingest, /v1/traces and /v1/logs",
             )
             .into_response();
         }

@@ -16,6 +16,13 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// Label of OTLP counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabel {
+    /// `span` or `log record`.
+    pub signal: &'static str,
+}
+
 /// Labels of analyze calls.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AnalyzeLabels {
@@ -52,6 +59,12 @@ pub struct Metrics {
     pub conversations_rejected: Family<Reason, Counter>,
     /// Conversations deleted by retention.
     pub retention_deleted_conversations: Counter,
+    /// Spans and log records committed from OTLP, by signal.
+    pub otlp_accepted: Family<SignalLabel, Counter>,
+    /// OTLP requests (undecodable, wrong type) or spans/log records refused, by reason.
+    pub otlp_rejected: Family<Reason, Counter>,
+    /// OTLP attribute values left out of their record because they held personal data.
+    pub otlp_content_dropped: Counter,
     /// Writer-side commit metrics.
     pub store: StoreMetrics,
 }
@@ -78,6 +91,24 @@ impl Default for Metrics {
         let conversations_rejected = Family::<Reason, Counter>::default();
         let retention_deleted_conversations = Counter::default();
         let store = StoreMetrics::default();
+        let otlp_accepted = Family::<SignalLabel, Counter>::default();
+        let otlp_rejected = Family::<Reason, Counter>::default();
+        let otlp_content_dropped = Counter::default();
+        registry.register(
+            "otlp_accepted",
+            "Spans and log records committed from OTLP/HTTP, by signal",
+            otlp_accepted.clone(),
+        );
+        registry.register(
+            "otlp_rejected",
+            "OTLP requests or spans/log records refused, by reason (invalid_span: refused in partial_success)",
+            otlp_rejected.clone(),
+        );
+        registry.register(
+            "otlp_content_dropped",
+            "OTLP attribute values not stored because they held personal data (the record is kept)",
+            otlp_content_dropped.clone(),
+        );
         registry.register(
             "ingest_records",
             "Telemetry records committed",
@@ -162,6 +193,9 @@ impl Default for Metrics {
             conversations_duplicate,
             conversations_rejected,
             retention_deleted_conversations,
+            otlp_accepted,
+            otlp_rejected,
+            otlp_content_dropped,
             store,
         }
     }
@@ -180,6 +214,15 @@ impl Metrics {
         self.conversations_rejected
             .get_or_create(&Reason { reason })
             .inc_by(n as u64);
+    }
+
+    /// Counts `n` refused OTLP requests or spans/log records under `reason`.
+    pub fn reject_otlp(&self, reason: &'static str, n: usize) {
+        if n > 0 {
+            self.otlp_rejected
+                .get_or_create(&Reason { reason })
+                .inc_by(n as u64);
+        }
     }
 
     /// The Prometheus text exposition.

@@ -16,6 +16,7 @@ mod conversations;
 mod ingest;
 pub mod insight;
 pub mod metrics;
+mod otlp;
 mod query;
 mod retention;
 pub mod summary;
@@ -162,6 +163,27 @@ impl AppState {
     }
 }
 
+/// The OTLP/HTTP routes (`/v1/traces`, `/v1/logs`) behind authentication, every error
+/// answered with a `google.rpc.Status`.
+fn otlp_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/traces", post(otlp::traces))
+        .route("/v1/logs", post(otlp::logs))
+        .route_layer(middleware::from_fn_with_state(state, auth::require_token))
+        .route_layer(middleware::from_fn(otlp::status_bodies))
+}
+
+/// The routes of `--otlp-bind`: OTLP/HTTP and `/health` only.
+pub fn otlp_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(query::health))
+        .merge(otlp_routes(state.clone()))
+        .fallback(query::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(middleware::from_fn(http::request_span))
+        .with_state(state)
+}
+
 /// All collector routes. `/health` is never behind authentication.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
@@ -181,6 +203,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(query::health))
         .merge(protected)
+        .merge(otlp_routes(state.clone()))
         .fallback(query::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(middleware::from_fn(http::request_span))

@@ -7,6 +7,7 @@
 //! problem is collected so the client learns about all of them in one round trip.
 
 pub mod conversation;
+pub mod otlp;
 
 use std::sync::LazyLock;
 
