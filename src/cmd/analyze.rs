@@ -162,6 +162,7 @@ pub fn render(i: &Insight) {
         }
         println!("{fields}");
     }
+    print_latency_and_tokens(s);
     if !s.outliers.is_empty() {
         let mut out = table([
             "agent path",
@@ -198,4 +199,81 @@ pub fn render(i: &Insight) {
         }
         println!("{stale}");
     }
+}
+
+/// Latency and token figures per agent (when any record has them) and per model.
+fn print_latency_and_tokens(s: &crate::core::collector::analysis::Stats) {
+    use crate::core::collector::analysis::Summary;
+    let field = |name: &str| s.fields.iter().find(|f| f.field == name);
+    let latency = field("response_time");
+    let tokens = field("tokens.total");
+    let cell = |v: Option<&Summary>, pick: fn(&Summary) -> f64| {
+        v.map(|x| num(pick(x))).unwrap_or_default()
+    };
+    if latency.is_some() || tokens.is_some() {
+        let mut t = table([
+            "agent path",
+            "records",
+            "errors",
+            "latency p50 ms",
+            "latency p95 ms",
+            "tokens mean",
+            "tokens p95",
+        ]);
+        for a in &s.agents {
+            let (l, k) = (
+                agent_summary(latency, &a.agent_path),
+                agent_summary(tokens, &a.agent_path),
+            );
+            if l.is_none() && k.is_none() {
+                continue;
+            }
+            t.add_row([
+                a.agent_path.clone(),
+                a.records.to_string(),
+                a.errors.to_string(),
+                cell(l, |x| x.p50),
+                cell(l, |x| x.p95),
+                cell(k, |x| x.mean),
+                cell(k, |x| x.p95),
+            ]);
+        }
+        println!("{t}");
+    }
+    if !s.models.is_empty() {
+        let mut t = table([
+            "model",
+            "calls",
+            "errors",
+            "latency p50 ms",
+            "latency p95 ms",
+            "input tok mean",
+            "output tok mean",
+            "cost mean",
+            "agents",
+        ]);
+        for m in &s.models {
+            t.add_row([
+                m.model.clone(),
+                m.records.to_string(),
+                format!("{} ({})", m.errors, pct(m.error_rate)),
+                cell(m.response_time.as_ref(), |x| x.p50),
+                cell(m.response_time.as_ref(), |x| x.p95),
+                cell(m.input_tokens.as_ref(), |x| x.mean),
+                cell(m.output_tokens.as_ref(), |x| x.mean),
+                cell(m.cost.as_ref(), |x| x.mean),
+                m.agents.len().to_string(),
+            ]);
+        }
+        println!("{t}");
+    }
+}
+
+fn agent_summary<'a>(
+    field: Option<&'a crate::core::collector::analysis::FieldStats>,
+    agent: &str,
+) -> Option<&'a crate::core::collector::analysis::Summary> {
+    field
+        .and_then(|f| f.per_agent.iter().find(|p| p.agent_path == agent))
+        .map(|p| &p.summary)
 }

@@ -477,3 +477,91 @@ async fn a_full_queue_is_429_with_retry_after_and_authentication_answers_a_statu
     assert_eq!(resp.status(), 200, "an empty export is a success");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_reports_per_model_figures_and_recommends_a_model_tweak() {
+    let c = TestCollector::start(CollectorConfig::default()).await;
+    let url = c.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let exporter = SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("{url}/v1/traces"))
+            .build()
+            .unwrap();
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource("planner", "orch-otel-3"))
+            // The batch processor runs its own thread without a Tokio runtime, which the async
+            // reqwest client needs: one POST per span here.
+            .with_simple_exporter(exporter)
+            .build();
+        let tracer = provider.tracer("genai");
+        let start = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for i in 0..24u64 {
+            // gpt-4o answers in ~2.4 s, gpt-4o-mini in ~0.4 s.
+            let (model, ms, tokens) = if i % 2 == 0 {
+                ("gpt-4o", 2400 + i * 10, 900)
+            } else {
+                ("gpt-4o-mini", 400 + i * 5, 700)
+            };
+            let begin = start + std::time::Duration::from_secs(i);
+            let mut span = tracer
+                .span_builder(format!("chat {model}"))
+                .with_start_time(begin)
+                .with_attributes([
+                    KeyValue::new("gen_ai.operation.name", "chat"),
+                    KeyValue::new("gen_ai.request.model", model),
+                    KeyValue::new("gen_ai.usage.input_tokens", tokens as i64),
+                    KeyValue::new("gen_ai.usage.output_tokens", 50_i64),
+                ])
+                .start(&tracer);
+            span.end_with_timestamp(begin + std::time::Duration::from_millis(ms));
+        }
+        provider.shutdown().unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.telemetry("kind=llm_call").await.len(), 24);
+
+    let home = tempfile::tempdir().unwrap();
+    let out = crate::support::bin::phoenix(home.path())
+        .args(["analyze", "--url", &c.url, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let insight: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let models = insight["stats"]["models"]
+        .as_array()
+        .expect("per-model stats");
+    let big = models.iter().find(|m| m["model"] == "gpt-4o").unwrap();
+    let mini = models.iter().find(|m| m["model"] == "gpt-4o-mini").unwrap();
+    assert_eq!(big["records"], 12);
+    assert_eq!(big["agents"], json!(["acme/planner"]));
+    let p50 = |m: &Value| m["response_time"]["p50"].as_f64().unwrap();
+    assert!((p50(big) - 2510.0).abs() < 1.0, "{big}");
+    assert!((p50(mini) - 460.0).abs() < 1.0, "{mini}");
+    assert_eq!(big["input_tokens"]["mean"], json!(900.0));
+    assert_eq!(mini["total_tokens"]["mean"], json!(750.0));
+    let bullets = insight["summary"].to_string();
+    assert!(
+        bullets.contains("model_tweak")
+            && bullets.contains("`gpt-4o`")
+            && bullets.contains("`gpt-4o-mini`"),
+        "{bullets}"
+    );
+
+    let out = crate::support::bin::phoenix(home.path())
+        .args(["analyze", "--url", &c.url])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("gpt-4o-mini") && table.contains("latency p50 ms"),
+        "{table}"
+    );
+    c.stop().await;
+}

@@ -87,6 +87,106 @@ pub struct Stats {
     pub agents: Vec<AgentStats>,
     /// Agents that differ markedly from the rest of the fleet, largest |z| first.
     pub outliers: Vec<Outlier>,
+    /// Per model (the payload's `model`, as OTLP spans carry it), most records first.
+    #[serde(default)]
+    pub models: Vec<ModelStats>,
+}
+
+/// Latency, tokens, cost and errors of the records that name one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStats {
+    /// The payload's `model`.
+    pub model: String,
+    /// Records naming it.
+    pub records: usize,
+    /// Of those, error records.
+    pub errors: usize,
+    /// `errors / records`.
+    pub error_rate: f64,
+    /// Agent paths that used it, sorted.
+    pub agents: Vec<String>,
+    /// `response_time` (ms), when the records carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_time: Option<Summary>,
+    /// `tokens.input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<Summary>,
+    /// `tokens.output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<Summary>,
+    /// `tokens.total`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<Summary>,
+    /// `cost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Summary>,
+}
+
+/// Samples of one model, gathered while walking the records.
+#[derive(Default)]
+struct ModelSamples<'a> {
+    records: usize,
+    errors: usize,
+    agents: Vec<&'a str>,
+    response_time: Vec<f64>,
+    input_tokens: Vec<f64>,
+    output_tokens: Vec<f64>,
+    total_tokens: Vec<f64>,
+    cost: Vec<f64>,
+}
+
+impl<'a> ModelSamples<'a> {
+    fn add(&mut self, record: &'a StoredTelemetry, agent: &'a str) {
+        let number = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_f64);
+        let p = &record.payload;
+        self.records += 1;
+        self.errors += usize::from(is_error(record));
+        self.agents.push(agent);
+        let tokens = p.get("tokens");
+        for (samples, value) in [
+            (&mut self.response_time, number(p.get("response_time"))),
+            (
+                &mut self.input_tokens,
+                number(tokens.and_then(|t| t.get("input"))),
+            ),
+            (
+                &mut self.output_tokens,
+                number(tokens.and_then(|t| t.get("output"))),
+            ),
+            (
+                &mut self.total_tokens,
+                number(tokens.and_then(|t| t.get("total"))),
+            ),
+            (&mut self.cost, number(p.get("cost"))),
+        ] {
+            if let Some(v) = value.filter(|v| v.is_finite()) {
+                samples.push(v);
+            }
+        }
+    }
+
+    fn finish(mut self, model: &str) -> ModelStats {
+        let summary = |samples: &mut Vec<f64>| {
+            (!samples.is_empty()).then(|| {
+                samples.sort_unstable_by(f64::total_cmp);
+                summarize_sorted(samples)
+            })
+        };
+        self.agents.sort_unstable();
+        self.agents.dedup();
+        ModelStats {
+            model: model.to_owned(),
+            records: self.records,
+            errors: self.errors,
+            error_rate: rate(self.errors, self.records),
+            agents: self.agents.iter().map(|a| (*a).to_owned()).collect(),
+            response_time: summary(&mut self.response_time),
+            input_tokens: summary(&mut self.input_tokens),
+            output_tokens: summary(&mut self.output_tokens),
+            total_tokens: summary(&mut self.total_tokens),
+            cost: summary(&mut self.cost),
+        }
+    }
 }
 
 /// How many records share a name.
@@ -267,6 +367,7 @@ pub fn analyze(
     let mut orch_index: HashMap<&str, u32> = HashMap::new();
     let mut agent_orch_pairs: Vec<(u32, u32)> = Vec::new();
     let mut fields = FieldCollector::default();
+    let mut models: HashMap<&str, ModelSamples<'_>> = HashMap::new();
     let mut errors = 0usize;
     let mut from_ts: Option<i64> = None;
     let mut to_ts: Option<i64> = None;
@@ -295,7 +396,22 @@ pub fn analyze(
             agent_orch_pairs.push((agent as u32, orch));
         }
         fields.collect(&record.payload, agent);
+        if let Some(model) = record.payload.get("model").and_then(|m| m.as_str()) {
+            models
+                .entry(model)
+                .or_default()
+                .add(record, agent_label(record));
+        }
     }
+    let mut models: Vec<ModelStats> = models
+        .into_iter()
+        .map(|(model, samples)| samples.finish(model))
+        .collect();
+    models.sort_by(|a, b| {
+        b.records
+            .cmp(&a.records)
+            .then_with(|| a.model.cmp(&b.model))
+    });
 
     agent_orch_pairs.sort_unstable();
     agent_orch_pairs.dedup();
@@ -352,6 +468,7 @@ pub fn analyze(
         fields: field_stats,
         agents,
         outliers,
+        models,
     }
 }
 

@@ -160,6 +160,7 @@ pub fn heuristic_bullets(stats: &Stats, focus: &str) -> Vec<String> {
         tail_finding(field, &mut findings);
     }
     fleet_findings(stats, &mut findings);
+    model_findings(stats, &mut findings);
 
     if findings.is_empty() {
         return vec![format!(
@@ -351,6 +352,105 @@ pub(super) fn outlier_findings(stats: &Stats, out: &mut Vec<Finding>) {
             severity,
             text,
         });
+    }
+}
+
+/// A model at least this many times slower (p50) than the fastest is worth a `model_tweak`.
+pub const SLOW_MODEL_FACTOR: f64 = 1.5;
+
+/// Who uses a model, as an update target: the one agent prefix, or the first few.
+fn model_target(m: &ModelStats) -> String {
+    match m.agents.as_slice() {
+        [one] => format!("agent prefix `{one}`"),
+        many => {
+            let named: Vec<String> = many.iter().take(3).map(|a| format!("`{a}`")).collect();
+            let more = if many.len() > 3 {
+                format!(" and {} more", many.len() - 3)
+            } else {
+                String::new()
+            };
+            format!("agent prefixes {}{more}", named.join(", "))
+        }
+    }
+}
+
+/// Per-model findings: a model much slower than another, or failing more than the others.
+pub(super) fn model_findings(stats: &Stats, out: &mut Vec<Finding>) {
+    let timed: Vec<(&ModelStats, &Summary)> = stats
+        .models
+        .iter()
+        .filter_map(|m| {
+            m.response_time
+                .as_ref()
+                .filter(|s| s.count >= MIN_AGENT_SAMPLES)
+                .map(|s| (m, s))
+        })
+        .collect();
+    let fastest = timed.iter().min_by(|a, b| a.1.p50.total_cmp(&b.1.p50));
+    let slowest = timed.iter().max_by(|a, b| a.1.p50.total_cmp(&b.1.p50));
+    if let (Some((fast, f)), Some((slow, s))) = (fastest, slowest)
+        && f.p50 > 0.0
+        && s.p50 >= SLOW_MODEL_FACTOR * f.p50
+    {
+        let factor = s.p50 / f.p50;
+        out.push(Finding {
+            topic: Topic::Performance,
+            severity: 40.0 + factor.min(5.0) * 5.0,
+            text: format!(
+                "Model `{}` answers in p50 {} ms (p95 {} ms, {} calls), {}x `{}`'s p50 {} ms: \
+                 publish a model_tweak targeted at {} switching it to `{}` where its answers \
+                 are good enough.",
+                slow.model,
+                num(s.p50),
+                num(s.p95),
+                s.count,
+                ratio(factor),
+                fast.model,
+                num(f.p50),
+                model_target(slow),
+                fast.model
+            ),
+        });
+    }
+    let counted: Vec<&ModelStats> = stats
+        .models
+        .iter()
+        .filter(|m| m.records >= MIN_AGENT_SAMPLES)
+        .collect();
+    if counted.len() < 2 {
+        return;
+    }
+    for m in &counted {
+        let (rest_errors, rest_records) = counted
+            .iter()
+            .filter(|o| o.model != m.model)
+            .fold((0, 0), |(e, r), o| (e + o.errors, r + o.records));
+        let rest_rate = rest_errors as f64 / rest_records.max(1) as f64;
+        if m.error_rate >= HIGH_ERROR_RATE * 2.0
+            && m.error_rate >= AGENT_ERROR_FACTOR * 2.0 * rest_rate
+        {
+            let best = counted
+                .iter()
+                .filter(|o| o.model != m.model)
+                .min_by(|a, b| a.error_rate.total_cmp(&b.error_rate))
+                .expect("at least two models");
+            out.push(Finding {
+                topic: Topic::Errors,
+                severity: 50.0 + m.error_rate * 50.0,
+                text: format!(
+                    "Model `{}` fails {} of its calls ({} of {}) against {} for the other models: \
+                     publish a model_tweak targeted at {} switching it to `{}` ({} errors).",
+                    m.model,
+                    pct(m.error_rate),
+                    m.errors,
+                    m.records,
+                    pct(rest_rate),
+                    model_target(m),
+                    best.model,
+                    pct(best.error_rate)
+                ),
+            });
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 use std::fmt::Write as _;
 
 use crate::core::collector::analysis::{
-    AgentStats, Direction, ERROR_RATE_FIELD, FieldStats, NO_AGENT_PATH, Outlier, Stats,
+    AgentStats, Direction, ERROR_RATE_FIELD, FieldStats, ModelStats, NO_AGENT_PATH, Outlier, Stats,
+    Summary,
 };
 
 /// Most bullets an insight summary holds.
