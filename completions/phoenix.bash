@@ -3120,7 +3120,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__telemetrist)
-            opts="-v -q -h -V --source --interval --once --session --batch-size --retries --quarantine --requeue-quarantined --url --token --ca-cert --timeout --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --source --interval --once --session --batch-size --retries --quarantine --requeue-quarantined --otlp-listen --otlp-spool-limit-mb --insecure-no-auth --url --token --ca-cert --timeout --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3143,6 +3143,14 @@ _phoenix() {
                     return 0
                     ;;
                 --retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-spool-limit-mb)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -369,17 +369,20 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s h -l help -d 
 complete -c phoenix -n "__fish_phoenix_using_subcommand redact" -s V -l version -d 'Print version'
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l source -d 'Directory of completed conversations [default: $PHOENIX_TELEMETRIST_SOURCE]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l interval -d 'Seconds between two cycles [default: $PHOENIX_TELEMETRIST_INTERVAL or 300]' -r
-complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l session -d 'Pseudonym session for every conversation [default: each conversation\'s own id]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l session -d 'Pseudonym session for every conversation and OTLP record [default: each conversation\'s own id; OTLP: see below]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l batch-size -d 'Conversations per request' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l retries -d 'Retries per request on 429, 5xx or an unreachable collector' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l otlp-listen -d 'Serve OTLP/HTTP (POST /v1/traces, /v1/logs) on this address, e.g. 127.0.0.1:4318: spans and logs are redacted, spooled and forwarded to the collector' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l otlp-spool-limit-mb -d 'MiB of OTLP batches not yet sent past which new OTLP requests get 503' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l url -d 'Collector base URL [default: $TELEMETRIST_URL or http://127.0.0.1:5002]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l token -d 'Bearer token for a collector that requires one [default: $PHOENIX_INGEST_TOKEN; for conversations $PHOENIX_TELEMETRY_STREAM_KEY first]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l ca-cert -d 'PEM certificate of a private CA to trust for HTTPS [default: $PHOENIX_CA_CERT]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l timeout -d 'Give up on one request after this long' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l once -d 'Run one cycle and exit (for cron and tests)'
-complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l quarantine -d 'List the quarantined conversations and exit'
-complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l requeue-quarantined -d 'Move the quarantined conversations back to the spool and exit; the next run sends them'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l quarantine -d 'List the quarantined conversations and OTLP batches and exit'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l requeue-quarantined -d 'Move the quarantined conversations and OTLP batches back to the spool and exit; the next run sends them'
+complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l insecure-no-auth -d 'Serve --otlp-listen on a non-loopback address, where anyone who reaches it can send through this edge\'s collector credentials'
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -l json -d 'Print machine-readable JSON on stdout instead of tables'
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
 complete -c phoenix -n "__fish_phoenix_using_subcommand telemetrist" -s q -l quiet -d 'Log only errors'

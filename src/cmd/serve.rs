@@ -130,7 +130,7 @@ fn apply_shutdown_timeout(timeout: Option<Duration>, settings: &mut Settings) {
 
 /// The limits both servers share, from the settings (one connection count and one
 /// decompression budget for the whole process).
-fn server_limits(settings: &Settings) -> ServerLimits {
+pub(super) fn server_limits(settings: &Settings) -> ServerLimits {
     let s = &settings.server;
     ServerLimits {
         header_timeout: s.header_timeout,

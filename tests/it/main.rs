@@ -27,3 +27,4 @@ mod subscribe_tls;
 mod support;
 mod swarm;
 mod telemetrist;
+mod telemetrist_otlp;

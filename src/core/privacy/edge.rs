@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::core::privacy::pii::vault::{Error as VaultError, Vault, VaultKey};
+use crate::core::privacy::telemetrist::otlp::{OtlpEdge, OtlpOptions};
 use crate::core::privacy::telemetrist::spool::{self, Spool};
 use crate::core::privacy::telemetrist::{Edge, SessionPolicy};
 use crate::core::shared::config::Settings;
@@ -62,4 +63,11 @@ pub fn open_edge(settings: &Settings, session: Option<String>) -> Result<Edge, O
     let spool = Spool::open(&settings.telemetrist.spool_path).map_err(OpenError::Spool)?;
     let policy = session.map_or(SessionPolicy::PerConversation, SessionPolicy::Shared);
     Ok(Edge::new(vault, spool, policy))
+}
+
+/// The OTLP proxy's own connections to the vault and the spool the settings name.
+pub fn open_otlp_edge(settings: &Settings, options: OtlpOptions) -> Result<OtlpEdge, OpenError> {
+    let (vault, _) = open_vault(settings, None, true)?;
+    let spool = Spool::open(&settings.telemetrist.spool_path).map_err(OpenError::Spool)?;
+    Ok(OtlpEdge::new(vault, spool, options))
 }

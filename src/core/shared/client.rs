@@ -223,6 +223,33 @@ impl ApiClient {
         self.decode(&url, resp).await
     }
 
+    /// POST a prepared body and return the answer's bytes as they are, for endpoints that
+    /// do not answer JSON (OTLP/HTTP). `describe_error` reads an error answer that is not
+    /// Phoenix's JSON error (an OTLP server answers a `google.rpc.Status` in the request's
+    /// encoding) into its machine code and detail.
+    pub async fn post_for_bytes(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        gzip: bool,
+        describe_error: fn(&[u8]) -> Option<(String, String)>,
+    ) -> Result<Vec<u8>, Error> {
+        let url = self.url(path);
+        let mut req = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, content_type)
+            .body(body);
+        if gzip {
+            req = req.header(CONTENT_ENCODING, "gzip");
+        }
+        let resp = req.send().await.map_err(|e| self.transport(&url, e))?;
+        let resp = self.check_with(&url, resp, describe_error).await?;
+        let bytes = resp.bytes().await.map_err(|e| self.transport(&url, e))?;
+        Ok(bytes.to_vec())
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -254,6 +281,15 @@ impl ApiClient {
     }
 
     async fn check(&self, url: &str, resp: reqwest::Response) -> Result<reqwest::Response, Error> {
+        self.check_with(url, resp, |_| None).await
+    }
+
+    async fn check_with(
+        &self,
+        url: &str,
+        resp: reqwest::Response,
+        describe_error: fn(&[u8]) -> Option<(String, String)>,
+    ) -> Result<reqwest::Response, Error> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -264,18 +300,28 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = resp.text().await.unwrap_or_default();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         let body: serde_json::Value =
             serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({ "raw": text }));
-        let code = body
+        let described = body
             .get("error")
-            .and_then(|v| v.as_str())
-            .unwrap_or("http_error")
-            .to_owned();
-        let detail = body
-            .get("detail")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
+            .is_none()
+            .then(|| describe_error(&bytes))
+            .flatten();
+        let (described_code, described_detail) = described.unzip();
+        let code = described_code.unwrap_or_else(|| {
+            body.get("error")
+                .and_then(|v| v.as_str())
+                .unwrap_or("http_error")
+                .to_owned()
+        });
+        let detail = described_detail
+            .or_else(|| {
+                body.get("detail")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| {
                 format!(
                     "{status} from {url}: {}",

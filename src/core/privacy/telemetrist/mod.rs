@@ -11,8 +11,11 @@
 //! 200 (so nothing is lost while it is unreachable or this process dies).
 //!
 //! `source` finds conversations in a directory, `spool` stores them, `sender` delivers
-//! them, and `service` runs the periodic cycle of `phoenix telemetrist`.
+//! them, and `service` runs the periodic cycle of `phoenix telemetrist`. `otlp` is the
+//! same pipeline for OpenTelemetry: a local OTLP/HTTP endpoint whose export requests are
+//! redacted, spooled and forwarded to the collector's `/v1/traces` and `/v1/logs`.
 
+pub mod otlp;
 pub mod sender;
 pub mod service;
 pub mod source;

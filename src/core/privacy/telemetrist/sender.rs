@@ -205,7 +205,8 @@ impl Sender {
     }
 }
 
-fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+/// `data` gzip-compressed at the fast level.
+pub(crate) fn gzip_bytes(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4),
         flate2::Compression::fast(),

@@ -1,6 +1,8 @@
 //! The spool: a local SQLite file holding redacted conversations until the collector has
 //! acknowledged them, the ledger of conversation ids already sent (so each conversation
-//! leaves once), and the quarantine of conversations the collector refused.
+//! leaves once), and the quarantine of conversations the collector refused. The redacted
+//! OTLP export requests of `telemetrist --otlp-listen` have their own three tables
+//! ([`otlp`]).
 //!
 //! Every change is one transaction with `synchronous = FULL`: a conversation is either
 //! pending, in the ledger or quarantined, never lost between two of them and never in two.
@@ -17,7 +19,13 @@ use crate::core::shared::config::SyncMode;
 use crate::core::store::sqlite::db::{self, SetupError};
 use crate::core::telemetry::now_unix;
 
-const MIGRATIONS: &[&str] = &["
+mod otlp;
+
+pub use otlp::{OtlpBatch, OtlpCounts, OtlpPending, OtlpQuarantined, OtlpSignal};
+
+/// Versioned schema: a spool file of an earlier version gains the later tables when opened.
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE pending (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         conversation_id TEXT NOT NULL UNIQUE,
@@ -39,7 +47,9 @@ const MIGRATIONS: &[&str] = &["
         detail TEXT NOT NULL,
         quarantined_unix INTEGER NOT NULL
     ) WITHOUT ROWID;
-"];
+",
+    otlp::MIGRATION,
+];
 
 /// Why the spool could not be used.
 #[derive(Debug, thiserror::Error)]
