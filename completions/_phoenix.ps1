@@ -71,6 +71,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         }
         'phoenix;serve;collector' {
             [CompletionResult]::new('--bind', '--bind', [CompletionResultType]::ParameterName, 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]')
+            [CompletionResult]::new('--otlp-bind', '--otlp-bind', [CompletionResultType]::ParameterName, 'Also serve OTLP/HTTP (POST /v1/traces, /v1/logs, and /health) on this address, e.g. the standard 127.0.0.1:4318; OTLP is always on --bind too [default: $PHOENIX_OTLP_BIND or off]')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]')
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]')
             [CompletionResult]::new('--nats-url', '--nats-url', [CompletionResultType]::ParameterName, 'NATS server with JetStream (nats://HOST:4222): ingest is acknowledged once in its stream, and the collectors sharing --database-url drain it into the database (serve all: the distributor rings the others through it too) [default: $PHOENIX_NATS_URL or [cluster] nats_url]')
@@ -114,6 +115,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         }
         'phoenix;serve;all' {
             [CompletionResult]::new('--bind', '--bind', [CompletionResultType]::ParameterName, 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]')
+            [CompletionResult]::new('--otlp-bind', '--otlp-bind', [CompletionResultType]::ParameterName, 'Also serve OTLP/HTTP (POST /v1/traces, /v1/logs, and /health) on this address, e.g. the standard 127.0.0.1:4318; OTLP is always on --bind too [default: $PHOENIX_OTLP_BIND or off]')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]')
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]')
             [CompletionResult]::new('--nats-url', '--nats-url', [CompletionResultType]::ParameterName, 'NATS server with JetStream (nats://HOST:4222): ingest is acknowledged once in its stream, and the collectors sharing --database-url drain it into the database (serve all: the distributor rings the others through it too) [default: $PHOENIX_NATS_URL or [cluster] nats_url]')

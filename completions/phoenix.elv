@@ -66,6 +66,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         }
         &'phoenix;serve;collector'= {
             cand --bind 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]'
+            cand --otlp-bind 'Also serve OTLP/HTTP (POST /v1/traces, /v1/logs, and /health) on this address, e.g. the standard 127.0.0.1:4318; OTLP is always on --bind too [default: $PHOENIX_OTLP_BIND or off]'
             cand --db 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]'
             cand --database-url 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]'
             cand --nats-url 'NATS server with JetStream (nats://HOST:4222): ingest is acknowledged once in its stream, and the collectors sharing --database-url drain it into the database (serve all: the distributor rings the others through it too) [default: $PHOENIX_NATS_URL or [cluster] nats_url]'
@@ -107,6 +108,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         }
         &'phoenix;serve;all'= {
             cand --bind 'Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]'
+            cand --otlp-bind 'Also serve OTLP/HTTP (POST /v1/traces, /v1/logs, and /health) on this address, e.g. the standard 127.0.0.1:4318; OTLP is always on --bind too [default: $PHOENIX_OTLP_BIND or off]'
             cand --db 'SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]'
             cand --database-url 'One PostgreSQL database for every store, shared by every process pointed at it (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require) [default: $PHOENIX_DATABASE_URL, [store] url, or the SQLite files]'
             cand --nats-url 'NATS server with JetStream (nats://HOST:4222): ingest is acknowledged once in its stream, and the collectors sharing --database-url drain it into the database (serve all: the distributor rings the others through it too) [default: $PHOENIX_NATS_URL or [cluster] nats_url]'

@@ -48,6 +48,9 @@ pub struct CollectorArgs {
     /// Address to listen on [default: $TELEMETRIST_BIND or 127.0.0.1:5002]
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
+    /// Also serve OTLP/HTTP (POST /v1/traces, /v1/logs, and /health) on this address, e.g. the standard 127.0.0.1:4318; OTLP is always on --bind too [default: $PHOENIX_OTLP_BIND or off]
+    #[arg(long, value_name = "ADDR")]
+    pub otlp_bind: Option<String>,
     /// SQLite database file [default: $TELEMETRIST_DB_PATH or <data dir>/telemetrist.db]
     #[arg(long, value_name = "FILE", conflicts_with = "database_url")]
     pub db: Option<PathBuf>,
@@ -193,6 +196,10 @@ fn apply_flags(args: &CollectorArgs, settings: &mut Settings) {
         settings.collector.bind = b.clone();
         settings.mark_flag("collector.bind", Some(b.clone()));
     }
+    if let Some(b) = &args.otlp_bind {
+        settings.collector.otlp_bind = Some(b.clone());
+        settings.mark_flag("collector.otlp_bind", Some(b.clone()));
+    }
     if let Some(db) = &args.db {
         settings.collector.db_path = db.clone();
         settings.mark_flag("collector.db_path", Some(db.display().to_string()));
@@ -220,6 +227,7 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
             let collector =
                 Collector::prepare(&ctx.settings, args.insecure_no_auth, limits).await?;
             announce(&ctx, "collector", &collector.url, None);
+            collector.announce_otlp(&ctx);
             collector.run(shutdown_signal()).await
         }
         Cmd::Distributor(args) => {
@@ -269,6 +277,7 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
                 &distributor.ws_url,
                 Some(&distributor.http_url),
             );
+            collector.announce_otlp(&ctx);
             run_all(collector, distributor).await
         }
     }
@@ -430,6 +439,8 @@ impl Distributor {
 /// A collector bound to its address, ready to run.
 struct Collector {
     bound: Bound,
+    /// The `--otlp-bind` listener, when asked for.
+    otlp: Option<Bound>,
     state: AppState,
     url: String,
 }
@@ -442,13 +453,19 @@ impl Collector {
     ) -> anyhow::Result<Collector> {
         let c = &settings.collector;
         let addr = app::bind_address("collector", &c.bind)?;
-        app::require_auth(
-            "collector",
-            addr,
-            !c.ingest_tokens.is_empty(),
-            insecure_no_auth,
-            "set PHOENIX_INGEST_TOKENS (clients send `Authorization: Bearer <token>`)",
-        )?;
+        let otlp_addr = match &c.otlp_bind {
+            Some(b) => Some(app::bind_address("collector OTLP", b)?),
+            None => None,
+        };
+        for at in std::iter::once(addr).chain(otlp_addr) {
+            app::require_auth(
+                "collector",
+                at,
+                !c.ingest_tokens.is_empty(),
+                insecure_no_auth,
+                "set PHOENIX_INGEST_TOKENS (clients send `Authorization: Bearer <token>`)",
+            )?;
+        }
         let tls = match (&c.tls_cert, &c.tls_key) {
             (Some(cert), Some(key)) => Some(app::tls_config(cert, key)?),
             (None, None) => None,
@@ -523,17 +540,30 @@ impl Collector {
         }
         let state = AppState::new(store, anonymizer, config, metrics)
             .context("setting up the collector")?;
+        let otlp = match otlp_addr {
+            Some(at) => Some(Bound::bind("collector OTLP", at, tls.clone()).await?),
+            None => None,
+        };
         let bound = Bound::bind("collector", addr, tls).await?;
         tracing::info!(db = %at, "telemetry store open");
         Ok(Collector {
             url: bound.url("http", "https", ""),
             bound,
+            otlp,
             state,
         })
     }
 
+    /// Says where `--otlp-bind` listens (a line of its own, after the services' lines).
+    fn announce_otlp(&self, ctx: &Context) {
+        if let Some(otlp) = &self.otlp {
+            announce(ctx, "otlp", &otlp.url("http", "https", ""), None);
+        }
+    }
+
     async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        collector::serve(self.bound.listener(), self.state, shutdown).await?;
+        let otlp = self.otlp.map(Bound::listener);
+        collector::serve_with_otlp(self.bound.listener(), otlp, self.state, shutdown).await?;
         Ok(())
     }
 }

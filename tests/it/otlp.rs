@@ -565,3 +565,107 @@ async fn analyze_reports_per_model_figures_and_recommends_a_model_tweak() {
     );
     c.stop().await;
 }
+
+/// `serve all --otlp-bind` answers OTLP (and /health) on a second port, announces it after the
+/// services' lines, shares the store with the main listener and stops with it.
+#[tokio::test]
+async fn serve_all_otlp_bind_is_a_second_listener_on_the_same_store() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let home = tempfile::tempdir().unwrap();
+    let out = crate::support::bin::phoenix(home.path())
+        .args(["serve", "collector", "--bind", "127.0.0.1:0"])
+        .args(["--otlp-bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("without authentication"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = crate::support::bin::phoenix_async(home.path())
+        .args(["serve", "all", "--bind", "127.0.0.1:0"])
+        .args([
+            "--distributor-bind",
+            "127.0.0.1:0",
+            "--otlp-bind",
+            "127.0.0.1:0",
+        ])
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let line = lines.next_line().await.unwrap().expect("an announce line");
+        events.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    let services: Vec<_> = events.iter().map(|e| e["service"].clone()).collect();
+    assert_eq!(
+        services,
+        json!(["collector", "distributor", "otlp"])
+            .as_array()
+            .unwrap()
+            .clone()
+    );
+    let main = events[0]["url"].as_str().unwrap().to_owned();
+    let otlp = events[2]["url"].as_str().unwrap().to_owned();
+    assert_ne!(main, otlp);
+
+    let http = reqwest::Client::new();
+    let body = json!({"resourceSpans": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "side-door"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "5b8efff798038103d269b633813fc60c",
+            "spanId": "eee19b7ec3c1b174",
+            "name": "chat",
+            "startTimeUnixNano": "1700000000000000000",
+            "endTimeUnixNano": "1700000000250000000",
+            "attributes": [
+                {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}]
+        }]}]
+    }]});
+    let resp = http
+        .post(format!("{otlp}/v1/traces"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "{}");
+    // Only OTLP and /health there; the rest of the API stays on the main listener.
+    assert_eq!(
+        http.get(format!("{otlp}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let resp = http.get(format!("{otlp}/telemetry")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let stored: Value = http
+        .get(format!("{main}/telemetry?agent_prefix=side-door"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = stored["records"].as_array().expect("records");
+    assert_eq!(records.len(), 1, "{stored}");
+    assert_eq!(records[0]["kind"], "llm_call");
+    assert_eq!(records[0]["payload"]["response_time"].as_f64(), Some(250.0));
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(child.wait().await.unwrap().success());
+}

@@ -223,6 +223,18 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_otlp(listener, None, state, shutdown).await
+}
+
+/// [`serve`], plus an optional second listener (`--otlp-bind`, the standard port 4318) that
+/// answers only OTLP/HTTP and `/health` over the same state. Both stop on `shutdown`, or when
+/// either fails; the store is committed and closed once both have finished.
+pub async fn serve_with_otlp(
+    listener: impl Into<Listener>,
+    otlp: Option<Listener>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let retention = state.config.retention_days.map(|days| {
         tokio::spawn(retention::run(
@@ -233,7 +245,27 @@ pub async fn serve(
         ))
     });
     let limits = state.config.server.clone();
-    let result = server::serve(listener.into(), router(state.clone()), limits, shutdown).await;
+    let result = match otlp {
+        None => server::serve(listener.into(), router(state.clone()), limits, shutdown).await,
+        Some(otlp) => {
+            let stop = server::app::Stop::new();
+            let _on_signal = stop.on(shutdown);
+            let serve_then_stop = |listener: Listener, router: Router| {
+                let stop = stop.clone();
+                let limits = limits.clone();
+                async move {
+                    let result = server::serve(listener, router, limits, stop.stopped()).await;
+                    stop.stop();
+                    result
+                }
+            };
+            let (main, side) = tokio::join!(
+                serve_then_stop(listener.into(), router(state.clone())),
+                serve_then_stop(otlp, otlp_router(state.clone())),
+            );
+            main.and(side)
+        }
+    };
     let _ = stop_tx.send(true);
     if let Some(task) = retention {
         let _ = task.await;

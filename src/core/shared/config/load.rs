@@ -8,6 +8,7 @@ pub(super) const KEYS: &[(&str, &str, bool)] = &[
     ("home", "PHOENIX_HOME", false),
     ("collector.url", "TELEMETRIST_URL", false),
     ("collector.bind", "TELEMETRIST_BIND", false),
+    ("collector.otlp_bind", "PHOENIX_OTLP_BIND", false),
     ("collector.db_path", "TELEMETRIST_DB_PATH", false),
     ("collector.hash_key_file", "PHOENIX_HASH_KEY_FILE", false),
     ("collector.retention_days", "PHOENIX_RETENTION_DAYS", false),
@@ -270,6 +271,7 @@ impl Settings {
             bind: r
                 .string("collector.bind", Some("127.0.0.1:5002"))
                 .unwrap_or_default(),
+            otlp_bind: r.string("collector.otlp_bind", None),
             db_path: PathBuf::from(
                 r.string("collector.db_path", Some(&db_default))
                     .unwrap_or_default(),

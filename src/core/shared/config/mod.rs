@@ -117,6 +117,9 @@ pub struct CollectorSettings {
     pub url: String,
     /// Address `phoenix serve collector` binds.
     pub bind: String,
+    /// A second address serving only OTLP/HTTP (`/v1/traces`, `/v1/logs`) and `/health`,
+    /// e.g. the standard `127.0.0.1:4318`; `None` serves OTLP on `bind` only.
+    pub otlp_bind: Option<String>,
     /// SQLite database path.
     pub db_path: PathBuf,
     /// File holding the per-installation key of the orch-id hash.
