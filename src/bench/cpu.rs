@@ -25,6 +25,10 @@ impl CpuTicks {
     /// Reads every thread of this process; `None` where `/proc` is not there.
     pub fn now() -> Option<CpuTicks> {
         let mut ticks = CpuTicks::default();
+        // The process's own line counts the threads that have ended too (the blocking pool's
+        // come and go), which a sum over the live threads would lose.
+        let process = std::fs::read_to_string("/proc/self/stat").ok()?;
+        ticks.total = parse_stat(&process)?.1;
         for entry in std::fs::read_dir("/proc/self/task").ok()? {
             let Ok(entry) = entry else { continue };
             let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
@@ -34,7 +38,6 @@ impl CpuTicks {
                 continue;
             };
             if let Some((name, t)) = parse_stat(&stat) {
-                ticks.total += t;
                 ticks.threads.insert(tid, (name, t));
             }
         }
@@ -45,7 +48,6 @@ impl CpuTicks {
     /// `requests` requests.
     pub fn since(&self, before: &CpuTicks, seconds: f64, requests: u64) -> CpuUse {
         let cores = |ticks: u64| ticks as f64 / TICKS_PER_SEC / seconds;
-        // Threads that ended during the window took their ticks with them; never negative.
         let total = self.total.saturating_sub(before.total);
         let thread = |wanted: &str| -> u64 {
             self.threads
