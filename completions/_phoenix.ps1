@@ -918,6 +918,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
+            [CompletionResult]::new('otlp', 'otlp', [CompletionResultType]::ParameterValue, 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector')
             [CompletionResult]::new('abuse', 'abuse', [CompletionResultType]::ParameterValue, 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -1002,6 +1003,28 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'phoenix;bench;otlp' {
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Measured time of each scenario')
+            [CompletionResult]::new('--warmup', '--warmup', [CompletionResultType]::ParameterName, 'Unmeasured load before each measurement')
+            [CompletionResult]::new('--connections', '--connections', [CompletionResultType]::ParameterName, 'Keep-alive connections sending POST /v1/traces')
+            [CompletionResult]::new('--spans-per-request', '--spans-per-request', [CompletionResultType]::ParameterName, 'Spans per OTLP request (GenAI chat, tool and embedding spans; a second scenario adds message content)')
+            [CompletionResult]::new('--batch-connections', '--batch-connections', [CompletionResultType]::ParameterName, 'Keep-alive connections of the NDJSON batch POST /ingest it is compared with')
+            [CompletionResult]::new('--batch-size', '--batch-size', [CompletionResultType]::ParameterName, 'Records per NDJSON batch request')
+            [CompletionResult]::new('--health-connections', '--health-connections', [CompletionResultType]::ParameterName, 'Keep-alive connections of GET /health')
+            [CompletionResult]::new('--storage-rows', '--storage-rows', [CompletionResultType]::ParameterName, 'Rows of the OTLP scenario the raw SQLite storage ceiling inserts in one transaction')
+            [CompletionResult]::new('--rounds', '--rounds', [CompletionResultType]::ParameterName, 'Repeat the scenarios and the ceiling this many times and report medians')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'phoenix;bench;abuse' {
             [CompletionResult]::new('--scenario', '--scenario', [CompletionResultType]::ParameterName, 'Run only this scenario (repeat for several) [default: all of them]')
             [CompletionResult]::new('--slow-clients', '--slow-clients', [CompletionResultType]::ParameterName, 'Slow clients connected when SIGTERM is sent (shutdown)')
@@ -1028,6 +1051,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
+            [CompletionResult]::new('otlp', 'otlp', [CompletionResultType]::ParameterValue, 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector')
             [CompletionResult]::new('abuse', 'abuse', [CompletionResultType]::ParameterValue, 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -1042,6 +1066,9 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;bench;help;pii' {
+            break
+        }
+        'phoenix;bench;help;otlp' {
             break
         }
         'phoenix;bench;help;abuse' {
@@ -1200,6 +1227,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
+            [CompletionResult]::new('otlp', 'otlp', [CompletionResultType]::ParameterValue, 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector')
             [CompletionResult]::new('abuse', 'abuse', [CompletionResultType]::ParameterValue, 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers')
             break
         }
@@ -1213,6 +1241,9 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;help;bench;pii' {
+            break
+        }
+        'phoenix;help;bench;otlp' {
             break
         }
         'phoenix;help;bench;abuse' {

@@ -97,6 +97,9 @@ _phoenix() {
             phoenix__subcmd__bench,ingest)
                 cmd="phoenix__subcmd__bench__subcmd__ingest"
                 ;;
+            phoenix__subcmd__bench,otlp)
+                cmd="phoenix__subcmd__bench__subcmd__otlp"
+                ;;
             phoenix__subcmd__bench,pii)
                 cmd="phoenix__subcmd__bench__subcmd__pii"
                 ;;
@@ -114,6 +117,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__bench__subcmd__help,ingest)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__ingest"
+                ;;
+            phoenix__subcmd__bench__subcmd__help,otlp)
+                cmd="phoenix__subcmd__bench__subcmd__help__subcmd__otlp"
                 ;;
             phoenix__subcmd__bench__subcmd__help,pii)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__pii"
@@ -219,6 +225,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__help__subcmd__bench,ingest)
                 cmd="phoenix__subcmd__help__subcmd__bench__subcmd__ingest"
+                ;;
+            phoenix__subcmd__help__subcmd__bench,otlp)
+                cmd="phoenix__subcmd__help__subcmd__bench__subcmd__otlp"
                 ;;
             phoenix__subcmd__help__subcmd__bench,pii)
                 cmd="phoenix__subcmd__help__subcmd__bench__subcmd__pii"
@@ -558,7 +567,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest query fanout pii abuse help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest query fanout pii otlp abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -672,7 +681,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__help)
-            opts="ingest query fanout pii abuse help"
+            opts="ingest query fanout pii otlp abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -728,6 +737,20 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__help__subcmd__ingest)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__help__subcmd__otlp)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -813,6 +836,60 @@ _phoenix() {
                     return 0
                     ;;
                 --nats-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__otlp)
+            opts="-v -q -h -V --duration --warmup --connections --spans-per-request --batch-connections --batch-size --health-connections --storage-rows --rounds --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warmup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --spans-per-request)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --batch-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --batch-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --storage-rows)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rounds)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1288,7 +1365,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__bench)
-            opts="ingest query fanout pii abuse"
+            opts="ingest query fanout pii otlp abuse"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1330,6 +1407,20 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__bench__subcmd__ingest)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__bench__subcmd__otlp)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

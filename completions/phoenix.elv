@@ -847,6 +847,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand query 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+            cand otlp 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector'
             cand abuse 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -926,6 +927,27 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'phoenix;bench;otlp'= {
+            cand --duration 'Measured time of each scenario'
+            cand --warmup 'Unmeasured load before each measurement'
+            cand --connections 'Keep-alive connections sending POST /v1/traces'
+            cand --spans-per-request 'Spans per OTLP request (GenAI chat, tool and embedding spans; a second scenario adds message content)'
+            cand --batch-connections 'Keep-alive connections of the NDJSON batch POST /ingest it is compared with'
+            cand --batch-size 'Records per NDJSON batch request'
+            cand --health-connections 'Keep-alive connections of GET /health'
+            cand --storage-rows 'Rows of the OTLP scenario the raw SQLite storage ceiling inserts in one transaction'
+            cand --rounds 'Repeat the scenarios and the ceiling this many times and report medians'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'phoenix;bench;abuse'= {
             cand --scenario 'Run only this scenario (repeat for several) [default: all of them]'
             cand --slow-clients 'Slow clients connected when SIGTERM is sent (shutdown)'
@@ -951,6 +973,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand query 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+            cand otlp 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector'
             cand abuse 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -961,6 +984,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;bench;help;fanout'= {
         }
         &'phoenix;bench;help;pii'= {
+        }
+        &'phoenix;bench;help;otlp'= {
         }
         &'phoenix;bench;help;abuse'= {
         }
@@ -1080,6 +1105,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand query 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
+            cand otlp 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector'
             cand abuse 'Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers'
         }
         &'phoenix;help;bench;ingest'= {
@@ -1089,6 +1115,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;help;bench;fanout'= {
         }
         &'phoenix;help;bench;pii'= {
+        }
+        &'phoenix;help;bench;otlp'= {
         }
         &'phoenix;help;bench;abuse'= {
         }

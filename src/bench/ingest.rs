@@ -303,21 +303,31 @@ pub(super) fn rows_like_ingest(
         .iter()
         .cycle()
         .take(n)
-        .map(|e| NewRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            ts_unix: e.ts_unix.unwrap_or(now),
-            received_unix: now,
-            kind: e.kind.clone(),
-            level: e.level.clone(),
-            orch_hash: e.orch_id.as_deref().map(|id| anonymizer.orch_hash(id)),
-            agent_path: e.agent_path.clone(),
-            tags_json: e
-                .tags
-                .as_ref()
-                .map(|t| serde_json::to_string(t).expect("strings serialize")),
-            payload_json: e.payload.get().to_owned(),
-        })
+        .map(|e| record_like_ingest(e, now, anonymizer))
         .collect()
+}
+
+/// The row the collector stores for envelope `e` received at `now`.
+pub(super) fn record_like_ingest(
+    e: &TelemetryEnvelope,
+    now: i64,
+    anonymizer: &Anonymizer,
+) -> NewRecord {
+    NewRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        ts_unix: e.ts_unix.unwrap_or(now),
+        received_unix: now,
+        kind: e.kind.clone(),
+        level: e.level.clone(),
+        orch_hash: e.orch_id.as_deref().map(|id| anonymizer.orch_hash(id)),
+        agent_path: e.agent_path.clone(),
+        tags_json: e
+            .tags
+            .as_ref()
+            .filter(|t| !t.is_empty())
+            .map(|t| serde_json::to_string(t).expect("strings serialize")),
+        payload_json: e.payload.get().to_owned(),
+    }
 }
 
 /// Inserts `rows` in one transaction into a fresh database opened as the store opens its

@@ -47,6 +47,11 @@ impl Template {
         self
     }
 
+    /// The request bodies, in the order connections cycle through them.
+    pub(super) fn bodies(&self) -> &[Bytes] {
+        &self.bodies
+    }
+
     /// The `i`-th request: cloning `Bytes` and a small header map is all it costs.
     pub(super) fn request(&self, i: usize) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(self.bodies[i % self.bodies.len()].clone()));

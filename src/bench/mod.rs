@@ -11,6 +11,7 @@ pub mod abuse;
 pub mod cluster;
 pub mod cpu;
 pub mod fanout;
+pub mod otlp;
 pub mod pii_eval;
 
 mod ingest;
@@ -42,7 +43,7 @@ pub use crate::core::shared::stats::median;
 use crate::core::shared::stats::nearest_rank_percentile;
 use crate::core::store::postgres::PgStore;
 use crate::core::store::{self, OpenOptions, SqliteStore, StoreOptions, TelemetryStore};
-use crate::core::telemetry::{BodyFormat, NewRecord, now_unix, parse_body};
+use crate::core::telemetry::{BodyFormat, NewRecord, TelemetryEnvelope, now_unix, parse_body};
 
 /// Records `POST /analyze` is asked to look at (the premium tier's window).
 pub const ANALYZE_RECORDS: usize = 5000;

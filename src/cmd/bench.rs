@@ -23,6 +23,8 @@ pub enum Cmd {
     Fanout(FanoutArgs),
     /// PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s
     Pii(super::bench_pii::PiiArgs),
+    /// OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector
+    Otlp(super::bench_otlp::OtlpArgs),
     /// Abuse: SIGTERM with slow clients, slowloris, a WebSocket ping flood and gzip bombs against child servers
     Abuse(super::bench_abuse::AbuseArgs),
 }
@@ -95,6 +97,7 @@ pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
         Cmd::Query(args) => super::bench_query::run_query(args, ctx).await,
         Cmd::Fanout(args) => fanout(args, ctx).await,
         Cmd::Pii(args) => super::bench_pii::run_pii(args, ctx).await,
+        Cmd::Otlp(args) => super::bench_otlp::run_otlp(args, ctx).await,
         Cmd::Abuse(args) => super::bench_abuse::run_abuse(args, ctx).await,
     }
 }

@@ -230,6 +230,7 @@ fn impossible_benchmark_options_are_usage_errors() {
     for args in [
         &["bench", "fanout", "--subscribers", "0"][..],
         &["bench", "ingest", "--rounds", "0"][..],
+        &["bench", "otlp", "--connections", "0"][..],
         &["bench", "query", "--events", "0"][..],
         &["bench", "abuse", "--bombs", "0"][..],
     ] {
@@ -245,6 +246,63 @@ fn impossible_benchmark_options_are_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("must be at least 1"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn otlp_benchmark_stores_every_span_it_counts_next_to_the_batch_and_health_rates() {
+    let home = tempfile::tempdir().unwrap();
+    let report = bench_json(
+        home.path(),
+        &[
+            "otlp",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--spans-per-request",
+            "64",
+            "--connections",
+            "2",
+            "--batch-size",
+            "100",
+            "--storage-rows",
+            "2000",
+        ],
+    );
+    let round = &report["rounds"][0];
+    for scenario in ["health", "ingest_batch", "otlp", "otlp_content"] {
+        assert!(positive(&round[scenario]["ok"]), "{scenario}: {round}");
+        assert_eq!(round[scenario]["non_2xx"], 0, "{scenario}: {round}");
+    }
+    assert_eq!(round["otlp"]["events_per_request"], 64);
+    let s = &report["summary"];
+    for figure in [
+        "health_per_sec",
+        "ingest_batch_per_sec",
+        "otlp_spans_per_sec",
+        "otlp_content_spans_per_sec",
+        "storage_rows_per_sec",
+        "otlp_vs_batch",
+    ] {
+        assert!(positive(&s[figure]), "{figure}: {s}");
+    }
+    assert!(
+        s["otlp_content_request_bytes"].as_u64() > s["otlp_request_bytes"].as_u64(),
+        "{s}"
+    );
+    // Every acknowledged span and event is in the store (warm-up ones too).
+    let acknowledged = ["otlp", "otlp_content", "ingest_batch"]
+        .iter()
+        .map(|k| {
+            round[k]["ok"].as_u64().unwrap() * round[k]["events_per_request"].as_u64().unwrap()
+        })
+        .sum::<u64>();
+    assert!(
+        report["stored_records"].as_u64().unwrap() >= acknowledged,
+        "{report}"
+    );
+    assert_eq!(target_names(&report), ["otlp_spans_rate", "otlp_vs_batch"]);
+    assert_eq!(report["failures"], serde_json::json!([]));
 }
 
 /// Runs `phoenix bench …` in a clean environment and returns its JSON report.
