@@ -6,7 +6,9 @@
 //!   invoke_agent → `agent_run`, embeddings → `embedding`, …) or `openinference.span.kind`
 //!   (LLM → `llm_call`, TOOL → `tool_call`, AGENT → `agent_run`, RETRIEVER → `retrieval`, …);
 //!   the span name otherwise; a log record's event name, else `log`.
-//! - agent path: `gen_ai.agent.name`, else the resource's `service.namespace/service.name`.
+//! - agent path: `gen_ai.agent.name` (or `agent.name`) of the span, else of its nearest
+//!   ancestor in the same request, else of the resource, under the resource's
+//!   `service.namespace`; else the resource's `service.namespace/service.name`.
 //! - ORCH: the resource's `phoenix.orch_id`, else `service.instance.id` (anonymised by the
 //!   collector exactly like `orch_id`).
 //! - level: `error` for an error status, else `info`; a log record's severity.
@@ -20,13 +22,15 @@
 //! messages, log bodies) goes through the caller's `clean` check first; one that fails is left
 //! out (its key listed in `content_dropped`), the record and its metrics are kept.
 
+use std::collections::HashMap;
+
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -94,10 +98,12 @@ pub fn map_traces(
     let mut out = Mapped::default();
     for (r, resource_spans) in request.resource_spans.iter().enumerate() {
         let resource = ResourceFields::of(resource_spans.resource.as_ref());
+        let agents = Agents::of(resource_spans);
         for (s, scope_spans) in resource_spans.scope_spans.iter().enumerate() {
             for (i, span) in scope_spans.spans.iter().enumerate() {
                 let at = || format!("span {i} of resourceSpans[{r}].scopeSpans[{s}]");
-                match map_span(span, &resource, now, clean, &mut out, &at) {
+                let inherited = agents.as_ref().and_then(|a| a.of_ancestors(span));
+                match map_span(span, &resource, inherited, now, clean, &mut out, &at) {
                     Ok(env) => out.envelopes.push(env),
                     Err((field, why)) => out.reject(format!("{}: field `{field}`: {why}", at())),
                 }
@@ -478,6 +484,7 @@ impl Drops {
 fn map_span(
     span: &Span,
     resource: &ResourceFields<'_>,
+    inherited_agent: Option<&str>,
     now: i64,
     clean: &dyn Fn(&str) -> bool,
     out: &mut Mapped,
@@ -501,7 +508,7 @@ fn map_span(
     let mut fields = Fields::default();
     fields.read(&span.attributes, clean, &mut drops);
     let kind = fields.span_kind(&span.name);
-    let agent_path = agent_name_path(&fields, resource);
+    let agent_path = agent_name_path(&fields, inherited_agent, resource);
     let orch_id = fields
         .orch_id
         .clone()
@@ -644,7 +651,7 @@ fn map_log(
         _ => fields.span_kind("log"),
     };
     let level = severity(log.severity_number).or_else(|| normalize_level(&log.severity_text));
-    let agent_path = agent_name_path(&fields, resource);
+    let agent_path = agent_name_path(&fields, None, resource);
     let orch_id = fields
         .orch_id
         .clone()
@@ -709,13 +716,87 @@ fn envelope(
     }
 }
 
-fn agent_name_path(fields: &Fields, resource: &ResourceFields<'_>) -> Option<String> {
+/// The record's agent path: the span's own agent name, else the nearest ancestor's in the
+/// same request (`inherited`), else the resource's, each under the resource's
+/// `service.namespace`; else the resource's `service.namespace/service.name`.
+fn agent_name_path(
+    fields: &Fields,
+    inherited: Option<&str>,
+    resource: &ResourceFields<'_>,
+) -> Option<String> {
+    let qualified = |name: &str| match resource.service_namespace {
+        Some(ns) if name != ns && !name.starts_with(&format!("{ns}/")) => {
+            agent_path(&format!("{ns}/{name}"))
+        }
+        _ => agent_path(name),
+    };
     fields
         .agent_name
         .as_deref()
-        .and_then(agent_path)
-        .or_else(|| resource.agent_name.and_then(agent_path))
+        .or(inherited)
+        .or(resource.agent_name)
+        .and_then(qualified)
         .or_else(|| resource.agent_path())
+}
+
+/// The agent names the spans of one resource declare, by span id, with each span's parent:
+/// a tool call or LLM call inside an `invoke_agent` span belongs to that agent even when it
+/// does not repeat `gen_ai.agent.name`. Only the spans of the same request are known.
+struct Agents<'a> {
+    spans: HashMap<&'a [u8], (&'a [u8], Option<&'a str>)>,
+}
+
+impl<'a> Agents<'a> {
+    /// Parent links climbed at most, so that a cycle in hostile input ends.
+    const MAX_DEPTH: usize = 64;
+
+    /// `None` when no span of the resource names an agent: nothing to inherit.
+    fn of(resource_spans: &'a ResourceSpans) -> Option<Agents<'a>> {
+        let all = || {
+            resource_spans
+                .scope_spans
+                .iter()
+                .flat_map(|s| s.spans.iter())
+        };
+        if !all().any(|span| declared_agent(span).is_some()) {
+            return None;
+        }
+        let spans = all()
+            .map(|span| {
+                let link = (span.parent_span_id.as_slice(), declared_agent(span));
+                (span.span_id.as_slice(), link)
+            })
+            .collect();
+        Some(Agents { spans })
+    }
+
+    /// The agent name of `span`'s nearest ancestor that declares one.
+    fn of_ancestors(&self, span: &Span) -> Option<&'a str> {
+        let mut parent = span.parent_span_id.as_slice();
+        for _ in 0..Self::MAX_DEPTH {
+            if parent.is_empty() {
+                return None;
+            }
+            let &(grandparent, name) = self.spans.get(parent)?;
+            if name.is_some() {
+                return name;
+            }
+            parent = grandparent;
+        }
+        None
+    }
+}
+
+/// The span's own `gen_ai.agent.name` (else `agent.name`).
+fn declared_agent(span: &Span) -> Option<&str> {
+    let named = |key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| as_str(kv.value.as_ref()))
+            .filter(|s| !s.trim().is_empty())
+    };
+    named("gen_ai.agent.name").or_else(|| named("agent.name"))
 }
 
 /// Unix seconds of a nanosecond timestamp; `now` for 0 (unset). Refused more than a day

@@ -405,3 +405,67 @@ fn answers_are_empty_on_full_success_and_status_bodies_have_codes() {
     assert_eq!(rpc_code(429), 8);
     assert_eq!(rpc_code(503), 14);
 }
+
+#[test]
+fn spans_inside_an_agent_span_belong_to_that_agent_under_the_namespace() {
+    let with_ids = |name: &str, id: u8, parent: Option<u8>, attrs: Vec<KeyValue>| Span {
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        ..span(name, attrs)
+    };
+    let req = request(
+        vec![s("service.name", "app"), s("service.namespace", "acme")],
+        vec![
+            // Children first: the order in a request is not the order of the tree.
+            with_ids(
+                "chat gpt-4o",
+                3,
+                Some(2),
+                vec![s("gen_ai.operation.name", "chat")],
+            ),
+            with_ids(
+                "execute_tool search",
+                2,
+                Some(1),
+                vec![s("gen_ai.operation.name", "execute_tool")],
+            ),
+            with_ids(
+                "invoke_agent planner",
+                1,
+                None,
+                vec![
+                    s("gen_ai.operation.name", "invoke_agent"),
+                    s("gen_ai.agent.name", "planner"),
+                ],
+            ),
+            with_ids(
+                "invoke_agent triage",
+                4,
+                None,
+                vec![s("gen_ai.agent.name", "acme/triage")],
+            ),
+            with_ids("chat unrelated", 5, None, vec![]),
+            // A parent cycle in hostile input ends at the resource's path.
+            with_ids("loop a", 6, Some(7), vec![]),
+            with_ids("loop b", 7, Some(6), vec![]),
+        ],
+    );
+    let mapped = map_traces(&req, NOW, &no_email);
+    let paths: Vec<_> = mapped
+        .envelopes
+        .iter()
+        .map(|e| e.agent_path.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "acme/planner",
+            "acme/planner",
+            "acme/planner",
+            "acme/triage",
+            "acme/app",
+            "acme/app",
+            "acme/app"
+        ]
+    );
+}
