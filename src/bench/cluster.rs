@@ -336,15 +336,7 @@ async fn measure_cluster(
                 ("ingest_batch", &ingest_batch),
                 ("ingest_single", &ingest_single),
             ] {
-                let f = &t.load;
-                if f.non_2xx + f.errors > 0 {
-                    failures.push(format!(
-                        "{name} (round {r}): {} non-2xx, {} errors; first: {}",
-                        f.non_2xx,
-                        f.errors,
-                        f.first_failure.as_deref().unwrap_or("-")
-                    ));
-                }
+                failures.extend(t.load.failure(name, r));
                 if t.drain_seconds.is_nan() {
                     failures.push(format!(
                         "{name} (round {r}): not drained within {}s",

@@ -196,15 +196,7 @@ pub(super) async fn measure(
             ("ingest_single", &r.ingest_single),
             ("ingest_batch", &r.ingest_batch),
         ] {
-            if f.non_2xx + f.errors > 0 {
-                failures.push(format!(
-                    "{name} (round {}): {} non-2xx, {} errors; first: {}",
-                    i + 1,
-                    f.non_2xx,
-                    f.errors,
-                    f.first_failure.as_deref().unwrap_or("-")
-                ));
-            }
+            failures.extend(f.failure(name, i + 1));
         }
     }
     if analyze.failures > 0 || analyze.records_analyzed != ANALYZE_RECORDS {

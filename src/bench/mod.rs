@@ -241,6 +241,21 @@ pub struct LoadFigures {
     pub cpu: cpu::CpuUse,
 }
 
+impl LoadFigures {
+    /// What went wrong in scenario `name` of round `round`, when anything did: a run with
+    /// failed requests has no trustworthy figures.
+    pub fn failure(&self, name: &str, round: usize) -> Option<String> {
+        (self.non_2xx + self.errors > 0).then(|| {
+            format!(
+                "{name} (round {round}): {} non-2xx, {} errors; first: {}",
+                self.non_2xx,
+                self.errors,
+                self.first_failure.as_deref().unwrap_or("-")
+            )
+        })
+    }
+}
+
 /// The store writer's group commits during a measured window, from the collector's metrics:
 /// whether ingest is bound by the writer or by the HTTP side shows here.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -373,15 +373,7 @@ async fn measure(
             ("otlp", &r.otlp),
             ("otlp_content", &r.otlp_content),
         ] {
-            if f.non_2xx + f.errors > 0 {
-                failures.push(format!(
-                    "{name} (round {}): {} non-2xx, {} errors; first: {}",
-                    i + 1,
-                    f.non_2xx,
-                    f.errors,
-                    f.first_failure.as_deref().unwrap_or("-")
-                ));
-            }
+            failures.extend(f.failure(name, i + 1));
         }
     }
     // A 200 may carry a partial success: rejected spans or dropped content would mean the

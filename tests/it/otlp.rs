@@ -20,6 +20,7 @@ use prost::Message as _;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
 
+use crate::support::bytes::{contains, files_in};
 use crate::support::collector::{DB_FILE, TestCollector, metric_value};
 use crate::support::full_queue::FullQueueStore;
 
@@ -110,20 +111,7 @@ async fn export_spans(url: String, protocol: Protocol) {
 
 /// Every file of the collector's data directory, as bytes: raw PII must be in none.
 fn data_files(c: &TestCollector) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(c.dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            all.extend(std::fs::read(path).unwrap());
-        }
-    }
-    all
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+    files_in(c.dir.path())
 }
 
 async fn check_stored_spans(c: &TestCollector) {

@@ -9,6 +9,7 @@ use std::process::Output;
 use serde_json::{Value, json};
 
 use crate::support::bin::phoenix_async;
+use crate::support::bytes::contains;
 use crate::support::collector::TestCollector;
 use phoenix::core::collector::CollectorConfig;
 
@@ -65,12 +66,6 @@ fn collector_bytes(db: &Path) -> Vec<u8> {
         }
     }
     bytes
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

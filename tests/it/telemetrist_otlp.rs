@@ -34,6 +34,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
 use crate::support::bin::phoenix_async;
+use crate::support::bytes::{contains, files_in};
 use crate::support::collector::{TestCollector, metric_value};
 
 const RAW_NAME: &str = "Dan Johnson";
@@ -238,24 +239,6 @@ fn otlp_counts(home: &Path) -> OtlpCounts {
         .unwrap()
         .otlp_counts()
         .unwrap()
-}
-
-/// Every file of a directory, as bytes.
-fn files_in(dir: &Path) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            all.extend(std::fs::read(path).unwrap());
-        }
-    }
-    all
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 /// The URL of a port nothing listens on (it was free a moment ago).

@@ -1,5 +1,6 @@
 pub mod backend;
 pub mod bin;
+pub mod bytes;
 pub mod collector;
 pub mod distributor;
 pub mod fake_conversations;
