@@ -50,7 +50,7 @@ pub(super) struct Cues {
 /// number is validated on its ASCII digits, all inside one such run.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct NumberRuns {
-    /// Runs of digits, spaces, `.`, `-`, `+`, `(` and `)` with at least 7 digits: the only
+    /// Runs of digits, spaces, `.`, `-`, `+`, `(`, `)` and `/` with at least 7 digits: the only
     /// places a phone number (7 to 15 digits) can be.
     pub phones: Vec<Range<usize>>,
     /// The most digits in one run of digits, spaces and `-`: a card has 13 or more, an SSN
@@ -98,7 +98,7 @@ impl NumberRuns {
 const DIGIT: u8 = 1;
 /// A space or `-`: what a card's or an SSN's digits may be grouped with.
 const GROUPS: u8 = 1 << 1;
-/// A space, `-`, `.`, `+`, `(` or `)`: what a phone number's digits may be grouped with.
+/// A space, `-`, `.`, `+`, `(`, `)` or `/`: what a phone number's digits may be grouped with.
 const PHONE: u8 = 1 << 2;
 const UPPER: u8 = 1 << 3;
 /// Two capital letters and two digits in the last four bytes' classes.
@@ -116,7 +116,7 @@ static CLASS: [u8; 256] = {
             UPPER
         } else if c == b' ' || c == b'-' {
             GROUPS | PHONE
-        } else if matches!(c, b'.' | b'+' | b'(' | b')') {
+        } else if matches!(c, b'.' | b'+' | b'(' | b')' | b'/') {
             PHONE
         } else {
             0

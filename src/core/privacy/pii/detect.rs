@@ -63,11 +63,16 @@ static SSN: LazyLock<Regex> = LazyLock::new(|| {
         r"\b(\d{3})-(\d{2})-(\d{4})\b|(?i:\b(?:ssn|social security(?: number)?|soc\.? sec\.?)\b\D{0,20}?\b(\d{3})[ ]?(\d{2})[ ]?(\d{4})\b)",
     )
 });
+/// Separators between digit groups: one space, dot or hyphen, two or three spaces (mixed
+/// spacing), or a slash between area code and number (`089 / 123 456 78`).
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?|\(\d{1,5}\)[ .-]?|\b)\d{1,5}(?:[ .-]?(?:\(\d{1,5}\)|\d{1,5})){1,6}\b",
+        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?|\(\d{1,5}\)[ .-]?|\b)\d{1,5}(?:(?:[ .-]| {2,3}| ?/ ?)?(?:\(\d{1,5}\)|\d{1,5})){1,6}\b",
     )
 });
+/// An extension after a phone number: `x13503`, `ext. 12`, `extension 4`, `Durchwahl 12`.
+static PHONE_EXTENSION: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^,? ?(?i:x|ext\.?|extn\.?|extension|durchwahl|poste)[ .:]?\d{1,6}\b"));
 static IPV4: LazyLock<Regex> = LazyLock::new(|| {
     re(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b")
 });
@@ -385,7 +390,13 @@ fn phones(text: &str, within: &Range<usize>, found: &mut Vec<Span>) {
             continue;
         }
         if validate::phone(s, || validate::number_context(before)) {
-            found.push(span(m.start(), m.start() + s.len(), EntityType::Phone));
+            let end = m.start() + s.len();
+            // The extension is part of the number: leaving it would leave a piece of it.
+            let end = PHONE_EXTENSION
+                .find(&text[end..])
+                .map_or(end, |x| end + x.end());
+            at = at.max(end);
+            found.push(span(m.start(), end, EntityType::Phone));
         }
     }
 }

@@ -235,6 +235,37 @@ pub fn number_context(before: &str) -> NumberContext {
                 | "landline"
                 | "hotline"
                 | "mob"
+                // German, French, Spanish and Italian cues.
+                | "telefon"
+                | "telefonnummer"
+                | "handy"
+                | "handynummer"
+                | "mobil"
+                | "mobilnummer"
+                | "festnetz"
+                | "anrufen"
+                | "ruf"
+                | "rufen"
+                | "erreichbar"
+                | "téléphone"
+                | "tél"
+                | "portable"
+                | "appelez"
+                | "appeler"
+                | "appelle"
+                | "joindre"
+                | "teléfono"
+                | "telefono"
+                | "llame"
+                | "llamar"
+                | "llámame"
+                | "llamame"
+                | "móvil"
+                | "movil"
+                | "celular"
+                | "cellulare"
+                | "chiamare"
+                | "chiamami"
         ) || (w == "text" && after == Some("me"))
         {
             return NumberContext::Phone;
@@ -294,7 +325,9 @@ pub fn phone(candidate: &str, context: impl FnOnce() -> NumberContext) -> bool {
         .count();
     let dots = candidate.matches('.').count();
     // Dates, versions and dotted quads.
-    if looks_like_date(candidate) || (dots >= 2 && !is_dotted_nanp(candidate)) {
+    if looks_like_date(candidate)
+        || (dots >= 2 && !is_dotted_nanp(candidate) && !is_dotted_pairs(candidate))
+    {
         return false;
     }
     let groups: Vec<&str> = candidate
@@ -345,6 +378,12 @@ fn is_nanp(digits: &str) -> bool {
     };
     let b = d.as_bytes();
     (b'2'..=b'9').contains(&b[0]) && (b'2'..=b'9').contains(&b[3])
+}
+
+/// `01.23.45.67.89`: a French national number written in dotted pairs.
+fn is_dotted_pairs(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 5 && parts.iter().all(|p| p.len() == 2) && s.starts_with('0')
 }
 
 fn is_dotted_nanp(s: &str) -> bool {

@@ -55,6 +55,44 @@ fn phones_in_text() {
 }
 
 #[test]
+fn phones_in_national_formats_with_extensions_and_cues_in_other_languages() {
+    for (text, phone) in [
+        ("call me at 415  555-0132 later", "415  555-0132"),
+        ("Ruf an: 089 / 123 456 78.", "089 / 123 456 78"),
+        ("Telefon 030/12345678 ab 9 Uhr", "030/12345678"),
+        ("Appelez le 01.23.45.67.89 svp", "01.23.45.67.89"),
+        ("Llame al 91 123 45 67 por favor", "91 123 45 67"),
+        ("mi móvil es 612 34 56 78", "612 34 56 78"),
+        (
+            "call +1 415 555 0132 x13503 today",
+            "+1 415 555 0132 x13503",
+        ),
+        (
+            "call (415) 555-0132 ext. 12 today",
+            "(415) 555-0132 ext. 12",
+        ),
+        (
+            "office +44 20 7946 0958, extension 4411",
+            "+44 20 7946 0958, extension 4411",
+        ),
+        ("call me at +49 (0) 30 1234567", "+49 (0) 30 1234567"),
+        ("call me at 540.717.0011", "540.717.0011"),
+    ] {
+        assert_eq!(only(text, EntityType::Phone), [phone], "{text}");
+    }
+    for negative in [
+        "released on 12/05/2024 after review",
+        "pages 1 / 2 / 3 of 2024 / 2025",
+        "ticket 12345678 / 4 is open",
+        "build 2024.05.17 ok, port 8080",
+        "ratio 3/4 of 1234567 rows",
+        "see /var/log/0123456789/app.log",
+    ] {
+        assert!(only(negative, EntityType::Phone).is_empty(), "{negative}");
+    }
+}
+
+#[test]
 fn cards_ibans_ssns() {
     assert_eq!(
         only("card 4111-1111-1111-1111 exp 12/27", EntityType::CreditCard),
