@@ -67,11 +67,12 @@ pub fn is_common_word(lower: &str) -> bool {
 }
 
 pub(super) const TITLES: &[&str] = &[
-    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "dame",
+    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "dame", "herr", "frau", "mme",
+    "mlle", "sr", "sra", "srta", "señor", "señora", "doña", "dott", "sig", "signor", "signora",
 ];
 pub(super) const PARTICLES: &[&str] = &[
     "van", "von", "de", "der", "den", "da", "di", "del", "della", "le", "la", "bin", "ibn", "al",
-    "el", "dos", "du",
+    "el", "dos", "du", "des", "ten", "ter", "zu", "vom", "los", "las",
 ];
 pub(super) const RELATIONS: &[&str] = &[
     "colleague",

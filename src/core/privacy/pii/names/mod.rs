@@ -167,7 +167,12 @@ fn tokenize(text: &str) -> Vec<Tok<'_>> {
                 )
             } else {
                 let lower = word.to_lowercase();
-                let role = lexicon(&lower);
+                // "María", "José", "François": the lexicons also hold names without their
+                // accents, so a word not found as written is looked up folded.
+                let role = match lexicon(&lower) {
+                    0 => fold_accents(&lower).map_or(0, |folded| lexicon(&folded)),
+                    role => role,
+                };
                 (
                     word.chars().next().is_some_and(char::is_uppercase),
                     word.chars().skip(1).any(char::is_lowercase),
@@ -198,6 +203,36 @@ fn tokenize(text: &str) -> Vec<Tok<'_>> {
 
 /// The character that starts at byte `i` of `text` (a character boundary), decoded only
 /// when it is not ASCII.
+/// `word` with the accents of Latin letters taken off, when it has any.
+fn fold_accents(word: &str) -> Option<String> {
+    let mut folded = String::with_capacity(word.len());
+    let mut changed = false;
+    for c in word.chars() {
+        let plain = match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
+            'ç' => 'c',
+            'è' | 'é' | 'ê' | 'ë' => 'e',
+            'ì' | 'í' | 'î' | 'ï' => 'i',
+            'ñ' => 'n',
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' => 'o',
+            'ù' | 'ú' | 'û' | 'ü' => 'u',
+            'ý' | 'ÿ' => 'y',
+            'ß' => {
+                folded.push_str("ss");
+                changed = true;
+                continue;
+            }
+            c => {
+                folded.push(c);
+                continue;
+            }
+        };
+        folded.push(plain);
+        changed = true;
+    }
+    changed.then_some(folded)
+}
+
 fn char_at(text: &str, i: usize) -> Option<char> {
     match text.as_bytes().get(i) {
         Some(&b) if b.is_ascii() => Some(char::from(b)),
@@ -289,13 +324,26 @@ fn continuation(toks: &[Tok<'_>], i: usize, lowercase_ok: bool) -> usize {
         if gap != " " && !initial_gap {
             break;
         }
-        let particle =
-            t.role & PARTICLE != 0 && toks.get(j + 1).is_some_and(|nx| nx.cap && nx.gap == " ");
+        // A letter with a dot and more letters after it is a degree ("B.Sc."), no initial.
+        if t.text.chars().count() == 1 && toks.get(j + 1).is_some_and(|nx| nx.gap == ".") {
+            break;
+        }
+        // One or two particles before a capitalised word: "van der Berg", "de la Cruz".
+        let particles = (0..2)
+            .take_while(|&k| {
+                toks.get(j + k)
+                    .is_some_and(|p| p.role & PARTICLE != 0 && (k == 0 || p.gap == " "))
+            })
+            .count();
+        let particle = particles > 0
+            && toks
+                .get(j + particles)
+                .is_some_and(|nx| nx.cap && nx.gap == " ");
         let cap_part = t.cap && (t.last() || t.first() || !t.common());
         let low_part = lowercase_ok && !t.cap && t.last() && !t.common();
         if particle {
-            n += 2;
-            j += 2;
+            n += particles + 1;
+            j += particles + 1;
             continue;
         }
         if !(cap_part || low_part) {
@@ -420,6 +468,21 @@ fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
                 }
                 // Common words may be part of a name ("Blue Sun GmbH") but not start it.
                 let ok = p.cap || (lower_ok && !p.common() && words == 0);
+                // "Hayes and Armstrong LLC", "Barnes und Noble GmbH": a joining word between
+                // two capitalised ones.
+                let joins = !p.cap
+                    && k >= 2
+                    && toks[k - 2].cap
+                    && p.gap == " "
+                    && matches!(
+                        p.lower(&mut [0; CUE_WORD_MAX]),
+                        "and" | "und" | "et" | "y" | "of"
+                    );
+                if joins {
+                    k -= 2;
+                    words += 2;
+                    continue;
+                }
                 if !ok {
                     break;
                 }

@@ -83,3 +83,34 @@ fn organisations_by_suffix_and_context() {
     assert_eq!(orgs_in("we bought acme corp"), ["acme corp"]);
     assert!(orgs_in("I work at the bank").is_empty());
 }
+
+#[test]
+fn particles_titles_and_degrees_of_other_languages() {
+    assert_eq!(
+        people("Please ask Jan van der Berg about the deploy."),
+        ["Jan van der Berg"]
+    );
+    assert_eq!(
+        people("I spoke with María de la Cruz yesterday."),
+        ["María de la Cruz"]
+    );
+    assert_eq!(people("Contact Herr Müller before noon."), ["Müller"]);
+    assert_eq!(people("Mme Dupont sent the invoice."), ["Dupont"]);
+    assert_eq!(
+        people("Lucas Moreau B.Sc. joined the team."),
+        ["Lucas Moreau"]
+    );
+    assert_eq!(people("Thanks, Pierre du Pont"), ["Pierre du Pont"]);
+    // A particle alone is no name, and a common word after one is none either.
+    assert!(people("the van der is broken and de la plan").is_empty());
+}
+
+#[test]
+fn organisations_joined_by_and_before_a_legal_form() {
+    assert_eq!(
+        orgs_in("Hayes and Armstrong LLC filed the claim."),
+        ["Hayes and Armstrong LLC"]
+    );
+    assert!(orgs_in("Jekyll and Hyde is a novel.").is_empty());
+    assert!(people("Jekyll and Hyde is a novel.").is_empty());
+}
