@@ -102,6 +102,28 @@ static ADDRESS_FR: LazyLock<Regex> = LazyLock::new(|| {
         r"\b\d{1,4}(?: ?(?:bis|ter))?,? (?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|route|cours) (?:(?:de|du|des|la|le|l'|d')\s?)*[A-ZÉÈ][\w'-]*(?: (?:(?:de|du|des|la|le) |d'|l')?[A-ZÉÈ][\w'-]*){0,3}(?:, ?\d{5} [A-Z][\w-]+(?: [A-Z][\w-]+)?)?",
     )
 });
+/// US street types beyond [`ADDRESS_EN`]'s (the USPS suffixes address generators use), many
+/// of them everyday words: only after capitalised words (`742 Evergreen Keys`, `55 Ocean Fort,
+/// Tampa`), with the same unit, city and postcode tail.
+static ADDRESS_EN_MORE: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"\b\d{1,5}[A-Za-z]?,?(?: [A-Z][a-z'.-]+){1,3} ",
+        r"(?:Alley|Bend|Bluffs?|Branch|Bridge|Brooks?|Burgs?|Bypass|Camp|Canyon|Cape|Causeway|Centers?|Cliffs?|Commons?|Corners?|Courts|Coves?|Creek|Crest|Crossing|Crossroad|Curve|Dale|Divide|Drives|Estates?|Expressway|Extensions?|Falls|Ferry|Fields?|Flats?|Fords?|Forest|Forges?|Forks?|Fort|Freeway|Gateway|Glens?|Greens|Groves?|Harbors?|Haven|Heights|Hills|Hollow|Inlet|Islands?|Isle|Junctions?|Keys?|Knolls?|Lakes?|Landing|Lights|Loaf|Locks|Lodge|Loop|Manors?|Meadows?|Mills?|Mission|Motorway|Mount|Mountains?|Neck|Orchard|Oval|Overpass|Parks?|Parkways|Passage|Pike|Pines?|Plains?|Plaza|Points?|Ports?|Prairie|Radial|Ranch|Rapids?|Ridges?|River|Roads|Route|Shoals?|Shores?|Skyway|Springs?|Spurs?|Squares|Station|Stravenue|Stream|Streets|Summit|Throughway|Trace|Track|Trafficway|Tunnel|Turnpike|Underpass|Unions?|Valleys?|Viaduct|Views?|Villages?|Ville|Vista|Walks|Ways|Wells?)\b",
+        r"(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|#)\.? ?[A-Za-z0-9-]+)?",
+        r"(?:, [A-Z][a-z][A-Za-z.'-]*(?: [A-Z][a-z][A-Za-z.'-]*){0,2})?",
+        r"(?:,? [A-Z]{2} \d{5}(?:-\d{4})?)?",
+    ))
+});
+/// `Calle Mayor 5, 28013 Madrid`, `Avenida de la Constitución 21`, `Via Roma 10, 00184 Roma`:
+/// Spanish, Catalan, Italian and Portuguese streets, the type first and the number after.
+static ADDRESS_SOUTH: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"\b(?:Calle|Avenida|Avda\.|Paseo|Plaza|Carrer|Camino|Carretera|Ronda|Via|Viale|Piazza|Corso|Largo|Vicolo|Rua|Travessa) ",
+        r"(?:(?:de|del|de la|de los|de las|la|el|di|della|delle|dei|degli|da|do|dos) )*",
+        r"\p{Lu}[\p{L}'-]*(?: (?:(?:de|del|la|di|della|da|do) )?\p{Lu}[\p{L}'-]*){0,3},? \d{1,4}[A-Za-z]?",
+        r"(?:, ?\d{5} \p{Lu}[\p{L}-]+(?: \p{Lu}[\p{L}-]+)?)?",
+    ))
+});
 static PO_BOX: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bP\.? ?O\.? Box \d{1,6}\b"));
 
 /// Every piece of personal data in `text`, non-overlapping, in order. The detectors read the
@@ -201,6 +223,8 @@ pub(super) fn detect_patterns(text: &str, found: &mut Vec<Span>) {
         (&*ADDRESS_EN, cues.street_en),
         (&*ADDRESS_DE, cues.street_de),
         (&*ADDRESS_FR, cues.street_fr),
+        (&*ADDRESS_EN_MORE, cues.street_en_more),
+        (&*ADDRESS_SOUTH, cues.digits > 0),
         (&*PO_BOX, cues.po_box),
     ] {
         if !cue {

@@ -311,3 +311,45 @@ fn street_addresses() {
     }
     assert!(only("we waited 20 minutes on the road", EntityType::Address).is_empty());
 }
+
+#[test]
+fn addresses_with_more_street_types_and_southern_european_streets() {
+    for (text, addr) in [
+        (
+            "Ship it to 742 Evergreen Keys please.",
+            "742 Evergreen Keys",
+        ),
+        (
+            "Ship it to 55 Ocean Fort, Tampa please.",
+            "55 Ocean Fort, Tampa",
+        ),
+        ("Ship it to 9 Willow Plain please.", "9 Willow Plain"),
+        (
+            "Ship it to 8 Oak Crossing Apt 4, Dayton, OH 45402 today",
+            "8 Oak Crossing Apt 4, Dayton, OH 45402",
+        ),
+        (
+            "Envíelo a Calle Mayor 5, 28013 Madrid por favor.",
+            "Calle Mayor 5, 28013 Madrid",
+        ),
+        (
+            "Avenida de la Constitución 21, 41001 Sevilla",
+            "Avenida de la Constitución 21, 41001 Sevilla",
+        ),
+        (
+            "Spedire a Via Roma 10, 00184 Roma.",
+            "Via Roma 10, 00184 Roma",
+        ),
+    ] {
+        assert_eq!(only(text, EntityType::Address), [addr], "{text}");
+    }
+    for negative in [
+        "we ran 3 tests in the Park and 2 more in the lab",
+        "the State of the Union 2024 address",
+        "section 3 Key points",
+        "the via 5 route is faster",
+        "Plaza 5 stars",
+    ] {
+        assert!(only(negative, EntityType::Address).is_empty(), "{negative}");
+    }
+}
