@@ -447,18 +447,37 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
     None
 }
 
+/// A legal form written with dots ("S.L.", "S.A.", "B.V."): the letters after the first,
+/// each one a word of its own after a dot.
+fn dotted_legal_form(toks: &[Tok<'_>], i: usize) -> bool {
+    let (Some(prev), t) = (i.checked_sub(1).map(|p| &toks[p]), &toks[i]) else {
+        return false;
+    };
+    let after_dot = toks.get(i + 1).is_none_or(|n| n.gap.starts_with('.'));
+    t.gap == "."
+        && after_dot
+        && matches!(
+            (prev.text, t.text),
+            ("S", "L" | "A") | ("B" | "N", "V") | ("S", "p") | ("S", "r")
+        )
+}
+
 fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
     for (i, t) in toks.iter().enumerate() {
-        let legal = t.org_suffix || (t.role & LEGAL != 0 && t.text.len() > 1);
+        let dotted = dotted_legal_form(toks, i);
+        // Where the legal form starts: its first letter when written with dots.
+        let form = if dotted { i - 1 } else { i };
+        let legal = dotted || t.org_suffix || (t.role & LEGAL != 0 && t.text.len() > 1);
         if legal
-            && i > 0
-            && t.gap
+            && form > 0
+            && toks[form]
+                .gap
                 .trim_matches(|c: char| c == ' ' || c == ',')
                 .is_empty()
         {
             // Walk back over the name: capitalised words joined by spaces, "&", "and", "of".
             let lower_ok = t.role & LEGAL != 0;
-            let mut k = i;
+            let mut k = form;
             let mut words = 0;
             while k > 0 && words < 4 {
                 let p = &toks[k - 1];

@@ -114,3 +114,23 @@ fn organisations_joined_by_and_before_a_legal_form() {
     assert!(orgs_in("Jekyll and Hyde is a novel.").is_empty());
     assert!(people("Jekyll and Hyde is a novel.").is_empty());
 }
+
+#[test]
+fn organisations_of_family_businesses_and_dotted_legal_forms() {
+    assert_eq!(
+        orgs_in("Carter and Sons delivered the parts."),
+        ["Carter and Sons"]
+    );
+    assert_eq!(
+        orgs_in("Transportes García S.L. invoiced us."),
+        ["Transportes García S.L"]
+    );
+    // "Consulting" ends an organisation too; the overlap resolver keeps the longer one.
+    assert!(orgs_in("Iberia Consulting S.A. paid.").contains(&"Iberia Consulting S.A"));
+    assert_eq!(
+        orgs_in("Baker, Lee and Ortiz LLP filed it."),
+        ["Baker, Lee and Ortiz LLP"]
+    );
+    assert!(orgs_in("my two sons and the S.A. rules").is_empty());
+    assert!(orgs_in("Her Sons arrived.").is_empty());
+}
