@@ -142,6 +142,31 @@ fn tokens(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
+/// Whether a learned one-word form of a name that is also an everyday word ("Port" of
+/// "Sarah Port", "May" of "May Chen") is used here as the word: before a number ("Port 443",
+/// "May 3") or after an article or determiner ("The Port team"). `lower` is the form
+/// lower-cased.
+fn used_as_a_word(text: &str, start: usize, end: usize, lower: &str) -> bool {
+    if lower.contains(' ') || !(is_common_word(lower) || names::is_dictionary_word(lower)) {
+        return false;
+    }
+    let after = text[end..].trim_start_matches([' ', '\u{a0}']);
+    if after.len() < text.len() - end && after.starts_with(|c: char| c.is_ascii_digit()) {
+        return true;
+    }
+    let before = text[..start].trim_end_matches(' ');
+    if before.len() == start {
+        return false;
+    }
+    let word_start = before.rfind(|c: char| !c.is_alphabetic()).map_or(0, |i| {
+        i + before[i..].chars().next().map_or(1, char::len_utf8)
+    });
+    matches!(
+        before[word_start..].to_ascii_lowercase().as_str(),
+        "the" | "a" | "an" | "this" | "that" | "these" | "those" | "our" | "your" | "their"
+    )
+}
+
 /// Byte strings kept end to end in one buffer: a form costs no allocation of its own.
 #[derive(Debug, Default)]
 struct Forms {
@@ -544,6 +569,9 @@ impl Redactor {
                 continue;
             }
             if let Some((entity, _)) = self.known.get(lower_into(&mut self.lower, s)) {
+                if *entity == EntityType::Person && used_as_a_word(text, start, end, &self.lower) {
+                    continue;
+                }
                 found.push(Span {
                     start,
                     end,

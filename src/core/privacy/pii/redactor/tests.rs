@@ -182,3 +182,18 @@ fn a_name_word_that_is_an_everyday_word_is_replaced_only_where_written_as_a_name
     let (d, _) = r.redact("ask johnson, or dan");
     assert_eq!(d, "ask USER_B, or USER_B");
 }
+
+#[test]
+fn a_learned_everyday_name_word_before_a_number_or_after_an_article_stays() {
+    let mut r = Redactor::new();
+    let (a, _) = r.redact("Please call Sarah Port tomorrow. May Chen joined today.");
+    assert_eq!(a, "Please call USER_A tomorrow. USER_B joined today.");
+    let (b, _) = r.redact("Port 443 is closed. The Port team will check. We met on May 3.");
+    assert_eq!(
+        b,
+        "Port 443 is closed. The Port team will check. We met on May 3."
+    );
+    // Where it is written as the name, it still is the person.
+    let (c, _) = r.redact("Thanks, Port. Ask May about it.");
+    assert_eq!(c, "Thanks, USER_A. Ask USER_B about it.");
+}
