@@ -402,6 +402,13 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
             return take(true);
         }
         Cue::Relation if !common && (t.cap || known) => return take(true),
+        // "ask claudius bruder", "tell maximiano del calvet": after a verb that takes a
+        // person, two lower-case words that are no English words (particles between).
+        Cue::Relation if !common && !t.cap => {
+            if let Some(last) = unlisted_lowercase_pair(toks, i) {
+                return Some(last);
+            }
+        }
         Cue::Weak if known && !common => return take(!t.cap),
         // "this is sjoerd from support", "I'm Aoife from billing".
         Cue::Weak
@@ -460,6 +467,31 @@ fn dotted_legal_form(toks: &[Tok<'_>], i: usize) -> bool {
             (prev.text, t.text),
             ("S", "L" | "A") | ("B" | "N", "V") | ("S", "p") | ("S", "r")
         )
+}
+
+/// The index of the second word when word `i` and the next one (after up to two particles)
+/// are lower-case letters only and neither a common nor a dictionary word.
+fn unlisted_lowercase_pair(toks: &[Tok<'_>], i: usize) -> Option<usize> {
+    let unlisted = |t: &Tok<'_>| {
+        !t.cap
+            && !t.common()
+            && t.text.chars().count() >= 3
+            && t.text.chars().all(char::is_alphabetic)
+            && !is_dictionary_word(t.lower(&mut [0; CUE_WORD_MAX]))
+    };
+    if !unlisted(&toks[i]) {
+        return None;
+    }
+    let mut j = i + 1;
+    while toks
+        .get(j)
+        .is_some_and(|p| p.role & PARTICLE != 0 && p.gap == " ")
+        && j - i <= 2
+    {
+        j += 1;
+    }
+    let last = toks.get(j)?;
+    (last.gap == " " && unlisted(last)).then_some(j)
 }
 
 fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {

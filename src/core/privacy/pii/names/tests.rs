@@ -134,3 +134,23 @@ fn organisations_of_family_businesses_and_dotted_legal_forms() {
     assert!(orgs_in("my two sons and the S.A. rules").is_empty());
     assert!(orgs_in("Her Sons arrived.").is_empty());
 }
+
+#[test]
+fn lower_case_names_after_a_verb_that_takes_a_person() {
+    assert_eq!(
+        people("Ask claudius bruder for access."),
+        ["claudius bruder"]
+    );
+    assert_eq!(
+        people("Tell maximiano del calvet the build passed."),
+        ["maximiano del calvet"]
+    );
+    for negative in [
+        "ask kubectl for the logs",
+        "ping the grafana dashboards",
+        "tell everyone the build passed",
+        "ask for access to the repo",
+    ] {
+        assert!(people(negative).is_empty(), "{negative}");
+    }
+}
