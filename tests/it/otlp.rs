@@ -15,14 +15,13 @@ use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use phoenix::core::collector::{CollectorConfig, Limits};
 use phoenix::core::store::StoreOptions;
-use phoenix::core::telemetry::otlp::RpcStatus;
-use prost::Message as _;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 use crate::support::bytes::{contains, files_in};
 use crate::support::collector::{DB_FILE, TestCollector, metric_value};
 use crate::support::full_queue::FullQueueStore;
+use crate::support::otlp::rpc_status;
 
 const RAW_EMAIL: &str = "maria.gonzalez@example.org";
 const RAW_PHONE: &str = "+1 415 555 0134";
@@ -287,30 +286,6 @@ async fn post(
         .send()
         .await
         .unwrap()
-}
-
-/// Status code and decoded `google.rpc.Status` of an error answer, in either encoding.
-async fn rpc_status(resp: reqwest::Response) -> (u16, RpcStatus, Option<String>) {
-    let code = resp.status().as_u16();
-    let retry = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let ct = resp.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
-    let bytes = resp.bytes().await.unwrap();
-    let status = if ct == "application/x-protobuf" {
-        RpcStatus::decode(bytes.as_ref()).expect("a protobuf google.rpc.Status")
-    } else {
-        assert_eq!(ct, "application/json");
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
-        assert!(v["details"].is_array(), "{v}");
-        RpcStatus {
-            code: v["code"].as_i64().unwrap() as i32,
-            message: v["message"].as_str().unwrap().to_owned(),
-            details: vec![],
-        }
-    };
-    (code, status, retry)
 }
 
 #[tokio::test]

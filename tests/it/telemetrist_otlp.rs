@@ -26,9 +26,8 @@ use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use phoenix::core::collector::{CollectorConfig, Limits};
 use phoenix::core::privacy::telemetrist::spool::{OtlpCounts, Spool};
-use phoenix::core::telemetry::otlp::RpcStatus;
 use prost::Message as _;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
@@ -36,6 +35,7 @@ use tokio::process::{Child, ChildStdout};
 use crate::support::bin::phoenix_async;
 use crate::support::bytes::{contains, files_in};
 use crate::support::collector::{TestCollector, metric_value};
+use crate::support::otlp::rpc_status;
 
 const RAW_NAME: &str = "Dan Johnson";
 const RAW_EMAIL: &str = "dan.johnson@globex.example";
@@ -461,29 +461,6 @@ async fn an_outage_and_a_restart_lose_nothing_and_each_batch_arrives_once() {
     c.stop().await;
 }
 
-/// Status, `Retry-After` and decoded `google.rpc.Status` of an error answer.
-async fn rpc_status(resp: reqwest::Response) -> (u16, Option<String>, RpcStatus) {
-    let code = resp.status().as_u16();
-    let retry = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let ct = resp.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
-    let bytes = resp.bytes().await.unwrap();
-    let status = if ct == "application/x-protobuf" {
-        RpcStatus::decode(bytes.as_ref()).expect("a protobuf google.rpc.Status")
-    } else {
-        assert_eq!(ct, "application/json");
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
-        RpcStatus {
-            code: v["code"].as_i64().unwrap() as i32,
-            message: v["message"].as_str().unwrap().to_owned(),
-            details: vec![],
-        }
-    };
-    (code, retry, status)
-}
-
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = GzEncoder::new(Vec::new(), Compression::default());
     enc.write_all(data).unwrap();
@@ -502,18 +479,18 @@ async fn every_error_class_is_answered_like_the_collector_and_a_full_spool_says_
     )
     .await;
 
-    let (code, _, status) =
+    let (code, status, _) =
         rpc_status(post(&edge.url, "text/plain", b"hi".to_vec(), false).await).await;
     assert_eq!((code, status.code), (415, 3), "{}", status.message);
-    let (code, _, status) =
+    let (code, status, _) =
         rpc_status(post(&edge.url, "application/x-protobuf", vec![0xff, 0x01], false).await).await;
     assert_eq!((code, status.code), (400, 3));
     assert!(status.message.contains("protobuf"), "{}", status.message);
-    let (code, _, status) =
+    let (code, status, _) =
         rpc_status(post(&edge.url, "application/json", b"{not json".to_vec(), false).await).await;
     assert_eq!((code, status.code), (400, 3));
     let big = raw_span_request(&"lorem ipsum ".repeat(1000));
-    let (code, _, status) =
+    let (code, status, _) =
         rpc_status(post(&edge.url, "application/x-protobuf", big, false).await).await;
     assert_eq!((code, status.code), (413, 8), "{}", status.message);
 
@@ -521,7 +498,7 @@ async fn every_error_class_is_answered_like_the_collector_and_a_full_spool_says_
     let huge = raw_span_request(&"a".repeat(1200 * 1024));
     let resp = post(&edge.url, "application/x-protobuf", gzip(&huge), true).await;
     assert_eq!(resp.status(), 200);
-    let (code, retry, status) = rpc_status(
+    let (code, status, retry) = rpc_status(
         post(
             &edge.url,
             "application/json",

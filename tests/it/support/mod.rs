@@ -7,4 +7,5 @@ pub mod fake_conversations;
 pub mod fake_github;
 pub mod fake_llm;
 pub mod full_queue;
+pub mod otlp;
 pub mod services;
