@@ -146,7 +146,12 @@ async fn the_writer_group_commits_and_newest_first_reads_filter_segment_wise() {
     rows.push(record(6, "skill_execution", "support", now + 86_400));
     queued.fetch_add(rows.len(), Ordering::AcqRel);
     let (reply, committed) = oneshot::channel();
-    tx.send(Job::Telemetry(rows, reply)).await.unwrap();
+    tx.send(Job::Telemetry(
+        phoenix::core::store::rollup::Batch::new(rows),
+        reply,
+    ))
+    .await
+    .unwrap();
     committed.await.unwrap().unwrap();
 
     // A conversation id is stored once; conversations share the queue's count.
@@ -480,4 +485,121 @@ async fn records_written_again_are_stored_once_in_small_and_copied_groups() {
         .get(0);
     assert_eq!(distinct, 1_015);
     store.shutdown().await;
+}
+
+/// A record with a model, a latency and an error level every third.
+fn timed(i: usize, ts: i64, model: &str, ms: u64) -> NewRecord {
+    NewRecord {
+        id: format!("t{i}"),
+        ts_unix: ts,
+        received_unix: ts,
+        kind: "llm_call".into(),
+        level: Some(if i.is_multiple_of(3) { "error" } else { "info" }.into()),
+        orch_hash: Some(format!("orch_{:016x}", i % 4)),
+        agent_path: Some("support/triage".into()),
+        tags_json: None,
+        payload_json: format!(
+            r#"{{"model":"{model}","response_time":{ms},"tokens":{{"input":10,"output":2}}}}"#
+        ),
+    }
+}
+
+#[tokio::test]
+async fn the_dashboards_cells_are_exact_across_writers_redeliveries_and_folds() {
+    use phoenix::core::store::TelemetryStore;
+    use phoenix::core::store::rollup::CellRange;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = postgres::pool(&PgOptions::new(&db.url)).unwrap();
+    postgres::migrate(&pool).await.unwrap();
+    // Two stores on one database, as two collector processes.
+    let a = postgres::PgStore::start(pool.clone(), 100_000, StoreMetrics::default());
+    let b = postgres::PgStore::start(pool.clone(), 100_000, StoreMetrics::default());
+    let minute = 1_796_169_600;
+    let batch = |from: usize, to: usize, model: &str| -> Vec<NewRecord> {
+        (from..to)
+            .map(|i| timed(i, minute + (i % 60) as i64, model, 10 * (i as u64 % 50 + 1)))
+            .collect()
+    };
+    let (ra, rb) = tokio::join!(
+        async { a.submit(batch(0, 300, "m1")).unwrap().wait().await },
+        async { b.submit(batch(300, 310, "m1")).unwrap().wait().await },
+    );
+    ra.unwrap();
+    rb.unwrap();
+    // A redelivered batch, partly stored already: only the new records count.
+    b.submit(batch(305, 320, "m1"))
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    a.submit(batch(320, 330, "m2"))
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+
+    let range = CellRange {
+        since: minute,
+        until: minute + 60,
+    };
+    let check = |cells: Vec<phoenix::core::store::rollup::CellRow>| {
+        let m1: Vec<_> = cells.iter().filter(|c| c.key.model == "m1").collect();
+        assert_eq!(m1.len(), 1, "{cells:?}");
+        let c = &m1[0].cell;
+        assert_eq!(c.records, 320);
+        assert_eq!(
+            c.errors,
+            (0..320).filter(|i: &usize| i.is_multiple_of(3)).count() as u64
+        );
+        assert_eq!(c.latency.count(), 320);
+        assert_eq!((c.tokens_in, c.tokens_out), (3200, 640));
+        let m2: u64 = cells
+            .iter()
+            .filter(|c| c.key.model == "m2")
+            .map(|c| c.cell.records)
+            .sum();
+        assert_eq!(m2, 10);
+    };
+    // Before the folder ran, the deltas are read as they are ...
+    check(a.cells(range).await.unwrap());
+    // ... and after it folded them into one row per cell, the same.
+    let client = pool.get().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM rollup_delta", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deltas are folded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    check(b.cells(range).await.unwrap());
+    let folded: i64 = client
+        .query_one("SELECT count(*) FROM rollup", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(folded, 2);
+    assert!(
+        a.cells(CellRange {
+            since: 0,
+            until: minute
+        })
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    // Heartbeat-less records name no ORCH as seen.
+    assert!(a.orchs_seen(10).await.unwrap().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -14,6 +14,7 @@ pub mod jetstream;
 pub mod memory;
 pub mod open;
 pub mod postgres;
+pub mod rollup;
 pub mod sqlite;
 pub mod telemetry;
 pub mod update_log;

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use super::conversations::ConversationStore;
 use super::error::Error;
+use super::rollup::{CellRange, CellRow, OrchSeen};
 use crate::core::telemetry::{NewRecord, StoredTelemetry};
 
 /// Which records a query or an analysis looks at.
@@ -158,6 +159,10 @@ pub trait TelemetryStore: ConversationStore {
     async fn last_heartbeats(&self, orch_hashes: &[String]) -> Result<HashMap<String, i64>, Error>;
     /// The newest insights, newest first.
     async fn insights(&self, limit: usize) -> Result<Vec<InsightRecord>, Error>;
+    /// The per-minute cells ([`super::rollup`]) whose minute lies in `range`, oldest first.
+    async fn cells(&self, range: CellRange) -> Result<Vec<CellRow>, Error>;
+    /// At most `limit` ORCHs, most recently seen first.
+    async fn orchs_seen(&self, limit: usize) -> Result<Vec<OrchSeen>, Error>;
     /// Records waiting for the writer.
     fn queue_depth(&self) -> usize;
     /// Total stored records.

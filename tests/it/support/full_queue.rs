@@ -87,6 +87,18 @@ impl TelemetryStore for FullQueueStore {
     async fn insights(&self, limit: usize) -> Result<Vec<InsightRecord>, StoreError> {
         self.inner.insights(limit).await
     }
+    async fn cells(
+        &self,
+        range: phoenix::core::store::rollup::CellRange,
+    ) -> Result<Vec<phoenix::core::store::rollup::CellRow>, StoreError> {
+        self.inner.cells(range).await
+    }
+    async fn orchs_seen(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<phoenix::core::store::rollup::OrchSeen>, StoreError> {
+        self.inner.orchs_seen(limit).await
+    }
     fn queue_depth(&self) -> usize {
         self.inner.queue_depth()
     }

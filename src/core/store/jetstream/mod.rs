@@ -385,6 +385,20 @@ impl TelemetryStore for BufferedStore {
         self.inner.insights(limit).await
     }
 
+    async fn cells(
+        &self,
+        range: crate::core::store::rollup::CellRange,
+    ) -> Result<Vec<crate::core::store::rollup::CellRow>, Error> {
+        self.inner.cells(range).await
+    }
+
+    async fn orchs_seen(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::core::store::rollup::OrchSeen>, Error> {
+        self.inner.orchs_seen(limit).await
+    }
+
     fn queue_depth(&self) -> usize {
         self.inner.queue_depth()
     }

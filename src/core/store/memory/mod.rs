@@ -17,9 +17,10 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
 use super::error::Error;
+use super::rollup::{Batch, Rollup};
 use super::telemetry::{Commit, InsightRecord};
+use crate::core::telemetry::StoredTelemetry;
 use crate::core::telemetry::conversation::{NewConversation, StoredConversation};
-use crate::core::telemetry::{NewRecord, StoredTelemetry};
 
 /// Records that may wait by default, as for SQLite.
 const DEFAULT_CAPACITY: usize = 200_000;
@@ -56,6 +57,8 @@ struct State {
     conversation_ids: HashSet<String>,
     last_seq: i64,
     last_conversation_seq: i64,
+    /// Per-minute cells and ORCHs seen of the stored records.
+    rollup: Rollup,
     /// Writes wait in `queue` instead of applying.
     held: bool,
     queue: Vec<Job>,
@@ -65,7 +68,7 @@ struct State {
 }
 
 enum Job {
-    Telemetry(Vec<NewRecord>, oneshot::Sender<Result<(), Error>>),
+    Telemetry(Batch, oneshot::Sender<Result<(), Error>>),
     Conversations(
         Vec<NewConversation>,
         oneshot::Sender<Result<Vec<bool>, Error>>,
@@ -177,6 +180,9 @@ impl State {
                 let n = if conversations {
                     purge(&mut self.conversations, limit, |c| c.ts_unix < cutoff)
                 } else {
+                    self.rollup
+                        .cells
+                        .retain(|k, _| k.minute + super::rollup::MINUTE > cutoff);
                     purge(&mut self.records, limit, |(_, r)| r.ts_unix < cutoff)
                 };
                 if conversations {

@@ -3,13 +3,15 @@
 use std::collections::HashMap;
 
 use super::{Job, MemoryStore, State, commit};
+use crate::core::store::rollup::{Batch, CellRange, CellRow, OrchSeen};
 use crate::core::store::{Commit, Error, InsightRecord, Page, TelemetryFilter, TelemetryStore};
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord, StoredTelemetry};
 
 impl State {
     /// Stores a batch whole, or nothing if a record does not decode.
-    pub(super) fn insert_records(&mut self, records: Vec<NewRecord>) -> Result<(), Error> {
-        let decoded = records
+    pub(super) fn insert_records(&mut self, batch: Batch) -> Result<(), Error> {
+        let decoded = batch
+            .records
             .into_iter()
             .map(decode)
             .collect::<Result<Vec<_>, _>>()?;
@@ -17,6 +19,7 @@ impl State {
             self.last_seq += 1;
             self.records.push((self.last_seq, record));
         }
+        self.rollup.merge(&batch.rollup);
         Ok(())
     }
 }
@@ -45,7 +48,7 @@ fn decode(r: NewRecord) -> Result<StoredTelemetry, Error> {
 impl TelemetryStore for MemoryStore {
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, Error> {
         let (reply, done) = commit();
-        self.enqueue(Job::Telemetry(records, reply))?;
+        self.enqueue(Job::Telemetry(Batch::new(records), reply))?;
         Ok(done)
     }
 
@@ -110,6 +113,28 @@ impl TelemetryStore for MemoryStore {
     async fn insights(&self, limit: usize) -> Result<Vec<InsightRecord>, Error> {
         let state = self.lock();
         Ok(state.insights.iter().rev().take(limit).cloned().collect())
+    }
+
+    async fn cells(&self, range: CellRange) -> Result<Vec<CellRow>, Error> {
+        let state = self.lock();
+        Ok(state
+            .rollup
+            .cells
+            .iter()
+            .filter(|(k, _)| range.contains(k.minute))
+            .map(|(key, cell)| CellRow {
+                key: key.clone(),
+                cell: cell.clone(),
+            })
+            .collect())
+    }
+
+    async fn orchs_seen(&self, limit: usize) -> Result<Vec<OrchSeen>, Error> {
+        let state = self.lock();
+        let mut orchs: Vec<OrchSeen> = state.rollup.orchs.values().cloned().collect();
+        orchs.sort_by_key(|o| std::cmp::Reverse(o.last_heartbeat_ts));
+        orchs.truncate(limit);
+        Ok(orchs)
     }
 
     fn queue_depth(&self) -> usize {

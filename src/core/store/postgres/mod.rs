@@ -11,6 +11,7 @@ mod conversations;
 mod partitions;
 pub mod query;
 mod retention;
+mod rollup;
 mod schema;
 mod store;
 mod update_log;

@@ -24,6 +24,15 @@ pub(super) async fn purge_telemetry(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
         .await
         .map_err(pg)?;
+    // The dashboard's cells go with the last minute they count.
+    for table in ["rollup", "rollup_delta"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE minute + $2 <= $1"),
+            &[&cutoff, &crate::core::store::rollup::MINUTE],
+        )
+        .await
+        .map_err(pg)?;
+    }
     let rows = tx
         .query(
             "SELECT c.relname::text FROM pg_inherits i \

@@ -116,6 +116,25 @@ const MIGRATIONS: &[&str] = &[
         last_seen bigint NOT NULL,
         PRIMARY KEY (orch_hash, agent_path)
     );",
+    // 2: what the dashboard reads instead of rows (rollup.rs): per-minute cells, their
+    // deltas appended by each commit and folded in by a task, and the agent path of each
+    // ORCH's newest heartbeat.
+    "CREATE TABLE rollup (
+        minute bigint NOT NULL,
+        agent_path text NOT NULL,
+        kind text NOT NULL,
+        model text NOT NULL,
+        records bigint NOT NULL,
+        errors bigint NOT NULL,
+        latency bigint[] NOT NULL,
+        latency_sum_ms double precision NOT NULL,
+        tokens_in bigint NOT NULL,
+        tokens_out bigint NOT NULL,
+        cost double precision NOT NULL,
+        PRIMARY KEY (minute, agent_path, kind, model)
+    );
+    CREATE TABLE rollup_delta (LIKE rollup);
+    ALTER TABLE orchs ADD COLUMN agent_path text;",
 ];
 
 /// How migration 1 makes `telemetry` a natively partitioned table ...

@@ -11,6 +11,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::writer::{self, InsightRow, Job, WriterState};
 use super::{Error as PgError, query};
+use crate::core::store::rollup::{Batch, CellRange, CellRow, OrchSeen};
 use crate::core::store::{
     Commit, Error, InsightRecord, Page, StoreMetrics, TelemetryFilter, TelemetryStore,
 };
@@ -30,6 +31,8 @@ pub struct PgStore {
     /// Makes the coming days' partitions every hour, so a long-running server's first
     /// record of a day never waits for DDL (aborted at shutdown).
     upkeep: tokio::task::AbortHandle,
+    /// Folds the rollup deltas ([`super::rollup`]).
+    fold: tokio::task::AbortHandle,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -102,6 +105,7 @@ async fn make_partitions_ahead(pool: Pool) {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.upkeep.abort();
+        self.fold.abort();
     }
 }
 
@@ -118,6 +122,7 @@ impl PgStore {
         };
         let writer = tokio::spawn(writer::run(pool.clone(), rx, state));
         let upkeep = tokio::spawn(make_partitions_ahead(pool.clone())).abort_handle();
+        let fold = tokio::spawn(super::rollup::fold_forever(pool.clone())).abort_handle();
         PgStore {
             pool,
             tx,
@@ -126,6 +131,7 @@ impl PgStore {
             closed: AtomicBool::new(false),
             writer: Mutex::new(Some(writer)),
             upkeep,
+            fold,
         }
     }
 
@@ -215,7 +221,7 @@ fn decode(row: &tokio_postgres::Row) -> Result<(i64, StoredTelemetry), Error> {
 impl TelemetryStore for PgStore {
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.enqueue(records.len(), Job::Telemetry(records, reply))?;
+        self.enqueue(records.len(), Job::Telemetry(Batch::new(records), reply))?;
         Ok(forward(rx))
     }
 
@@ -324,6 +330,30 @@ impl TelemetryStore for PgStore {
             .collect())
     }
 
+    async fn cells(&self, range: CellRange) -> Result<Vec<CellRow>, Error> {
+        super::rollup::cells(&self.pool, range).await
+    }
+
+    async fn orchs_seen(&self, limit: usize) -> Result<Vec<OrchSeen>, Error> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT orch_hash, agent_path, last_heartbeat_ts FROM orchs \
+                 WHERE last_heartbeat_ts IS NOT NULL ORDER BY last_heartbeat_ts DESC LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| OrchSeen {
+                orch_hash: r.get(0),
+                agent_path: r.get(1),
+                last_heartbeat_ts: r.get(2),
+            })
+            .collect())
+    }
+
     fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
@@ -341,6 +371,7 @@ impl TelemetryStore for PgStore {
     async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         self.upkeep.abort();
+        self.fold.abort();
         let mut writer = self.writer.lock().await;
         let Some(handle) = writer.take() else {
             return;

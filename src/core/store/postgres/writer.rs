@@ -14,9 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
+use super::rollup::{DeltaColumns, insert_deltas_sql};
 use super::{Error, partitions};
+use crate::core::store::rollup::{Batch, Rollup};
+use crate::core::telemetry::NewRecord;
 use crate::core::telemetry::conversation::{Feedback, NewConversation};
-use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord};
 
 /// Most records one group commit takes before it commits and starts another.
 const MAX_GROUP_RECORDS: usize = 50_000;
@@ -41,7 +43,7 @@ pub struct InsightRow {
 /// Work for the writer.
 pub enum Job {
     /// Records to store; answered after the commit.
-    Telemetry(Vec<NewRecord>, oneshot::Sender<Result<(), Error>>),
+    Telemetry(Batch, oneshot::Sender<Result<(), Error>>),
     /// Conversations; answered with one flag per row: stored, or already stored.
     Conversations(
         Vec<NewConversation>,
@@ -288,18 +290,36 @@ async fn commit(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut rollup = Rollup::default();
+    for job in group {
+        if let Job::Telemetry(batch, _) = job {
+            rollup.merge(&batch.rollup);
+        }
+    }
     let telemetry_only = group.iter().all(|j| matches!(j, Job::Telemetry(..)));
-    if telemetry_only && records.len() <= INSERT_UP_TO {
+    if telemetry_only && records.len() <= INSERT_UP_TO && insert == Insert::Fresh {
         // The common small group (single events from many agents): one statement, which
         // commits by itself, instead of BEGIN, INSERTs and COMMIT, each a round trip.
-        insert_small_group(&client, &records, &new_paths, insert).await?;
+        insert_small_group(&client, &records, &rollup, &new_paths, insert).await?;
         known_paths.lock().expect("paths lock").extend(new_paths);
         return Ok(Vec::new());
     }
     let tx = client.transaction().await?;
     if !records.is_empty() {
-        copy_records(&tx, &records, insert).await?;
-        record_heartbeats(&tx, &records).await?;
+        if let Some(stored) = copy_records(&tx, &records, insert).await? {
+            // Redelivered records were skipped: count only the ones stored now.
+            let fresh: Vec<NewRecord> = records
+                .iter()
+                .filter(|r| stored.contains(r.id.as_str()))
+                .map(|r| (*r).clone())
+                .collect();
+            rollup = Rollup::of(&fresh);
+        }
+        record_heartbeats(&tx, &rollup).await?;
+        let deltas = DeltaColumns::of(&rollup);
+        if !deltas.is_empty() {
+            tx.execute(&insert_deltas_sql(1), &deltas.params()).await?;
+        }
         if !new_paths.is_empty() {
             tx.execute(
                 "INSERT INTO agent_paths SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
@@ -342,15 +362,22 @@ async fn commit(
 const INSERT_UP_TO: usize = 256;
 
 /// The records through one statement; `seq` comes from the column's sequence default.
+/// With `SkipStored`, returns the ids it stored (the others were stored before).
 async fn copy_records(
     tx: &Transaction<'_>,
     records: &[&NewRecord],
     insert: Insert,
-) -> Result<(), tokio_postgres::Error> {
-    if records.len() <= INSERT_UP_TO || insert == Insert::SkipStored {
+) -> Result<Option<HashSet<String>>, tokio_postgres::Error> {
+    if insert == Insert::SkipStored {
+        let sql = format!("{} RETURNING id", insert_unnest(insert));
+        let stmt = tx.prepare_cached(&sql).await?;
+        let rows = tx.query(&stmt, &Columns::of(records).params()).await?;
+        return Ok(Some(rows.iter().map(|r| r.get(0)).collect()));
+    }
+    if records.len() <= INSERT_UP_TO {
         let stmt = tx.prepare_cached(&insert_unnest(insert)).await?;
         tx.execute(&stmt, &Columns::of(records).params()).await?;
-        return Ok(());
+        return Ok(None);
     }
     let sink = tx
         .copy_in(
@@ -387,32 +414,35 @@ async fn copy_records(
         writer.as_mut().write(&row).await?;
     }
     writer.finish().await?;
-    Ok(())
+    Ok(None)
 }
 
-/// The newest heartbeat of each ORCH among `records`, in key order: two transactions lock
-/// the rows they share in one order and never deadlock.
-fn latest_heartbeats<'a>(records: &[&'a NewRecord]) -> (Vec<&'a str>, Vec<i64>) {
-    // Heartbeats only: an upsert locks its row until the commit, so a row per ORCH of every
-    // record would make concurrent commits (of this writer, or of another process) queue
-    // behind each other on the same few rows.
-    let mut latest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-    for r in records {
-        if let (Some(o), true) = (r.orch_hash.as_deref(), r.kind == HEARTBEAT_KIND) {
-            let e = latest.entry(o).or_insert(r.ts_unix);
-            *e = (*e).max(r.ts_unix);
-        }
-    }
-    latest.into_iter().unzip()
+/// The newest heartbeat of each ORCH of a group (its rollup's ORCHs), in key order: two
+/// transactions lock the rows they share in one order and never deadlock. Heartbeats only:
+/// an upsert locks its row until the commit, so a row per ORCH of every record would make
+/// concurrent commits (of this writer, or of another process) queue behind each other.
+fn latest_heartbeats(rollup: &Rollup) -> (Vec<&str>, Vec<i64>, Vec<Option<&str>>) {
+    let seen = rollup.orchs.values();
+    (
+        seen.clone().map(|o| o.orch_hash.as_str()).collect(),
+        seen.clone().map(|o| o.last_heartbeat_ts).collect(),
+        seen.map(|o| o.agent_path.as_deref()).collect(),
+    )
 }
 
-/// Upserts each ORCH's newest heartbeat; parameters `$a::text[]`, `$b::bigint[]`.
-fn upsert_heartbeats_sql(a: usize, b: usize) -> String {
+/// Upserts each ORCH's newest heartbeat and its agent path; parameters `$a::text[]`,
+/// `$a+1::bigint[]`, `$a+2::text[]`.
+fn upsert_heartbeats_sql(a: usize) -> String {
+    let (b, c) = (a + 1, a + 2);
     format!(
-        "INSERT INTO orchs (orch_hash, last_heartbeat_ts) \
-         SELECT * FROM unnest(${a}::text[], ${b}::bigint[]) \
-         ON CONFLICT (orch_hash) DO UPDATE SET last_heartbeat_ts = \
-           greatest(orchs.last_heartbeat_ts, EXCLUDED.last_heartbeat_ts)"
+        "INSERT INTO orchs (orch_hash, last_heartbeat_ts, agent_path) \
+         SELECT * FROM unnest(${a}::text[], ${b}::bigint[], ${c}::text[]) \
+         ON CONFLICT (orch_hash) DO UPDATE SET \
+           agent_path = CASE WHEN orchs.last_heartbeat_ts IS NULL \
+                               OR EXCLUDED.last_heartbeat_ts >= orchs.last_heartbeat_ts \
+                             THEN coalesce(EXCLUDED.agent_path, orchs.agent_path) \
+                             ELSE coalesce(orchs.agent_path, EXCLUDED.agent_path) END, \
+           last_heartbeat_ts = greatest(orchs.last_heartbeat_ts, EXCLUDED.last_heartbeat_ts)"
     )
 }
 
@@ -420,47 +450,53 @@ fn upsert_heartbeats_sql(a: usize, b: usize) -> String {
 /// analysis's staleness, whatever the table's size).
 async fn record_heartbeats(
     tx: &Transaction<'_>,
-    records: &[&NewRecord],
+    rollup: &Rollup,
 ) -> Result<(), tokio_postgres::Error> {
-    let (orchs, beats) = latest_heartbeats(records);
+    let (orchs, beats, paths) = latest_heartbeats(rollup);
     if orchs.is_empty() {
         return Ok(());
     }
-    tx.execute(&upsert_heartbeats_sql(1, 2), &[&orchs, &beats])
+    tx.execute(&upsert_heartbeats_sql(1), &[&orchs, &beats, &paths])
         .await?;
     Ok(())
 }
 
-/// Inserts a small telemetry-only group, its heartbeats and its new agent paths in one
-/// statement (data-modifying CTEs), committed as one: a single round trip.
+/// Inserts a small telemetry-only group, its heartbeats, its cells' deltas and its new
+/// agent paths in one statement (data-modifying CTEs), committed as one: a single round trip.
 async fn insert_small_group(
     client: &deadpool_postgres::Client,
     records: &[&NewRecord],
+    rollup: &Rollup,
     new_paths: &[String],
     insert: Insert,
 ) -> Result<(), tokio_postgres::Error> {
-    let (orchs, beats) = latest_heartbeats(records);
+    let (orchs, beats, agent_of) = latest_heartbeats(rollup);
+    let deltas = DeltaColumns::of(rollup);
+    let columns = Columns::of(records);
+    let mut params = columns.params();
     let mut sql = format!("WITH t AS ({})", insert_unnest(insert));
     if !orchs.is_empty() {
-        sql.push_str(&format!(", h AS ({})", upsert_heartbeats_sql(10, 11)));
+        sql.push_str(&format!(
+            ", h AS ({})",
+            upsert_heartbeats_sql(params.len() + 1)
+        ));
+        params.push(&orchs);
+        params.push(&beats);
+        params.push(&agent_of);
+    }
+    if !deltas.is_empty() {
+        sql.push_str(&format!(", d AS ({})", insert_deltas_sql(params.len() + 1)));
+        params.extend(deltas.params());
     }
     if !new_paths.is_empty() {
-        let n = if orchs.is_empty() { 10 } else { 12 };
+        let n = params.len() + 1;
         sql.push_str(&format!(
             ", p AS (INSERT INTO agent_paths SELECT unnest(${n}::text[]) ON CONFLICT DO NOTHING)"
         ));
+        params.push(&new_paths);
     }
     sql.push_str(" SELECT 1");
     let stmt = client.prepare_cached(&sql).await?;
-    let columns = Columns::of(records);
-    let mut params = columns.params();
-    if !orchs.is_empty() {
-        params.push(&orchs);
-        params.push(&beats);
-    }
-    if !new_paths.is_empty() {
-        params.push(&new_paths);
-    }
     client.execute(&stmt, &params).await?;
     Ok(())
 }

@@ -104,6 +104,44 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE agent_paths (agent_path TEXT PRIMARY KEY) WITHOUT ROWID;
     INSERT OR IGNORE INTO agent_paths SELECT DISTINCT agent_path FROM telemetry WHERE agent_path IS NOT NULL;
     INSERT OR IGNORE INTO agent_paths SELECT DISTINCT agent_path FROM telemetry_recent WHERE agent_path IS NOT NULL;",
+    // 6: what the dashboard reads instead of rows (store/rollup.rs): per-minute cells by
+    // agent path, kind and model, and per ORCH its latest agent path, record and heartbeat.
+    // The writer merges a group's cells in the group's transaction. Stored rows are counted
+    // here once; their latency histogram stays empty (it needs the writer's bucketing).
+    "CREATE TABLE rollup (
+        minute INTEGER NOT NULL,
+        agent_path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        model TEXT NOT NULL,
+        records INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        latency TEXT NOT NULL,
+        latency_sum_ms REAL NOT NULL,
+        tokens_in INTEGER NOT NULL,
+        tokens_out INTEGER NOT NULL,
+        cost REAL NOT NULL,
+        PRIMARY KEY (minute, agent_path, kind, model)
+    ) WITHOUT ROWID;
+    CREATE TABLE orch_seen (
+        orch_hash TEXT PRIMARY KEY,
+        agent_path TEXT,
+        last_heartbeat_ts INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO rollup
+        SELECT (ts_unix / 60) * 60 - (CASE WHEN ts_unix < 0 AND ts_unix % 60 != 0 THEN 60 ELSE 0 END),
+               COALESCE(agent_path, ''), kind,
+               CASE WHEN json_valid(payload) AND json_type(payload, '$.model') = 'text'
+                    THEN substr(json_extract(payload, '$.model'), 1, 200) ELSE '' END AS model,
+               COUNT(*), COUNT(CASE WHEN level IN ('error', 'critical', 'fatal') THEN 1 END), '', 0, 0, 0, 0
+        FROM (SELECT ts_unix, agent_path, kind, level, payload FROM telemetry
+              UNION ALL SELECT ts_unix, agent_path, kind, level, payload FROM telemetry_recent)
+        GROUP BY 1, 2, 3, 4;
+    -- The bare agent_path is the one of the row with MAX(ts_unix) (SQLite's documented rule).
+    INSERT INTO orch_seen
+        SELECT orch_hash, agent_path, MAX(ts_unix)
+        FROM (SELECT orch_hash, agent_path, ts_unix FROM telemetry WHERE orch_hash IS NOT NULL AND kind = 'orch_heartbeat'
+              UNION ALL SELECT orch_hash, agent_path, ts_unix FROM telemetry_recent WHERE orch_hash IS NOT NULL AND kind = 'orch_heartbeat')
+        GROUP BY orch_hash;",
 ];
 
 /// The first schema version that has the `conversations` table.
@@ -184,6 +222,68 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM telemetry", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 6);
+        // Version 6 counted the stored rows into the dashboard's cells.
+        let (records, minutes): (i64, i64) = conn
+            .query_row(
+                "SELECT SUM(records), COUNT(DISTINCT minute) FROM rollup",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((records, minutes), (6, 2));
+        let beats: i64 = conn
+            .query_row("SELECT COUNT(*) FROM orch_seen", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(beats, 2);
+    }
+
+    #[test]
+    fn version_6_counts_stored_rows_by_minute_kind_and_model() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for step in &MIGRATIONS[..5] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO telemetry (seq, id, ts_unix, received_unix, kind, level, agent_path, payload) VALUES
+                (1, 'a', 120, 120, 'llm_call', 'error', 'x', '{"model":"m1"}'),
+                (2, 'b', 130, 130, 'llm_call', NULL, 'x', '{"model":"m1"}'),
+                (3, 'c', 140, 140, 'llm_call', NULL, 'x', '{"model":7}'),
+                (4, 'd', 150, 150, 'llm_call', NULL, NULL, 'not json');
+               INSERT INTO telemetry_recent (seq, id, ts_unix, received_unix, kind, payload) VALUES
+                (5, 'e', 200, 200, 'tool', '{}');"#,
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT minute, agent_path, kind, model, records, errors FROM rollup ORDER BY 1, 2, 3, 4")
+            .unwrap();
+        let rows: Vec<(i64, String, String, String, i64, i64)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row = |m: i64, a: &str, k: &str, mo: &str, n: i64, e: i64| {
+            (m, a.to_owned(), k.to_owned(), mo.to_owned(), n, e)
+        };
+        assert_eq!(
+            rows,
+            [
+                row(120, "", "llm_call", "", 1, 0),
+                row(120, "x", "llm_call", "", 1, 0),
+                row(120, "x", "llm_call", "m1", 2, 1),
+                row(180, "", "tool", "", 1, 0),
+            ]
+        );
     }
 
     #[test]

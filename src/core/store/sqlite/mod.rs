@@ -11,6 +11,7 @@ pub(crate) mod checkpoint;
 pub mod conversations;
 pub mod db;
 pub mod migrations;
+pub(crate) mod rollup;
 pub mod store;
 pub(crate) mod tail;
 pub mod update_log;

@@ -15,6 +15,7 @@ use super::migrations::{INDEXED_LEVELS, INDEXED_LEVELS_CONDITION};
 use super::tail::TABLE as TAIL;
 use super::writer::{self, Job, Table};
 use crate::core::shared::config::SyncMode;
+use crate::core::store::rollup::{Batch, CellRange, CellRow, OrchSeen};
 use crate::core::store::sqlite::db::{self as db, ReaderPool, WriterThread};
 use crate::core::store::{
     Commit, ConversationFilter, ConversationStore, ConversationStream, Error, FilterCounts,
@@ -347,7 +348,7 @@ fn where_clause(
 impl TelemetryStore for SqliteStore {
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.enqueue(records.len(), Job::Telemetry(records, reply))?;
+        self.enqueue(records.len(), Job::Telemetry(Batch::new(records), reply))?;
         Ok(Commit(rx))
     }
 
@@ -462,6 +463,16 @@ impl TelemetryStore for SqliteStore {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
+    }
+
+    async fn cells(&self, range: CellRange) -> Result<Vec<CellRow>, Error> {
+        self.read(move |conn| super::rollup::cells(conn, range))
+            .await
+    }
+
+    async fn orchs_seen(&self, limit: usize) -> Result<Vec<OrchSeen>, Error> {
+        self.read(move |conn| super::rollup::orchs(conn, limit))
+            .await
     }
 
     fn queue_depth(&self) -> usize {

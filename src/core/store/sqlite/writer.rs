@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use super::checkpoint::Checkpointer;
 use super::conversations::insert_conversations;
 use super::tail::{self, Tail};
+use crate::core::store::rollup::{Batch, Rollup};
 use crate::core::store::{Error, StoreMetrics};
 use crate::core::telemetry::conversation::NewConversation;
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord};
@@ -33,7 +34,7 @@ pub(super) enum Table {
 
 /// Work for the writer.
 pub(super) enum Job {
-    Telemetry(Vec<NewRecord>, oneshot::Sender<Result<(), Error>>),
+    Telemetry(Batch, oneshot::Sender<Result<(), Error>>),
     /// Replies with one flag per row: stored (true) or a duplicate of a stored id (false).
     Conversations(
         Vec<NewConversation>,
@@ -328,10 +329,12 @@ fn run_jobs(
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut orchs: HashMap<&str, OrchSeen> = HashMap::new();
     let mut paths: HashSet<&str> = HashSet::new();
+    let mut rollup = Rollup::default();
     for job in jobs {
         let outcome = match job {
             Job::Telemetry(rows, _) => {
                 insert_records(&tx, &mut after, rows, direct, &mut orchs)?;
+                rollup.merge(&rows.rollup);
                 paths.extend(rows.iter().filter_map(|r| r.agent_path.as_deref()));
                 Outcome::Done(rows.len())
             }
@@ -357,6 +360,11 @@ fn run_jobs(
                     params![cutoff, (*limit - old) as i64],
                 )?;
                 after.rows -= recent;
+                // Cells go with the last minute they count.
+                tx.execute(
+                    "DELETE FROM rollup WHERE minute + ?2 <= ?1",
+                    params![cutoff, crate::core::store::rollup::MINUTE],
+                )?;
                 Outcome::Done(old + recent)
             }
             Job::Purge {
@@ -393,6 +401,9 @@ fn run_jobs(
         for path in paths {
             stmt.execute([path])?;
         }
+    }
+    if !rollup.is_empty() {
+        super::rollup::merge(&tx, &rollup)?;
     }
     tx.commit()?;
     *tail = after;
@@ -492,11 +503,11 @@ mod tests {
         let (dup2, dup2_rx) = oneshot::channel();
         let (last, last_rx) = oneshot::channel();
         let group = vec![
-            Job::Telemetry(vec![record(1), record(2)], first),
+            Job::Telemetry(Batch::new(vec![record(1), record(2)]), first),
             Job::Insight(insight("same"), dup1),
             // Violates insights.id UNIQUE: fails the optimistic group transaction.
             Job::Insight(insight("same"), dup2),
-            Job::Telemetry(vec![record(3)], last),
+            Job::Telemetry(Batch::new(vec![record(3)]), last),
         ];
         let queued = AtomicUsize::new(3);
         let mut tail = Tail::load(&conn).unwrap();
