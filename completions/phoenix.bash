@@ -2803,7 +2803,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__all)
-            opts="-v -q -h -V --bind --otlp-bind --db --database-url --nats-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --distributor-bind --distributor-db --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --otlp-bind --db --database-url --nats-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --no-dashboard --distributor-url --distributor-bind --distributor-db --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2842,6 +2842,10 @@ _phoenix() {
                     return 0
                     ;;
                 --shutdown-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --distributor-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2865,7 +2869,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__serve__subcmd__collector)
-            opts="-v -q -h -V --bind --otlp-bind --db --database-url --nats-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --otlp-bind --db --database-url --nats-url --retention-days --tls-cert --tls-key --insecure-no-auth --shutdown-timeout --no-dashboard --distributor-url --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2904,6 +2908,10 @@ _phoenix() {
                     return 0
                     ;;
                 --shutdown-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --distributor-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

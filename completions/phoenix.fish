@@ -68,8 +68,10 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l shutdown-timeout -d 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l distributor-url -d 'serve collector: the distributor whose updates the dashboard shows, read over its HTTP API with the admin token (serve all reads its own) [default: $PULSE_DISTRIBUTOR_URL or the local one]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l insecure-no-auth -d 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l no-dashboard -d 'Do not serve the web dashboard at / (and /ui/...)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -l json -d 'Print machine-readable JSON on stdout instead of tables'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from collector" -s q -l quiet -d 'Log only errors'
@@ -98,10 +100,12 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (needs --tls-key)' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-key -d 'Private key (PEM) for --tls-cert' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l shutdown-timeout -d 'After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l distributor-url -d 'serve collector: the distributor whose updates the dashboard shows, read over its HTTP API with the admin token (serve all reads its own) [default: $PULSE_DISTRIBUTOR_URL or the local one]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l distributor-bind -d 'Address the distributor listens on [default: $PULSE_DISTRIBUTOR_BIND or 127.0.0.1:5003]' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l distributor-db -d 'SQLite file of the distributor\'s update log [default: $PHOENIX_DISTRIBUTOR_DB_PATH or <data dir>/distributor.db]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l insecure-no-auth -d 'Allow a non-loopback address without ingest tokens (anyone who can connect may write)'
+complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l no-dashboard -d 'Do not serve the web dashboard at / (and /ui/...)'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -l json -d 'Print machine-readable JSON on stdout instead of tables'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
 complete -c phoenix -n "__fish_phoenix_using_subcommand serve; and __fish_seen_subcommand_from all" -s q -l quiet -d 'Log only errors'

@@ -9,7 +9,8 @@ use anyhow::Context as _;
 
 use super::{Context, UsageError};
 use crate::core::collector::{self, AppState, CollectorConfig, Limits, Metrics};
-use crate::core::distributor::client::SUBSCRIBE_PATH;
+use crate::core::dashboard::{self, Dashboard, Updates};
+use crate::core::distributor::client::{DistributorClient, SUBSCRIBE_PATH, http_base};
 use crate::core::distributor::doorbell::Doorbell;
 use crate::core::distributor::{self, DistributorConfig, LogOptions, SqliteUpdateLog, UpdateLog};
 use crate::core::error_kind::{Classified, ErrorKind};
@@ -18,6 +19,7 @@ use crate::core::server::inflate::DecodeBudget;
 use crate::core::server::{self, ServerLimits};
 use crate::core::shared::agent_token::AgentKeys;
 use crate::core::shared::anonymize::Anonymizer;
+use crate::core::shared::client::{ApiClient, ClientOptions};
 use crate::core::shared::config::Settings;
 use crate::core::shared::signal;
 use crate::core::store::postgres::PgUpdateLog;
@@ -75,6 +77,12 @@ pub struct CollectorArgs {
     /// After SIGTERM/SIGINT, how long in-flight requests may take before the rest is dropped [default: $PHOENIX_SHUTDOWN_TIMEOUT_SECS or 10s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// Do not serve the web dashboard at / (and /ui/...)
+    #[arg(long)]
+    pub no_dashboard: bool,
+    /// serve collector: the distributor whose updates the dashboard shows, read over its HTTP API with the admin token (serve all reads its own) [default: $PULSE_DISTRIBUTOR_URL or the local one]
+    #[arg(long, value_name = "URL")]
+    pub distributor_url: Option<String>,
 }
 
 /// Options of the distributor server.
@@ -224,8 +232,16 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
         Cmd::Collector(args) => {
             apply_flags(&args, &mut ctx.settings);
             let limits = server_limits(&ctx.settings);
-            let collector =
+            let mut collector =
                 Collector::prepare(&ctx.settings, args.insecure_no_auth, limits).await?;
+            if !args.no_dashboard {
+                let url = args
+                    .distributor_url
+                    .clone()
+                    .unwrap_or_else(|| ctx.settings.distributor.url.clone());
+                let client = distributor_reader(&ctx.settings, &url)?;
+                collector.with_dashboard(Updates::Remote(client));
+            }
             announce(&ctx, "collector", &collector.url, None);
             collector.announce_otlp(&ctx);
             collector.run(shutdown_signal()).await
@@ -267,8 +283,18 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
             };
             // One set of limits: both listeners count against one cap and one budget.
             let limits = server_limits(&ctx.settings);
-            let collector = Collector::prepare(&ctx.settings, insecure, limits.clone()).await?;
+            if args.collector.distributor_url.is_some() {
+                return Err(UsageError(
+                    "serve all shows its own distributor on the dashboard;                      --distributor-url is for serve collector"
+                        .to_owned(),
+                )
+                .into());
+            }
+            let mut collector = Collector::prepare(&ctx.settings, insecure, limits.clone()).await?;
             let distributor = Distributor::prepare(&ctx.settings, insecure, tls, limits).await?;
+            if !args.collector.no_dashboard {
+                collector.with_dashboard(Updates::Local(distributor.state.clone()));
+            }
             // The collector's line comes first: scripts read it for the collector URL.
             announce(&ctx, "collector", &collector.url, None);
             announce(
@@ -436,8 +462,25 @@ impl Distributor {
     }
 }
 
+/// The client the dashboard of `serve collector` reads the distributor with.
+fn distributor_reader(settings: &Settings, url: &str) -> anyhow::Result<DistributorClient> {
+    let opts = ClientOptions {
+        base_url: http_base(url).context("--distributor-url")?,
+        token: settings.admin_token.clone(),
+        ca_cert: settings.collector.ca_cert.clone(),
+        timeout: Duration::from_secs(5),
+    };
+    ApiClient::new(&opts)
+        .map(DistributorClient::new)
+        .context("setting up the dashboard's distributor client")
+}
+
 /// A collector bound to its address, ready to run.
 struct Collector {
+    /// The web dashboard on the same listener, unless `--no-dashboard`.
+    dashboard: Option<Dashboard>,
+    /// Served over TLS.
+    tls: bool,
     bound: Bound,
     /// The `--otlp-bind` listener, when asked for.
     otlp: Option<Bound>,
@@ -544,9 +587,12 @@ impl Collector {
             Some(at) => Some(Bound::bind("collector OTLP", at, tls.clone()).await?),
             None => None,
         };
+        let secure = tls.is_some();
         let bound = Bound::bind("collector", addr, tls).await?;
         tracing::info!(db = %at, "telemetry store open");
         Ok(Collector {
+            dashboard: None,
+            tls: secure,
             url: bound.url("http", "https", ""),
             bound,
             otlp,
@@ -561,9 +607,18 @@ impl Collector {
         }
     }
 
+    /// Serves the web dashboard at `/`, its Updates pages reading `updates`.
+    fn with_dashboard(&mut self, updates: Updates) {
+        self.dashboard = Some(Dashboard::new(self.state.clone(), updates, self.tls));
+    }
+
     async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let otlp = self.otlp.map(Bound::listener);
-        collector::serve_with_otlp(self.bound.listener(), otlp, self.state, shutdown).await?;
+        let extra = self.dashboard.map(|d| collector::Extra {
+            routes: dashboard::router(d.clone()),
+            on_shutdown: Box::new(move || d.stop_streams()),
+        });
+        collector::serve_app(self.bound.listener(), otlp, self.state, extra, shutdown).await?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! kind (and so which exit code) each component's errors are.
 
 pub mod collector;
+pub mod dashboard;
 pub mod distributor;
 pub mod error_kind;
 pub mod forge;

@@ -2,11 +2,14 @@
 
 mod analyze;
 mod bench;
+mod browser_harness;
 mod cli;
 mod collector;
 mod conformance;
 mod conformance_log;
 mod conversations;
+mod dashboard;
+mod dashboard_browser;
 mod distributor;
 mod export;
 mod forge;

@@ -93,7 +93,17 @@ pub(super) async fn analyze(
         })?,
     };
     let presented = headers.get("x402").and_then(|v| v.to_str().ok());
-    let tier = Tier::from_key(state.config.premium_key.as_deref(), presented);
+    Ok(Json(run(&state, req, presented).await?))
+}
+
+/// Runs an analysis and stores its insight (`POST /analyze`, and the dashboard's "Analyze
+/// now"); `x402` is the key the caller presented, which decides the tier.
+pub async fn run(
+    state: &AppState,
+    req: AnalyzeRequest,
+    x402: Option<&str>,
+) -> Result<Insight, ApiError> {
+    let tier = Tier::from_key(state.config.premium_key.as_deref(), x402);
     let limit = tier.limit();
     let requested = match req.last_n {
         None => limit,
@@ -122,7 +132,7 @@ pub(super) async fn analyze(
     let since = time_field("since", req.since)?;
     let until = time_field("until", req.until)?;
     let filter = build_filter(
-        &state,
+        state,
         req.kind,
         req.level,
         req.agent_prefix,
@@ -242,5 +252,5 @@ pub(super) async fn analyze(
             source: source.as_str(),
         })
         .inc();
-    Ok(Json(insight))
+    Ok(insight)
 }

@@ -215,6 +215,13 @@ fn pii_refusal(state: &AppState, findings: Vec<PiiRecord>, total: usize) -> ApiE
             .metrics
             .reject_conversations("batch_rejected", total - refused);
     }
+    for t in findings.iter().flat_map(|f| &f.types) {
+        state
+            .metrics
+            .pii_findings
+            .get_or_create(&super::metrics::PiiTypeLabel { kind: t.as_str() })
+            .inc();
+    }
     let mut kinds: Vec<EntityType> = findings.iter().flat_map(|f| f.types.clone()).collect();
     kinds.sort();
     kinds.dedup();

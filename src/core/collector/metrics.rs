@@ -23,6 +23,13 @@ pub struct SignalLabel {
     pub signal: &'static str,
 }
 
+/// Label of PII findings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PiiTypeLabel {
+    /// The kind of personal data (`email`, `phone`, ...), never a value.
+    pub kind: &'static str,
+}
+
 /// Labels of analyze calls.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AnalyzeLabels {
@@ -57,6 +64,8 @@ pub struct Metrics {
     pub conversations_duplicate: Counter,
     /// Conversations (or requests, when the body could not be split) refused, by reason.
     pub conversations_rejected: Family<Reason, Counter>,
+    /// Fields of refused conversations that held personal data, by its kind.
+    pub pii_findings: Family<PiiTypeLabel, Counter>,
     /// Conversations deleted by retention.
     pub retention_deleted_conversations: Counter,
     /// Spans and log records committed from OTLP, by signal.
@@ -89,6 +98,7 @@ impl Default for Metrics {
         let conversations_ingested = Counter::default();
         let conversations_duplicate = Counter::default();
         let conversations_rejected = Family::<Reason, Counter>::default();
+        let pii_findings = Family::<PiiTypeLabel, Counter>::default();
         let retention_deleted_conversations = Counter::default();
         let store = StoreMetrics::default();
         let otlp_accepted = Family::<SignalLabel, Counter>::default();
@@ -175,6 +185,11 @@ impl Default for Metrics {
             conversations_rejected.clone(),
         );
         registry.register(
+            "ingest_conversations_pii_findings",
+            "Fields of refused conversations that held personal data, by kind (never values)",
+            pii_findings.clone(),
+        );
+        registry.register(
             "retention_deleted_conversations",
             "Conversations deleted by retention",
             retention_deleted_conversations.clone(),
@@ -192,6 +207,7 @@ impl Default for Metrics {
             conversations_ingested,
             conversations_duplicate,
             conversations_rejected,
+            pii_findings,
             retention_deleted_conversations,
             otlp_accepted,
             otlp_rejected,
@@ -214,6 +230,20 @@ impl Metrics {
         self.conversations_rejected
             .get_or_create(&Reason { reason })
             .inc_by(n as u64);
+    }
+
+    /// Conversations rejected so far under `reason`.
+    pub fn conversations_rejected(&self, reason: &'static str) -> u64 {
+        self.conversations_rejected
+            .get_or_create(&Reason { reason })
+            .get()
+    }
+
+    /// PII findings so far of the kind `kind`.
+    pub fn pii_findings(&self, kind: &'static str) -> u64 {
+        self.pii_findings
+            .get_or_create(&PiiTypeLabel { kind })
+            .get()
     }
 
     /// Counts `n` refused OTLP requests or spans/log records under `reason`.

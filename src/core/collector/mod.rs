@@ -17,7 +17,7 @@ mod ingest;
 pub mod insight;
 pub mod metrics;
 mod otlp;
-mod query;
+pub(crate) mod query;
 mod retention;
 pub mod summary;
 
@@ -37,7 +37,7 @@ use crate::core::shared::anonymize::Anonymizer;
 use crate::core::shared::llm::{LlmClient, LlmSettings};
 use crate::core::store::TelemetryStore;
 
-pub use analyze::AnalyzeRequest;
+pub use analyze::{AnalyzeRequest, run as run_analysis};
 pub use conversations::{ConversationsResponse, PiiRecord, accept_conversations};
 pub use ingest::{IngestResponse, accept};
 pub use metrics::Metrics;
@@ -235,6 +235,39 @@ pub async fn serve_with_otlp(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_app(listener, otlp, state, None, shutdown).await
+}
+
+/// Routes served beside the collector's on its main listener (the dashboard), and what to
+/// do the moment shutdown begins (end its live streams, so they do not hold it up).
+pub struct Extra {
+    /// The routes; they must not overlap the collector's.
+    pub routes: Router,
+    /// Called once when shutdown starts.
+    pub on_shutdown: Box<dyn FnOnce() + Send>,
+}
+
+/// [`serve_with_otlp`], with `extra` routes on the main listener.
+pub async fn serve_app(
+    listener: impl Into<Listener>,
+    otlp: Option<Listener>,
+    state: AppState,
+    extra: Option<Extra>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (main_router, on_shutdown) = match extra {
+        Some(extra) => (
+            router(state.clone()).merge(extra.routes),
+            Some(extra.on_shutdown),
+        ),
+        None => (router(state.clone()), None),
+    };
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(f) = on_shutdown {
+            f();
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let retention = state.config.retention_days.map(|days| {
         tokio::spawn(retention::run(
@@ -246,7 +279,7 @@ pub async fn serve_with_otlp(
     });
     let limits = state.config.server.clone();
     let result = match otlp {
-        None => server::serve(listener.into(), router(state.clone()), limits, shutdown).await,
+        None => server::serve(listener.into(), main_router, limits, shutdown).await,
         Some(otlp) => {
             let stop = server::app::Stop::new();
             let _on_signal = stop.on(shutdown);
@@ -260,7 +293,7 @@ pub async fn serve_with_otlp(
                 }
             };
             let (main, side) = tokio::join!(
-                serve_then_stop(listener.into(), router(state.clone())),
+                serve_then_stop(listener.into(), main_router),
                 serve_then_stop(otlp, otlp_router(state.clone())),
             );
             main.and(side)

@@ -60,7 +60,7 @@ pub fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
 }
 
 /// Builds a filter from loosely-typed parts, validating each; shared with `/analyze`.
-pub(super) fn build_filter(
+pub(crate) fn build_filter(
     state: &AppState,
     kind: Option<String>,
     level: Option<String>,

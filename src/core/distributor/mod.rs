@@ -49,7 +49,7 @@ pub use bus::Bus;
 pub use fanout::Hub;
 pub use metrics::Metrics;
 pub use publish::{WidenRequest, Widened};
-pub use query::{UpdateList, UpdateStatus, UpdateSummary};
+pub use query::{UpdateList, UpdateStatus, UpdateSummary, update_list, update_status};
 pub use service::{Service, ServiceError};
 
 /// How the distributor behaves, independent of where it listens.

@@ -136,6 +136,16 @@ pub(super) async fn list(
             format!("`limit` must be 1..={MAX_LIST_LIMIT}"),
         ));
     }
+    Ok(Json(update_list(&state, viewer, limit).await?))
+}
+
+/// The newest `limit` updates with their counts, as `viewer` may see them (`GET /updates`;
+/// the dashboard reads it directly when it runs in the same process).
+pub async fn update_list(
+    state: &AppState,
+    viewer: Viewer,
+    limit: usize,
+) -> Result<UpdateList, ApiError> {
     let server_seq = state.bus.position().seq;
     let updates = {
         let _slot = state.read_slot().await?;
@@ -160,11 +170,11 @@ pub(super) async fn list(
         }
         updates
     };
-    Ok(Json(UpdateList {
+    Ok(UpdateList {
         count: updates.len(),
         server_seq,
         updates,
-    }))
+    })
 }
 
 pub(super) async fn status(
@@ -173,10 +183,23 @@ pub(super) async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<UpdateStatus>, ApiError> {
     let viewer = viewer(&state, &headers)?;
+    match update_status(&state, viewer, &id).await? {
+        Some(status) => Ok(Json(status)),
+        None => Err(super::Error::NotFound(id).into()),
+    }
+}
+
+/// One update (by id or seq) with its counts, history and errors, as `viewer` may see it
+/// (`GET /updates/{id}`); `None` when there is no such update.
+pub async fn update_status(
+    state: &AppState,
+    viewer: Viewer,
+    id: &str,
+) -> Result<Option<UpdateStatus>, ApiError> {
     let _slot = state.read_slot().await?;
     let log = &*state.log;
-    let Some(u) = log.find(&id).await? else {
-        return Err(super::Error::NotFound(id).into());
+    let Some(u) = log.find(id).await? else {
+        return Ok(None);
     };
     let update_id = u.envelope.update_id.clone();
     let subscribers = log.subscribers().await?;
@@ -185,7 +208,7 @@ pub(super) async fn status(
     let widenings = log.widenings(&update_id).await?;
     let errors = log.errors(&update_id, MAX_ERRORS).await?;
     let (update, payload_withheld) = shown(u.envelope, viewer);
-    Ok(Json(UpdateStatus {
+    Ok(Some(UpdateStatus {
         targeted,
         counts,
         initial_rollout_percent: u.initial_percent,

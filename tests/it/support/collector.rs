@@ -55,6 +55,31 @@ impl TestCollector {
         store_options: StoreOptions,
         wrap: impl FnOnce(Arc<dyn TelemetryStore>) -> Arc<dyn TelemetryStore>,
     ) -> TestCollector {
+        Self::start_with_extra(dir, config, store_options, wrap, |_| None).await
+    }
+
+    /// Like [`TestCollector::start_with`], with routes served beside the collector's (the
+    /// dashboard), made from its state.
+    pub async fn start_with_extra(
+        dir: impl Into<DataDir>,
+        config: CollectorConfig,
+        store_options: StoreOptions,
+        wrap: impl FnOnce(Arc<dyn TelemetryStore>) -> Arc<dyn TelemetryStore>,
+        extra: impl FnOnce(&AppState) -> Option<collector::Extra>,
+    ) -> TestCollector {
+        Self::start_on(None, dir, config, store_options, wrap, extra).await
+    }
+
+    /// Like [`TestCollector::start_with_extra`], on `listener` when given (a restart on the
+    /// same address) instead of a fresh 127.0.0.1:0.
+    pub async fn start_on(
+        listener: Option<tokio::net::TcpListener>,
+        dir: impl Into<DataDir>,
+        config: CollectorConfig,
+        store_options: StoreOptions,
+        wrap: impl FnOnce(Arc<dyn TelemetryStore>) -> Arc<dyn TelemetryStore>,
+        extra: impl FnOnce(&AppState) -> Option<collector::Extra>,
+    ) -> TestCollector {
         let mut dir = dir.into();
         dir.ensure_database().await;
         let anonymizer =
@@ -81,14 +106,24 @@ impl TestCollector {
         };
         let store = wrap(store);
         let state = AppState::new(store, anonymizer, config, metrics).expect("collector state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = match listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1:0"),
+        };
         let url = format!("http://{}", listener.local_addr().expect("local address"));
         let (shutdown, stop) = oneshot::channel::<()>();
-        let server = tokio::spawn(collector::serve(listener, state.clone(), async move {
-            let _ = stop.await;
-        }));
+        let extra = extra(&state);
+        let server = tokio::spawn(collector::serve_app(
+            listener,
+            None,
+            state.clone(),
+            extra,
+            async move {
+                let _ = stop.await;
+            },
+        ));
         TestCollector {
             url,
             dir,

@@ -1,7 +1,9 @@
 pub mod backend;
 pub mod bin;
+pub mod browser;
 pub mod bytes;
 pub mod collector;
+pub mod dashboard;
 pub mod distributor;
 pub mod fake_conversations;
 pub mod fake_github;
