@@ -68,13 +68,18 @@ async fn the_fleet_page_counts_what_was_ingested_by_agent_and_model_and_never_sh
     }
     batch.push(heartbeat("orch-alpha-raw", "support/triage"));
     batch.push(heartbeat("orch-beta-raw", "sales/outreach"));
+    // An ORCH whose newest heartbeat is older than the stale age (15 min by default).
+    let mut old = heartbeat("orch-gamma-raw", "sales/outreach");
+    old["ts_unix"] = json!(phoenix::core::telemetry::now_unix() - 7200);
+    batch.push(old);
     c.ingest_ok(&Value::Array(batch)).await;
 
     let (status, html) = get(&board.page("/")).await;
     assert_eq!(status, 200, "{html}");
     assert_eq!(element_text(&html, "events-hour").as_deref(), Some("42"));
-    assert_eq!(element_text(&html, "orchs-seen").as_deref(), Some("2"));
+    assert_eq!(element_text(&html, "orchs-seen").as_deref(), Some("3"));
     assert_eq!(element_text(&html, "orchs-healthy").as_deref(), Some("2"));
+    assert_eq!(element_text(&html, "orchs-stale").as_deref(), Some("1"));
     assert_eq!(element_text(&html, "error-rate").as_deref(), Some("7.1%"));
     for expected in [
         "support/triage",
@@ -88,6 +93,12 @@ async fn the_fleet_page_counts_what_was_ingested_by_agent_and_model_and_never_sh
     // p50 of model-b's latencies (900..909 ms) is within a histogram bucket of the truth.
     assert!(html.contains(" ms<") || html.contains(" s<"));
     assert!(!html.contains("orch-alpha-raw") && !html.contains("orch-beta-raw"));
+    let orchs = &html[html.find("id=\"fleet-orchs\"").unwrap()..];
+    let sales = &orchs[orchs.find("<td>sales/outreach</td>").unwrap()..];
+    assert!(
+        sales.starts_with("<td>sales/outreach</td><td class=\"num\">2</td><td class=\"num good\">1</td><td class=\"num bad\">1</td>"),
+        "{sales}"
+    );
 
     // The last events take GET /telemetry's filters from the URL.
     let (status, filtered) = get(&board.page("/?agent_prefix=sales&level=info")).await;
@@ -116,10 +127,10 @@ async fn the_fleet_page_counts_what_was_ingested_by_agent_and_model_and_never_sh
         })
         .await
         .unwrap();
-    assert_eq!(cells.iter().map(|r| r.cell.records).sum::<u64>(), 42);
+    assert_eq!(cells.iter().map(|r| r.cell.records).sum::<u64>(), 43);
     assert_eq!(cells.iter().map(|r| r.cell.errors).sum::<u64>(), 3);
     let orchs = c.state.store.orchs_seen(10).await.unwrap();
-    assert_eq!(orchs.len(), 2);
+    assert_eq!(orchs.len(), 3);
     c.stop().await;
 }
 

@@ -176,6 +176,12 @@ impl TelemetryStore for GatedStore {
     ) -> Result<Vec<phoenix::core::store::rollup::OrchSeen>, StoreError> {
         self.inner.orchs_seen(limit).await
     }
+    async fn orch_health(
+        &self,
+        healthy_since: i64,
+    ) -> Result<Vec<phoenix::core::store::rollup::OrchHealth>, StoreError> {
+        self.inner.orch_health(healthy_since).await
+    }
     fn queue_depth(&self) -> usize {
         self.inner.queue_depth()
     }

@@ -215,10 +215,18 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// A `next` target that stays on this site (a path, not `//host` or a URL).
+/// A `next` target that stays on this site: a path (not `//host`, not a URL), printable
+/// ASCII only (it goes into a `Location` header), at most 2 KiB; anything else is `/`.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.len() <= 2048
+                && n.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'\\') =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -305,6 +313,9 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+        assert_eq!(safe_next(Some("/x\r\nSet-Cookie: a=b")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/caf\u{e9}")), "/");
         let mut h = HeaderMap::new();
         h.insert(HOST, HeaderValue::from_static("127.0.0.1:8080"));
         assert!(same_origin(&h));

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::core::store::rollup::{Cell, CellRow, MINUTE, OrchSeen};
+use crate::core::store::rollup::{Cell, CellRow, MINUTE, OrchHealth};
 
 /// Minutes the Fleet page covers.
 pub const WINDOW_MINUTES: i64 = 60;
@@ -126,8 +126,9 @@ impl Fleet {
         (current - (WINDOW_MINUTES - 1) * MINUTE, current + MINUTE)
     }
 
-    /// The figures of `cells` (the window's, from [`Fleet::range`]) and `orchs`.
-    pub fn compute(now: i64, cells: &[CellRow], orchs: &[OrchSeen], stale_after: i64) -> Fleet {
+    /// The figures of `cells` (the window's, from [`Fleet::range`]) and `orchs` (counted
+    /// healthy since `now - stale_after`).
+    pub fn compute(now: i64, cells: &[CellRow], orchs: &[OrchHealth]) -> Fleet {
         let (since, until) = Fleet::range(now);
         let mut minutes: Vec<MinutePoint> = (since..until)
             .step_by(MINUTE as usize)
@@ -176,25 +177,22 @@ impl Fleet {
             });
             v
         };
-        let mut by_path: BTreeMap<&str, OrchGroup> = BTreeMap::new();
         let mut orch_total = OrchGroup::default();
-        for o in orchs {
-            let path = o.agent_path.as_deref().unwrap_or("");
-            let g = by_path.entry(path).or_insert_with(|| OrchGroup {
-                agent_path: path.to_owned(),
-                ..OrchGroup::default()
-            });
-            let healthy = now - o.last_heartbeat_ts <= stale_after;
-            for g in [&mut *g, &mut orch_total] {
-                g.seen += 1;
-                if healthy {
-                    g.healthy += 1;
-                } else {
-                    g.stale += 1;
-                }
-            }
-        }
-        let mut orch_groups: Vec<OrchGroup> = by_path.into_values().collect();
+        let mut orch_groups: Vec<OrchGroup> = orchs
+            .iter()
+            .map(|o| {
+                let g = OrchGroup {
+                    agent_path: o.agent_path.clone(),
+                    seen: o.seen,
+                    healthy: o.healthy.min(o.seen),
+                    stale: o.seen - o.healthy.min(o.seen),
+                };
+                orch_total.seen += g.seen;
+                orch_total.healthy += g.healthy;
+                orch_total.stale += g.stale;
+                g
+            })
+            .collect();
         orch_groups.sort_by(|a, b| {
             b.seen
                 .cmp(&a.seen)
@@ -226,7 +224,7 @@ pub fn format_ms(ms: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::store::rollup::CellKey;
+    use crate::core::store::rollup::{CellKey, OrchSeen};
 
     fn row(
         minute: i64,
@@ -278,7 +276,8 @@ mod tests {
                 last_heartbeat_ts: now - 1000,
             },
         ];
-        let f = Fleet::compute(now, &cells, &orchs, 900);
+        let orchs = OrchHealth::of(&orchs, now - 900);
+        let f = Fleet::compute(now, &cells, &orchs);
         assert_eq!(f.minutes.len(), 60);
         assert_eq!(f.minutes[0].records, 10);
         assert_eq!(f.minutes[59].records, 8);

@@ -48,8 +48,6 @@ use crate::core::updates::UpdateType;
 
 /// How often a live page is brought up to date.
 pub const LIVE_EVERY: Duration = Duration::from_secs(2);
-/// Most ORCHs the Fleet page counts.
-const MAX_ORCHS: usize = 100_000;
 /// Events in the Fleet page's "Last events".
 const LAST_EVENTS: usize = 20;
 /// Updates on the Updates page.
@@ -299,16 +297,16 @@ async fn fleet_fragments(d: &Dashboard, filter: &TelemetryFilter) -> Result<Vec<
         .cells(CellRange { since, until })
         .await
         .map_err(|e| e.to_string())?;
+    let stale = d.collector.config.stale_after.as_secs() as i64;
     let orchs = store
-        .orchs_seen(MAX_ORCHS)
+        .orch_health(now - stale)
         .await
         .map_err(|e| e.to_string())?;
     let events = store
         .query(filter, LAST_EVENTS, None)
         .await
         .map_err(|e| e.to_string())?;
-    let stale = d.collector.config.stale_after.as_secs() as i64;
-    let fleet = Fleet::compute(now, &cells, &orchs, stale);
+    let fleet = Fleet::compute(now, &cells, &orchs);
     Ok(pages::fleet(&fleet, &events.records, filter))
 }
 

@@ -572,7 +572,7 @@ mod tests {
 
     #[test]
     fn values_in_a_page_are_escaped() {
-        let f = Fleet::compute(0, &[], &[], 900);
+        let f = Fleet::compute(0, &[], &[]);
         let filter = TelemetryFilter {
             kind: Some("<script>alert(1)</script>".into()),
             ..TelemetryFilter::default()

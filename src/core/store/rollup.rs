@@ -200,6 +200,36 @@ impl OrchSeen {
     }
 }
 
+/// ORCHs of one agent path by heartbeat age ([`super::TelemetryStore::orch_health`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrchHealth {
+    /// Agent path of their newest heartbeat, `""` for none.
+    pub agent_path: String,
+    /// ORCHs that sent a heartbeat.
+    pub seen: u64,
+    /// Those whose newest heartbeat is recent enough.
+    pub healthy: u64,
+}
+
+impl OrchHealth {
+    /// The same counts from a list of ORCHs (backends that hold them in memory).
+    pub fn of(orchs: &[OrchSeen], healthy_since: i64) -> Vec<OrchHealth> {
+        let mut by_path: BTreeMap<&str, OrchHealth> = BTreeMap::new();
+        for o in orchs {
+            let path = o.agent_path.as_deref().unwrap_or("");
+            let g = by_path.entry(path).or_insert_with(|| OrchHealth {
+                agent_path: path.to_owned(),
+                ..OrchHealth::default()
+            });
+            g.seen += 1;
+            if o.last_heartbeat_ts >= healthy_since {
+                g.healthy += 1;
+            }
+        }
+        by_path.into_values().collect()
+    }
+}
+
 /// The aggregates of one batch (or of several, merged).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollup {

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::conversations::ConversationStore;
 use super::error::Error;
-use super::rollup::{CellRange, CellRow, OrchSeen};
+use super::rollup::{CellRange, CellRow, OrchHealth, OrchSeen};
 use crate::core::telemetry::{NewRecord, StoredTelemetry};
 
 /// Which records a query or an analysis looks at.
@@ -163,6 +163,10 @@ pub trait TelemetryStore: ConversationStore {
     async fn cells(&self, range: CellRange) -> Result<Vec<CellRow>, Error>;
     /// At most `limit` ORCHs, most recently seen first.
     async fn orchs_seen(&self, limit: usize) -> Result<Vec<OrchSeen>, Error>;
+    /// Per agent path (of each ORCH's newest heartbeat; `""` for none), the ORCHs that sent a
+    /// heartbeat and those whose newest one is at `healthy_since` or later; counted by the
+    /// backend, so a fleet of any size is one small answer.
+    async fn orch_health(&self, healthy_since: i64) -> Result<Vec<OrchHealth>, Error>;
     /// Records waiting for the writer.
     fn queue_depth(&self) -> usize;
     /// Total stored records.

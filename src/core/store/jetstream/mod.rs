@@ -399,6 +399,13 @@ impl TelemetryStore for BufferedStore {
         self.inner.orchs_seen(limit).await
     }
 
+    async fn orch_health(
+        &self,
+        healthy_since: i64,
+    ) -> Result<Vec<crate::core::store::rollup::OrchHealth>, Error> {
+        self.inner.orch_health(healthy_since).await
+    }
+
     fn queue_depth(&self) -> usize {
         self.inner.queue_depth()
     }

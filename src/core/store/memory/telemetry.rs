@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::{Job, MemoryStore, State, commit};
-use crate::core::store::rollup::{Batch, CellRange, CellRow, OrchSeen};
+use crate::core::store::rollup::{Batch, CellRange, CellRow, OrchHealth, OrchSeen};
 use crate::core::store::{Commit, Error, InsightRecord, Page, TelemetryFilter, TelemetryStore};
 use crate::core::telemetry::{HEARTBEAT_KIND, NewRecord, StoredTelemetry};
 
@@ -135,6 +135,12 @@ impl TelemetryStore for MemoryStore {
         orchs.sort_by_key(|o| std::cmp::Reverse(o.last_heartbeat_ts));
         orchs.truncate(limit);
         Ok(orchs)
+    }
+
+    async fn orch_health(&self, healthy_since: i64) -> Result<Vec<OrchHealth>, Error> {
+        let state = self.lock();
+        let orchs: Vec<OrchSeen> = state.rollup.orchs.values().cloned().collect();
+        Ok(OrchHealth::of(&orchs, healthy_since))
     }
 
     fn queue_depth(&self) -> usize {

@@ -11,7 +11,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::writer::{self, InsightRow, Job, WriterState};
 use super::{Error as PgError, query};
-use crate::core::store::rollup::{Batch, CellRange, CellRow, OrchSeen};
+use crate::core::store::rollup::{Batch, CellRange, CellRow, OrchHealth, OrchSeen};
 use crate::core::store::{
     Commit, Error, InsightRecord, Page, StoreMetrics, TelemetryFilter, TelemetryStore,
 };
@@ -350,6 +350,27 @@ impl TelemetryStore for PgStore {
                 orch_hash: r.get(0),
                 agent_path: r.get(1),
                 last_heartbeat_ts: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn orch_health(&self, healthy_since: i64) -> Result<Vec<OrchHealth>, Error> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT coalesce(agent_path, ''), count(*), \
+                 count(*) FILTER (WHERE last_heartbeat_ts >= $1) \
+                 FROM orchs WHERE last_heartbeat_ts IS NOT NULL GROUP BY 1 ORDER BY 1",
+                &[&healthy_since],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| OrchHealth {
+                agent_path: r.get(0),
+                seen: r.get::<_, i64>(1) as u64,
+                healthy: r.get::<_, i64>(2) as u64,
             })
             .collect())
     }

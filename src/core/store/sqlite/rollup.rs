@@ -4,7 +4,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::core::store::Error;
-use crate::core::store::rollup::{Cell, CellKey, CellRange, CellRow, Histogram, OrchSeen, Rollup};
+use crate::core::store::rollup::{
+    Cell, CellKey, CellRange, CellRow, Histogram, OrchHealth, OrchSeen, Rollup,
+};
 
 /// Adds `rollup` to the stored cells and ORCHs. The writer is the only one writing, so a
 /// read-then-replace per cell is exact (a handful of cells per group).
@@ -103,6 +105,22 @@ pub(crate) fn orchs(conn: &Connection, limit: usize) -> Result<Vec<OrchSeen>, Er
             orch_hash: row.get(0)?,
             agent_path: row.get(1)?,
             last_heartbeat_ts: row.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// ORCHs per agent path, and how many are healthy.
+pub(crate) fn orch_health(conn: &Connection, healthy_since: i64) -> Result<Vec<OrchHealth>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(agent_path, ''), COUNT(*), COUNT(CASE WHEN last_heartbeat_ts >= ?1 THEN 1 END) \
+         FROM orch_seen GROUP BY 1 ORDER BY 1",
+    )?;
+    let rows = stmt.query_map([healthy_since], |row| {
+        Ok(OrchHealth {
+            agent_path: row.get(0)?,
+            seen: row.get::<_, i64>(1)? as u64,
+            healthy: row.get::<_, i64>(2)? as u64,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -15,7 +15,7 @@ use super::migrations::{INDEXED_LEVELS, INDEXED_LEVELS_CONDITION};
 use super::tail::TABLE as TAIL;
 use super::writer::{self, Job, Table};
 use crate::core::shared::config::SyncMode;
-use crate::core::store::rollup::{Batch, CellRange, CellRow, OrchSeen};
+use crate::core::store::rollup::{Batch, CellRange, CellRow, OrchHealth, OrchSeen};
 use crate::core::store::sqlite::db::{self as db, ReaderPool, WriterThread};
 use crate::core::store::{
     Commit, ConversationFilter, ConversationStore, ConversationStream, Error, FilterCounts,
@@ -472,6 +472,11 @@ impl TelemetryStore for SqliteStore {
 
     async fn orchs_seen(&self, limit: usize) -> Result<Vec<OrchSeen>, Error> {
         self.read(move |conn| super::rollup::orchs(conn, limit))
+            .await
+    }
+
+    async fn orch_health(&self, healthy_since: i64) -> Result<Vec<OrchHealth>, Error> {
+        self.read(move |conn| super::rollup::orch_health(conn, healthy_since))
             .await
     }
 
