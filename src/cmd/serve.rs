@@ -244,6 +244,7 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
             }
             announce(&ctx, "collector", &collector.url, None);
             collector.announce_otlp(&ctx);
+            collector.announce_dashboard(&ctx);
             collector.run(shutdown_signal()).await
         }
         Cmd::Distributor(args) => {
@@ -304,6 +305,7 @@ pub async fn run(cmd: Cmd, mut ctx: Context) -> anyhow::Result<()> {
                 Some(&distributor.http_url),
             );
             collector.announce_otlp(&ctx);
+            collector.announce_dashboard(&ctx);
             run_all(collector, distributor).await
         }
     }
@@ -604,6 +606,13 @@ impl Collector {
     fn announce_otlp(&self, ctx: &Context) {
         if let Some(otlp) = &self.otlp {
             announce(ctx, "otlp", &otlp.url("http", "https", ""), None);
+        }
+    }
+
+    /// Says where the dashboard is (a line of its own, after the services' and OTLP's).
+    fn announce_dashboard(&self, ctx: &Context) {
+        if self.dashboard.is_some() {
+            announce(ctx, "dashboard", &format!("{}/", self.url), None);
         }
     }
 

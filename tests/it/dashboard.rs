@@ -574,3 +574,101 @@ async fn the_privacy_page_counts_refusals_by_type_and_never_shows_a_value() {
     );
     assert!(!html.contains(email) && !html.contains("jane"));
 }
+
+/// The `--json` announce lines of a `phoenix serve …` child, until `n` are read.
+async fn announced(child: &mut tokio::process::Child, n: usize) -> Vec<Value> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    for _ in 0..n {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("announced in time")
+            .unwrap()
+            .expect("an announce line");
+        events.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    events
+}
+
+fn stop(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn serve_all_announces_the_dashboard_and_no_dashboard_turns_it_off() {
+    use crate::support::bin::{phoenix, phoenix_async};
+    let home = tempfile::tempdir().unwrap();
+    let mut child = phoenix_async(home.path())
+        .args([
+            "serve",
+            "all",
+            "--bind",
+            "127.0.0.1:0",
+            "--distributor-bind",
+            "127.0.0.1:0",
+        ])
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = announced(&mut child, 3).await;
+    let services: Vec<&str> = events
+        .iter()
+        .map(|e| e["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["collector", "distributor", "dashboard"]);
+    let dashboard = events[2]["url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        dashboard,
+        format!("{}/", events[0]["url"].as_str().unwrap())
+    );
+    let (status, html) = get(&dashboard).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"events-hour\""));
+    // serve all reads its own distributor: an update published there shows.
+    let distributor = events[1]["http_url"].as_str().unwrap();
+    let resp = client()
+        .post(format!("{distributor}/publish"))
+        .json(&json!({"update_type": "notice", "payload": {"message": "from the binary"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, html) = get(&format!("{dashboard}ui/updates")).await;
+    assert!(html.contains("notice"), "{html}");
+    stop(&child);
+    assert!(child.wait().await.unwrap().success());
+
+    let mut child = phoenix_async(home.path())
+        .args([
+            "serve",
+            "collector",
+            "--bind",
+            "127.0.0.1:0",
+            "--no-dashboard",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = announced(&mut child, 1).await;
+    let url = events[0]["url"].as_str().unwrap();
+    assert_eq!(get(&format!("{url}/")).await.0, 404);
+    assert_eq!(get(&format!("{url}/health")).await.0, 200);
+    stop(&child);
+    assert!(child.wait().await.unwrap().success());
+
+    let out = phoenix(home.path())
+        .args(["serve", "all", "--distributor-url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("serve collector"));
+}

@@ -569,8 +569,8 @@ async fn update_fragments(
     let Some(status) = update_status(d, viewer, id).await? else {
         return Ok(None);
     };
-    // Rollbacks of this update among the recent ones.
-    let list = update_list(d, viewer, distributor_list_max()).await?;
+    // Rollbacks of this update among the recent ones (those the Updates page lists).
+    let list = update_list(d, viewer, LIST_UPDATES).await?;
     let rollbacks: Vec<_> = list
         .updates
         .iter()
@@ -583,10 +583,6 @@ async fn update_fragments(
     Ok(Some(pages::update(&status, &rollbacks, &|o| {
         d.hash_orch(o)
     })))
-}
-
-fn distributor_list_max() -> usize {
-    200
 }
 
 async fn update_page(
