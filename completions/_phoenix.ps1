@@ -920,6 +920,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
             [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event')
+            [CompletionResult]::new('dashboard', 'dashboard', [CompletionResultType]::ParameterValue, 'Web dashboard: every page''s latency over a store filled with millions of events, and the CPU an open live page costs')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
             [CompletionResult]::new('otlp', 'otlp', [CompletionResultType]::ParameterValue, 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector')
@@ -955,6 +956,24 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--requests', '--requests', [CompletionResultType]::ParameterName, 'Timed requests per query, one at a time on one keep-alive connection')
             [CompletionResult]::new('--query-budget', '--query-budget', [CompletionResultType]::ParameterName, 'A query stops before --requests once its timed requests have taken this long')
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Run on this PostgreSQL server instead of SQLite, in a scratch database made (and dropped) by the run')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
+            [CompletionResult]::new('--keep', '--keep', [CompletionResultType]::ParameterName, 'Leave the filled scratch store behind and say where it is')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Log only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'phoenix;bench;dashboard' {
+            [CompletionResult]::new('--events', '--events', [CompletionResultType]::ParameterName, 'Events the scratch store is filled with before the pages are read')
+            [CompletionResult]::new('--requests', '--requests', [CompletionResultType]::ParameterName, 'Timed GETs per page (after 3 untimed ones) on one keep-alive connection, and live-stream connections timed to their first event')
+            [CompletionResult]::new('--streams', '--streams', [CompletionResultType]::ParameterName, 'Live Fleet pages (GET /ui/stream?page=fleet) open at once while their CPU is measured')
+            [CompletionResult]::new('--stream-seconds', '--stream-seconds', [CompletionResultType]::ParameterName, 'Seconds of process CPU measured without streams, then as long with --streams open')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--keep', '--keep', [CompletionResultType]::ParameterName, 'Leave the filled scratch store behind and say where it is')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')
@@ -1053,6 +1072,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         'phoenix;bench;help' {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
             [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event')
+            [CompletionResult]::new('dashboard', 'dashboard', [CompletionResultType]::ParameterValue, 'Web dashboard: every page''s latency over a store filled with millions of events, and the CPU an open live page costs')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
             [CompletionResult]::new('otlp', 'otlp', [CompletionResultType]::ParameterValue, 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector')
@@ -1064,6 +1084,9 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;bench;help;query' {
+            break
+        }
+        'phoenix;bench;help;dashboard' {
             break
         }
         'phoenix;bench;help;fanout' {
@@ -1229,6 +1252,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
         'phoenix;help;bench' {
             [CompletionResult]::new('ingest', 'ingest', [CompletionResultType]::ParameterValue, 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency')
             [CompletionResult]::new('query', 'query', [CompletionResultType]::ParameterValue, 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event')
+            [CompletionResult]::new('dashboard', 'dashboard', [CompletionResultType]::ParameterValue, 'Web dashboard: every page''s latency over a store filled with millions of events, and the CPU an open live page costs')
             [CompletionResult]::new('fanout', 'fanout', [CompletionResultType]::ParameterValue, 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber')
             [CompletionResult]::new('pii', 'pii', [CompletionResultType]::ParameterValue, 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s')
             [CompletionResult]::new('otlp', 'otlp', [CompletionResultType]::ParameterValue, 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector')
@@ -1239,6 +1263,9 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             break
         }
         'phoenix;help;bench;query' {
+            break
+        }
+        'phoenix;help;bench;dashboard' {
             break
         }
         'phoenix;help;bench;fanout' {

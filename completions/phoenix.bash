@@ -88,6 +88,9 @@ _phoenix() {
             phoenix__subcmd__bench,abuse)
                 cmd="phoenix__subcmd__bench__subcmd__abuse"
                 ;;
+            phoenix__subcmd__bench,dashboard)
+                cmd="phoenix__subcmd__bench__subcmd__dashboard"
+                ;;
             phoenix__subcmd__bench,fanout)
                 cmd="phoenix__subcmd__bench__subcmd__fanout"
                 ;;
@@ -108,6 +111,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__bench__subcmd__help,abuse)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__abuse"
+                ;;
+            phoenix__subcmd__bench__subcmd__help,dashboard)
+                cmd="phoenix__subcmd__bench__subcmd__help__subcmd__dashboard"
                 ;;
             phoenix__subcmd__bench__subcmd__help,fanout)
                 cmd="phoenix__subcmd__bench__subcmd__help__subcmd__fanout"
@@ -219,6 +225,9 @@ _phoenix() {
                 ;;
             phoenix__subcmd__help__subcmd__bench,abuse)
                 cmd="phoenix__subcmd__help__subcmd__bench__subcmd__abuse"
+                ;;
+            phoenix__subcmd__help__subcmd__bench,dashboard)
+                cmd="phoenix__subcmd__help__subcmd__bench__subcmd__dashboard"
                 ;;
             phoenix__subcmd__help__subcmd__bench,fanout)
                 cmd="phoenix__subcmd__help__subcmd__bench__subcmd__fanout"
@@ -567,7 +576,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench)
-            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest query fanout pii otlp abuse help"
+            opts="-v -q -h -V --config --json --verbose --quiet --help --version ingest query dashboard fanout pii otlp abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -634,6 +643,40 @@ _phoenix() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        phoenix__subcmd__bench__subcmd__dashboard)
+            opts="-v -q -h -V --events --requests --streams --stream-seconds --keep --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --requests)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --streams)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream-seconds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         phoenix__subcmd__bench__subcmd__fanout)
             opts="-v -q -h -V --subscribers --publishes --connect-parallelism --settle --nodes --database-url --nats-url --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -681,7 +724,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__help)
-            opts="ingest query fanout pii otlp abuse help"
+            opts="ingest query dashboard fanout pii otlp abuse help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -695,6 +738,20 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__help__subcmd__abuse)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__bench__subcmd__help__subcmd__dashboard)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1365,7 +1422,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__bench)
-            opts="ingest query fanout pii otlp abuse"
+            opts="ingest query dashboard fanout pii otlp abuse"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1379,6 +1436,20 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__help__subcmd__bench__subcmd__abuse)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        phoenix__subcmd__help__subcmd__bench__subcmd__dashboard)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -849,6 +849,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --version 'Print version'
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
             cand query 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event'
+            cand dashboard 'Web dashboard: every page''s latency over a store filled with millions of events, and the CPU an open live page costs'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
             cand otlp 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector'
@@ -882,6 +883,23 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --requests 'Timed requests per query, one at a time on one keep-alive connection'
             cand --query-budget 'A query stops before --requests once its timed requests have taken this long'
             cand --database-url 'Run on this PostgreSQL server instead of SQLite, in a scratch database made (and dropped) by the run'
+            cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
+            cand --keep 'Leave the filled scratch store behind and say where it is'
+            cand --json 'Print machine-readable JSON on stdout instead of tables'
+            cand -v 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand --verbose 'More logging on stderr (-v info, -vv debug, -vvv trace); PHOENIX_LOG takes a filter'
+            cand -q 'Log only errors'
+            cand --quiet 'Log only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'phoenix;bench;dashboard'= {
+            cand --events 'Events the scratch store is filled with before the pages are read'
+            cand --requests 'Timed GETs per page (after 3 untimed ones) on one keep-alive connection, and live-stream connections timed to their first event'
+            cand --streams 'Live Fleet pages (GET /ui/stream?page=fleet) open at once while their CPU is measured'
+            cand --stream-seconds 'Seconds of process CPU measured without streams, then as long with --streams open'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --keep 'Leave the filled scratch store behind and say where it is'
             cand --json 'Print machine-readable JSON on stdout instead of tables'
@@ -975,6 +993,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;bench;help'= {
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
             cand query 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event'
+            cand dashboard 'Web dashboard: every page''s latency over a store filled with millions of events, and the CPU an open live page costs'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
             cand otlp 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector'
@@ -984,6 +1003,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;bench;help;ingest'= {
         }
         &'phoenix;bench;help;query'= {
+        }
+        &'phoenix;bench;help;dashboard'= {
         }
         &'phoenix;bench;help;fanout'= {
         }
@@ -1107,6 +1128,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;help;bench'= {
             cand ingest 'Ingest throughput against this machine''s HTTP and storage ceilings, and /analyze latency'
             cand query 'Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event'
+            cand dashboard 'Web dashboard: every page''s latency over a store filled with millions of events, and the CPU an open live page costs'
             cand fanout 'WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber'
             cand pii 'PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s'
             cand otlp 'OTLP/HTTP protobuf span ingest next to the NDJSON batch and /health rates of the same collector'
@@ -1115,6 +1137,8 @@ set edit:completion:arg-completer[phoenix] = {|@words|
         &'phoenix;help;bench;ingest'= {
         }
         &'phoenix;help;bench;query'= {
+        }
+        &'phoenix;help;bench;dashboard'= {
         }
         &'phoenix;help;bench;fanout'= {
         }

@@ -10,6 +10,7 @@
 pub mod abuse;
 pub mod cluster;
 pub mod cpu;
+pub mod dashboard;
 pub mod fanout;
 pub mod otlp;
 pub mod pii_eval;
@@ -163,6 +164,9 @@ pub enum Error {
         /// Cause.
         message: String,
     },
+    /// What the benchmark puts in place before measuring (updates, an insight) failed.
+    #[error("{0}")]
+    Setup(String),
     /// The collector did not stop cleanly.
     #[error("the collector did not shut down cleanly: {0}")]
     Shutdown(String),
@@ -179,6 +183,14 @@ pub(crate) struct InProcess {
 impl InProcess {
     /// Binds and starts serving.
     pub(crate) async fn start(state: AppState) -> Result<InProcess, Error> {
+        Self::start_app(state, None).await
+    }
+
+    /// The same, with `extra` routes (the dashboard) beside the collector's.
+    pub(crate) async fn start_app(
+        state: AppState,
+        extra: Option<collector::Extra>,
+    ) -> Result<InProcess, Error> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(io("binding 127.0.0.1:0"))?;
@@ -186,7 +198,7 @@ impl InProcess {
             .local_addr()
             .map_err(io("reading the bound address"))?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(collector::serve(listener, state, async {
+        let server = tokio::spawn(collector::serve_app(listener, None, state, extra, async {
             let _ = stopped.await;
         }));
         Ok(InProcess { addr, stop, server })

@@ -15,15 +15,15 @@ use super::*;
 use crate::core::store::Commit;
 
 /// Records per fill batch: one group commit of the store's writer each.
-const FILL_BATCH: usize = 50_000;
+pub(super) const FILL_BATCH: usize = 50_000;
 /// Fill batches queued at the writer at once (within its queue's 200 000 records).
-const FILL_IN_FLIGHT: usize = 3;
+pub(super) const FILL_IN_FLIGHT: usize = 3;
 /// Seconds of received time the generated events spread over, ending now (the current
 /// and previous day's partitions on PostgreSQL hold them).
-const FILL_SPAN_SECS: i64 = 6 * 3600;
+pub(super) const FILL_SPAN_SECS: i64 = 6 * 3600;
 /// Distinct orch ids of the generated fleet.
-const FILL_ORCHS: usize = 200;
-const FILL_AGENT_PATHS: &[&str] = &[
+pub(super) const FILL_ORCHS: usize = 200;
+pub(super) const FILL_AGENT_PATHS: &[&str] = &[
     "support",
     "support/billing",
     "support/refunds",
@@ -228,11 +228,7 @@ async fn measure(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<QueryReport, Error> {
     let anonymizer = Anonymizer::from_key(b"phoenix-bench");
-    let orchs: Arc<Vec<String>> = Arc::new(
-        (0..FILL_ORCHS)
-            .map(|i| anonymizer.orch_hash(&format!("orch-bench-{i:03}")))
-            .collect(),
-    );
+    let orchs = fill_orchs(&anonymizer);
     let fill = fill(&store, opts.events, orchs.clone(), progress).await?;
     if let Disk::Postgres(pool) = disk {
         // A live database's autovacuum would have analysed the new rows by now.
@@ -320,9 +316,18 @@ async fn measure(
     })
 }
 
+/// The hashes of the [`FILL_ORCHS`] generated ORCHs, as `anonymizer` makes them.
+pub(super) fn fill_orchs(anonymizer: &Anonymizer) -> Arc<Vec<String>> {
+    Arc::new(
+        (0..FILL_ORCHS)
+            .map(|i| anonymizer.orch_hash(&format!("orch-bench-{i:03}")))
+            .collect(),
+    )
+}
+
 /// Writes `events` generated records through the store's writer, a few big batches queued
 /// at a time, generated on a thread of their own meanwhile.
-async fn fill(
+pub(super) async fn fill(
     store: &Arc<dyn TelemetryStore>,
     events: usize,
     orchs: Arc<Vec<String>>,

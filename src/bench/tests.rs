@@ -98,3 +98,80 @@ fn bad_options_are_refused() {
     let none = BenchOptions { rounds: 0, ..ok };
     assert!(none.validate().is_err());
 }
+
+#[test]
+fn an_open_page_costs_its_share_of_the_extra_cpu() {
+    use super::dashboard::cpu_percent_per_page;
+    // 0.05 cores without streams, 0.15 with 10 open: 0.01 cores, 1 % of a core, each.
+    assert!((cpu_percent_per_page(0.05, 0.15, 10) - 1.0).abs() < 1e-9);
+    assert!((cpu_percent_per_page(0.2, 0.2, 4)).abs() < 1e-9);
+    assert!(
+        cpu_percent_per_page(0.1, 0.2, 0).is_nan(),
+        "no stream, no figure"
+    );
+    assert!(
+        cpu_percent_per_page(f64::NAN, 0.2, 3).is_nan(),
+        "no /proc, no figure"
+    );
+}
+
+#[test]
+fn dashboard_options_need_something_to_measure() {
+    use super::dashboard::DashboardOptions;
+    assert!(DashboardOptions::default().validate().is_ok());
+    for bad in [
+        DashboardOptions {
+            events: 0,
+            ..DashboardOptions::default()
+        },
+        DashboardOptions {
+            requests: 0,
+            ..DashboardOptions::default()
+        },
+        DashboardOptions {
+            streams: 0,
+            ..DashboardOptions::default()
+        },
+        DashboardOptions {
+            stream_seconds: 0,
+            ..DashboardOptions::default()
+        },
+    ] {
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("must be at least 1"), "{e}");
+    }
+}
+
+#[test]
+fn server_sent_events_are_cut_out_of_chunks_as_they_arrive() {
+    use super::dashboard::{SseEvent, SseParser};
+    let mut p = SseParser::default();
+    p.feed(b"event: fragments\nretry: 5000\ndata: {\"a\":");
+    assert_eq!(p.next_event(), None, "incomplete");
+    p.feed(b"1}\n\n:\n\nevent: problem\ndata: store down\ndata: again\n\ndata: x\n\n");
+    let got: Vec<SseEvent> = std::iter::from_fn(|| p.next_event()).collect();
+    let want = [
+        ("fragments", "{\"a\":1}"),
+        // The keep-alive comment in between is no event.
+        ("problem", "store down\nagain"),
+        ("message", "x"),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (e, (name, data)) in got.iter().zip(want) {
+        assert_eq!((e.name.as_str(), e.data.as_str()), (name, data));
+    }
+}
+
+#[test]
+fn the_dashboard_benchmark_publishes_only_valid_updates() {
+    use super::dashboard::update_request;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let req = update_request(i, &ids);
+        let rollback = req.update_type.as_deref() == Some("rollback");
+        assert_eq!(rollback, i == 19, "update {i}");
+        req.validate()
+            .unwrap_or_else(|e| panic!("update {i} is refused: {e}"));
+        ids.push(format!("id-{i}"));
+    }
+}

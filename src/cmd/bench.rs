@@ -19,6 +19,8 @@ pub enum Cmd {
     Ingest(IngestArgs),
     /// Filtered GET /telemetry latency over a store filled with millions of events, and bytes per event
     Query(super::bench_query::QueryArgs),
+    /// Web dashboard: every page's latency over a store filled with millions of events, and the CPU an open live page costs
+    Dashboard(super::bench_dashboard::DashboardArgs),
     /// WebSocket fan-out: N subscribers, publish → applied-ack latency, distributor memory per subscriber
     Fanout(FanoutArgs),
     /// PII redaction: precision, recall and F2 per entity type on a generated corpus, and MB/s
@@ -95,6 +97,7 @@ pub async fn run(cmd: Cmd, ctx: &Context) -> anyhow::Result<()> {
     match cmd {
         Cmd::Ingest(args) => ingest(args, ctx).await,
         Cmd::Query(args) => super::bench_query::run_query(args, ctx).await,
+        Cmd::Dashboard(args) => super::bench_dashboard::run_dashboard(args, ctx).await,
         Cmd::Fanout(args) => fanout(args, ctx).await,
         Cmd::Pii(args) => super::bench_pii::run_pii(args, ctx).await,
         Cmd::Otlp(args) => super::bench_otlp::run_otlp(args, ctx).await,

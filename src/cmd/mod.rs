@@ -7,6 +7,7 @@ pub mod agents;
 pub mod analyze;
 pub mod bench;
 pub mod bench_abuse;
+pub mod bench_dashboard;
 pub mod bench_otlp;
 pub mod bench_pii;
 pub mod bench_query;

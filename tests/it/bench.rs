@@ -234,6 +234,7 @@ fn impossible_benchmark_options_are_usage_errors() {
         &["bench", "ingest", "--rounds", "0"][..],
         &["bench", "otlp", "--connections", "0"][..],
         &["bench", "query", "--events", "0"][..],
+        &["bench", "dashboard", "--streams", "0"][..],
         &["bench", "abuse", "--bombs", "0"][..],
     ] {
         let out = Command::new(BIN)
@@ -435,6 +436,91 @@ fn query_benchmark_fills_a_scratch_store_and_times_every_filter() {
     let scratch = report["postgres"]["scratch_database"].as_str().unwrap();
     assert!(scratch.starts_with("phoenix_bench_"), "{report}");
     assert!(!database_exists(&url, scratch), "{scratch} was not dropped");
+}
+
+#[test]
+fn dashboard_benchmark_times_every_page_and_what_open_streams_cost() {
+    let home = tempfile::tempdir().unwrap();
+    let report = bench_json(
+        home.path(),
+        &[
+            "dashboard",
+            "--events",
+            "20000",
+            "--requests",
+            "3",
+            "--streams",
+            "2",
+            "--stream-seconds",
+            "2",
+        ],
+    );
+    assert_eq!(report["backend"], "sqlite", "{report}");
+    assert_eq!(report["fill"]["events"], 20_000, "{report}");
+    assert!(positive(&report["fill"]["events_per_sec"]), "{report}");
+    let content = &report["content"];
+    assert_eq!(content["updates"], 20, "{content}");
+    assert!(positive(&content["insight_records"]), "{content}");
+    let pages = report["pages"].as_array().unwrap();
+    let names: Vec<&str> = pages.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["fleet", "insights", "updates", "update", "privacy"],
+        "{report}"
+    );
+    for p in pages {
+        assert_eq!(p["requests"], 3, "{p}");
+        assert_eq!(p["failures"], 0, "{p}");
+        assert!(positive(&p["mean_bytes"]), "{p}");
+        for figure in ["p50_ms", "p95_ms", "max_ms"] {
+            assert!(positive(&p[figure]), "{figure}: {p}");
+        }
+        assert!(p["p50_ms"].as_f64() <= p["p95_ms"].as_f64(), "{p}");
+    }
+    let id = content["update_id"].as_str().unwrap();
+    assert_eq!(pages[3]["path"], format!("/ui/updates/{id}"));
+    let first = &report["first_event"];
+    assert_eq!(first["samples"], 3, "{first}");
+    assert_eq!(first["failures"], 0, "{first}");
+    assert!(positive(&first["p50_ms"]), "{first}");
+    let stream = &report["stream"];
+    assert_eq!(stream["streams"], 2, "{stream}");
+    assert_eq!(stream["failures"], 0, "{stream}");
+    assert_eq!(stream["live_every_secs"], 2.0, "{stream}");
+    for figure in [
+        "baseline_seconds",
+        "with_streams_seconds",
+        "trickle_per_sec",
+    ] {
+        assert!(positive(&stream[figure]), "{figure}: {stream}");
+    }
+    // CPU figures of 2 s windows are a few ticks: only their presence is checked.
+    for figure in [
+        "baseline_cores",
+        "with_streams_cores",
+        "cpu_percent_per_page",
+        "events_per_stream_mean",
+    ] {
+        assert!(stream[figure].is_number(), "{figure}: {stream}");
+    }
+    assert_eq!(
+        target_names(&report),
+        [
+            "fleet_p95_ms",
+            "insights_p95_ms",
+            "updates_p95_ms",
+            "update_p95_ms",
+            "privacy_p95_ms",
+            "stream_cpu_percent_per_page"
+        ]
+    );
+    assert_eq!(report["failures"], serde_json::json!([]));
+    let left: Vec<_> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("phoenix-bench-"))
+        .collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
 }
 
 #[test]
