@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -38,6 +40,7 @@ pub(super) struct StreamParams {
 }
 
 /// What a stream keeps up to date.
+#[derive(Debug)]
 enum Page {
     Fleet(TelemetryFilter),
     /// With the insight to highlight.
@@ -59,7 +62,22 @@ struct Live {
 }
 
 impl Live {
-    async fn fragments(&self) -> Result<Vec<Fragment>, String> {
+    /// The page's fragments, rendered at most once per half refresh period for every stream
+    /// of the same page, filters and viewer: N open pages cost about one render per tick.
+    async fn fragments(&self) -> Result<Rendered, String> {
+        let key = format!("{:?}|{}", self.page, self.viewer.premium);
+        let fresh_for = self.d.live_every / 2;
+        if let Some(hit) = self.d.renders.get(&key, fresh_for) {
+            return Ok(hit);
+        }
+        let rendered = Arc::new(self.render().await?);
+        self.d
+            .renders
+            .put(key, rendered.clone(), self.d.live_every * 10);
+        Ok(rendered)
+    }
+
+    async fn render(&self) -> Result<Vec<Fragment>, String> {
         match &self.page {
             Page::Fleet(filter) => super::fleet_fragments(&self.d, filter).await,
             Page::Insights(highlight) => {
@@ -94,10 +112,10 @@ impl Live {
                 Ok(fragments) => {
                     self.problem = None;
                     let mut changed = serde_json::Map::new();
-                    for (id, html) in fragments {
-                        let h = hash(&html);
+                    for (id, html) in fragments.iter() {
+                        let h = hash(html);
                         if self.sent.insert(id, h) != Some(h) {
-                            changed.insert(id.to_owned(), html.into());
+                            changed.insert((*id).to_owned(), html.as_str().into());
                         }
                     }
                     if changed.is_empty() && !first {
@@ -171,4 +189,27 @@ pub(super) async fn stream(
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// A page's fragments as rendered, shared by every stream of it.
+type Rendered = Arc<Vec<Fragment>>;
+
+/// Recent renders of live pages by page, filters and viewer, with when they were made.
+#[derive(Default)]
+pub(super) struct Renders(Mutex<HashMap<String, (Instant, Rendered)>>);
+
+impl Renders {
+    fn get(&self, key: &str, fresh_for: Duration) -> Option<Rendered> {
+        let map = self.0.lock().expect("renders lock");
+        map.get(key)
+            .filter(|(at, _)| at.elapsed() < fresh_for)
+            .map(|(_, f)| f.clone())
+    }
+
+    /// Keeps `fragments` under `key`, dropping renders older than `forget_after`.
+    fn put(&self, key: String, fragments: Rendered, forget_after: Duration) {
+        let mut map = self.0.lock().expect("renders lock");
+        map.retain(|_, (at, _)| at.elapsed() < forget_after);
+        map.insert(key, (Instant::now(), fragments));
+    }
 }

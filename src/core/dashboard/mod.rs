@@ -78,6 +78,7 @@ pub struct Inner {
     /// How often live pages are refreshed.
     pub live_every: Duration,
     stopping: watch::Sender<bool>,
+    renders: live::Renders,
 }
 
 impl std::ops::Deref for Dashboard {
@@ -102,6 +103,7 @@ impl Dashboard {
             access,
             live_every: LIVE_EVERY,
             stopping: watch::channel(false).0,
+            renders: live::Renders::default(),
         }))
     }
 
@@ -113,6 +115,7 @@ impl Dashboard {
             access: arc.access.clone(),
             live_every: arc.live_every,
             stopping: watch::channel(false).0,
+            renders: live::Renders::default(),
         });
         Dashboard(Arc::new(Inner {
             live_every: every,
