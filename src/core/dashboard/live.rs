@@ -70,6 +70,12 @@ impl Live {
         if let Some(hit) = self.d.renders.get(&key, fresh_for) {
             return Ok(hit);
         }
+        // One render at a time: streams whose ticks coincide (pages opened together) wait
+        // for the first one's render instead of each making its own.
+        let _turn = self.d.renders.turn.lock().await;
+        if let Some(hit) = self.d.renders.get(&key, fresh_for) {
+            return Ok(hit);
+        }
         let rendered = Arc::new(self.render().await?);
         self.d
             .renders
@@ -196,11 +202,14 @@ type Rendered = Arc<Vec<Fragment>>;
 
 /// Recent renders of live pages by page, filters and viewer, with when they were made.
 #[derive(Default)]
-pub(super) struct Renders(Mutex<HashMap<String, (Instant, Rendered)>>);
+pub(super) struct Renders {
+    done: Mutex<HashMap<String, (Instant, Rendered)>>,
+    turn: tokio::sync::Mutex<()>,
+}
 
 impl Renders {
     fn get(&self, key: &str, fresh_for: Duration) -> Option<Rendered> {
-        let map = self.0.lock().expect("renders lock");
+        let map = self.done.lock().expect("renders lock");
         map.get(key)
             .filter(|(at, _)| at.elapsed() < fresh_for)
             .map(|(_, f)| f.clone())
@@ -208,7 +217,7 @@ impl Renders {
 
     /// Keeps `fragments` under `key`, dropping renders older than `forget_after`.
     fn put(&self, key: String, fragments: Rendered, forget_after: Duration) {
-        let mut map = self.0.lock().expect("renders lock");
+        let mut map = self.done.lock().expect("renders lock");
         map.retain(|_, (at, _)| at.elapsed() < forget_after);
         map.insert(key, (Instant::now(), fragments));
     }
