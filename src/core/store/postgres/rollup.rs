@@ -96,10 +96,24 @@ impl DeltaColumns {
     }
 }
 
-/// Moves up to [`FOLD_LIMIT`] deltas into `rollup`, summed per cell; returns how many.
+/// Key of the advisory lock a fold takes: one folder at a time across every process (two
+/// folding at once would upsert the same cells in different orders and could deadlock).
+const FOLD_LOCK: i64 = 0x7068_6f65_6e69_7802;
+
+/// Moves up to [`FOLD_LIMIT`] deltas into `rollup`, summed per cell; returns how many (0
+/// when another process is folding right now).
 pub(super) async fn fold(pool: &Pool) -> Result<u64, Error> {
-    let client = pool.get().await.map_err(pool_err)?;
-    let row = client
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg)?;
+    let ours: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
+        .await
+        .map_err(pg)?
+        .get(0);
+    if !ours {
+        return Ok(0);
+    }
+    let row = tx
         .query_one(
             "WITH moved AS (
                 DELETE FROM rollup_delta WHERE ctid IN
@@ -139,12 +153,14 @@ pub(super) async fn fold(pool: &Pool) -> Result<u64, Error> {
         )
         .await
         .map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
     Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// Folds every [`FOLD_EVERY`] until aborted; a failure (the database away) is tried again.
 pub(super) async fn fold_forever(pool: Pool) {
-    let mut tick = tokio::time::interval(FOLD_EVERY);
+    // The first fold one period in: a short-lived process (an export) never folds.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + FOLD_EVERY, FOLD_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
