@@ -342,6 +342,19 @@ async fn with_tokens_every_page_needs_a_login_and_the_session_cookie_is_strict()
     assert!(html.contains("name=\"next\" value=\"/\""), "{html}");
 }
 
+/// Posts the "Analyze now" form with `fields`, from `origin` when given.
+async fn post_analyze(
+    board: &Board,
+    origin: Option<&str>,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client().post(board.page("/ui/analyze")).form(fields);
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    req.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn analyze_now_needs_the_forms_csrf_token_and_the_x402_key_for_premium() {
     let config = CollectorConfig {
@@ -372,53 +385,52 @@ async fn analyze_now_needs_the_forms_csrf_token_and_the_x402_key_for_premium() {
     );
     let csrf = hidden(&html, "csrf");
 
-    let resp = http
-        .post(board.page("/ui/analyze"))
-        .form(&[("csrf", "nope"), ("last_n", "10"), ("tier", "free")])
-        .send()
-        .await
-        .unwrap();
+    let resp = post_analyze(
+        &board,
+        None,
+        &[("csrf", "nope"), ("last_n", "10"), ("tier", "free")],
+    )
+    .await;
     assert_eq!(resp.status(), 403);
-    let resp = http
-        .post(board.page("/ui/analyze"))
-        .header("origin", "http://evil.example")
-        .form(&[("csrf", csrf.as_str()), ("last_n", "10"), ("tier", "free")])
-        .send()
-        .await
-        .unwrap();
+    let resp = post_analyze(
+        &board,
+        Some("http://evil.example"),
+        &[("csrf", csrf.as_str()), ("last_n", "10"), ("tier", "free")],
+    )
+    .await;
     assert_eq!(resp.status(), 403, "a cross-site post is refused");
-    let resp = http
-        .post(board.page("/ui/analyze"))
-        .form(&[
+    let resp = post_analyze(
+        &board,
+        None,
+        &[
             ("csrf", csrf.as_str()),
             ("last_n", "10"),
             ("tier", "premium"),
             ("x402", "wrong"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 402);
     assert!(resp.text().await.unwrap().contains("needs the X402 key"));
-    let resp = http
-        .post(board.page("/ui/analyze"))
-        .form(&[("csrf", csrf.as_str()), ("last_n", "ten"), ("tier", "free")])
-        .send()
-        .await
-        .unwrap();
+    let resp = post_analyze(
+        &board,
+        None,
+        &[("csrf", csrf.as_str()), ("last_n", "ten"), ("tier", "free")],
+    )
+    .await;
     assert_eq!(resp.status(), 400);
 
-    let resp = http
-        .post(board.page("/ui/analyze"))
-        .form(&[
+    let resp = post_analyze(
+        &board,
+        None,
+        &[
             ("csrf", csrf.as_str()),
             ("last_n", "10"),
             ("focus", "errors"),
             ("tier", "free"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 303);
     let to = resp.headers()["location"].to_str().unwrap().to_owned();
     assert!(to.starts_with("/ui/insights?id="), "{to}");
@@ -429,17 +441,17 @@ async fn analyze_now_needs_the_forms_csrf_token_and_the_x402_key_for_premium() {
 
     // Premium with the key: stored as premium, and (without the admin's session) withheld
     // from the list like GET /insights withholds it.
-    let resp = http
-        .post(board.page("/ui/analyze"))
-        .form(&[
+    let resp = post_analyze(
+        &board,
+        None,
+        &[
             ("csrf", csrf.as_str()),
             ("last_n", "10"),
             ("tier", "premium"),
             ("x402", "x402-key"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 303);
     let insights = board.collector.get_json("/insights").await;
     let tiers: Vec<&str> = insights["insights"]

@@ -92,6 +92,16 @@ impl Dashboard {
     /// A dashboard over a collector and an update log. Access follows the collector's
     /// tokens; `tls` marks cookies `Secure`.
     pub fn new(collector: collector::AppState, updates: Updates, tls: bool) -> Dashboard {
+        Dashboard::refreshing_every(collector, updates, tls, LIVE_EVERY)
+    }
+
+    /// The same, refreshing live pages every `live_every` instead of [`LIVE_EVERY`] (tests).
+    pub fn refreshing_every(
+        collector: collector::AppState,
+        updates: Updates,
+        tls: bool,
+        live_every: Duration,
+    ) -> Dashboard {
         let access = Access::new(
             &collector.config.ingest_tokens,
             collector.config.admin_token.as_deref(),
@@ -101,25 +111,9 @@ impl Dashboard {
             collector,
             updates,
             access,
-            live_every: LIVE_EVERY,
+            live_every,
             stopping: watch::channel(false).0,
             renders: live::Renders::default(),
-        }))
-    }
-
-    /// The same, refreshing live pages every `every` (tests).
-    pub fn with_live_every(self, every: Duration) -> Dashboard {
-        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|arc| Inner {
-            collector: arc.collector.clone(),
-            updates: arc.updates.clone(),
-            access: arc.access.clone(),
-            live_every: arc.live_every,
-            stopping: watch::channel(false).0,
-            renders: live::Renders::default(),
-        });
-        Dashboard(Arc::new(Inner {
-            live_every: every,
-            ..inner
         }))
     }
 

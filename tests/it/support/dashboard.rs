@@ -117,8 +117,12 @@ async fn start_collector(
         store_options,
         |s| s,
         move |state| {
-            let d = Dashboard::new(state.clone(), updates, false)
-                .with_live_every(Duration::from_millis(100));
+            let d = Dashboard::refreshing_every(
+                state.clone(),
+                updates,
+                false,
+                Duration::from_millis(100),
+            );
             Some(Extra {
                 routes: dashboard::router(d.clone()),
                 on_shutdown: Box::new(move || d.stop_streams()),
