@@ -540,11 +540,34 @@ async fn the_dashboards_cells_are_exact_across_writers_redeliveries_and_folds() 
         .await
         .unwrap();
 
+    // A delta row in the form an older process wrote (one wide row per cell) counts too.
+    let client = pool.get().await.unwrap();
+    let mut legacy_latency = vec![0i64; phoenix::core::store::rollup::LATENCY_BUCKETS];
+    legacy_latency[3] = 4;
+    client
+        .execute(
+            "INSERT INTO rollup_delta VALUES ($1, 'support/triage', 'llm_call', 'm3', 4, 1, $2, \
+             12.0, 40, 8, 0.5)",
+            &[&minute, &legacy_latency],
+        )
+        .await
+        .unwrap();
+
     let range = CellRange {
         since: minute,
         until: minute + 60,
     };
     let check = |cells: Vec<phoenix::core::store::rollup::CellRow>| {
+        let m3: Vec<_> = cells.iter().filter(|c| c.key.model == "m3").collect();
+        assert_eq!(m3.len(), 1, "{cells:?}");
+        assert_eq!(
+            (
+                m3[0].cell.records,
+                m3[0].cell.errors,
+                m3[0].cell.latency.0[3]
+            ),
+            (4, 1, 4)
+        );
         let m1: Vec<_> = cells.iter().filter(|c| c.key.model == "m1").collect();
         assert_eq!(m1.len(), 1, "{cells:?}");
         let c = &m1[0].cell;
@@ -565,11 +588,13 @@ async fn the_dashboards_cells_are_exact_across_writers_redeliveries_and_folds() 
     // Before the folder ran, the deltas are read as they are ...
     check(a.cells(range).await.unwrap());
     // ... and after it folded them into one row per cell, the same.
-    let client = pool.get().await.unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let left: i64 = client
-            .query_one("SELECT count(*) FROM rollup_delta", &[])
+            .query_one(
+                "SELECT (SELECT count(*) FROM rollup_pending) + (SELECT count(*) FROM rollup_delta)",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -588,7 +613,7 @@ async fn the_dashboards_cells_are_exact_across_writers_redeliveries_and_folds() 
         .await
         .unwrap()
         .get(0);
-    assert_eq!(folded, 2);
+    assert_eq!(folded, 3);
     assert!(
         a.cells(CellRange {
             since: 0,

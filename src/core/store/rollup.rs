@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::telemetry::{ERROR_LEVELS, HEARTBEAT_KIND, NewRecord};
 
+pub mod codec;
+
 /// Seconds per rollup cell.
 pub const MINUTE: i64 = 60;
 

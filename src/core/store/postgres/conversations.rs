@@ -3,7 +3,6 @@
 //! one statement (one snapshot).
 
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 
 use super::store::{PgStore, pg, pool_err};
@@ -77,19 +76,11 @@ impl ConversationStore for PgStore {
         &self,
         conversations: Vec<NewConversation>,
     ) -> Result<Commit<Vec<bool>>, Error> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, commit) = Commit::channel();
         self.enqueue(
             conversations.len(),
             Job::Conversations(conversations, reply),
         )?;
-        let (tx, commit) = Commit::channel();
-        tokio::spawn(async move {
-            let r = match rx.await {
-                Ok(r) => r.map_err(Error::from),
-                Err(_) => Err(Error::Closed),
-            };
-            let _ = tx.send(r);
-        });
         Ok(commit)
     }
 

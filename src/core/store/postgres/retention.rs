@@ -25,9 +25,13 @@ pub(super) async fn purge_telemetry(
         .await
         .map_err(pg)?;
     // The dashboard's cells go with the last minute they count.
-    for table in ["rollup", "rollup_delta"] {
+    for (table, minute) in [
+        ("rollup", "minute"),
+        ("rollup_delta", "minute"),
+        ("rollup_pending", "minute_hi"),
+    ] {
         tx.execute(
-            &format!("DELETE FROM {table} WHERE minute + $2 <= $1"),
+            &format!("DELETE FROM {table} WHERE {minute} + $2 <= $1"),
             &[&cutoff, &crate::core::store::rollup::MINUTE],
         )
         .await

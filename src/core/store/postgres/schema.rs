@@ -135,6 +135,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE rollup_delta (LIKE rollup);
     ALTER TABLE orchs ADD COLUMN agent_path text;",
+    // 3: a commit's cells as one encoded value (rollup.rs): one small row per commit
+    // instead of a wide row per cell, summed by the folder instead of in SQL.
+    "CREATE TABLE rollup_pending (
+        minute_lo bigint NOT NULL,
+        minute_hi bigint NOT NULL,
+        cells bytea NOT NULL
+    );",
 ];
 
 /// How migration 1 makes `telemetry` a natively partitioned table ...

@@ -69,19 +69,6 @@ pub(super) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
     PgError::from(e).into()
 }
 
-/// A commit whose writer answers with the PostgreSQL error, as a store commit.
-fn forward<T: Send + 'static>(rx: oneshot::Receiver<Result<T, PgError>>) -> Commit<T> {
-    let (tx, commit) = Commit::channel();
-    tokio::spawn(async move {
-        let r = match rx.await {
-            Ok(r) => r.map_err(Error::from),
-            Err(_) => Err(Error::Closed),
-        };
-        let _ = tx.send(r);
-    });
-    commit
-}
-
 /// How often the partitions around today are checked.
 const PARTITION_UPKEEP: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -220,13 +207,13 @@ fn decode(row: &tokio_postgres::Row) -> Result<(i64, StoredTelemetry), Error> {
 #[async_trait::async_trait]
 impl TelemetryStore for PgStore {
     fn submit(&self, records: Vec<NewRecord>) -> Result<Commit<()>, Error> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, commit) = Commit::channel();
         self.enqueue(records.len(), Job::Telemetry(Batch::new(records), reply))?;
-        Ok(forward(rx))
+        Ok(commit)
     }
 
     fn save_insight(&self, insight: InsightRecord) -> Result<Commit<()>, Error> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, commit) = Commit::channel();
         let row = InsightRow {
             id: insight.id,
             ts_unix: insight.ts_unix,
@@ -236,7 +223,7 @@ impl TelemetryStore for PgStore {
             body: insight.body,
         };
         self.enqueue(0, Job::Insight(row, reply))?;
-        Ok(forward(rx))
+        Ok(commit)
     }
 
     fn purge_before(&self, cutoff: i64, limit: usize) -> Result<Commit<usize>, Error> {

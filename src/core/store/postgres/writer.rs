@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::rollup::{DeltaColumns, insert_deltas_sql};
+use super::rollup::{Pending, insert_pending_sql};
 use super::{Error, partitions};
+use crate::core::store::Error as StoreError;
 use crate::core::store::rollup::{Batch, Rollup};
 use crate::core::telemetry::NewRecord;
 use crate::core::telemetry::conversation::{Feedback, NewConversation};
@@ -40,17 +41,18 @@ pub struct InsightRow {
     pub body: String,
 }
 
+/// Where the writer answers a job: the store's commit channel itself, so a caller waits on
+/// the writer's reply directly (no task in between to translate the error).
+pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
 /// Work for the writer.
 pub enum Job {
     /// Records to store; answered after the commit.
-    Telemetry(Batch, oneshot::Sender<Result<(), Error>>),
+    Telemetry(Batch, Reply<()>),
     /// Conversations; answered with one flag per row: stored, or already stored.
-    Conversations(
-        Vec<NewConversation>,
-        oneshot::Sender<Result<Vec<bool>, Error>>,
-    ),
+    Conversations(Vec<NewConversation>, Reply<Vec<bool>>),
     /// One insight.
-    Insight(InsightRow, oneshot::Sender<Result<(), Error>>),
+    Insight(InsightRow, Reply<()>),
     /// Finish everything queued before this, then stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -150,7 +152,7 @@ fn answer(group: Vec<Job>, outcome: Outcome) {
         Ok(f) => f.clone().into_iter(),
         Err(_) => Vec::new().into_iter(),
     };
-    let err = |e: &Error| e.clone();
+    let err = |e: &Error| StoreError::from(e.clone());
     for job in group {
         match (job, &outcome) {
             (Job::Telemetry(_, reply), Ok(_)) => {
@@ -316,9 +318,9 @@ async fn commit(
             rollup = Rollup::of(&fresh);
         }
         record_heartbeats(&tx, &rollup).await?;
-        let deltas = DeltaColumns::of(&rollup);
-        if !deltas.is_empty() {
-            tx.execute(&insert_deltas_sql(1), &deltas.params()).await?;
+        if let Some(pending) = Pending::of(&rollup) {
+            tx.execute(&insert_pending_sql(1), &pending.params())
+                .await?;
         }
         if !new_paths.is_empty() {
             tx.execute(
@@ -461,7 +463,7 @@ async fn record_heartbeats(
     Ok(())
 }
 
-/// Inserts a small telemetry-only group, its heartbeats, its cells' deltas and its new
+/// Inserts a small telemetry-only group, its heartbeats, its pending cells and its new
 /// agent paths in one statement (data-modifying CTEs), committed as one: a single round trip.
 async fn insert_small_group(
     client: &deadpool_postgres::Client,
@@ -471,7 +473,7 @@ async fn insert_small_group(
     insert: Insert,
 ) -> Result<(), tokio_postgres::Error> {
     let (orchs, beats, agent_of) = latest_heartbeats(rollup);
-    let deltas = DeltaColumns::of(rollup);
+    let pending = Pending::of(rollup);
     let columns = Columns::of(records);
     let mut params = columns.params();
     let mut sql = format!("WITH t AS ({})", insert_unnest(insert));
@@ -484,9 +486,12 @@ async fn insert_small_group(
         params.push(&beats);
         params.push(&agent_of);
     }
-    if !deltas.is_empty() {
-        sql.push_str(&format!(", d AS ({})", insert_deltas_sql(params.len() + 1)));
-        params.extend(deltas.params());
+    if let Some(pending) = &pending {
+        sql.push_str(&format!(
+            ", d AS ({})",
+            insert_pending_sql(params.len() + 1)
+        ));
+        params.extend(pending.params());
     }
     if !new_paths.is_empty() {
         let n = params.len() + 1;
