@@ -628,3 +628,58 @@ async fn the_dashboards_cells_are_exact_across_writers_redeliveries_and_folds() 
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_agent_prefix_reads_only_the_paths_under_it_whatever_the_databases_collation() {
+    use phoenix::core::store::TelemetryStore;
+    // ICU's English order puts symbols between `/` and `0`: a range read of `support/…`
+    // compared by it would also take `support+x`, `support$x`, `support=x`.
+    let Some(db) = TestDatabase::create_with(
+        "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
+    )
+    .await
+    else {
+        return;
+    };
+    let pool = postgres::pool(&PgOptions::new(&db.url)).unwrap();
+    postgres::migrate(&pool).await.unwrap();
+    let store = postgres::PgStore::start(pool.clone(), 1_000, StoreMetrics::default());
+    let now = 1_796_169_600;
+    let paths = [
+        "support",
+        "support/a",
+        "support/b/c",
+        "support+x",
+        "support$x",
+        "support=x",
+        "support€",
+        "supportx",
+        "support0",
+    ];
+    let rows: Vec<NewRecord> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| record(i as i64, "llm_call", p, now))
+        .collect();
+    store.submit(rows).unwrap().wait().await.unwrap();
+    for kind in [None, Some("llm_call")] {
+        let filter = TelemetryFilter {
+            kind: kind.map(str::to_owned),
+            agent_prefix: Some("support".into()),
+            ..TelemetryFilter::default()
+        };
+        let page = store.query(&filter, 100, None).await.unwrap();
+        let mut got: Vec<String> = page
+            .records
+            .iter()
+            .filter_map(|r| r.agent_path.clone())
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            ["support", "support/a", "support/b/c"],
+            "kind {kind:?}"
+        );
+    }
+    store.shutdown().await;
+}

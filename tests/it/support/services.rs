@@ -62,6 +62,11 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// A fresh database, or `None` when the PostgreSQL tests are not configured.
     pub async fn create() -> Option<TestDatabase> {
+        TestDatabase::create_with("").await
+    }
+
+    /// A fresh database made with these `CREATE DATABASE` options (a locale, say).
+    pub async fn create_with(options: &str) -> Option<TestDatabase> {
         let admin_url = database_url()?;
         let name = format!("phx_test_{}", unique_suffix());
         let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
@@ -69,7 +74,7 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("PHOENIX_TEST_DATABASE_URL is set but unreachable: {e}"));
         let task = tokio::spawn(conn);
         client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
             .await
             .expect("CREATE DATABASE");
         drop(client);

@@ -142,6 +142,18 @@ const MIGRATIONS: &[&str] = &[
         minute_hi bigint NOT NULL,
         cells bytea NOT NULL
     );",
+    // 4: the text keys compare byte-wise, whatever the database's default collation. An
+    // agent prefix is read as the range [`p/`, `p0`), which only a byte order makes exactly
+    // the paths under `p/` (under ICU or glibc `en_US`, `support+x` and `support$x` sort
+    // inside it); byte-wise is also the cheaper comparison in every index insert. The rows
+    // are not rewritten, the indexes on these columns are rebuilt.
+    "ALTER TABLE telemetry
+        ALTER COLUMN id TYPE text COLLATE \"C\",
+        ALTER COLUMN kind TYPE text COLLATE \"C\",
+        ALTER COLUMN level TYPE text COLLATE \"C\",
+        ALTER COLUMN orch_hash TYPE text COLLATE \"C\",
+        ALTER COLUMN agent_path TYPE text COLLATE \"C\";
+    ALTER TABLE agent_paths ALTER COLUMN agent_path TYPE text COLLATE \"C\";",
 ];
 
 /// How migration 1 makes `telemetry` a natively partitioned table ...
