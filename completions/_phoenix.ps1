@@ -1013,6 +1013,7 @@ Register-ArgumentCompleter -Native -CommandName 'phoenix' -ScriptBlock {
             [CompletionResult]::new('--min-time', '--min-time', [CompletionResultType]::ParameterName, 'Keep redacting the corpus for at least this long to measure throughput')
             [CompletionResult]::new('--dump-corpus', '--dump-corpus', [CompletionResultType]::ParameterName, 'Also write the corpus with its labels as JSON lines to this file')
             [CompletionResult]::new('--session-mb', '--session-mb', [CompletionResultType]::ParameterName, 'Also redact texts of these sizes (MB) in one session each, for throughput on long input (`--session-mb ''''` skips it)')
+            [CompletionResult]::new('--locale-conversations', '--locale-conversations', [CompletionResultType]::ParameterName, 'Conversations of the multi-locale corpus (en_US, en_GB, de_DE, fr_FR, es_ES), scored on its tuning and its held-out values (0 skips it)')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]')
             [CompletionResult]::new('--examples', '--examples', [CompletionResultType]::ParameterName, 'Print examples of misses and false positives')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print machine-readable JSON on stdout instead of tables')

@@ -962,7 +962,7 @@ _phoenix() {
             return 0
             ;;
         phoenix__subcmd__bench__subcmd__pii)
-            opts="-v -q -h -V --seed --conversations --min-time --dump-corpus --examples --session-mb --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --seed --conversations --min-time --dump-corpus --examples --session-mb --locale-conversations --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -985,6 +985,10 @@ _phoenix() {
                     return 0
                     ;;
                 --session-mb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --locale-conversations)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -937,6 +937,7 @@ set edit:completion:arg-completer[phoenix] = {|@words|
             cand --min-time 'Keep redacting the corpus for at least this long to measure throughput'
             cand --dump-corpus 'Also write the corpus with its labels as JSON lines to this file'
             cand --session-mb 'Also redact texts of these sizes (MB) in one session each, for throughput on long input (`--session-mb ''''` skips it)'
+            cand --locale-conversations 'Conversations of the multi-locale corpus (en_US, en_GB, de_DE, fr_FR, es_ES), scored on its tuning and its held-out values (0 skips it)'
             cand --config 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]'
             cand --examples 'Print examples of misses and false positives'
             cand --json 'Print machine-readable JSON on stdout instead of tables'

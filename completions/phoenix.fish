@@ -645,6 +645,7 @@ complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_s
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l min-time -d 'Keep redacting the corpus for at least this long to measure throughput' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l dump-corpus -d 'Also write the corpus with its labels as JSON lines to this file' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l session-mb -d 'Also redact texts of these sizes (MB) in one session each, for throughput on long input (`--session-mb \'\'` skips it)' -r
+complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l locale-conversations -d 'Conversations of the multi-locale corpus (en_US, en_GB, de_DE, fr_FR, es_ES), scored on its tuning and its held-out values (0 skips it)' -r
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l config -d 'Config file [default: $PHOENIX_CONFIG, ./phoenix.toml, $XDG_CONFIG_HOME/phoenix/phoenix.toml]' -r -F
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l examples -d 'Print examples of misses and false positives'
 complete -c phoenix -n "__fish_phoenix_using_subcommand bench; and __fish_seen_subcommand_from pii" -l json -d 'Print machine-readable JSON on stdout instead of tables'

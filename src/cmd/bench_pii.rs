@@ -38,6 +38,9 @@ pub struct PiiArgs {
         default_value = "1,8,64"
     )]
     pub session_mb: Vec<String>,
+    /// Conversations of the multi-locale corpus (en_US, en_GB, de_DE, fr_FR, es_ES), scored on its tuning and its held-out values (0 skips it)
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub locale_conversations: usize,
 }
 
 /// Runs `phoenix bench pii`.
@@ -69,6 +72,7 @@ pub async fn run_pii(args: PiiArgs, ctx: &Context) -> anyhow::Result<()> {
         conversations: args.conversations,
         min_time: args.min_time,
         session_mb,
+        locale_conversations: args.locale_conversations,
     };
     if let Some(path) = &args.dump_corpus {
         let mut out = String::new();
@@ -165,6 +169,7 @@ fn print_report(r: &EvalReport, examples: bool) {
             )),
         );
     }
+    print_locales(r, examples, &check);
     let m = &r.machine;
     println!(
         "corpus: seed {}, {} conversations, {} messages; {} build, {} CPUs ({}/{}); \
@@ -190,6 +195,97 @@ fn print_report(r: &EvalReport, examples: bool) {
     );
 }
 
+/// The multi-locale corpus: a row per type with both pools side by side (targets on the
+/// held-out one), then per locale; examples from the tuning pool only.
+fn print_locales<'a>(
+    r: &'a EvalReport,
+    examples: bool,
+    check: &dyn Fn(PiiTarget) -> Option<&'a TargetCheck<PiiTarget>>,
+) {
+    let [tuning, held] = r.locales.as_slice() else {
+        return;
+    };
+    let f = |v: f64| format!("{v:.3}");
+    let target_of = |e: Option<EntityType>| match e {
+        Some(EntityType::Person) => Some(PiiTarget::HeldOutPersonRecall),
+        Some(EntityType::Phone) => Some(PiiTarget::HeldOutPhoneRecall),
+        Some(EntityType::Organization) => Some(PiiTarget::HeldOutOrganizationRecall),
+        Some(EntityType::Address) => Some(PiiTarget::HeldOutAddressRecall),
+        Some(EntityType::Email) => Some(PiiTarget::HeldOutEmailRecall),
+        Some(EntityType::Iban) => Some(PiiTarget::HeldOutIbanRecall),
+        Some(_) => None,
+        None => Some(PiiTarget::HeldOutF2),
+    };
+    let mut table = output::table([
+        "multi-locale",
+        "gold",
+        "tuning P / R",
+        "held-out P / R",
+        "held-out F2",
+        "target",
+        "pass",
+    ]);
+    let mut row = |name: String, e: Option<EntityType>, t: &eval::Score, h: &eval::Score| {
+        let (goal, pass) = target_cells(target_of(e).and_then(check));
+        table.add_row(vec![
+            name,
+            h.gold.to_string(),
+            format!("{} / {}", f(t.precision), f(t.recall)),
+            format!("{} / {}", f(h.precision), f(h.recall)),
+            f(h.f2),
+            goal,
+            pass,
+        ]);
+    };
+    let empty = eval::Score::default();
+    for (entity, h) in &held.by_type {
+        let t = tuning.by_type.get(entity).unwrap_or(&empty);
+        row(entity.to_string(), Some(*entity), t, h);
+    }
+    row(
+        "all (micro)".to_owned(),
+        None,
+        &tuning.overall,
+        &held.overall,
+    );
+    let (goal, pass) = target_cells(check(PiiTarget::HeldOutKept));
+    table.add_row(vec![
+        "messages without PII kept".to_owned(),
+        held.negatives.to_string(),
+        f(tuning.kept),
+        f(held.kept),
+        "-".to_owned(),
+        goal,
+        pass,
+    ]);
+    println!("{table}");
+    let per_locale: Vec<String> = held
+        .by_locale
+        .iter()
+        .map(|(l, s)| {
+            let t = tuning.by_locale.get(l).map_or(f64::NAN, |t| t.f2);
+            format!("{l} {} ({})", f(s.f2), f(t))
+        })
+        .collect();
+    println!(
+        "multi-locale corpus: {} conversations per pool, values from Python Faker {} (tools/pii-locale-values.py); F2 by locale, held-out (tuning): {}",
+        held.conversations,
+        r.faker,
+        per_locale.join(", ")
+    );
+    if examples {
+        for e in &r.locale_examples {
+            println!(
+                "{:>14} {:<15} {:?} in {:?} (tuning pool)",
+                e.kind,
+                e.entity.to_string(),
+                e.span,
+                e.message
+            );
+        }
+    }
+}
+
 /// `≥ 0.85` and `pass`/`FAIL`, or dashes for a figure without a target.
 fn target_cells(c: Option<&TargetCheck<PiiTarget>>) -> (String, String) {
     match c {
@@ -202,7 +298,8 @@ fn target_cells(c: Option<&TargetCheck<PiiTarget>>) -> (String, String) {
             let what = match c.target {
                 PiiTarget::OverallF2 | PiiTarget::PersonF2 => "F2",
                 PiiTarget::Throughput | PiiTarget::LongSessionThroughput => "MB/s",
-                PiiTarget::LongSessionSteadiness => "ratio",
+                PiiTarget::LongSessionSteadiness | PiiTarget::HeldOutKept => "ratio",
+                PiiTarget::HeldOutF2 => "F2",
                 _ => "recall",
             };
             (

@@ -580,3 +580,60 @@ fn target_names(report: &serde_json::Value) -> Vec<&str> {
         .map(|t| t["target"].as_str().unwrap())
         .collect()
 }
+
+#[test]
+fn pii_benchmark_scores_the_multi_locale_corpus_on_both_pools_with_targets_on_the_held_out_one() {
+    let home = tempfile::tempdir().unwrap();
+    let report = bench_json(
+        home.path(),
+        &[
+            "pii",
+            "--conversations",
+            "40",
+            "--locale-conversations",
+            "60",
+            "--session-mb",
+            "",
+            "--min-time",
+            "0s",
+        ],
+    );
+    let locales = report["locales"].as_array().expect("locales");
+    assert_eq!(locales.len(), 2, "{report:#}");
+    assert_eq!(locales[0]["pool"], "tuning");
+    assert_eq!(locales[1]["pool"], "held_out");
+    for pool in locales {
+        assert_eq!(pool["conversations"], 60);
+        for locale in ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES"] {
+            assert!(
+                pool["by_locale"][locale]["gold"].as_u64().unwrap() > 0,
+                "{locale}"
+            );
+        }
+        for entity in ["person", "phone", "organization", "address", "email"] {
+            assert!(
+                pool["by_type"][entity]["gold"].as_u64().unwrap() > 0,
+                "{entity}"
+            );
+        }
+        let kept = pool["kept"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&kept));
+    }
+    assert!(report["faker"].as_str().unwrap().starts_with("37."));
+    let targets: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["target"].as_str())
+        .collect();
+    for t in [
+        "held_out_person_recall",
+        "held_out_phone_recall",
+        "held_out_kept",
+        "held_out_f2",
+    ] {
+        assert!(targets.contains(&t), "{t} in {targets:?}");
+    }
+    // Examples come from the tuning pool only: the held-out values are never printed.
+    assert!(report["locale_examples"].is_array());
+}

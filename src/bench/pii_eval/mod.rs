@@ -11,6 +11,7 @@
 //! as precision, since a missed name leaks while an extra pseudonym only costs readability.
 
 pub mod corpus;
+pub mod locales;
 pub mod long_session;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ pub struct EvalOptions {
     pub min_time: Duration,
     /// Sizes of the long single-session runs, MB (none: not measured).
     pub session_mb: Vec<f64>,
+    /// Conversations of the multi-locale corpus, per pool (0: not scored).
+    pub locale_conversations: usize,
 }
 
 impl Default for EvalOptions {
@@ -44,6 +47,7 @@ impl Default for EvalOptions {
             conversations: 3000,
             min_time: Duration::from_secs(2),
             session_mb: vec![1.0, 8.0, 64.0],
+            locale_conversations: 2000,
         }
     }
 }
@@ -101,6 +105,22 @@ pub enum PiiTarget {
     IpRecall,
     /// Recall on keys, tokens and passwords.
     SecretRecall,
+    /// Held-out multi-locale corpus: recall on person names.
+    HeldOutPersonRecall,
+    /// Held-out: recall on phone numbers.
+    HeldOutPhoneRecall,
+    /// Held-out: recall on organisations.
+    HeldOutOrganizationRecall,
+    /// Held-out: recall on street addresses.
+    HeldOutAddressRecall,
+    /// Held-out: recall on e-mail addresses.
+    HeldOutEmailRecall,
+    /// Held-out: recall on IBANs.
+    HeldOutIbanRecall,
+    /// Held-out: messages without PII kept intact.
+    HeldOutKept,
+    /// Held-out: F2 over all types.
+    HeldOutF2,
     /// Redaction throughput on one core, MB/s.
     Throughput,
     /// Throughput of one session over the longest text, MB/s.
@@ -132,6 +152,33 @@ pub struct EvalReport {
     pub targets: Vec<TargetCheck<PiiTarget>>,
     /// A few misses and false alarms per type, to see what fails.
     pub examples: Vec<Example>,
+    /// The multi-locale corpus, tuning pool first (empty when not scored).
+    pub locales: Vec<LocaleScores>,
+    /// The Faker version its values were made with.
+    pub faker: &'static str,
+    /// Misses and false alarms on the tuning pool only: the held-out pool's are never shown.
+    pub locale_examples: Vec<Example>,
+}
+
+/// Scores on one pool of the multi-locale corpus.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocaleScores {
+    /// Which values.
+    pub pool: locales::Pool,
+    /// Conversations scored.
+    pub conversations: usize,
+    /// Messages in them.
+    pub messages: usize,
+    /// Scores by type.
+    pub by_type: BTreeMap<EntityType, Score>,
+    /// Scores over all types.
+    pub overall: Score,
+    /// Messages without PII that came out unchanged, over all such messages.
+    pub kept: f64,
+    /// Messages without PII.
+    pub negatives: usize,
+    /// Scores over all types, per locale.
+    pub by_locale: BTreeMap<&'static str, Score>,
 }
 
 /// Redaction speed.
@@ -190,6 +237,19 @@ pub fn run(opts: &EvalOptions) -> std::io::Result<EvalReport> {
     let long_sessions = long_session::measure(opts.seed, &opts.session_mb)?;
     let mut targets = targets(&by_type, &overall, &throughput);
     targets.extend(long_session_targets(&long_sessions));
+    let mut locale_scores = Vec::new();
+    let mut locale_examples = Vec::new();
+    if opts.locale_conversations > 0 {
+        for pool in [locales::Pool::Tuning, locales::Pool::HeldOut] {
+            let (scores, examples) = score_locales(pool, opts.seed, opts.locale_conversations);
+            if pool == locales::Pool::Tuning {
+                locale_examples = examples;
+            } else {
+                targets.extend(held_out_targets(&scores));
+            }
+            locale_scores.push(scores);
+        }
+    }
     Ok(EvalReport {
         machine,
         options: opts.clone(),
@@ -201,7 +261,91 @@ pub fn run(opts: &EvalOptions) -> std::io::Result<EvalReport> {
         long_sessions,
         targets,
         examples,
+        locales: locale_scores,
+        faker: locales::faker_version(),
+        locale_examples,
     })
+}
+
+/// Scores one pool of the multi-locale corpus: per type, overall, per locale, and the share
+/// of messages without PII that come out unchanged.
+fn score_locales(
+    pool: locales::Pool,
+    seed: u64,
+    conversations: usize,
+) -> (LocaleScores, Vec<Example>) {
+    let corpus = locales::generate(pool, seed, conversations);
+    let mut by_locale = BTreeMap::new();
+    for locale in locales::LOCALES {
+        let part: Vec<Conversation> = corpus
+            .iter()
+            .filter(|c| c.locale == locale)
+            .map(|c| c.conversation.clone())
+            .collect();
+        by_locale.insert(locale, score(&part).1);
+    }
+    let all: Vec<Conversation> = corpus.into_iter().map(|c| c.conversation).collect();
+    let (by_type, overall, examples) = score(&all);
+    let (mut negatives, mut kept) = (0usize, 0usize);
+    for c in &all {
+        for (m, predicted) in c.messages.iter().zip(predict(c)) {
+            if m.spans.is_empty() {
+                negatives += 1;
+                kept += usize::from(predicted.is_empty());
+            }
+        }
+    }
+    let scores = LocaleScores {
+        pool,
+        conversations: all.len(),
+        messages: all.iter().map(|c| c.messages.len()).sum(),
+        by_type,
+        overall,
+        kept: if negatives == 0 {
+            1.0
+        } else {
+            kept as f64 / negatives as f64
+        },
+        negatives,
+        by_locale,
+    };
+    (scores, examples)
+}
+
+/// The targets, on the held-out pool.
+fn held_out_targets(s: &LocaleScores) -> Vec<TargetCheck<PiiTarget>> {
+    let recall = |e: EntityType| s.by_type.get(&e).map_or(f64::NAN, |s| s.recall);
+    let at_least = |t, v, goal| TargetCheck::new(t, v, Bound::AtLeast, goal);
+    vec![
+        at_least(
+            PiiTarget::HeldOutPersonRecall,
+            recall(EntityType::Person),
+            0.95,
+        ),
+        at_least(
+            PiiTarget::HeldOutPhoneRecall,
+            recall(EntityType::Phone),
+            0.95,
+        ),
+        at_least(
+            PiiTarget::HeldOutOrganizationRecall,
+            recall(EntityType::Organization),
+            0.90,
+        ),
+        at_least(
+            PiiTarget::HeldOutAddressRecall,
+            recall(EntityType::Address),
+            0.90,
+        ),
+        at_least(
+            PiiTarget::HeldOutEmailRecall,
+            recall(EntityType::Email),
+            0.99,
+        ),
+        at_least(PiiTarget::HeldOutIbanRecall, recall(EntityType::Iban), 0.99),
+        at_least(PiiTarget::HeldOutKept, s.kept, 0.97),
+        at_least(PiiTarget::HeldOutF2, s.overall.f2, 0.95),
+    ]
 }
 
 /// The long-session targets, when two sizes or more were measured: ≥ 10 MB/s on the
