@@ -443,8 +443,9 @@ fn is_more_street_type(word: &[u8]) -> bool {
 fn german_street_before(bytes: &[u8], space: usize) -> bool {
     let before = &bytes[..space];
     let word = letters_until(bytes, space);
-    const SUFFIXES: [&[u8]; 9] = [
+    const SUFFIXES: [&[u8]; 16] = [
         b"strasse", b"Strasse", b"weg", b"platz", b"allee", b"gasse", b"ring", b"damm", b"ufer",
+        b"Weg", b"Platz", b"Allee", b"Gasse", b"Ring", b"Damm", b"Ufer",
     ];
     if before.ends_with(b"str.") || SUFFIXES.iter().any(|s| word.ends_with(s)) {
         return true;

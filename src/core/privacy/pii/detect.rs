@@ -64,10 +64,11 @@ static SSN: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 /// Separators between digit groups: one space, dot or hyphen, two or three spaces (mixed
-/// spacing), or a slash between area code and number (`089 / 123 456 78`).
+/// spacing), or a slash between area code and number (`089 / 123 456 78`). The number ends at
+/// a word boundary or at the `x` of an extension written right after it.
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?|\(\d{1,5}\)[ .-]?|\b)\d{1,5}(?:(?:[ .-]| {2,3}| ?/ ?)?(?:\(\d{1,5}\)|\d{1,5})){1,6}\b",
+        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?|\(\d{1,5}\)[ .-]?|\b)\d{1,5}(?:(?:[ .-]| {2,3}| ?/ ?)?(?:\(\d{1,5}\)|\d{1,5})){1,6}(?:\b|[xX])",
     )
 });
 /// An extension after a phone number: `x13503`, `ext. 12`, `extension 4`, `Durchwahl 12`.
@@ -90,10 +91,11 @@ static ADDRESS_EN: LazyLock<Regex> = LazyLock::new(|| {
         r"(?:,? [A-Z]{2} \d{5}(?:-\d{4})?|,? [A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}\b)?",
     ))
 });
-/// `Hauptstraße 5, 10115 Berlin`, `Berliner Str. 12a`.
+/// `Hauptstraße 5, 10115 Berlin`, `Berliner Str. 12a`, `Hans-Josef-Mentzel-Ring 22/65`,
+/// `… 41931 Mühldorf am Inn`.
 static ADDRESS_DE: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"\b(?:(?:[A-ZÄÖÜ][a-zäöüß]+ )?[A-ZÄÖÜ][a-zäöüß-]*(?:straße|strasse|str\.|Straße|Strasse|weg|platz|allee|gasse|ring|damm|ufer)|(?:Am|An der|Auf der|Im|In der|Unter den) [A-ZÄÖÜ][a-zäöüß]+) \d{1,4}[a-z]?(?:, ?\d{5} [A-ZÄÖÜ][a-zäöüß]+(?:[ -][A-ZÄÖÜ][a-zäöüß]+)?)?",
+        r"\b(?:(?:[A-ZÄÖÜ][a-zäöüß]+ )?[A-ZÄÖÜ][a-zäöüß]*(?:-[A-ZÄÖÜ][a-zäöüß]*)*-?(?:straße|strasse|str\.|Straße|Strasse|weg|Weg|platz|Platz|allee|Allee|gasse|Gasse|ring|Ring|damm|Damm|ufer|Ufer)|(?:Am|An der|Auf der|Im|In der|Unter den) [A-ZÄÖÜ][a-zäöüß]+) \d{1,4}[a-z]?(?:[/-]\d{1,4}[a-z]?)?(?:, ?\d{5} [A-ZÄÖÜ][a-zäöüß]+(?:[ -][A-ZÄÖÜ][a-zäöüß]+)?(?: (?:am|an der|im|in der|ob der|bei) [A-ZÄÖÜ][a-zäöüß]+)?)?",
     )
 });
 /// `12 rue de la Paix, 75002 Paris`, `5, avenue Victor Hugo`.
@@ -114,14 +116,28 @@ static ADDRESS_EN_MORE: LazyLock<Regex> = LazyLock::new(|| {
         r"(?:,? [A-Z]{2} \d{5}(?:-\d{4})?)?",
     ))
 });
-/// `Calle Mayor 5, 28013 Madrid`, `Avenida de la Constitución 21`, `Via Roma 10, 00184 Roma`:
+/// `Calle Mayor 5, 28013 Madrid`, `Avenida de la Constitución 21`, `Via Roma 10, 00184 Roma`,
+/// `Pasaje de Irene Iglesia 40 Piso 8, Palencia, 09277`:
 /// Spanish, Catalan, Italian and Portuguese streets, the type first and the number after.
 static ADDRESS_SOUTH: LazyLock<Regex> = LazyLock::new(|| {
     re(concat!(
-        r"\b(?:Calle|Avenida|Avda\.|Paseo|Plaza|Carrer|Camino|Carretera|Ronda|Via|Viale|Piazza|Corso|Largo|Vicolo|Rua|Travessa) ",
+        r"\b(?:Calle|Callejón|Avenida|Avda\.|Paseo|Pasaje|Pasadizo|Plaza|Carrer|Camino|Carretera|Ronda|Rambla|Alameda|Acceso|Cañada|Cuesta|Glorieta|Sendero|Urbanización|Vía|Via|Viale|Piazza|Corso|Largo|Vicolo|Rua|Travessa) ",
         r"(?:(?:de|del|de la|de los|de las|la|el|di|della|delle|dei|degli|da|do|dos) )*",
         r"\p{Lu}[\p{L}'-]*(?: (?:(?:de|del|la|di|della|da|do) )?\p{Lu}[\p{L}'-]*){0,3},? \d{1,4}[A-Za-z]?",
-        r"(?:, ?\d{5} \p{Lu}[\p{L}-]+(?: \p{Lu}[\p{L}-]+)?)?",
+        r"(?: (?:Piso|Puerta|Portal|Escalera|Apt\.|Apartamento) \d{1,4}[A-Za-z]?)*",
+        r"(?:, ?\d{5} \p{Lu}[\p{L}-]+(?: \p{Lu}[\p{L}-]+)?|, \p{Lu}[\p{L}-]+(?: \p{Lu}[\p{L}-]+)?, \d{5}\b)?",
+    ))
+});
+/// `6 Kayleigh coves, North Joseph, CO20 7LN`, `Flat 44o, Nicholson crescent, Scottborough,
+/// JE3V 0WB`: a British address by its postcode, the street type in any case (people and
+/// address generators write `crescent`, `coves`): a house number or a flat, a street of one
+/// to four words, one to three words of town, the postcode.
+static ADDRESS_UK: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"\b(?:(?:Flat|Studio|Apartment|Unit|Suite) \d{1,4}[A-Za-z]?, (?:\d{1,5}[A-Za-z]?,? )?|\d{1,5}[A-Za-z]?,? )",
+        r"\p{Lu}[\p{L}'.-]*(?: [\p{L}'.-]+){1,3}, ",
+        r"(?:\p{Lu}[\p{L}'.-]*)(?: \p{Lu}[\p{L}'.-]*){0,2},? ",
+        r"[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}\b",
     ))
 });
 static PO_BOX: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bP\.? ?O\.? Box \d{1,6}\b"));
@@ -225,6 +241,7 @@ pub(super) fn detect_patterns(text: &str, found: &mut Vec<Span>) {
         (&*ADDRESS_FR, cues.street_fr),
         (&*ADDRESS_EN_MORE, cues.street_en_more),
         (&*ADDRESS_SOUTH, cues.digits > 0),
+        (&*ADDRESS_UK, cues.digits >= 3),
         (&*PO_BOX, cues.po_box),
     ] {
         if !cue {
@@ -400,11 +417,19 @@ fn phones(text: &str, within: &Range<usize>, found: &mut Vec<Span>) {
     let mut at = within.start;
     while let Some(m) = PHONE.find_at(text, at).filter(|m| m.start() < within.end) {
         at = m.end();
-        let s = m.as_str().trim_end_matches(['.', '-', ' ']);
+        // A match may end in the `x` of an extension written right after it (`…0132x13503`).
+        let s = m.as_str().trim_end_matches(['x', 'X']);
+        let s = s.trim_end_matches(['.', '-', ' ']);
         // Part of a longer token (an id such as `A-415-555-0132`, a dotted version, a decimal).
         let before = &text[..m.start()];
         let prev = before.chars().next_back();
-        let next = text[m.start() + s.len()..].chars().next();
+        let after = &text[m.start() + s.len()..];
+        // An extension written right after the number (`415-555-0132x13503`) is no longer
+        // token: it is taken with the number below.
+        let next = after
+            .chars()
+            .next()
+            .filter(|c| !(matches!(c, 'x' | 'X') && PHONE_EXTENSION.is_match(after)));
         if prev.is_some_and(|c| {
             c.is_alphanumeric() || matches!(c, '.' | '-' | '/' | '_' | '$' | '€' | '£')
         }) || next.is_some_and(|c| c.is_alphanumeric() || matches!(c, '/' | '_' | '%'))

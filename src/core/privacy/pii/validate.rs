@@ -330,7 +330,9 @@ pub fn phone(candidate: &str, context: impl FnOnce() -> NumberContext) -> bool {
     {
         return false;
     }
-    let groups: Vec<&str> = candidate
+    // A trunk zero in brackets (`+33 (0)2 …`, `+44(0)161 …`) is no group of its own.
+    let without_trunk = candidate.replace("(0)", "");
+    let groups: Vec<&str> = without_trunk
         .split(|c: char| !c.is_ascii_digit())
         .filter(|g| !g.is_empty())
         .collect();
@@ -356,11 +358,15 @@ pub fn phone(candidate: &str, context: impl FnOnce() -> NumberContext) -> bool {
         return country_code_len(intl).is_some() && n >= 10 && (seps > 0 || context_ok);
     }
     if is_nanp(&digits) {
-        return seps > 0 || context_ok;
+        // Written without separators too (`4155550132`): a NANP shape (area and exchange
+        // codes 2–9) that no word before calls an order, ticket or version.
+        return true;
     }
     if digits.starts_with('0') && (9..=12).contains(&n) {
-        // Trunk-prefixed national numbers (UK, DE, FR, AU, ...), grouped as people write them.
-        return (seps > 0 && groups.iter().all(|g| g.len() >= 2)) || context_ok;
+        // Trunk-prefixed national numbers (UK, DE, FR, AU, ...), grouped as people write them,
+        // or as ten or eleven digits in one run (`01514960173`, `0249459954`).
+        let one_run = seps == 0 && (10..=11).contains(&n) && digits.as_bytes()[1] != b'0';
+        return (seps > 0 && groups.iter().all(|g| g.len() >= 2)) || one_run || context_ok;
     }
     // Indian mobiles: 98765 43210.
     if n == 10 && matches!(digits.as_bytes()[0], b'6'..=b'9') && groups.len() == 2 {
@@ -535,6 +541,11 @@ mod tests {
             "+91 98765 43210",
             "0412 345 678",
             "0044 20 7946 0958",
+            "+33 (0)2 32 72 85 14",
+            "+44(0)161 496 0911",
+            "4155550132",
+            "01514960173",
+            "0249459954",
         ] {
             assert!(phone(ok, || n), "{ok} is a phone");
         }
@@ -544,7 +555,8 @@ mod tests {
             "03 15 2024",
             "1.2.3.4",
             "10.0.0.12",
-            "4155550132",
+            "1796169600",
+            "0000012345",
             "12345678",
             "1 2 3 4 5 6 7",
             "123-4567",

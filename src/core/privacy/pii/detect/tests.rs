@@ -77,6 +77,14 @@ fn phones_in_national_formats_with_extensions_and_cues_in_other_languages() {
         ),
         ("call me at +49 (0) 30 1234567", "+49 (0) 30 1234567"),
         ("call me at 540.717.0011", "540.717.0011"),
+        // Extensions written right after the number, and bare national numbers.
+        ("call 237-573-8241x10110 now", "237-573-8241x10110"),
+        ("on (948)846-9845x07059.", "(948)846-9845x07059"),
+        ("the driver tried 01514960173 twice", "01514960173"),
+        (
+            "a appelé du +33 (0)2 32 72 85 14 au sujet",
+            "+33 (0)2 32 72 85 14",
+        ),
     ] {
         assert_eq!(only(text, EntityType::Phone), [phone], "{text}");
     }
@@ -233,7 +241,15 @@ fn detect_patterns_without_cues(text: &str, found: &mut Vec<Span>) {
             ipv6s(text, found);
         }
     }
-    for r in [&*ADDRESS_EN, &*ADDRESS_DE, &*ADDRESS_FR, &*PO_BOX] {
+    for r in [
+        &*ADDRESS_EN,
+        &*ADDRESS_DE,
+        &*ADDRESS_FR,
+        &*ADDRESS_EN_MORE,
+        &*ADDRESS_SOUTH,
+        &*ADDRESS_UK,
+        &*PO_BOX,
+    ] {
         for m in r.find_iter(text) {
             let end = m.start() + m.as_str().trim_end_matches([',', ' ']).len();
             found.push(span(m.start(), end, EntityType::Address));
@@ -310,6 +326,41 @@ fn street_addresses() {
         assert_eq!(only(text, EntityType::Address), [addr], "{text}");
     }
     assert!(only("we waited 20 minutes on the road", EntityType::Address).is_empty());
+}
+
+#[test]
+fn british_german_and_spanish_addresses_as_generators_write_them() {
+    for (text, addr) in [
+        (
+            "Delivery for Acme, 6 Kayleigh coves, North Joseph, CO20 7LN, attention Sheila.",
+            "6 Kayleigh coves, North Joseph, CO20 7LN",
+        ),
+        (
+            "ship to Flat 44o, Nicholson crescent, Scottborough, JE3V 0WB please",
+            "Flat 44o, Nicholson crescent, Scottborough, JE3V 0WB",
+        ),
+        (
+            "Neue Adresse: Damaris-Döring-Allee 4546, 41931 Mühldorf am Inn.",
+            "Damaris-Döring-Allee 4546, 41931 Mühldorf am Inn",
+        ),
+        (
+            "an Hans-Josef-Mentzel-Ring 22/65, 61045 Wertingen bitte",
+            "Hans-Josef-Mentzel-Ring 22/65, 61045 Wertingen",
+        ),
+        (
+            "envíen a Pasadizo de Irene Iglesia 400 Piso 8, Palencia, 09277 por favor",
+            "Pasadizo de Irene Iglesia 400 Piso 8, Palencia, 09277",
+        ),
+    ] {
+        assert_eq!(only(text, EntityType::Address), [addr], "{text}");
+    }
+    for text in [
+        "we shipped 3 units, 2 returned, AB1 2CD was the batch",
+        "Released 2 days ago, Tuesday, v1 2.3 notes",
+        "Order 12 Blue widgets, London, sent",
+    ] {
+        assert!(only(text, EntityType::Address).is_empty(), "{text}");
+    }
 }
 
 #[test]

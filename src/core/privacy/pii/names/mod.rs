@@ -358,7 +358,7 @@ fn continuation(toks: &[Tok<'_>], i: usize, lowercase_ok: bool) -> usize {
 /// Adds person and organisation spans found in `text` to `found`.
 pub fn detect_people_and_orgs(text: &str, found: &mut Vec<Span>) {
     let toks = tokenize(text);
-    orgs(&toks, found);
+    orgs(text, &toks, found);
     let mut i = 0;
     while i < toks.len() {
         match person_at(&toks, i) {
@@ -494,12 +494,16 @@ fn unlisted_lowercase_pair(toks: &[Tok<'_>], i: usize) -> Option<usize> {
     (last.gap == " " && unlisted(last)).then_some(j)
 }
 
-fn orgs(toks: &[Tok<'_>], found: &mut Vec<Span>) {
+fn orgs(text: &str, toks: &[Tok<'_>], found: &mut Vec<Span>) {
     for (i, t) in toks.iter().enumerate() {
         let dotted = dotted_legal_form(toks, i);
         // Where the legal form starts: its first letter when written with dots.
         let form = if dotted { i - 1 } else { i };
-        let legal = dotted || t.org_suffix || (t.role & LEGAL != 0 && t.text.len() > 1);
+        // `INC-2291`, `SA-17`: a ticket or item key, not a legal form.
+        let keyed = text[t.end..]
+            .strip_prefix('-')
+            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+        let legal = !keyed && (dotted || t.org_suffix || (t.role & LEGAL != 0 && t.text.len() > 1));
         if legal
             && form > 0
             && toks[form]

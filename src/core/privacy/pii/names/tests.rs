@@ -116,6 +116,19 @@ fn organisations_joined_by_and_before_a_legal_form() {
 }
 
 #[test]
+fn a_ticket_key_that_spells_a_legal_form_is_no_organisation() {
+    for text in [
+        "rolled back, siehe INC-2291.",
+        "se revirtió, ver INC-2291.",
+        "annulé, voir INC-2291.",
+        "see Acme INC-17 for details",
+    ] {
+        assert!(orgs_in(text).is_empty(), "{text}: {:?}", orgs_in(text));
+    }
+    assert_eq!(orgs_in("Globex Inc. shipped it."), ["Globex Inc"]);
+}
+
+#[test]
 fn organisations_of_family_businesses_and_dotted_legal_forms() {
     assert_eq!(
         orgs_in("Carter and Sons delivered the parts."),
