@@ -359,6 +359,7 @@ fn continuation(toks: &[Tok<'_>], i: usize, lowercase_ok: bool) -> usize {
 pub fn detect_people_and_orgs(text: &str, found: &mut Vec<Span>) {
     let toks = tokenize(text);
     orgs(text, &toks, found);
+    firms_named_after_partners(&toks, found);
     let mut i = 0;
     while i < toks.len() {
         match person_at(&toks, i) {
@@ -465,8 +466,90 @@ fn dotted_legal_form(toks: &[Tok<'_>], i: usize) -> bool {
         && after_dot
         && matches!(
             (prev.text, t.text),
-            ("S", "L" | "A") | ("B" | "N", "V") | ("S", "p") | ("S", "r")
+            ("S", "L" | "A" | "Com" | "Coop") | ("B" | "N" | "e", "V") | ("S", "p") | ("S", "r")
         )
+}
+
+/// Firms named after their partners: `Young, Harris and Kelly`, `Baker, Lee & Ortiz`,
+/// `Pellicer, Vidal y Catalán` (three capitalised words, a comma list closed by a joining
+/// word, each a known family name or neither a common nor a dictionary word, two of them
+/// known family names), and
+/// `Morton-Ryan` (two names joined by a hyphen, one a known family name and not both given
+/// names as in `Anne-Marie`, standing alone: not after a given
+/// name or a title, where it is a person's double-barrelled surname).
+fn firms_named_after_partners(toks: &[Tok<'_>], found: &mut Vec<Span>) {
+    let name = |t: &Tok<'_>| {
+        t.cap && (t.last() || (!t.common() && !is_dictionary_word(t.lower(&mut [0; CUE_WORD_MAX]))))
+    };
+    let covered = |found: &[Span], start: usize, end: usize| {
+        found
+            .iter()
+            .any(|s| s.entity == EntityType::Organization && s.start <= start && s.end >= end)
+    };
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        // A comma list: `A, B and C` / `A, B & C`.
+        if let (Some(b), Some(j)) = (toks.get(i + 1), toks.get(i + 2)) {
+            let (c, joined) = if j.gap == " & " {
+                (Some(j), true)
+            } else {
+                let joiner = j.gap == " "
+                    && matches!(
+                        j.lower(&mut [0; CUE_WORD_MAX]),
+                        "and" | "und" | "et" | "y" | "e"
+                    );
+                (toks.get(i + 3).filter(|c| c.gap == " "), joiner)
+            };
+            if let Some(c) = c.filter(|_| joined && b.gap == ", ")
+                && name(t)
+                && name(b)
+                && name(c)
+                && [t, b, c].iter().filter(|w| w.last()).count() >= 2
+                && !covered(found, t.start, c.end)
+            {
+                found.push(Span {
+                    start: t.start,
+                    end: c.end,
+                    entity: EntityType::Organization,
+                });
+                i += 3;
+                continue;
+            }
+        }
+        // `Morton-Ryan`, alone (one token: the tokenizer keeps a hyphenated word whole).
+        if let Some((x, y)) = t.text.split_once('-')
+            && t.cap
+            && !y.contains('-')
+            && y.starts_with(char::is_uppercase)
+        {
+            let role = |w: &str| lexicon::lexicon(&w.to_lowercase());
+            let (rx, ry) = (role(x), role(y));
+            let plain = |w: &str, r: u16| {
+                r & LAST != 0 || (r & COMMON == 0 && !is_dictionary_word(&w.to_lowercase()))
+            };
+            let family = (rx | ry) & LAST != 0 && !(rx & FIRST != 0 && ry & FIRST != 0);
+            let after_name = i > 0 && {
+                let p = &toks[i - 1];
+                (p.cap && t.gap == " ") || p.role & TITLE != 0
+            };
+            let before_name = toks.get(i + 1).is_some_and(|n| n.cap && n.gap == " ");
+            if family
+                && plain(x, rx)
+                && plain(y, ry)
+                && !after_name
+                && !before_name
+                && !covered(found, t.start, t.end)
+            {
+                found.push(Span {
+                    start: t.start,
+                    end: t.end,
+                    entity: EntityType::Organization,
+                });
+            }
+        }
+        i += 1;
+    }
 }
 
 /// The index of the second word when word `i` and the next one (after up to two particles)

@@ -116,6 +116,28 @@ fn organisations_joined_by_and_before_a_legal_form() {
 }
 
 #[test]
+fn firms_named_after_their_partners() {
+    for (text, org) in [
+        (
+            "Invoice for Young, Harris and Kelly is late.",
+            "Young, Harris and Kelly",
+        ),
+        ("Baker, Lee & Ortiz signed.", "Baker, Lee & Ortiz"),
+        ("Delivery for Morton-Ryan, attention Sheila.", "Morton-Ryan"),
+        ("Renner e.V. hat bezahlt.", "Renner e.V"),
+        ("Lindau Faust GbR zahlt.", "Lindau Faust GbR"),
+    ] {
+        assert_eq!(orgs_in(text), [org], "{text}");
+    }
+    // A double-barrelled surname after a given name or a title is a person's.
+    assert!(orgs_in("Sheila Ward-Stevens called.").is_empty());
+    assert!(orgs_in("Ms Ward-Stevens called.").is_empty());
+    // Places and everyday words in a list are no firm.
+    assert!(orgs_in("We fly to Paris, Berlin and Rome.").is_empty());
+    assert!(orgs_in("Apples, Pears and Plums are in stock.").is_empty());
+}
+
+#[test]
 fn a_ticket_key_that_spells_a_legal_form_is_no_organisation() {
     for text in [
         "rolled back, siehe INC-2291.",
