@@ -75,6 +75,33 @@ pub(super) const PARTICLES: &[&str] = &[
     "el", "dos", "du", "des", "ten", "ter", "zu", "vom", "los", "las",
 ];
 pub(super) const RELATIONS: &[&str] = &[
+    // German, French and Spanish.
+    "kunde",
+    "kundin",
+    "kollege",
+    "kollegin",
+    "chefin",
+    "mitarbeiter",
+    "mitarbeiterin",
+    "ansprechpartner",
+    "ansprechpartnerin",
+    "kontoinhaber",
+    "kontoinhaberin",
+    "inhaber",
+    "inhaberin",
+    "client",
+    "cliente",
+    "collègue",
+    "titulaire",
+    "interlocuteur",
+    "interlocutrice",
+    "colega",
+    "compañero",
+    "compañera",
+    "jefe",
+    "jefa",
+    "titular",
+    "holder",
     "colleague",
     "coworker",
     "friend",
@@ -216,7 +243,9 @@ pub(super) const WEAK_CUES: &[&str] = &[
 ];
 /// The words `cue_before` compares in pairs or with the gap after them ("my name is",
 /// "call me", "named", "name:", "signed,", "thank you", "I am", "this is").
-pub(super) const PAIRED_CUES: &[&str] = &["is", "me", "named", "name", "signed", "you", "am"];
+pub(super) const PAIRED_CUES: &[&str] = &[
+    "is", "me", "named", "name", "signed", "you", "am", "ist", "bin", "suis", "soy", "ici",
+];
 /// Suffixes that make an organisation even in lower case ("acme corp").
 pub(super) const LEGAL_SUFFIXES: &[&str] = &["inc", "llc", "ltd", "gmbh", "corp", "plc", "llp"];
 

@@ -296,7 +296,41 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
     {
         return Cue::Greeting;
     }
-    if role & RELATION != 0 && matches!(w2, "my" | "our" | "your" | "his" | "her" | "their" | "the")
+    // "my colleague Dan", "unser Kunde Senol Rädel", "le client Thibaut", "el cliente
+    // Bautista"; "Customer Senol Rädel says" at the start of a sentence; "account holder".
+    let sentence_start = i < 2 || prev.gap.contains(['\n', '.', '!', '?', ':']);
+    if role & RELATION != 0
+        && (matches!(
+            w2,
+            "my" | "our"
+                | "your"
+                | "his"
+                | "her"
+                | "their"
+                | "the"
+                | "der"
+                | "die"
+                | "den"
+                | "dem"
+                | "unser"
+                | "unsere"
+                | "unserem"
+                | "unseren"
+                | "mein"
+                | "meine"
+                | "le"
+                | "la"
+                | "les"
+                | "notre"
+                | "mon"
+                | "ma"
+                | "el"
+                | "los"
+                | "nuestro"
+                | "nuestra"
+                | "mi"
+                | "account"
+        ) || (prev.cap && sentence_start))
     {
         return Cue::Relation;
     }
@@ -307,6 +341,11 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
         || (w2 == "i" && p == "am")
         || (w2 == "this" && p == "is")
         || (w2 == "it" && p == "is")
+        || (w2 == "hier" && p == "ist")
+        || (w2 == "ich" && p == "bin")
+        || (w2 == "je" && p == "suis")
+        || p == "soy"
+        || p == "ici"
     {
         return Cue::Weak;
     }
@@ -405,13 +444,38 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
         Cue::Relation if !common && (t.cap || known) => return take(true),
         // "ask claudius bruder", "tell maximiano del calvet": after a verb that takes a
         // person, two lower-case words that are no English words (particles between).
-        Cue::Relation if !common && !t.cap => {
+        Cue::Relation if !common && !t.cap && toks[i - 1].role & PERSON_VERB != 0 => {
             if let Some(last) = unlisted_lowercase_pair(toks, i) {
                 return Some(last);
             }
         }
+        // "hier ist Senol Rädel von …", "soy Teresita Solana de …", "ici Suzanne Sauvage
+        // de …": capitalised words between a self-introduction and where they are from.
+        Cue::Weak if t.cap && !common => {
+            // The name ends before the first "from" word (which may also be read as a
+            // particle: `von`, `de`).
+            let n = continuation(toks, i, false);
+            let introduced = matches!(
+                toks[i - 1].lower(&mut [0; CUE_WORD_MAX]),
+                "i'm" | "im" | "am" | "is" | "ist" | "bin" | "suis" | "soy" | "ici"
+            );
+            let from = (0..=n).find(|k| {
+                toks.get(i + k + 1).is_some_and(|f| {
+                    f.gap == " "
+                        && matches!(
+                            f.lower(&mut [0; CUE_WORD_MAX]),
+                            "from" | "von" | "vom" | "de" | "du" | "del" | "at" | "bei" | "chez"
+                        )
+                })
+            });
+            if let Some(k) = from.filter(|_| introduced) {
+                return Some(i + k);
+            }
+            if known {
+                return take(false);
+            }
+        }
         Cue::Weak if known && !common => return take(!t.cap),
-        // "this is sjoerd from support", "I'm Aoife from billing".
         Cue::Weak
             if !common
                 && toks

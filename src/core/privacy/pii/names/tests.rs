@@ -189,3 +189,41 @@ fn lower_case_names_after_a_verb_that_takes_a_person() {
         assert!(people(negative).is_empty(), "{negative}");
     }
 }
+
+#[test]
+fn people_after_german_french_and_spanish_cues() {
+    for (text, name) in [
+        ("Kunde Senol Rädel sagt, die Rechnung fehlt.", "Senol Rädel"),
+        (
+            "Bitte rufen Sie unseren Kunden an, der Kunde Adolf Bonbach wartet.",
+            "Adolf Bonbach",
+        ),
+        ("Le client Thibaut Hoareau dit bonjour.", "Thibaut Hoareau"),
+        ("El cliente Bautista Jordán dice hola.", "Bautista Jordán"),
+        (
+            "Customer Senol Rädel says the invoice is missing.",
+            "Senol Rädel",
+        ),
+        (
+            "Refund to the account, account holder Nurten Hein.",
+            "Nurten Hein",
+        ),
+        ("Hallo, hier ist Senol Rädel von Acme.", "Senol Rädel"),
+        (
+            "Hola, soy Teresita Solana Sans de Acme.",
+            "Teresita Solana Sans",
+        ),
+        ("Bonjour, ici Suzanne Sauvage de Acme.", "Suzanne Sauvage"),
+    ] {
+        assert_eq!(people(text), [name], "{text}");
+    }
+    // The cue word itself is never part of the name, and no cue takes everyday words.
+    for text in [
+        "Kunde sagt hallo.",
+        "Customer Support is closed today.",
+        "Le client veut un remboursement.",
+        "Hola, soy nuevo aquí.",
+    ] {
+        assert!(people(text).is_empty(), "{text}: {:?}", people(text));
+    }
+}
