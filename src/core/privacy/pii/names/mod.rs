@@ -421,6 +421,10 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
     if t.role & TITLE != 0 || t.text.len() < 2 {
         return None;
     }
+    // A relation noun ("Kunde", "Client" at a sentence start) is the cue, never the name.
+    if t.role & RELATION != 0 && t.role & (FIRST | LAST) == 0 {
+        return None;
+    }
     // Most words are lower-case common words that are no known name: no cue below takes
     // one, and no name starts with one.
     if !t.cap && t.common() && !t.first() && !t.last() {

@@ -194,6 +194,7 @@ fn lower_case_names_after_a_verb_that_takes_a_person() {
 fn people_after_german_french_and_spanish_cues() {
     for (text, name) in [
         ("Kunde Senol Rädel sagt, die Rechnung fehlt.", "Senol Rädel"),
+        ("Kunde Sandy Hübel sagt hallo.", "Sandy Hübel"),
         (
             "Bitte rufen Sie unseren Kunden an, der Kunde Adolf Bonbach wartet.",
             "Adolf Bonbach",
