@@ -67,8 +67,35 @@ pub fn is_common_word(lower: &str) -> bool {
 }
 
 pub(super) const TITLES: &[&str] = &[
-    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "dame", "herr", "frau", "mme",
-    "mlle", "sr", "sra", "srta", "señor", "señora", "doña", "dott", "sig", "signor", "signora",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "mx",
+    "dr",
+    "prof",
+    "sir",
+    "madam",
+    "dame",
+    "herr",
+    "frau",
+    "mme",
+    "mlle",
+    "sr",
+    "sra",
+    "srta",
+    "señor",
+    "señora",
+    "doña",
+    "dott",
+    "sig",
+    "signor",
+    "signora",
+    "ing",
+    "dipl",
+    "monsieur",
+    "madame",
+    "mademoiselle",
 ];
 pub(super) const PARTICLES: &[&str] = &[
     "van", "von", "de", "der", "den", "da", "di", "del", "della", "le", "la", "bin", "ibn", "al",
@@ -167,6 +194,11 @@ pub(super) const ORG_SUFFIXES: &[&str] = &[
     "SE",
     "KG",
     "KGaA",
+    "Stiftung",
+    "Gruppe",
+    "Groupe",
+    "Grupo",
+    "Asociados",
     "GbR",
     "OHG",
     "EURL",
@@ -220,6 +252,17 @@ pub(super) const GREETINGS: &[&str] = &[
 pub(super) const SIGN_OFFS: &[&str] = &["best", "yours", "love", "warmly"];
 /// Verbs whose object is a person: "ask Sjoerd", "cc Aoife".
 pub(super) const PERSON_VERBS: &[&str] = &[
+    // German and French ("frag mal Gino", "relance Thibaut").
+    "frag",
+    "fragt",
+    "ruf",
+    "anrufen",
+    "kontaktiere",
+    "relance",
+    "relancer",
+    "rappeler",
+    "rappelle",
+    "rappelez",
     "ask",
     "asked",
     "tell",
@@ -244,7 +287,8 @@ pub(super) const WEAK_CUES: &[&str] = &[
 /// The words `cue_before` compares in pairs or with the gap after them ("my name is",
 /// "call me", "named", "name:", "signed,", "thank you", "I am", "this is").
 pub(super) const PAIRED_CUES: &[&str] = &[
-    "is", "me", "named", "name", "signed", "you", "am", "ist", "bin", "suis", "soy", "ici",
+    "is", "me", "named", "name", "signed", "you", "am", "ist", "bin", "suis", "soy", "ici", "a",
+    "à", "mal",
 ];
 /// Suffixes that make an organisation even in lower case ("acme corp").
 pub(super) const LEGAL_SUFFIXES: &[&str] = &["inc", "llc", "ltd", "gmbh", "corp", "plc", "llp"];

@@ -337,6 +337,35 @@ fn cue_before(toks: &[Tok<'_>], i: usize) -> Cue {
     if role & PERSON_VERB != 0 {
         return Cue::Relation;
     }
+    // The Spanish personal "a" and the French "à" after a verb that takes a person:
+    // "llamar a Hernando", "pregúntale a Marcia", "demande à Lucie"; "frag mal Gino".
+    if (p == "a"
+        && matches!(
+            w2,
+            "llamar"
+                | "llame"
+                | "llama"
+                | "llamen"
+                | "pregúntale"
+                | "pregunta"
+                | "pregunte"
+                | "escribe"
+                | "escriba"
+                | "avisa"
+                | "avise"
+                | "dile"
+                | "contacta"
+                | "contacte"
+        ))
+        || (p == "mal" && matches!(w2, "frag" | "fragt" | "ruf" | "schreib"))
+        || (p == "à"
+            && matches!(
+                w2,
+                "demande" | "demandez" | "écris" | "écrivez" | "parle" | "parlez" | "dis" | "dites"
+            ))
+    {
+        return Cue::Relation;
+    }
     if role & WEAK_CUE != 0
         || (w2 == "i" && p == "am")
         || (w2 == "this" && p == "is")

@@ -215,6 +215,16 @@ fn people_after_german_french_and_spanish_cues() {
             "Teresita Solana Sans",
         ),
         ("Bonjour, ici Suzanne Sauvage de Acme.", "Suzanne Sauvage"),
+        (
+            "¿Puede llamar a Hernando Porta Baena al 876?",
+            "Hernando Porta Baena",
+        ),
+        ("relance Thibaut s'il n'y a pas de réponse", "Thibaut"),
+        ("frag mal Gino, ob es klappt", "Gino"),
+        (
+            "Bitte an Ing. Philomena Weimer weiterleiten.",
+            "Philomena Weimer",
+        ),
     ] {
         assert_eq!(people(text), [name], "{text}");
     }
@@ -224,6 +234,9 @@ fn people_after_german_french_and_spanish_cues() {
         "Customer Support is closed today.",
         "Le client veut un remboursement.",
         "Hola, soy nuevo aquí.",
+        "Voy a Madrid mañana.",
+        "Pregunta a soporte si hay novedades.",
+        "This is a Test of the system.",
     ] {
         assert!(people(text).is_empty(), "{text}: {:?}", people(text));
     }
