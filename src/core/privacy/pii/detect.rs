@@ -187,6 +187,7 @@ fn detect_as_written(text: &str) -> Vec<Span> {
     let mut found = Vec::with_capacity(8);
     detect_patterns(text, &mut found);
     names::detect_people_and_orgs(text, &mut found);
+    names::signature_orgs(text, &mut found);
     resolve(found)
 }
 

@@ -404,3 +404,29 @@ fn addresses_with_more_street_types_and_southern_european_streets() {
         assert!(only(negative, EntityType::Address).is_empty(), "{negative}");
     }
 }
+
+#[test]
+fn the_company_line_of_a_signature_block() {
+    for (text, org) in [
+        (
+            "Mit freundlichen Grüßen\nHannah Krause B.Sc.\nHarloff\nTel. 0832315108",
+            "Harloff",
+        ),
+        (
+            "Thanks,\nDan Johnson\nBlue Harbour Trading\n+1 415 555 0132",
+            "Blue Harbour Trading",
+        ),
+        ("Cordialement,\nSuzanne Sauvage\nLecoq\n", "Lecoq"),
+    ] {
+        assert_eq!(only(text, EntityType::Organization), [org], "{text}");
+    }
+    for text in [
+        // No person on the line after the sign-off, a sentence, everyday words, a phone.
+        "Thanks,\nthe team\nAcme Widgets\n",
+        "Thanks,\nDan Johnson\nSee you on Monday.\n",
+        "Thanks,\nDan Johnson\nSent from my phone\n",
+        "Thanks,\nDan Johnson\n+1 415 555 0132\n",
+    ] {
+        assert!(only(text, EntityType::Organization).is_empty(), "{text}");
+    }
+}

@@ -567,6 +567,92 @@ fn dotted_legal_form(toks: &[Tok<'_>], i: usize) -> bool {
         )
 }
 
+/// The sign-offs after which a signature block starts (lower case, without the comma).
+const SIGN_OFF_LINES: &[&str] = &[
+    "thanks",
+    "thank you",
+    "regards",
+    "best regards",
+    "kind regards",
+    "best",
+    "cheers",
+    "sincerely",
+    "mit freundlichen grüßen",
+    "freundliche grüße",
+    "viele grüße",
+    "beste grüße",
+    "grüße",
+    "cordialement",
+    "bien cordialement",
+    "bien à vous",
+    "salutations",
+    "saludos",
+    "un saludo",
+    "atentamente",
+    "cordiales saludos",
+];
+
+/// The company line of a signature block: after a sign-off line and a line holding a
+/// person found in `found`, a short capitalised line without digits, `@` or sentence
+/// punctuation, with a word that is neither a common nor a dictionary word (or is a family
+/// name): `Thanks,\nHannah Krause\nHarloff\nTel. …`. Added only where nothing else was found.
+pub fn signature_orgs(text: &str, found: &mut Vec<Span>) {
+    if !text.contains('\n') {
+        return;
+    }
+    let mut lines = Vec::new();
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        lines.push((at, body));
+        at += line.len();
+    }
+    let overlaps = |found: &[Span], start: usize, end: usize| {
+        found.iter().any(|s| s.start < end && start < s.end)
+    };
+    for k in 0..lines.len().saturating_sub(2) {
+        let sign_off = lines[k]
+            .1
+            .trim()
+            .trim_end_matches([',', '!'])
+            .to_lowercase();
+        if !SIGN_OFF_LINES.contains(&sign_off.as_str()) {
+            continue;
+        }
+        let (name_at, name) = lines[k + 1];
+        let has_person = found.iter().any(|s| {
+            s.entity == EntityType::Person && s.start >= name_at && s.end <= name_at + name.len()
+        });
+        let (line_at, line) = lines[k + 2];
+        let trimmed = line.trim();
+        let start = line_at + (line.len() - line.trim_start().len());
+        let end = start + trimmed.len();
+        let words: Vec<&str> = trimmed.split_whitespace().collect();
+        let plausible = has_person
+            && (2..=60).contains(&trimmed.chars().count())
+            && (1..=6).contains(&words.len())
+            && trimmed.starts_with(char::is_uppercase)
+            && !trimmed
+                .contains(|c: char| c.is_ascii_digit() || matches!(c, '@' | ':' | '?' | '!'))
+            && !trimmed.ends_with('.')
+            && words.iter().any(|w| {
+                let w = w
+                    .trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase();
+                !w.is_empty()
+                    && (lexicon::is_last_name(&w)
+                        || (!lexicon::is_common_word(&w) && !is_dictionary_word(&w)))
+            });
+        if plausible && !overlaps(found, start, end) {
+            found.push(Span {
+                start,
+                end,
+                entity: EntityType::Organization,
+            });
+        }
+    }
+}
+
 /// Firms named after their partners: `Young, Harris and Kelly`, `Baker, Lee & Ortiz`,
 /// `Pellicer, Vidal y Catalán` (three capitalised words, a comma list closed by a joining
 /// word, each a known family name or neither a common nor a dictionary word, two of them
