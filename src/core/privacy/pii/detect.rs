@@ -145,8 +145,54 @@ static PO_BOX: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bP\.? ?O\.? Box \d{1
 /// Every piece of personal data in `text`, non-overlapping, in order. The detectors read the
 /// text's scan view (see `normalize`), so an encoded value is found where it is written:
 /// the span covers the original characters (`dan&#64;example.com`, a whole base64 run).
+///
+/// A long text (a piece of `redact --session` input, a large payload) is searched one
+/// paragraph at a time, so each detector runs only where its cue is, as on a message of its
+/// own, instead of every detector over the whole text because somewhere in it each cue
+/// appears. A paragraph ends at a blank line, which no value spans, except inside a PEM
+/// block (an encrypted key has one after its headers): that stays whole.
 pub fn detect(text: &str) -> Vec<Span> {
-    detect_within(text, 0)
+    if text.len() < PARAGRAPHS_FROM {
+        return detect_within(text, 0);
+    }
+    let mut found = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let end = paragraph_end(text, start);
+        let paragraph = &text[start..end];
+        if !paragraph.trim().is_empty() {
+            found.extend(detect_within(paragraph, 0).into_iter().map(|s| Span {
+                start: s.start + start,
+                end: s.end + start,
+                entity: s.entity,
+            }));
+        }
+        start = end + 1;
+    }
+    found
+}
+
+/// Texts at least this long are searched paragraph by paragraph.
+const PARAGRAPHS_FROM: usize = 8 * 1024;
+
+/// Where the paragraph starting at `start` ends: after the first line break of the next
+/// blank line that is not inside a `-----BEGIN …-----END` block, or at the end of `text`.
+fn paragraph_end(text: &str, start: usize) -> usize {
+    let mut from = start;
+    loop {
+        let Some(i) = text[from..].find("\n\n") else {
+            return text.len();
+        };
+        let end = from + i + 1;
+        let seen = &text[start..end];
+        let open = seen
+            .rfind("-----BEGIN ")
+            .is_some_and(|b| seen[b..].find("-----END ").is_none());
+        if !open {
+            return end;
+        }
+        from = end;
+    }
 }
 
 /// How deep base64 inside decoded base64 is looked into.

@@ -430,3 +430,43 @@ fn the_company_line_of_a_signature_block() {
         assert!(only(text, EntityType::Organization).is_empty(), "{text}");
     }
 }
+
+#[test]
+fn a_long_text_is_searched_paragraph_by_paragraph_with_the_same_findings() {
+    // Conversations of the bench corpus, a message a line and a blank line after each, as
+    // a day of logs reaches `redact --session`.
+    let corpus = crate::bench::pii_eval::generate(5, 400);
+    let mut text = String::new();
+    let mut expected = Vec::new();
+    for c in &corpus {
+        let paragraph: String = c.messages.iter().map(|m| format!("{}\n", m.text)).collect();
+        let at = text.len();
+        expected.extend(detect(&paragraph).into_iter().map(|s| Span {
+            start: s.start + at,
+            end: s.end + at,
+            entity: s.entity,
+        }));
+        text.push_str(&paragraph);
+        text.push('\n');
+    }
+    assert!(text.len() > PARAGRAPHS_FROM * 4);
+    let found = detect(&text);
+    assert!(!found.is_empty());
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn a_pem_block_with_a_blank_line_stays_whole_in_a_long_text() {
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+               DEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\nMIIEowIBAAKCAQEA\n\
+               -----END RSA PRIVATE KEY-----";
+    let filler = "Nothing to see in this line, the deploy went fine.\n\n".repeat(400);
+    let text = format!("{filler}{key}\n\n{filler}");
+    assert!(text.len() > PARAGRAPHS_FROM);
+    let secrets: Vec<&str> = detect(&text)
+        .iter()
+        .filter(|s| s.entity == EntityType::Secret)
+        .map(|s| &text[s.start..s.end])
+        .collect();
+    assert_eq!(secrets, [key]);
+}

@@ -514,7 +514,7 @@ impl Redactor {
 
     /// What would be replaced in `text`: the detectors' spans plus known values.
     pub fn spans(&mut self, text: &str) -> Vec<Span> {
-        let mut found = detect_by_paragraph(text);
+        let mut found = detect(text);
         self.known_hits.clear();
         if !self.known.is_empty() {
             self.dirty = false;
@@ -875,36 +875,6 @@ pub fn reveal(text: &str, mappings: &[Mapping]) -> (String, Vec<String>) {
         }
     });
     (out.into_owned(), unknown)
-}
-
-/// Texts at least this long are searched paragraph by paragraph.
-const PARAGRAPHS_FROM: usize = 8 * 1024;
-
-/// [`detect`] on a long text (a piece of `redact --session` input), one paragraph at a time:
-/// each detector runs only where its cue is (as on a message of its own), instead of every
-/// detector over the whole piece because somewhere in it each cue appears. A paragraph ends
-/// at a blank line, which no value spans.
-fn detect_by_paragraph(text: &str) -> Vec<Span> {
-    if text.len() < PARAGRAPHS_FROM {
-        return detect(text);
-    }
-    let mut found = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        let end = text[start..]
-            .find("\n\n")
-            .map_or(text.len(), |i| start + i + 1);
-        let paragraph = &text[start..end];
-        if !paragraph.trim().is_empty() {
-            found.extend(detect(paragraph).into_iter().map(|s| Span {
-                start: s.start + start,
-                end: s.end + start,
-                entity: s.entity,
-            }));
-        }
-        start = end + 1;
-    }
-    found
 }
 
 #[cfg(test)]

@@ -197,30 +197,3 @@ fn a_learned_everyday_name_word_before_a_number_or_after_an_article_stays() {
     let (c, _) = r.redact("Thanks, Port. Ask May about it.");
     assert_eq!(c, "Thanks, USER_A. Ask USER_B about it.");
 }
-
-#[test]
-fn a_long_text_is_searched_paragraph_by_paragraph_with_the_same_findings() {
-    // Conversations of the bench corpus, a message a line and a blank line after each, as
-    // a day of logs reaches `redact --session`.
-    let corpus = crate::bench::pii_eval::generate(5, 400);
-    let mut text = String::new();
-    let mut expected = Vec::new();
-    for c in &corpus {
-        let paragraph: String = c.messages.iter().map(|m| format!("{}\n", m.text)).collect();
-        let at = text.len();
-        expected.extend(detect(&paragraph).into_iter().map(|s| Span {
-            start: s.start + at,
-            end: s.end + at,
-            entity: s.entity,
-        }));
-        text.push_str(&paragraph);
-        text.push('\n');
-    }
-    assert!(text.len() > PARAGRAPHS_FROM * 4);
-    let found = detect_by_paragraph(&text);
-    assert!(!found.is_empty());
-    assert_eq!(found, expected);
-    // A short text is searched whole, as before.
-    let short = "Dan Johnson\n\nat dan@example.com";
-    assert_eq!(detect_by_paragraph(short), detect(short));
-}
