@@ -177,15 +177,7 @@ fn print_report(r: &EvalReport, examples: bool) {
         r.options.seed, r.options.conversations, r.messages, m.profile, m.cpus, m.os, m.arch
     );
     if examples {
-        for e in &r.examples {
-            println!(
-                "{:>14} {:<15} {:?} in {:?}",
-                e.kind,
-                e.entity.to_string(),
-                e.span,
-                e.message
-            );
-        }
+        print_examples(&r.examples, "");
     }
     let met = r.targets.iter().filter(|c| c.pass).count();
     println!(
@@ -274,15 +266,20 @@ fn print_locales<'a>(
         per_locale.join(", ")
     );
     if examples {
-        for e in &r.locale_examples {
-            println!(
-                "{:>14} {:<15} {:?} in {:?} (tuning pool)",
-                e.kind,
-                e.entity.to_string(),
-                e.span,
-                e.message
-            );
-        }
+        print_examples(&r.locale_examples, " (tuning pool)");
+    }
+}
+
+/// One line per miss or false positive, `suffix` after each.
+fn print_examples(examples: &[eval::Example], suffix: &str) {
+    for e in examples {
+        println!(
+            "{:>14} {:<15} {:?} in {:?}{suffix}",
+            e.kind,
+            e.entity.to_string(),
+            e.span,
+            e.message
+        );
     }
 }
 

@@ -275,30 +275,35 @@ fn score_locales(
     conversations: usize,
 ) -> (LocaleScores, Vec<Example>) {
     let corpus = locales::generate(pool, seed, conversations);
+    // Each conversation is redacted once; every figure below reads these predictions.
+    let predicted: Vec<Vec<Vec<Span>>> = corpus.iter().map(|c| predict(&c.conversation)).collect();
+    let pairs = || {
+        corpus
+            .iter()
+            .zip(&predicted)
+            .map(|(c, p)| (c, &c.conversation, p))
+    };
     let mut by_locale = BTreeMap::new();
     for locale in locales::LOCALES {
-        let part: Vec<Conversation> = corpus
-            .iter()
-            .filter(|c| c.locale == locale)
-            .map(|c| c.conversation.clone())
-            .collect();
-        by_locale.insert(locale, score(&part).1);
+        let part = pairs()
+            .filter(|(c, ..)| c.locale == locale)
+            .map(|(_, c, p)| (c, p));
+        by_locale.insert(locale, score_predicted(part).1);
     }
-    let all: Vec<Conversation> = corpus.into_iter().map(|c| c.conversation).collect();
-    let (by_type, overall, examples) = score(&all);
+    let (by_type, overall, examples) = score_predicted(pairs().map(|(_, c, p)| (c, p)));
     let (mut negatives, mut kept) = (0usize, 0usize);
-    for c in &all {
-        for (m, predicted) in c.messages.iter().zip(predict(c)) {
+    for (_, c, predictions) in pairs() {
+        for (m, p) in c.messages.iter().zip(predictions) {
             if m.spans.is_empty() {
                 negatives += 1;
-                kept += usize::from(predicted.is_empty());
+                kept += usize::from(p.is_empty());
             }
         }
     }
     let scores = LocaleScores {
         pool,
-        conversations: all.len(),
-        messages: all.iter().map(|c| c.messages.len()).sum(),
+        conversations: corpus.len(),
+        messages: corpus.iter().map(|c| c.conversation.messages.len()).sum(),
         by_type,
         overall,
         kept: if negatives == 0 {
@@ -315,37 +320,39 @@ fn score_locales(
 /// The targets, on the held-out pool.
 fn held_out_targets(s: &LocaleScores) -> Vec<TargetCheck<PiiTarget>> {
     let recall = |e: EntityType| s.by_type.get(&e).map_or(f64::NAN, |s| s.recall);
-    let at_least = |t, v, goal| TargetCheck::new(t, v, Bound::AtLeast, goal);
-    vec![
-        at_least(
+    [
+        (
             PiiTarget::HeldOutPersonRecall,
             recall(EntityType::Person),
             0.95,
         ),
-        at_least(
+        (
             PiiTarget::HeldOutPhoneRecall,
             recall(EntityType::Phone),
             0.95,
         ),
-        at_least(
+        (
             PiiTarget::HeldOutOrganizationRecall,
             recall(EntityType::Organization),
             0.90,
         ),
-        at_least(
+        (
             PiiTarget::HeldOutAddressRecall,
             recall(EntityType::Address),
             0.90,
         ),
-        at_least(
+        (
             PiiTarget::HeldOutEmailRecall,
             recall(EntityType::Email),
             0.99,
         ),
-        at_least(PiiTarget::HeldOutIbanRecall, recall(EntityType::Iban), 0.99),
-        at_least(PiiTarget::HeldOutKept, s.kept, 0.97),
-        at_least(PiiTarget::HeldOutF2, s.overall.f2, 0.95),
+        (PiiTarget::HeldOutIbanRecall, recall(EntityType::Iban), 0.99),
+        (PiiTarget::HeldOutKept, s.kept, 0.97),
+        (PiiTarget::HeldOutF2, s.overall.f2, 0.95),
     ]
+    .into_iter()
+    .map(|(target, value, goal)| TargetCheck::new(target, value, Bound::AtLeast, goal))
+    .collect()
 }
 
 /// The long-session targets, when two sizes or more were measured: ≥ 10 MB/s on the
@@ -387,6 +394,14 @@ fn predict(conversation: &Conversation) -> Vec<Vec<Span>> {
 type Scores = (BTreeMap<EntityType, Score>, Score, Vec<Example>);
 
 fn score(corpus: &[Conversation]) -> Scores {
+    let predicted: Vec<Vec<Vec<Span>>> = corpus.iter().map(predict).collect();
+    score_predicted(corpus.iter().zip(&predicted))
+}
+
+/// [`score`] of conversations already redacted: each with its predicted spans per message.
+fn score_predicted<'a>(
+    corpus: impl IntoIterator<Item = (&'a Conversation, &'a Vec<Vec<Span>>)>,
+) -> Scores {
     let mut by_type: BTreeMap<EntityType, Score> = BTreeMap::new();
     let mut examples: Vec<Example> = Vec::new();
     let mut shown: BTreeMap<(EntityType, &'static str), usize> = BTreeMap::new();
@@ -402,13 +417,13 @@ fn score(corpus: &[Conversation]) -> Scores {
             });
         }
     };
-    for conversation in corpus {
-        for (m, predicted) in conversation.messages.iter().zip(predict(conversation)) {
+    for (conversation, predictions) in corpus {
+        for (m, predicted) in conversation.messages.iter().zip(predictions) {
             let mut gold_used = vec![false; m.spans.len()];
             for g in &m.spans {
                 by_type.entry(g.entity).or_default().gold += 1;
             }
-            for p in &predicted {
+            for p in predicted {
                 let s = by_type.entry(p.entity).or_default();
                 s.predicted += 1;
                 let hit = m.spans.iter().enumerate().find(|(i, g)| {

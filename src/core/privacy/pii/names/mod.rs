@@ -509,6 +509,8 @@ fn person_at(toks: &[Tok<'_>], i: usize) -> Option<usize> {
             }
         }
         Cue::Weak if known && !common => return take(!t.cap),
+        // "this is sjoerd from support", "I'm aoife from billing": in lower case (the
+        // capitalised forms are taken above).
         Cue::Weak
             if !common
                 && toks
