@@ -613,11 +613,12 @@ pub fn signature_orgs(text: &str, found: &mut Vec<Span>) {
         found.iter().any(|s| s.start < end && start < s.end)
     };
     for k in 0..lines.len().saturating_sub(2) {
-        let sign_off = lines[k]
-            .1
-            .trim()
-            .trim_end_matches([',', '!'])
-            .to_lowercase();
+        let sign_off = lines[k].1.trim().trim_end_matches([',', '!']);
+        // The longest sign-off is 24 bytes: most lines are rejected before lower-casing.
+        if sign_off.len() > 32 {
+            continue;
+        }
+        let sign_off = sign_off.to_lowercase();
         if !SIGN_OFF_LINES.contains(&sign_off.as_str()) {
             continue;
         }
